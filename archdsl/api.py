@@ -1,0 +1,103 @@
+"""The Python API: `archdsl.load(...)` → Architecture, with stats, graph, format and backends."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .elaborate import Elaborator, _Abort
+from .errors import ArchErrors, ErrorSink, UsageError, did_you_mean
+from .ir import Graph
+from .program import Program, load_program
+
+
+def load_spec(source: str | os.PathLike) -> Program:
+    """A path to a .arch file, or spec text (anything containing a newline or `arch `)."""
+    if isinstance(source, str) and ("\n" in source or source.lstrip().startswith("arch ")):
+        return load_program(text=source)
+    return load_program(path=source)
+
+
+def elaborate(program: Program, arch: str, overrides: dict[str, Any] | None = None) -> Graph:
+    """Elaborate one architecture of a loaded program into a typed graph (raises ArchErrors)."""
+    sink = ErrorSink()
+    graph = None
+    try:
+        graph = Elaborator(program, sink).arch(arch, dict(overrides or {}))
+    except _Abort:
+        pass
+    sink.check()
+    assert graph is not None
+    return graph
+
+
+def select_archs(program: Program, arch: str | None) -> list[str]:
+    """The architectures a command works on: the one named, or all the file offers."""
+    if arch is None:
+        if not program.own:
+            raise ArchErrors([UsageError(f"{program.file} defines no architecture", None,
+                                         "add `arch NAME` followed by `input` and layers")])
+        return list(program.own)
+    if arch not in program.archs:
+        raise ArchErrors([UsageError(f"{program.file} has no architecture `{arch}`", None,
+                                     did_you_mean(arch, program.archs)
+                                     or "it has: " + ", ".join(program.own))])
+    return [arch]
+
+
+@dataclass
+class Architecture:
+    """One elaborated architecture: its graph, and what can be made from it."""
+
+    graph: Graph
+    program: Program
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.graph.settings)
+
+    def stats(self, dtype: str = "float32"):
+        from .analysis import analyse
+        return analyse(self.graph, dtype=dtype)
+
+    def format(self) -> str:
+        from .formatter import format_graph
+        return format_graph(self.graph)
+
+    def __repr__(self) -> str:
+        from .ops import fmt_shape
+        return (f"Architecture({self.name!r}, input={fmt_shape(self.graph.input_shape)}, "
+                f"output={fmt_shape(self.graph.output_shape)}, nodes={len(self.graph.g)})")
+
+
+def load(source: str | os.PathLike, arch: str | None = None, **params: Any) -> Architecture:
+    """Load one architecture from a spec file or spec text.
+
+    `arch` picks one when the file defines several; keyword arguments override the spec's
+    parameters (e.g. `alpha=0.75, resolution=192`).
+    """
+    program = load_spec(source)
+    names = select_archs(program, arch)
+    if len(names) > 1:
+        raise ArchErrors([UsageError(
+            f"{program.file} defines {len(names)} architectures; choose one with arch=...", None,
+            "it has: " + ", ".join(names))])
+    return Architecture(elaborate(program, names[0], params), program)
+
+
+def load_all(source: str | os.PathLike, **params: Any) -> list[Architecture]:
+    """Every architecture a spec file offers (parameters apply to each that declares them)."""
+    program = load_spec(source)
+    return [Architecture(elaborate(program, n, params), program)
+            for n in select_archs(program, None)]
+
+
+def spec_path(source: str | os.PathLike) -> Path | None:
+    p = Path(source)
+    return p if p.exists() else None

@@ -1,0 +1,230 @@
+"""The `archdsl` command: a thin shell that parses arguments, calls the library, renders."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from .analysis import DTYPE_BYTES, Stats, analyse
+from .api import elaborate, select_archs
+from .errors import ArchError, ArchErrors, UsageError
+from .program import Program, load_program
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="archdsl: describe, measure and compile neural-network architectures.")
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+SpecArgs = Annotated[list[Path], typer.Argument(help="spec files (.arch)", show_default=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", "-s", metavar="NAME=VALUE",
+    help="override a spec parameter; NAME=v1,v2,... gives one row per value")]
+ArchOpt = Annotated[Optional[str], typer.Option("--arch", "-a", help="only this architecture")]
+
+
+def _out() -> Console:
+    # Piped output keeps whole tables: a width of 80 would crop the numbers.
+    wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 220
+    return Console(highlight=False, soft_wrap=False, width=wide)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: int, float, true/false, or a word (e.g. norm=bn)."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_sets(sets: list[str] | None) -> list[dict[str, Any]]:
+    """--set a=1,2 --set b=x → [{a:1,b:x}, {a:2,b:x}] (the cartesian product)."""
+    axes: list[tuple[str, list[Any]]] = []
+    for item in sets or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ArchErrors([UsageError(f"--set expects NAME=VALUE, got `{item}`", None,
+                                         "e.g. --set alpha=0.75 or --set resolution=128,160")])
+        axes.append((name.strip(), [parse_value(v) for v in value.split(",")]))
+    names = [n for n, _ in axes]
+    return [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in axes))]
+
+
+def _load(specs: list[Path]) -> list[Program]:
+    programs, errors = [], []
+    for spec in specs:
+        try:
+            programs.append(load_program(path=spec))
+        except ArchErrors as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise ArchErrors(errors)
+    return programs
+
+
+def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None):
+    """Elaborate every selected architecture under every --set combination; collect errors."""
+    combos = parse_sets(sets)
+    graphs, errors = [], []
+    for program in _load(specs):
+        try:
+            names = select_archs(program, arch) if arch is None or arch in program.archs else []
+        except ArchErrors as exc:
+            errors.extend(exc.errors)
+            continue
+        for name in names:
+            for combo in combos:
+                try:
+                    graphs.append(elaborate(program, name, combo))
+                except ArchErrors as exc:
+                    errors.extend(exc.errors)
+    if arch is not None and not graphs and not errors:
+        errors.append(UsageError(f"no spec defines an architecture `{arch}`", None))
+    if errors:
+        raise ArchErrors(errors)
+    return graphs
+
+
+def _report_errors(errors: list[ArchError]) -> None:
+    console = _err()
+    for i, err in enumerate(errors):
+        if i:
+            console.print()
+        text = err.render()
+        head, _, rest = text.partition("\n")
+        where, sep, msg = head.partition(": error: ")
+        if sep:
+            console.print(f"{where}: ", end="", markup=False)
+            console.print("error: ", style="bold red", end="")
+            console.print(msg, markup=False)
+        else:
+            console.print(head, markup=False, style="bold red" if not where.startswith(
+                ("note", "hint")) else None)
+        if rest:
+            console.print(rest, markup=False)
+    n = len(errors)
+    console.print(f"{n} error{'s' if n != 1 else ''}", style="bold red")
+
+
+def run(fn) -> None:
+    try:
+        fn()
+    except ArchErrors as exc:
+        _report_errors(exc.errors)
+        raise typer.Exit(1) from None
+    except ArchError as exc:
+        _report_errors([exc])
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def check(specs: SpecArgs, set_: SetOpt = None, arch: ArchOpt = None) -> None:
+    """Check specs: syntax, names, shapes. Prints nothing but errors, or one OK line."""
+    def body() -> None:
+        graphs = _graphs(specs, set_, arch)
+        nodes = sum(len(g.g) - 1 for g in graphs)
+        _out().print(f"ok: {len(graphs)} architecture{'s' if len(graphs) != 1 else ''} "
+                     f"in {len(specs)} file{'s' if len(specs) != 1 else ''}, {nodes:,} nodes",
+                     markup=False)
+    run(body)
+
+
+@app.command()
+def stats(
+    specs: SpecArgs,
+    set_: SetOpt = None,
+    arch: ArchOpt = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="one row per layer")] = False,
+    depth: Annotated[Optional[int], typer.Option(
+        "--depth", min=1, help="roll layers up into blocks/stages N name-levels deep")] = None,
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    dtype: Annotated[str, typer.Option(help="bytes per value for memory columns: "
+                                       + ", ".join(DTYPE_BYTES))] = "float32",
+) -> None:
+    """Size and cost: units, weights, params, connections, MACs, memory.
+
+    Several specs (or architectures) give one comparison table, one row each.
+    """
+    def body() -> None:
+        if dtype not in DTYPE_BYTES:
+            raise UsageError(f"unknown dtype `{dtype}`", None, "one of " + ", ".join(DTYPE_BYTES))
+        all_stats = [analyse(g, dtype) for g in _graphs(specs, set_, arch)]
+        _print_stats(all_stats, per_layer or depth is not None, depth, format)
+    run(body)
+
+
+def _print_stats(all_stats: list[Stats], per_layer: bool, depth: int | None,
+                 fmt: Format) -> None:
+    from . import report
+    out = _out()
+    if fmt is Format.json:
+        out.print(report.to_json(all_stats, depth), markup=False, soft_wrap=True)
+    elif fmt is Format.csv:
+        sys.stdout.write(report.to_csv(all_stats, per_layer, depth))
+    elif fmt is Format.markdown:
+        sys.stdout.write(report.to_markdown(all_stats, per_layer, depth))
+    elif per_layer:
+        for s in all_stats:
+            out.print(report.layer_table(s, depth))
+    else:
+        out.print(report.comparison_table(all_stats))
+
+
+@app.command("format")
+def format_(spec: Annotated[Path, typer.Argument(help="a spec file")],
+            set_: SetOpt = None, arch: ArchOpt = None) -> None:
+    """Print the canonical, fully expanded form of each architecture."""
+    from .formatter import format_graph
+
+    def body() -> None:
+        for i, g in enumerate(_graphs([spec], set_, arch)):
+            sys.stdout.write(("\n" if i else "") + format_graph(g))
+    run(body)
+
+
+@app.command()
+def ops() -> None:
+    """List the ops the language knows, with their syntax."""
+    from rich.table import Table
+
+    from .elaborate import _attr_hint
+    from .ops import ALIASES, OPS
+    table = Table(title="archdsl ops")
+    for col in ("Op", "Category", "Written", "Aliases", "What it is"):
+        table.add_column(col)
+    for name, op in OPS.items():
+        if not op.in_syntax:
+            continue
+        aliases = ", ".join(a for a, t in ALIASES.items() if t == name)
+        table.add_row(name, op.category, _attr_hint(op).split(" is written ", 1)[1], aliases,
+                      op.doc)
+    _out().print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

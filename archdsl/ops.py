@@ -1,0 +1,348 @@
+"""ONE declaration per op kind: its attributes, shape rule and counts.
+
+Analysis and every backend ask these declarations; nothing else switches on op names.
+Counting conventions (Grosse & Ba, CSC421 "Convolutional networks", and DESIGN.md):
+
+- units: output activations of a layer, C·H·W per image (0 for ops that only re-view data).
+- weights: multiplicative weights only (K·K·Cin/groups·Cout for conv, in·out for FC).
+- params: every trainable parameter: weights + biases + normalization scale/shift.
+- connections: units × fan-in, for conv (K·K·Cin/groups), FC (in) and pooling windows (K·K).
+- MACs: multiply-accumulates of weighted layers (the MobileNet paper's Mult-Adds,
+  torchvision's "GFLOPS"); FLOPs = 2 × MACs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Shape = tuple[int, ...]
+REQUIRED = object()
+
+
+class OpShapeError(Exception):
+    """Raised by a shape rule; the elaborator adds the location and the producing layer."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+@dataclass(frozen=True)
+class AttrSpec:
+    """An attribute: its type (int, float, bool, pad, choice, act, norm), default and range."""
+
+    type: str
+    default: Any = REQUIRED
+    minimum: float | None = None
+    choices: tuple = ()
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    category: str  # conv | linear | pool | norm | act | regularizer | shape | join | source
+    doc: str
+    attrs: dict[str, AttrSpec] = field(default_factory=dict)
+    shape: Callable[[dict, list[Shape]], Shape] = lambda a, ins: ins[0]
+    positional: tuple[str, ...] = ()  # order of call arguments: dropout(0.5), lrn(5)
+    kernel: str | None = None  # attribute set by a digit suffix: conv3 → k=3
+    dash: str | None = None  # attribute set by "-N": conv3-64 → out=64
+    slash: str | None = None  # attribute set by "/S": maxpool3/2 → stride=2
+    attaches: bool = False  # takes norm=/act= (emitted as separate nodes after it)
+    # which of norm=/act= a network `defaults` line gives it: papers normalize convolutions,
+    # almost never the classifier, so FC takes a norm only when one is written on it
+    default_attach: tuple[str, ...] = ("norm", "act")
+    arity: tuple[int, int] = (1, 1)  # (min, max) inputs; max 0 = unbounded
+    in_syntax: bool = True  # can be written as a layer (joins come from add/concat/mul {...})
+    prepare: Callable[[dict, list[Shape]], tuple[str, dict]] | None = None
+    lowers_to: str | None = None  # the op `prepare` turns this one into (dwconv → conv)
+    weights: Callable[[dict, list[Shape], Shape], int] = lambda a, ins, out: 0
+    biases: Callable[[dict, list[Shape], Shape], int] = lambda a, ins, out: 0
+    fan_in: Callable[[dict, list[Shape], Shape], int] = lambda a, ins, out: 0
+    total_connections: Callable[[dict, list[Shape], Shape], int] | None = None  # if not units×fan-in
+    makes_units: bool = True
+    weighted: bool = False  # MACs = connections
+
+    def params(self, attrs: dict, ins: list[Shape], out: Shape) -> int:
+        return self.weights(attrs, ins, out) + self.biases(attrs, ins, out)
+
+    def units(self, out: Shape) -> int:
+        return math.prod(out) if self.makes_units else 0
+
+    def connections(self, attrs: dict, ins: list[Shape], out: Shape) -> int:
+        if self.total_connections is not None:
+            return self.total_connections(attrs, ins, out)
+        return self.units(out) * self.fan_in(attrs, ins, out)
+
+    def macs(self, attrs: dict, ins: list[Shape], out: Shape) -> int:
+        return self.connections(attrs, ins, out) if self.weighted else 0
+
+
+# ---------------------------------------------------------------- shape helpers
+
+def _spatial(ins: list[Shape], op: str) -> tuple[int, int, int]:
+    shape = ins[0]
+    if len(shape) != 3:
+        raise OpShapeError(f"{op} needs a C×H×W input, got {fmt_shape(shape)}",
+                           "a flattened tensor cannot be convolved or pooled; "
+                           "move this layer before the FC/flatten")
+    return shape  # type: ignore[return-value]
+
+
+def _window(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
+    span = dilation * (k - 1) + 1
+    num = size + 2 * pad - span
+    if num < 0:
+        return 0
+    out = (-(-num // stride) if ceil else num // stride) + 1
+    if ceil and (out - 1) * stride >= size + pad:
+        out -= 1  # PyTorch: the last window must start inside the input or left padding
+    return out
+
+
+def _conv_like(a: dict, ins: list[Shape], op: str, channels: int) -> Shape:
+    c, h, w = _spatial(ins, op)
+    k, s, p, d = a["k"], a["stride"], a["pad"], a.get("dilation", 1)
+    ceil = a.get("ceil", False)
+    ho, wo = (_window(x, k, s, p, d, ceil) for x in (h, w))
+    if ho < 1 or wo < 1:
+        raise OpShapeError(
+            f"spatial size shrinks below 1: a {k}×{k} window with stride {s} and padding {p} "
+            f"on a {h}×{w} input gives {max(ho, 0)}×{max(wo, 0)}",
+            "use a larger input resolution, padding (pad=same), or fewer downsampling layers")
+    return (channels, ho, wo)
+
+
+def _same_pad(a: dict) -> int:
+    return (a.get("dilation", 1) * (a["k"] - 1)) // 2
+
+
+def _resolve_pad(a: dict) -> dict:
+    pad = a["pad"]
+    if pad == "same":
+        a["pad"] = _same_pad(a)
+    elif pad == "valid":
+        a["pad"] = 0
+    return a
+
+
+# ---------------------------------------------------------------- conv / fc
+
+def _conv_prepare(a: dict, ins: list[Shape]) -> tuple[str, dict]:
+    return "conv", _resolve_pad(a)
+
+
+def _dwconv_prepare(a: dict, ins: list[Shape]) -> tuple[str, dict]:
+    c = _spatial(ins, "dwconv")[0]
+    a = dict(a)
+    a["groups"] = c
+    if a.get("out") is None:
+        a["out"] = c
+    return "conv", _resolve_pad(a)
+
+
+def _conv_shape(a: dict, ins: list[Shape]) -> Shape:
+    c = _spatial(ins, "conv")[0]
+    g = a["groups"]
+    if c % g or a["out"] % g:
+        raise OpShapeError(
+            f"groups={g} must divide both input channels ({c}) and output channels ({a['out']})")
+    return _conv_like(a, ins, "conv", a["out"])
+
+
+def _conv_weights(a: dict, ins: list[Shape], out: Shape) -> int:
+    return a["k"] * a["k"] * (ins[0][0] // a["groups"]) * a["out"]
+
+
+_CONV_ATTRS = {
+    "out": AttrSpec("int", REQUIRED, 1, doc="output channels (conv3-64)"),
+    "k": AttrSpec("int", REQUIRED, 1, doc="kernel size (the digits in conv3)"),
+    "stride": AttrSpec("int", 1, 1, doc="stride (conv7-64/2)"),
+    "pad": AttrSpec("pad", "same", doc="same | valid | N"),
+    "dilation": AttrSpec("int", 1, 1),
+    "groups": AttrSpec("int", 1, 1),
+    "bias": AttrSpec("bias", "auto", doc="auto: a bias unless a norm follows"),
+}
+
+
+def _fc_shape(a: dict, ins: list[Shape]) -> Shape:
+    return (a["out"],)
+
+
+# ---------------------------------------------------------------- pooling
+
+def _pool_prepare(name: str) -> Callable[[dict, list[Shape]], tuple[str, dict]]:
+    def prepare(a: dict, ins: list[Shape]) -> tuple[str, dict]:
+        a = dict(a)
+        if a["stride"] is None:
+            a["stride"] = a["k"]
+        return name, _resolve_pad(a)
+    return prepare
+
+
+def _pool_shape(a: dict, ins: list[Shape]) -> Shape:
+    c = _spatial(ins, "pooling")[0]
+    if a["pad"] * 2 > a["k"]:
+        raise OpShapeError(f"pooling padding {a['pad']} is more than half the window {a['k']}")
+    return _conv_like(a, ins, "pooling", c)
+
+
+_POOL_ATTRS = {
+    "k": AttrSpec("int", 2, 1, doc="window (maxpool3)"),
+    "stride": AttrSpec("int", None, 1, doc="stride (maxpool3/2); default: the window"),
+    "pad": AttrSpec("pad", "valid", doc="valid (default) | same | N"),
+    "ceil": AttrSpec("bool", False, doc="round the output size up (PyTorch ceil_mode)"),
+}
+
+
+def _global_shape(a: dict, ins: list[Shape]) -> Shape:
+    return (_spatial(ins, "global pooling")[0], 1, 1)
+
+
+def _adaptive_bounds(size: int, out: int) -> list[int]:
+    return [((i + 1) * size + out - 1) // out - (i * size) // out for i in range(out)]
+
+
+def _adaptive_shape(a: dict, ins: list[Shape]) -> Shape:
+    c, h, w = _spatial(ins, "adaptive pooling")
+    return (c, a["size"], a["size"])
+
+
+def _adaptive_connections(a: dict, ins: list[Shape], out: Shape) -> int:
+    # PyTorch's adaptive windows differ in size; sum them exactly over all units
+    c, h, w = ins[0]
+    return c * sum(_adaptive_bounds(h, a["size"])) * sum(_adaptive_bounds(w, a["size"]))
+
+
+# ---------------------------------------------------------------- joins
+
+def _add_shape(a: dict, ins: list[Shape]) -> Shape:
+    first = ins[0]
+    for i, s in enumerate(ins[1:], 1):
+        if s != first:
+            raise OpShapeError(f"cannot add {fmt_shape(first)} and {fmt_shape(s)}",
+                               "give the shortcut a projection (shortcut { conv1-N/S }) "
+                               "or make both branches end with the same shape")
+    return first
+
+
+def _mul_shape(a: dict, ins: list[Shape]) -> Shape:
+    out = list(ins[0])
+    for s in ins[1:]:
+        if len(s) != len(out) or any(x != y and 1 not in (x, y) for x, y in zip(s, out)):
+            raise OpShapeError(f"cannot multiply {fmt_shape(tuple(out))} by {fmt_shape(s)}",
+                               "each dimension must match or be 1 (a gate is C×1×1)")
+        out = [max(x, y) for x, y in zip(out, s)]
+    return tuple(out)
+
+
+def _concat_shape(a: dict, ins: list[Shape]) -> Shape:
+    first = ins[0]
+    for s in ins[1:]:
+        if len(s) != len(first) or s[1:] != first[1:]:
+            raise OpShapeError(
+                f"cannot concatenate {fmt_shape(first)} and {fmt_shape(s)} along channels: "
+                "the other dimensions differ",
+                "every branch must keep the same spatial size (check strides and padding)")
+    return (sum(s[0] for s in ins),) + tuple(first[1:])
+
+
+def _flatten_shape(a: dict, ins: list[Shape]) -> Shape:
+    return (math.prod(ins[0]),)
+
+
+def _in_features(ins: list[Shape]) -> int:
+    return math.prod(ins[0])
+
+
+def _act(name: str, doc: str, **attrs: AttrSpec) -> OpDef:
+    return OpDef(name, "act", doc, attrs=dict(attrs), positional=tuple(attrs))
+
+
+OPS: dict[str, OpDef] = {op.name: op for op in [
+    OpDef("input", "source", "the network's input", attrs={"shape": AttrSpec("shape")},
+          arity=(0, 0), in_syntax=False, makes_units=False, shape=lambda a, ins: a["shape"]),
+    OpDef("conv", "conv", "2-D convolution: conv3-64, conv7-64/2, conv3-64 groups=32",
+          attrs=_CONV_ATTRS, kernel="k", dash="out", slash="stride", attaches=True,
+          prepare=_conv_prepare, shape=_conv_shape, weights=_conv_weights,
+          biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
+          fan_in=lambda a, ins, out: a["k"] * a["k"] * ins[0][0] // a["groups"], weighted=True),
+    OpDef("dwconv", "conv", "depthwise convolution (groups = input channels): dwconv3/2",
+          attrs={**_CONV_ATTRS, "out": AttrSpec("int", None, 1, doc="default: input channels")},
+          kernel="k", dash="out", slash="stride", attaches=True, prepare=_dwconv_prepare,
+          lowers_to="conv"),
+    OpDef("fc", "linear", "fully connected layer over the flattened input: FC-4096",
+          attrs={"out": AttrSpec("int", REQUIRED, 1), "bias": _CONV_ATTRS["bias"]},
+          dash="out", attaches=True, default_attach=("act",), shape=_fc_shape,
+          weights=lambda a, ins, out: _in_features(ins) * a["out"],
+          biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
+          fan_in=lambda a, ins, out: _in_features(ins), weighted=True),
+    OpDef("maxpool", "pool", "max pooling: maxpool (2×2/2), maxpool3/2", attrs=_POOL_ATTRS,
+          kernel="k", slash="stride", prepare=_pool_prepare("maxpool"), shape=_pool_shape,
+          fan_in=lambda a, ins, out: a["k"] * a["k"]),
+    OpDef("avgpool", "pool", "average pooling (padding counted, as in PyTorch): avgpool2/2",
+          attrs=_POOL_ATTRS, kernel="k", slash="stride", prepare=_pool_prepare("avgpool"),
+          shape=_pool_shape, fan_in=lambda a, ins, out: a["k"] * a["k"]),
+    OpDef("gap", "pool", "global average pooling to C×1×1", shape=_global_shape,
+          fan_in=lambda a, ins, out: ins[0][1] * ins[0][2]),
+    OpDef("gmp", "pool", "global max pooling to C×1×1", shape=_global_shape,
+          fan_in=lambda a, ins, out: ins[0][1] * ins[0][2]),
+    OpDef("adaptive_avgpool", "pool", "adaptive average pooling to C×S×S: adaptive_avgpool(7)",
+          attrs={"size": AttrSpec("int", REQUIRED, 1)}, positional=("size",),
+          shape=_adaptive_shape, total_connections=_adaptive_connections),
+    OpDef("bn", "norm", "batch normalization (inference: scale and shift per channel)",
+          attrs={"eps": AttrSpec("float", 1e-5, 0), "momentum": AttrSpec("float", 0.1, 0)},
+          biases=lambda a, ins, out: 2 * ins[0][0]),
+    OpDef("lrn", "norm", "local response normalization across channels (Krizhevsky et al.)",
+          attrs={"size": AttrSpec("int", 5, 1), "alpha": AttrSpec("float", 1e-4),
+                 "beta": AttrSpec("float", 0.75), "k": AttrSpec("float", 2.0)},
+          positional=("size",)),
+    OpDef("dropout", "regularizer", "dropout (identity at inference): dropout, dropout(0.4)",
+          attrs={"p": AttrSpec("float", 0.5, 0)}, positional=("p",), makes_units=False),
+    _act("relu", "rectified linear unit"),
+    _act("relu6", "ReLU capped at 6 (MobileNet)"),
+    _act("sigmoid", "logistic sigmoid"),
+    _act("tanh", "hyperbolic tangent"),
+    _act("gelu", "Gaussian error linear unit"),
+    _act("swish", "x·sigmoid(x), a.k.a. SiLU"),
+    _act("hardswish", "x·relu6(x+3)/6 (MobileNetV3)"),
+    _act("softmax", "softmax over channels"),
+    OpDef("flatten", "shape", "flatten C×H×W to a vector", shape=_flatten_shape,
+          makes_units=False),
+    OpDef("add", "join", "elementwise sum of branches (residual join)", arity=(2, 0),
+          in_syntax=False, shape=_add_shape),
+    OpDef("mul", "join", "elementwise product with broadcasting (gating)", arity=(2, 0),
+          in_syntax=False, shape=_mul_shape),
+    OpDef("concat", "join", "concatenation along channels", arity=(2, 0), in_syntax=False,
+          shape=_concat_shape, makes_units=False),
+]}
+
+# Other spellings people use for the same op (papers, PyTorch, Keras).
+ALIASES: dict[str, str] = {
+    "linear": "fc", "dense_layer": "fc", "batchnorm": "bn", "soft-max": "softmax",
+    "silu": "swish", "globalavgpool": "gap", "global_avgpool": "gap", "gavgpool": "gap",
+    "global_maxpool": "gmp", "max_pool": "maxpool", "avg_pool": "avgpool",
+    "depthwise": "dwconv",
+}
+
+ACTIVATIONS = tuple(n for n, op in OPS.items() if op.category == "act")
+NORMS = ("bn", "lrn")
+
+
+def lookup(name: str) -> OpDef | None:
+    """The op a written name means (case-insensitive, aliases allowed), or None."""
+    key = name.lower()
+    return OPS.get(ALIASES.get(key, key))
+
+
+def syntax_names() -> list[str]:
+    """Every name a spec may write for an op, for 'did you mean' hints."""
+    return sorted([n for n, op in OPS.items() if op.in_syntax] + list(ALIASES))
+
+
+def fmt_shape(shape: Shape | None) -> str:
+    return "?" if shape is None else "×".join(str(d) for d in shape)
