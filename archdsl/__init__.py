@@ -1,1 +1,25 @@
-"""archdsl."""
+"""archdsl: a declarative language for neural-network architectures, and its compiler.
+
+    >>> import archdsl
+    >>> net = archdsl.load("specs/resnet50.arch")
+    >>> net.stats().totals["params"]
+    25557032
+
+The core (parse, check, stats) needs neither torch nor tvm; backends load lazily.
+"""
+
+from .analysis import Row, Stats, analyse
+from .api import Architecture, elaborate, load, load_all, load_spec
+from .errors import ArchError, ArchErrors, Span
+from .expr import make_divisible
+from .formatter import format_graph
+from .ir import Graph, Node, validate
+from .ops import OPS, OpDef
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OPS", "ArchError", "ArchErrors", "Architecture", "Graph", "Node", "OpDef", "Row", "Span",
+    "Stats", "analyse", "elaborate", "format_graph", "load", "load_all", "load_spec",
+    "make_divisible", "validate", "__version__",
+]

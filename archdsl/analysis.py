@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ._perf import gc_paused
 from .ir import Graph
 from .ops import OPS, Shape
 
@@ -92,6 +93,11 @@ def analyse(graph: Graph, dtype: str = "float32") -> Stats:
     """Count every layer of a typed graph."""
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPE_BYTES)}")
+    with gc_paused():
+        return _analyse(graph, dtype)
+
+
+def _analyse(graph: Graph, dtype: str) -> Stats:
     rows: dict[int, Row] = {}
     for node in graph.nodes:
         if node.op == "input":

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._perf import gc_paused
 from .elaborate import Elaborator, _Abort
 from .errors import ArchErrors, ErrorSink, UsageError, did_you_mean
 from .ir import Graph
@@ -25,7 +26,8 @@ def elaborate(program: Program, arch: str, overrides: dict[str, Any] | None = No
     sink = ErrorSink()
     graph = None
     try:
-        graph = Elaborator(program, sink).arch(arch, dict(overrides or {}))
+        with gc_paused():
+            graph = Elaborator(program, sink).arch(arch, dict(overrides or {}))
     except _Abort:
         pass
     sink.check()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import syntax as S
 from .errors import ArchErrors, ErrorSink, IncludeError, NameError_, Span
+from ._perf import gc_paused
 from .parser import parse
 
 
@@ -33,6 +34,11 @@ def display_path(path: Path) -> str:
 def load_program(path: str | os.PathLike | None = None, text: str | None = None,
                  name: str = "<string>") -> Program:
     """Load a spec from a file (or from `text`, with includes relative to the cwd)."""
+    with gc_paused():
+        return _load_program(path, text, name)
+
+
+def _load_program(path: str | os.PathLike | None, text: str | None, name: str) -> Program:
     sink = ErrorSink()
     if text is None:
         if path is None:

@@ -1,0 +1,83 @@
+"""Front-end speed: parse + elaborate (shape inference) + stats, in one process.
+
+Targets (issue 2): ResNet-152 well under 100 ms; a synthetic 10,000-layer spec under 2 s,
+with cost linear in size. Prints a table; the "per layer" column shows linearity, and the
+last column compares each size with the smallest one as a ratio (1.00 = perfectly linear).
+
+    python benchmarks/bench_frontend.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from archdsl.analysis import analyse
+from archdsl.api import elaborate
+from archdsl.parser import _lark
+from archdsl.program import load_program
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic(layers: int) -> str:
+    """A plain chain of `layers` conv layers (with BN and ReLU) plus residual blocks."""
+    blocks = max(1, layers // 4)
+    lines = ["block res(c) {", "  residual { conv3-{c}; conv3-{c} act=none }", "  relu", "}",
+             "arch chain", "input 16x32x32", "defaults norm=bn act=relu"]
+    lines += ["res(16)"] * blocks
+    return "\n".join(lines) + "\n"
+
+
+def run_once(text: str | None = None, path: Path | None = None, arch: str | None = None):
+    t0 = time.perf_counter()
+    program = load_program(path=path) if path else load_program(text=text)
+    t1 = time.perf_counter()
+    graph = elaborate(program, arch or program.own[0], {})
+    t2 = time.perf_counter()
+    stats = analyse(graph)
+    stats.totals
+    t3 = time.perf_counter()
+    return (t1 - t0, t2 - t1, t3 - t2, t3 - t0), len(graph.g) - 1, stats
+
+
+def best(fn, repeat: int):
+    runs = [fn() for _ in range(repeat)]
+    return min(runs, key=lambda r: r[0][3])
+
+
+def main() -> int:
+    t = time.perf_counter()
+    _lark()  # the grammar tables are built once per process (cached on disk by Lark)
+    startup = time.perf_counter() - t
+    print(f"grammar load (once per process): {startup * 1e3:.1f} ms\n")
+    header = f"{'spec':<26}{'nodes':>8}{'parse ms':>10}{'elab ms':>10}{'stats ms':>10}" \
+             f"{'total ms':>10}{'us/node':>9}{'vs 1k':>7}"
+    print(header)
+    print("-" * len(header))
+    ok = True
+    resnet = ROOT / "specs" / "resnet152.arch"
+    if resnet.exists():
+        (p, e, s, tot), nodes, _ = best(lambda: run_once(path=resnet), 20)
+        print(f"{'resnet152':<26}{nodes:>8}{p*1e3:>10.1f}{e*1e3:>10.1f}{s*1e3:>10.1f}"
+              f"{tot*1e3:>10.1f}{tot/nodes*1e6:>9.1f}{'':>7}")
+        ok &= tot < 0.1
+    base = None
+    for layers in (1_000, 2_000, 5_000, 10_000):
+        text = synthetic(layers)
+        (p, e, s, tot), nodes, _ = best(lambda: run_once(text=text), 3)
+        per = tot / nodes
+        base = base or per
+        print(f"{f'synthetic {layers:,} layers':<26}{nodes:>8}{p*1e3:>10.1f}{e*1e3:>10.1f}"
+              f"{s*1e3:>10.1f}{tot*1e3:>10.1f}{per*1e6:>9.1f}{per/base:>7.2f}")
+        if layers == 10_000:
+            ok &= tot < 2.0
+    print("\ntargets: resnet152 < 100 ms, 10,000 layers < 2 s, per-node cost flat:",
+          "met" if ok else "NOT met")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
