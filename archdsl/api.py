@@ -35,10 +35,12 @@ def elaborate(program: Program, arch: str, overrides: dict[str, Any] | None = No
     return graph
 
 
-def select_archs(program: Program, arch: str | None) -> list[str]:
-    """The architectures a command works on: the one named, or all the file offers."""
+def select_archs(program: Program, arch: str | None, allow_none: bool = False) -> list[str]:
+    """The architectures a command works on: the one named, or all the file offers.
+
+    `allow_none` accepts a file of blocks only (it parsed, so `check` passes it)."""
     if arch is None:
-        if not program.own:
+        if not program.own and not (allow_none and program.blocks):
             raise ArchErrors([UsageError(f"{program.file} defines no architecture", None,
                                          "add `arch NAME` followed by `input` and layers")])
         return list(program.own)
@@ -67,6 +69,11 @@ class Architecture:
     def stats(self, dtype: str = "float32"):
         from .analysis import analyse
         return analyse(self.graph, dtype=dtype)
+
+    def to_torch(self):
+        """A PyTorch `nn.Module` built from the graph (needs the [torch] extra)."""
+        from .backends import load_backend
+        return load_backend("pytorch").to_torch(self.graph)
 
     def format(self) -> str:
         from .formatter import format_graph

@@ -83,13 +83,15 @@ def _load(specs: list[Path]) -> list[Program]:
     return programs
 
 
-def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None):
+def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None,
+            need_graphs: bool = True):
     """Elaborate every selected architecture under every --set combination; collect errors."""
     combos = parse_sets(sets)
     graphs, errors = [], []
     for program in _load(specs):
         try:
-            names = select_archs(program, arch) if arch is None or arch in program.archs else []
+            names = (select_archs(program, arch, allow_none=True)
+                     if arch is None or arch in program.archs else [])
         except ArchErrors as exc:
             errors.extend(exc.errors)
             continue
@@ -101,6 +103,9 @@ def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None):
                     errors.extend(exc.errors)
     if arch is not None and not graphs and not errors:
         errors.append(UsageError(f"no spec defines an architecture `{arch}`", None))
+    elif not graphs and not errors and need_graphs:
+        errors.append(UsageError("these files define blocks but no architecture", None,
+                                 "name a file that has an `arch` (or includes one)"))
     if errors:
         raise ArchErrors(errors)
     return graphs
@@ -142,7 +147,7 @@ def run(fn) -> None:
 def check(specs: SpecArgs, set_: SetOpt = None, arch: ArchOpt = None) -> None:
     """Check specs: syntax, names, shapes. Prints nothing but errors, or one OK line."""
     def body() -> None:
-        graphs = _graphs(specs, set_, arch)
+        graphs = _graphs(specs, set_, arch, need_graphs=False)
         nodes = sum(len(g.g) - 1 for g in graphs)
         _out().print(f"ok: {len(graphs)} architecture{'s' if len(graphs) != 1 else ''} "
                      f"in {len(specs)} file{'s' if len(specs) != 1 else ''}, {nodes:,} nodes",

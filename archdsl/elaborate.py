@@ -11,7 +11,7 @@ from typing import Any
 from . import syntax as S
 from .errors import (ArchError, ErrorSink, NameError_, ShapeError, Span, UsageError,
                      ValueError_, did_you_mean)
-from .expr import as_int, evaluate
+from .expr import as_int, evaluate, evaluate_value
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
 from .ops import ACTIVATIONS, NORMS, OPS, REQUIRED, AttrSpec, OpDef, OpShapeError, fmt_shape, \
     lookup, syntax_names
@@ -142,7 +142,7 @@ class Elaborator:
                 values[p.name] = given[p.name]
             elif p.default is not None:
                 try:
-                    values[p.name] = evaluate(p.default, {**env, **values})
+                    values[p.name] = evaluate_value(p.default, {**env, **values})
                 except ArchError as exc:
                     self.sink.add(exc)
                     raise _Abort from None
@@ -159,7 +159,7 @@ class Elaborator:
                 if isinstance(stmt, S.Defaults):
                     env = self._defaults(stmt, env)
                 elif isinstance(stmt, S.Let):
-                    env = env.with_values({stmt.name: evaluate(stmt.value, env.values)})
+                    env = self._let(stmt, env)
                 elif isinstance(stmt, S.Item):
                     cur = self._item(stmt, scope, items, cur, env)
             except _Abort:
@@ -167,6 +167,13 @@ class Elaborator:
             except ArchError as exc:
                 self.sink.add(exc)
         return cur
+
+    def _let(self, stmt: S.Let, env: Env) -> Env:
+        try:
+            return env.with_values({stmt.name: evaluate_value(stmt.value, env.values)})
+        except ArchError as exc:  # what follows depends on the name: stop here, not at each use
+            self.sink.add(exc)
+            raise _Abort from None
 
     def _defaults(self, stmt: S.Defaults, env: Env) -> Env:
         new = dict(env.defaults)
@@ -298,7 +305,7 @@ class Elaborator:
                 key = arg.name
             if key in given:
                 raise ValueError_(f"`{key}` is given twice", arg.span)
-            given[key] = evaluate(arg.value, env.values)
+            given[key] = evaluate_value(arg.value, env.values)
         return given
 
     # ------------------------------------------------------------------ layers

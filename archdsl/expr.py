@@ -42,6 +42,7 @@ FUNCTIONS: dict[str, Callable[..., Value]] = {
     "sqrt": math.sqrt,
     "len": len,
     "make_divisible": make_divisible,
+    "error": None,  # handled in _call
 }
 
 _BINOPS: dict[str, Callable[[Value, Value], Value]] = {
@@ -55,6 +56,12 @@ _BINOPS: dict[str, Callable[[Value, Value], Value]] = {
 def evaluate(e: Expr, env: Mapping[str, Value]) -> Value:
     """Evaluate an expression; names resolve in `env`. Raises ArchError with the span."""
     return _EVAL[e.op](e, env)
+
+
+def evaluate_value(e: Expr, env: Mapping[str, Value]) -> Value:
+    """A parameter default, argument or `let` value: a lone bare word that names nothing is
+    taken as a word (`norm = none`), as in attributes."""
+    return _sym(e, env) if e.op == "var" else evaluate(e, env)
 
 
 def _num(e: Expr, env) -> Value:
@@ -83,6 +90,9 @@ def _sym(e: Expr, env) -> Value:
 
 def _call(e: Expr, env) -> Value:
     fname, args = e.args
+    if fname == "error":  # error("message"): a spec's own check, reported at the call
+        values = [evaluate(a, env) for a in args]
+        raise ValueError_(" ".join(str(v) for v in values) or "error() called", e.span)
     fn = FUNCTIONS.get(fname)
     if fn is None:
         raise NameError_(f"unknown function `{fname}`", e.span, did_you_mean(fname, FUNCTIONS))

@@ -1,1 +1,25 @@
-"""Backends that turn a typed archdsl graph into something that runs (installed as archdsl.backends)."""
+"""Backends that turn a typed archdsl graph into something that runs (installed as archdsl.backends).
+
+Each backend is one module, imported lazily so that the core needs neither torch nor tvm.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+EXTRAS = {"pytorch": "torch"}
+
+
+class BackendUnavailable(ImportError):
+    """A backend whose framework is not installed."""
+
+
+def load_backend(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(f"archdsl.backends.{name}")
+    except ImportError as exc:
+        extra = EXTRAS.get(name, name)
+        raise BackendUnavailable(
+            f"the {name} backend is not available ({exc}); install it with "
+            f"pip install 'archdsl[{extra}]'") from exc
