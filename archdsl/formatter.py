@@ -17,7 +17,7 @@ INDENT = "  "
 def format_graph(graph: Graph) -> str:
     lines = [f"# canonical form of `{graph.name}`"]
     if graph.settings:
-        lines.append("# settings: " + ", ".join(f"{k}={_value(v)}" for k, v in
+        lines.append("# settings: " + ", ".join(f"{k}={spec_value(v)}" for k, v in
                                                 graph.settings.items()))
     lines.append(f"arch {graph.name}")
     lines.append("input " + "x".join(str(d) for d in graph.input_shape))
@@ -87,11 +87,12 @@ def layer_text(node: Node) -> str:
         text += f"-{a.pop(op.dash)}"
     if op.slash:
         text += f"/{a.pop(op.slash)}"
-    rest = " ".join(f"{k}={_value(v)}" for k, v in sorted(a.items()))
+    rest = " ".join(f"{k}={spec_value(v)}" for k, v in sorted(a.items()))
     return f"{text} {rest}" if rest else text
 
 
-def _value(v: Any) -> str:
+def spec_value(v: Any) -> str:
+    """A value as spec text would write it."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
@@ -99,5 +100,5 @@ def _value(v: Any) -> str:
     if isinstance(v, str):
         return v if v.isidentifier() else f'"{v}"'
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
+        return "[" + ", ".join(spec_value(x) for x in v) + "]"
     return str(v)

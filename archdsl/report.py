@@ -38,7 +38,8 @@ def human(n: float, unit: str = "") -> str:
 
 
 def _settings(stats: Stats) -> str:
-    return ", ".join(f"{k}={v}" for k, v in stats.settings.items())
+    from .formatter import spec_value
+    return ", ".join(f"{k}={spec_value(v)}" for k, v in stats.settings.items())
 
 
 def layer_table(stats: Stats, depth: int | None = None) -> Table:
