@@ -38,3 +38,30 @@ def test_module_matches_analysis(spec, name):
             x = torch.randn(batch, *arch.graph.input_shape)
             y = model(x)
             assert tuple(y.shape) == (batch, *arch.graph.output_shape)
+
+
+# (spec, arch, torchvision constructor, does the spec end with the paper's softmax?)
+TORCHVISION_TWINS = [
+    ("resnet.arch", "resnet18", "resnet18", False),
+    ("resnet.arch", "resnet50", "resnet50", False),
+    ("alexnet.arch", "alexnet_1gpu", "alexnet", False),
+    ("vgg_a.arch", "vgg_a", "vgg11", True),
+    ("vgg_a.arch", "vgg11_bn", "vgg11_bn", True),
+]
+
+
+@pytest.mark.parametrize("spec,name,tv_name,softmax", TORCHVISION_TWINS,
+                         ids=[t[1] for t in TORCHVISION_TWINS])
+def test_loads_torchvision_weights_and_agrees(spec, name, tv_name, softmax):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, tv_name)().eval()
+    ours = archdsl.load(SPECS[0].parent / spec, arch=name).to_torch().eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = reference(x)
+        if softmax:
+            expected = torch.softmax(expected, dim=1)
+        got = ours(x)
+    assert (got - expected).abs().max().item() < 1e-5
