@@ -7,7 +7,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,10 +29,10 @@ class Format(str, Enum):
 
 
 SpecArgs = Annotated[list[Path], typer.Argument(help="spec files (.arch)", show_default=False)]
-SetOpt = Annotated[Optional[list[str]], typer.Option(
+SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="NAME=VALUE",
     help="override a spec parameter; NAME=v1,v2,... gives one row per value")]
-ArchOpt = Annotated[Optional[str], typer.Option("--arch", "-a", help="only this architecture")]
+ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", help="only this architecture")]
 
 
 def _out() -> Console:
@@ -68,7 +68,8 @@ def parse_sets(sets: list[str] | None) -> list[dict[str, Any]]:
                                          "e.g. --set alpha=0.75 or --set resolution=128,160")])
         axes.append((name.strip(), [parse_value(v) for v in value.split(",")]))
     names = [n for n, _ in axes]
-    return [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in axes))]
+    combos = itertools.product(*(v for _, v in axes))
+    return [dict(zip(names, combo, strict=True)) for combo in combos]
 
 
 def _load(specs: list[Path]) -> list[Program]:
@@ -161,7 +162,7 @@ def stats(
     set_: SetOpt = None,
     arch: ArchOpt = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="one row per layer")] = False,
-    depth: Annotated[Optional[int], typer.Option(
+    depth: Annotated[int | None, typer.Option(
         "--depth", min=1, help="roll layers up into blocks/stages N name-levels deep")] = None,
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
     dtype: Annotated[str, typer.Option(help="bytes per value for memory columns: "

@@ -9,12 +9,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import syntax as S
-from .errors import (ArchError, ErrorSink, NameError_, ShapeError, Span, UsageError,
-                     ValueError_, did_you_mean)
+from .errors import (
+    ArchError,
+    ErrorSink,
+    NameError_,
+    ShapeError,
+    Span,
+    UsageError,
+    ValueError_,
+    did_you_mean,
+)
 from .expr import as_int, evaluate, evaluate_value
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
-from .ops import ACTIVATIONS, NORMS, OPS, REQUIRED, AttrSpec, OpDef, OpShapeError, fmt_shape, \
-    lookup, syntax_names
+from .ops import (
+    ACTIVATIONS,
+    NORMS,
+    OPS,
+    REQUIRED,
+    AttrSpec,
+    OpDef,
+    OpShapeError,
+    fmt_shape,
+    lookup,
+    syntax_names,
+)
 from .program import Program
 
 MAX_BLOCK_DEPTH = 64
@@ -267,8 +285,9 @@ class Elaborator:
             raise ValueError_(f"blocks nest more than {MAX_BLOCK_DEPTH} deep (does `{call.name}` "
                               "call itself?)", call.span)
         if call.channels is not None or call.stride is not None:
+            example = f"{call.name}({_param_list(block.params, bare=True)})"
             raise ValueError_(f"`{call.name}` is a block: pass its parameters in parentheses",
-                              call.span, f"e.g. {call.name}({_param_list(block.params, bare=True)})")
+                              call.span, f"e.g. {example}")
         given = self._block_args(call, block, env)
         values = self._bind_params(block.params, given, env.values, call.span, call.name)
         defaults = dict(env.defaults)

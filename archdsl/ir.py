@@ -8,7 +8,7 @@ position (`index`), so concatenation order is explicit.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import networkx as nx
 
@@ -62,7 +62,7 @@ class JoinRef:
     branches: list[list]
 
 
-StructItem = Union[NodeRef, ScopeRef, JoinRef]
+StructItem = NodeRef | ScopeRef | JoinRef
 
 
 @dataclass

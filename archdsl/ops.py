@@ -63,7 +63,8 @@ class OpDef:
     weights: Callable[[dict, list[Shape], Shape], int] = lambda a, ins, out: 0
     biases: Callable[[dict, list[Shape], Shape], int] = lambda a, ins, out: 0
     fan_in: Callable[[dict, list[Shape], Shape], int] = lambda a, ins, out: 0
-    total_connections: Callable[[dict, list[Shape], Shape], int] | None = None  # if not units×fan-in
+    # for ops whose windows differ in size (adaptive pooling): the exact total
+    total_connections: Callable[[dict, list[Shape], Shape], int] | None = None
     makes_units: bool = True
     weighted: bool = False  # MACs = connections
 
@@ -222,7 +223,7 @@ def _adaptive_connections(a: dict, ins: list[Shape], out: Shape) -> int:
 
 def _add_shape(a: dict, ins: list[Shape]) -> Shape:
     first = ins[0]
-    for i, s in enumerate(ins[1:], 1):
+    for s in ins[1:]:
         if s != first:
             raise OpShapeError(f"cannot add {fmt_shape(first)} and {fmt_shape(s)}",
                                "give the shortcut a projection (shortcut { conv1-N/S }) "
@@ -233,10 +234,11 @@ def _add_shape(a: dict, ins: list[Shape]) -> Shape:
 def _mul_shape(a: dict, ins: list[Shape]) -> Shape:
     out = list(ins[0])
     for s in ins[1:]:
-        if len(s) != len(out) or any(x != y and 1 not in (x, y) for x, y in zip(s, out)):
+        if len(s) != len(out) or any(x != y and 1 not in (x, y)
+                                     for x, y in zip(s, out, strict=True)):
             raise OpShapeError(f"cannot multiply {fmt_shape(tuple(out))} by {fmt_shape(s)}",
                                "each dimension must match or be 1 (a gate is C×1×1)")
-        out = [max(x, y) for x, y in zip(out, s)]
+        out = [max(x, y) for x, y in zip(out, s, strict=True)]
     return tuple(out)
 
 

@@ -82,7 +82,8 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> ArchSyntaxError
         expected = _expected(exc.allowed or ())
     else:  # UnexpectedEOF
         msg, expected = "unexpected end of file", _expected(getattr(exc, "expected", ()))
-    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
+    at_end = isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+    if isinstance(exc, UnexpectedEOF) or at_end:
         lines = text.splitlines() or [""]
         line, col = len(lines), len(lines[-1]) + 1
     span = Span(file, line, col, line, col + width, text)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import syntax as S
-from .errors import ArchErrors, ErrorSink, IncludeError, NameError_, Span
 from ._perf import gc_paused
+from .errors import ArchErrors, ErrorSink, IncludeError, NameError_, Span
 from .parser import parse
 
 

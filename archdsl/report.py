@@ -129,7 +129,8 @@ def to_markdown(all_stats: Sequence[Stats], per_layer: bool, depth: int | None =
                                                          "connections", "macs")) + " |")
             lines.append("")
     else:
-        lines += ["| " + " | ".join(_CMP_COLUMNS) + " |", "|---|" + "---:|" * (len(_CMP_COLUMNS) - 1)]
+        lines += ["| " + " | ".join(_CMP_COLUMNS) + " |",
+                  "|---|" + "---:|" * (len(_CMP_COLUMNS) - 1)]
         lines += ["| " + " | ".join(_cmp_cells(s)) + " |" for s in all_stats]
         lines.append("")
     lines.append(f"_{CONVENTIONS}_")

@@ -6,7 +6,6 @@ Every node keeps its source span so that any later error can point at the text.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from .errors import Span
 
@@ -93,7 +92,7 @@ class Dense:
     span: Span
 
 
-Atom = Union[Layer, Group, Join, Residual, Gate, Dense]
+Atom = Layer | Group | Join | Residual | Gate | Dense
 
 
 @dataclass

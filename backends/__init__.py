@@ -1,4 +1,4 @@
-"""Backends that turn a typed archdsl graph into something that runs (installed as archdsl.backends).
+"""Backends: a typed archdsl graph → something that runs (installed as archdsl.backends).
 
 Each backend is one module, imported lazily so that the core needs neither torch nor tvm.
 """

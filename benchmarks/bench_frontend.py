@@ -9,7 +9,6 @@ last column compares each size with the smallest one as a ratio (1.00 = perfectl
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ def run_once(text: str | None = None, path: Path | None = None, arch: str | None
     graph = elaborate(program, arch or program.own[0], {})
     t2 = time.perf_counter()
     stats = analyse(graph)
-    stats.totals
+    _ = stats.totals
     t3 = time.perf_counter()
     return (t1 - t0, t2 - t1, t3 - t2, t3 - t0), len(graph.g) - 1, stats
 
@@ -67,7 +66,7 @@ def main() -> int:
     base = None
     for layers in (1_000, 2_000, 5_000, 10_000):
         text = synthetic(layers)
-        (p, e, s, tot), nodes, _ = best(lambda: run_once(text=text), 3)
+        (p, e, s, tot), nodes, _ = best(lambda text=text: run_once(text=text), 3)
         per = tot / nodes
         base = base or per
         print(f"{f'synthetic {layers:,} layers':<26}{nodes:>8}{p*1e3:>10.1f}{e*1e3:>10.1f}"

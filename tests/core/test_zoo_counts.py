@@ -274,8 +274,9 @@ def test_resnet_stride_placement():
 
 def test_resnet_unknown_depth_is_an_error():
     from archdsl.errors import ArchErrors
-    with pytest.raises(ArchErrors, match="depth_must_be"):
+    with pytest.raises(ArchErrors, match="depth must be 18, 34, 50, 101 or 152") as info:
         load("resnet_common.arch", depth=42)
+    assert len(info.value.errors) == 1  # a failed `let` stops there, not at each later use
 
 
 # ---------------------------------------------------------------------- MobileNet v1
