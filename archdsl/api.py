@@ -70,10 +70,30 @@ class Architecture:
         from .analysis import analyse
         return analyse(self.graph, dtype=dtype)
 
-    def to_torch(self):
-        """A PyTorch `nn.Module` built from the graph (needs the [torch] extra)."""
+    def to_torch(self, num_classes: int | None = None):
+        """A PyTorch `nn.Module` built from the graph (needs the [torch] extra).
+
+        `num_classes` rebuilds the network with that many outputs, through the spec's
+        `classes` parameter (the zoo's convention): the new classifier keeps its name, so
+        pretrained weights for everything else load with `load_weights(..., strict=False)`.
+        """
         from .backends import load_backend
-        return load_backend("pytorch").to_torch(self.graph)
+        arch = self
+        if num_classes is not None and self.settings.get("classes") != num_classes:
+            arch = self.with_settings(classes=num_classes)
+        return load_backend("pytorch").to_torch(arch.graph)
+
+    def with_settings(self, **params: Any) -> Architecture:
+        """The same architecture elaborated with some parameters changed."""
+        unknown = [k for k in params if k not in self.graph.settings]
+        if unknown:
+            raise ArchErrors([UsageError(
+                f"`{self.name}` has no parameter `{unknown[0]}`", self.graph.span,
+                did_you_mean(unknown[0], self.graph.settings) or
+                "parameters: " + ", ".join(self.graph.settings) if self.graph.settings else
+                f"`{self.name}` takes no parameters")])
+        return Architecture(elaborate(self.program, self.name, {**self.settings, **params}),
+                            self.program)
 
     def format(self) -> str:
         from .formatter import format_graph

@@ -19,6 +19,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 from archdsl.ir import Graph, Node
 
+from .weights import StateDictDiff, WeightsMismatch, diff_state_dict, freeze, load_weights
+
+__all__ = ["ArchModule", "StateDictDiff", "WeightsMismatch", "diff_state_dict", "freeze",
+           "load_weights", "to_torch"]
+
 # op → (node, input shapes) → module; ops whose value is computed in forward have no module.
 Builder = Callable[[Node, list[tuple[int, ...]]], nn.Module]
 
@@ -136,6 +141,9 @@ class _Flattening(nn.Linear):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None)
+
+    def _get_name(self) -> str:
+        return "Linear"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(torch.flatten(x, 1))

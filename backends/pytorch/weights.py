@@ -1,0 +1,110 @@
+"""Weights interop for built modules: load with a readable diff, transfer, freeze."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from archdsl.errors import ArchError
+
+
+@dataclass
+class StateDictDiff:
+    """How a state_dict differs from a model's: what `load_state_dict` would complain about."""
+
+    missing: list[str] = field(default_factory=list)  # in the model, not in the state_dict
+    unexpected: list[str] = field(default_factory=list)  # in the state_dict, not in the model
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, model, given)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def render(self, limit: int = 20) -> str:
+        lines: list[str] = []
+        for title, keys in (("missing from the state_dict", self.missing),
+                            ("not in the model", self.unexpected)):
+            if keys:
+                lines.append(f"{len(keys)} key(s) {title}:")
+                lines += [f"  {k}" for k in keys[:limit]]
+                if len(keys) > limit:
+                    lines.append(f"  ... and {len(keys) - limit} more")
+        if self.mismatched:
+            lines.append(f"{len(self.mismatched)} tensor(s) with another shape (model vs given):")
+            lines += [f"  {k}: {list(a)} vs {list(b)}" for k, a, b in self.mismatched[:limit]]
+            if len(self.mismatched) > limit:
+                lines.append(f"  ... and {len(self.mismatched) - limit} more")
+        return "\n".join(lines) if lines else "state_dicts match"
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class WeightsMismatch(ArchError):
+    """A state_dict that does not fit the model built from a spec."""
+
+    def __init__(self, diff: StateDictDiff) -> None:
+        super().__init__("the weights do not fit this architecture:\n" + diff.render(), None,
+                         "names come from the spec's labels (docs/language.md, 'names'); "
+                         "load with strict=False to take what fits")
+        self.diff = diff
+
+
+def diff_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> StateDictDiff:
+    own = model.state_dict()
+    diff = StateDictDiff()
+    diff.missing = [k for k in own if k not in state_dict]
+    diff.unexpected = [k for k in state_dict if k not in own]
+    diff.mismatched = [(k, tuple(own[k].shape), tuple(state_dict[k].shape))
+                       for k in own if k in state_dict
+                       and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    return diff
+
+
+def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
+                 strict: bool = True) -> StateDictDiff:
+    """Load weights; strict raises WeightsMismatch with a per-tensor diff instead of
+    PyTorch's raw error. Non-strict loads every tensor whose name and shape fit (transfer
+    learning: a new head keeps its fresh initialisation) and returns what it skipped."""
+    diff = diff_state_dict(model, state_dict)
+    if strict and not diff.ok:
+        raise WeightsMismatch(diff)
+    skip = {k for k, _, _ in diff.mismatched}
+    fitting = {k: v for k, v in state_dict.items() if k not in skip and k not in diff.unexpected}
+    model.load_state_dict(fitting, strict=False)
+    return diff
+
+
+def head_names(model: nn.Module) -> list[str]:
+    """The classifier: the last module that holds parameters (its qualified name)."""
+    names = [name for name, m in model.named_modules()
+             if any(True for _ in m.parameters(recurse=False))]
+    if not names:
+        raise ValueError("the model has no parameters")
+    return [names[-1]]
+
+
+def freeze(model: nn.Module, train: Iterable[str] | None = None,
+           last_stages: int = 0) -> list[str]:
+    """Freeze every parameter except the head (or the modules named in `train`) and the last
+    `last_stages` top-level stages that hold parameters. Returns the trainable parameter names.
+
+    Only parameters are frozen: BatchNorm running statistics still update in train mode
+    (call `.eval()` on those modules to keep them fixed too).
+    """
+    keep = list(train) if train is not None else head_names(model)
+    if last_stages:
+        heads = {k.split(".")[0] for k in keep}
+        body = [n for n, m in model.named_children()
+                if n not in heads and any(True for _ in m.parameters())]
+        keep += body[-last_stages:]
+    trainable = []
+    for name, p in model.named_parameters():
+        on = any(name == k or name.startswith(k + ".") for k in keep)
+        p.requires_grad_(on)
+        if on:
+            trainable.append(name)
+    return trainable
