@@ -18,6 +18,7 @@ from .errors import ArchError, ArchErrors, UsageError
 from .program import Program, load_program
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False,
                   help="archdsl: describe, measure and compile neural-network architectures.")
 
 
@@ -142,6 +143,9 @@ def run(fn) -> None:
     except ArchError as exc:
         _report_errors([exc])
         raise typer.Exit(1) from None
+    except ImportError as exc:  # a backend whose framework is missing
+        _err().print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -206,6 +210,47 @@ def format_(spec: Annotated[Path, typer.Argument(help="a spec file")],
     def body() -> None:
         for i, g in enumerate(_graphs([spec], set_, arch)):
             sys.stdout.write(("\n" if i else "") + format_graph(g))
+    run(body)
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+    exported = "exported"
+
+
+@app.command()
+def export(
+    spec: Annotated[Path, typer.Argument(help="a spec file")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="file to write (default: ARCH.onnx / .ts / .pt2)")] = None,
+    format: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.onnx,
+    set_: SetOpt = None,
+    arch: ArchOpt = None,
+    weights: Annotated[Path | None, typer.Option(
+        help="a state_dict saved with torch.save, or a .safetensors file")] = None,
+) -> None:
+    """Export the PyTorch model: ONNX (checked, and compared with onnxruntime when installed),
+    TorchScript, or a torch.export program. Written atomically."""
+    def body() -> None:
+        from .backends import load_backend
+        graphs = _graphs([spec], set_, arch)
+        if len(graphs) != 1:
+            raise UsageError(f"{spec} gives {len(graphs)} architectures; export takes one",
+                             None, "choose one with --arch (and a single --set value)")
+        graph = graphs[0]
+        backend = load_backend("pytorch")
+        model = backend.to_torch(graph)
+        if weights is not None:
+            backend.load_weights(model, backend.read_state_dict(weights), strict=True)
+        from .backends.pytorch.export import SUFFIXES
+        from .backends.pytorch.export import export as do_export
+        target = output or Path(graph.name + SUFFIXES[format.value])
+        with _err().status(f"exporting {graph.name} to {format.value}..."):
+            report = do_export(model, graph.input_shape, format.value, target)
+        diff = "" if report.max_abs_diff is None else f", max abs diff {report.max_abs_diff:.2g}"
+        _out().print(f"wrote {report.path} ({report.bytes / 2**20:.1f} MiB, {report.format}; "
+                     f"checked with {report.checked}{diff})", markup=False)
     run(body)
 
 

@@ -19,10 +19,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 from archdsl.ir import Graph, Node
 
-from .weights import StateDictDiff, WeightsMismatch, diff_state_dict, freeze, load_weights
+from .weights import (StateDictDiff, WeightsMismatch, diff_state_dict, freeze, load_weights,
+                      read_state_dict)
 
 __all__ = ["ArchModule", "StateDictDiff", "WeightsMismatch", "diff_state_dict", "freeze",
-           "load_weights", "to_torch"]
+           "load_weights", "read_state_dict", "to_torch"]
 
 # op → (node, input shapes) → module; ops whose value is computed in forward have no module.
 Builder = Callable[[Node, list[tuple[int, ...]]], nn.Module]

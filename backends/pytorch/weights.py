@@ -108,3 +108,25 @@ def freeze(model: nn.Module, train: Iterable[str] | None = None,
         if on:
             trainable.append(name)
     return trainable
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """A state_dict from a `.safetensors` file or a `torch.save` file (loaded with
+    weights_only=True, so no pickled code runs)."""
+    from pathlib import Path
+    p = Path(path)
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(p))
+        data = torch.load(str(p), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ArchError(f"no such weights file: {p}", None) from None
+    except Exception as exc:  # corrupt or foreign files raise many types
+        raise ArchError(f"cannot read weights from {p}: {type(exc).__name__}: {exc}", None,
+                        "expected a state_dict saved with torch.save, or .safetensors") from None
+    if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ArchError(f"{p} does not hold a state_dict (a dict of tensors)", None)
+    return data

@@ -1,0 +1,87 @@
+"""Export: ONNX / TorchScript / torch.export files that reload and agree; atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import archdsl  # noqa: E402
+from archdsl.backends.pytorch import export as ex  # noqa: E402
+from archdsl.cli import app  # noqa: E402
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    arch = archdsl.load(SPECS / "lenet5.arch")
+    return arch, arch.to_torch()
+
+
+@pytest.mark.parametrize("fmt", ex.FORMATS)
+def test_each_format_reloads_and_agrees(tmp_path, lenet, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+    arch, model = lenet
+    report = ex.export(model, arch.graph.input_shape, fmt, tmp_path / f"m{ex.SUFFIXES[fmt]}")
+    assert report.path.exists() and report.bytes == report.path.stat().st_size > 0
+    assert report.max_abs_diff is None or report.max_abs_diff < 1e-5
+    assert [p.name for p in tmp_path.iterdir()] == [report.path.name]  # no temp leftovers
+
+
+def test_onnx_runs_in_onnxruntime_with_another_batch(tmp_path, lenet):
+    ort = pytest.importorskip("onnxruntime")
+    arch, model = lenet
+    path = ex.export(model, arch.graph.input_shape, "onnx", tmp_path / "m.onnx").path
+    x = torch.randn(5, *arch.graph.input_shape)
+    got = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        assert abs(got - model.eval()(x).numpy()).max() < 1e-5
+
+
+def test_a_failed_export_keeps_the_good_file(tmp_path, lenet, monkeypatch):
+    arch, model = lenet
+    target = tmp_path / "m.pt2"
+    ex.export(model, arch.graph.input_shape, "exported", target)
+    good = target.read_bytes()
+
+    def broken(model, x, expected, tmp, opset):
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setitem(ex._WRITERS, "exported", broken)
+    with pytest.raises(ex.ExportError, match="exporter crashed"):
+        ex.export(model, arch.graph.input_shape, "exported", target)
+    assert target.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt2"]
+
+
+def test_cli_export_with_weights(tmp_path):
+    from typer.testing import CliRunner
+    arch = archdsl.load(SPECS / "lenet5.arch")
+    weights = tmp_path / "w.pt"
+    state = arch.to_torch().state_dict()
+    torch.save(state, weights)
+    out = tmp_path / "lenet.pt2"
+    result = CliRunner().invoke(app, ["export", str(SPECS / "lenet5.arch"), "-f", "exported",
+                                      "-o", str(out), "--weights", str(weights)])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and out.exists()
+    loaded = torch.export.load(str(out)).module()
+    assert torch.equal(loaded.state_dict()["C1.weight"], state["C1.weight"])
+
+
+def test_cli_export_rejects_weights_that_do_not_fit(tmp_path):
+    from typer.testing import CliRunner
+    bad = tmp_path / "bad.pt"
+    torch.save({"C1.weight": torch.zeros(1)}, bad)
+    out = tmp_path / "x.onnx"
+    result = CliRunner().invoke(app, ["export", str(SPECS / "lenet5.arch"), "-o", str(out),
+                                      "--weights", str(bad)])
+    assert result.exit_code == 1
+    assert "C1.weight: [6, 1, 5, 5] vs [1]" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
