@@ -19,8 +19,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 from archdsl.ir import Graph, Node
 
-from .weights import (StateDictDiff, WeightsMismatch, diff_state_dict, freeze, load_weights,
-                      read_state_dict)
+from .weights import (
+    StateDictDiff,
+    WeightsMismatch,
+    diff_state_dict,
+    freeze,
+    load_weights,
+    read_state_dict,
+)
 
 __all__ = ["ArchModule", "StateDictDiff", "WeightsMismatch", "diff_state_dict", "freeze",
            "load_weights", "read_state_dict", "to_torch"]
