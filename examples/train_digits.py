@@ -56,10 +56,13 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (1: tensors this small gain nothing from more, "
+                         "and extra threads slow down badly on a busy machine)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
 
     arch = archdsl.load(SPEC)

@@ -16,9 +16,13 @@ SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.arch"))
 
 
 def _archs():
+    """Every architecture of the zoo once (index files like vgg.arch repeat others)."""
+    seen: set[str] = set()
     for spec in SPECS:
         for name in archdsl.load_spec(spec).own:
-            yield pytest.param(spec, name, id=f"{spec.stem}:{name}")
+            if name not in seen:
+                seen.add(name)
+                yield pytest.param(spec, name, id=f"{spec.stem}:{name}")
 
 
 def test_every_op_is_lowered_or_marked_unsupported():
@@ -42,11 +46,12 @@ def test_module_matches_analysis(spec, name):
 
 # (spec, arch, torchvision constructor, does the spec end with the paper's softmax?)
 TORCHVISION_TWINS = [
-    ("resnet.arch", "resnet18", "resnet18", False),
-    ("resnet.arch", "resnet50", "resnet50", False),
+    *[("resnet.arch", f"resnet{d}", f"resnet{d}", False) for d in (18, 34, 50, 101, 152)],
     ("alexnet.arch", "alexnet_1gpu", "alexnet", False),
-    ("vgg_a.arch", "vgg_a", "vgg11", True),
-    ("vgg_a.arch", "vgg11_bn", "vgg11_bn", True),
+    *[(f"vgg_{c}.arch", f"vgg_{c}", f"vgg{n}", True)
+      for c, n in (("a", 11), ("b", 13), ("d", 16), ("e", 19))],
+    *[(f"vgg_{c}.arch", f"vgg{n}_bn", f"vgg{n}_bn", True)
+      for c, n in (("a", 11), ("b", 13), ("d", 16), ("e", 19))],
 ]
 
 
@@ -65,3 +70,74 @@ def test_loads_torchvision_weights_and_agrees(spec, name, tv_name, softmax):
             expected = torch.softmax(expected, dim=1)
         got = ours(x)
     assert (got - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("spec,name", list(_archs()))
+def test_module_exports_as_one_graph(spec, name):
+    """torch.export captures every spec whole (no graph breaks) and computes the same."""
+    arch = archdsl.load(spec, arch=name)
+    model = arch.to_torch().eval()
+    x = torch.randn(2, *arch.graph.input_shape)
+    program = torch.export.export(model, (x,))
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), model(x), atol=1e-5)
+
+
+# one spec per family of ops: residual add + bn, concat + lrn, depthwise, groups
+COMPILE_SAMPLE = [("resnet18.arch", "resnet18"), ("googlenet.arch", "googlenet"),
+                  ("mobilenet_v1.arch", "mobilenet_v1"), ("alexnet.arch", "alexnet")]
+
+
+@pytest.mark.parametrize("spec,name", COMPILE_SAMPLE, ids=[n for _, n in COMPILE_SAMPLE])
+def test_module_compiles_without_graph_breaks(spec, name):
+    arch = archdsl.load(SPECS[0].parent / spec, arch=name)
+    model = arch.to_torch().eval()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = torch.randn(2, *arch.graph.input_shape)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5)
+
+
+def test_inductor_compiles_lenet():
+    arch = archdsl.load(SPECS[0].parent / "lenet5.arch")
+    model = arch.to_torch().eval()
+    x = torch.randn(4, *arch.graph.input_shape)
+    with torch.no_grad():
+        assert torch.allclose(torch.compile(model)(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("resolution", [128, 160, 192])
+def test_resolution_parameter_changes_the_module(resolution):
+    arch = archdsl.load(SPECS[0].parent / "mobilenet_v1.arch", resolution=resolution, alpha=0.5)
+    model = arch.to_torch().eval()
+    assert sum(p.numel() for p in model.parameters()) == arch.stats().totals["params"]
+    with torch.no_grad():
+        y = model(torch.randn(1, 3, resolution, resolution))
+    assert tuple(y.shape[1:]) == arch.graph.output_shape
+
+
+def test_num_classes_replaces_the_head_and_the_rest_transfers():
+    from archdsl.backends.pytorch import freeze, load_weights
+    torchvision = pytest.importorskip("torchvision")
+    arch = archdsl.load(SPECS[0].parent / "resnet.arch", arch="resnet18")
+    model = arch.to_torch(num_classes=10)
+    assert model.fc.out_features == 10
+    diff = load_weights(model, torchvision.models.resnet18().state_dict(), strict=False)
+    assert [k for k, _, _ in diff.mismatched] == ["fc.weight", "fc.bias"]
+    assert not diff.missing and not diff.unexpected
+    trainable = freeze(model)
+    assert trainable == ["fc.weight", "fc.bias"]
+    assert set(freeze(model, last_stages=1)) == {"fc.weight", "fc.bias"} | {
+        n for n, _ in model.named_parameters() if n.startswith("layer4.")}
+
+
+def test_strict_load_reports_a_per_tensor_diff():
+    from archdsl.backends.pytorch import WeightsMismatch, load_weights
+    model = archdsl.load(SPECS[0].parent / "lenet5.arch").to_torch()
+    state = dict(model.state_dict())
+    state["extra.weight"] = state.pop("F5.weight")
+    state["C1.bias"] = torch.zeros(3)
+    with pytest.raises(WeightsMismatch) as info:
+        load_weights(model, state)
+    text = str(info.value)
+    assert "F5.weight" in text and "extra.weight" in text and "C1.bias: [6] vs [3]" in text
