@@ -30,12 +30,15 @@ def _lark() -> Lark:
                 maybe_placeholders=True, cache=True)
 
 
+MAX_SYNTAX_ERRORS = 20
+
+
 def parse(text: str, file: str = "<string>") -> S.Module:
     """Parse one file's text. Raises ArchErrors (syntax errors carry their location)."""
     try:
         tree = _lark().parse(text)
     except UnexpectedInput as exc:
-        raise ArchErrors([_syntax_error(exc, text, file)]) from None
+        raise ArchErrors(_syntax_errors(exc, text, file)) from None
     sink = ErrorSink()
     items = _Build(file, text).transform(tree)
     module = _group(items, file, sink)
@@ -64,6 +67,34 @@ def _group(items: list, file: str, sink: ErrorSink) -> S.Module:
         else:
             current.stmts.append(it)
     return module
+
+
+def _syntax_errors(first: UnexpectedInput, text: str, file: str) -> list[ArchSyntaxError]:
+    """The first syntax error, and more: blank out the offending line and parse again, as
+    long as that line opens no bracket it does not close (or the rest would be noise)."""
+    errors = [_syntax_error(first, text, file)]
+    lines = text.split("\n")
+    exc: UnexpectedInput | None = first
+    while exc is not None and len(errors) < MAX_SYNTAX_ERRORS:
+        row = errors[-1].span.line - 1  # type: ignore[union-attr]
+        if not 0 <= row < len(lines) - 1 or not _balanced(lines[row]):
+            break
+        lines[row] = " " * len(lines[row])
+        try:
+            _lark().parse("\n".join(lines))
+            exc = None
+        except UnexpectedInput as nxt:
+            err = _syntax_error(nxt, text, file)
+            if err.span.line <= row + 1:  # type: ignore[union-attr]
+                break  # no progress: the trouble is not on that line alone
+            errors.append(err)
+            exc = nxt
+    return errors
+
+
+def _balanced(line: str) -> bool:
+    code = line.split("#", 1)[0]
+    return all(code.count(o) <= code.count(c) for o, c in ("()", "[]", "{}"))
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> ArchSyntaxError:
