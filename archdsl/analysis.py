@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ._perf import gc_paused
+from .errors import ArchError, ValueError_
+from .expr import evaluate
 from .ir import Graph
 from .ops import OPS, Shape
 
@@ -37,6 +39,23 @@ class Row:
             setattr(self, key, getattr(self, key) + getattr(other, key))
 
 
+@dataclass(frozen=True)
+class Conventions:
+    """Which counting convention is in force (to match a paper's): whether params include
+    biases and normalization scale/shift, and whether cost is shown as MACs or FLOPs."""
+
+    bias: bool = True
+    norm: bool = True
+    count: str = "macs"  # macs | flops (FLOPs = 2 × MACs)
+
+    def describe(self) -> str:
+        left_out = [w for w, on in (("biases", self.bias), ("norm scale/shift", self.norm))
+                    if not on]
+        params = "params = all trainable parameters (weights + biases + norm scale/shift)" \
+            if not left_out else "params = trainable parameters WITHOUT " + " and ".join(left_out)
+        return params
+
+
 @dataclass
 class Stats:
     name: str
@@ -45,6 +64,7 @@ class Stats:
     output: Shape | None
     rows: list[Row]
     dtype: str = "float32"
+    conventions: Conventions = field(default_factory=lambda: Conventions())
 
     @property
     def totals(self) -> dict[str, int]:
@@ -77,6 +97,8 @@ class Stats:
     def to_dict(self, depth: int | None = None) -> dict[str, Any]:
         """The stable JSON form (see docs/json-schema.md)."""
         return {
+            "conventions": {"bias": self.conventions.bias, "norm": self.conventions.norm,
+                            "count": self.conventions.count},
             "name": self.name,
             "settings": dict(self.settings),
             "input": list(self.input),
@@ -89,15 +111,16 @@ class Stats:
         }
 
 
-def analyse(graph: Graph, dtype: str = "float32") -> Stats:
+def analyse(graph: Graph, dtype: str = "float32",
+            conventions: Conventions | None = None) -> Stats:
     """Count every layer of a typed graph."""
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(DTYPE_BYTES)}")
     with gc_paused():
-        return _analyse(graph, dtype)
+        return _analyse(graph, dtype, conventions or Conventions())
 
 
-def _analyse(graph: Graph, dtype: str) -> Stats:
+def _analyse(graph: Graph, dtype: str, conv: Conventions) -> Stats:
     rows: dict[int, Row] = {}
     for node in graph.nodes:
         if node.op == "input":
@@ -108,6 +131,10 @@ def _analyse(graph: Graph, dtype: str) -> Stats:
         counts = Row(node.name, node.op, out, ops=[node.op])
         if out is not None and all(s is not None for s in ins):
             counts.params = op.params(node.attrs, ins, out)
+            if op.category == "norm" and not conv.norm:
+                counts.params = 0
+            elif op.category != "norm" and not conv.bias:
+                counts.params -= op.biases(node.attrs, ins, out)
             counts.weights = op.weights(node.attrs, ins, out)
             counts.connections = op.connections(node.attrs, ins, out)
             counts.macs = op.macs(node.attrs, ins, out)
@@ -120,7 +147,52 @@ def _analyse(graph: Graph, dtype: str) -> Stats:
             row.add(counts)
             row.ops.append(node.op)
     return Stats(graph.name, dict(graph.settings), graph.input_shape, graph.output_shape,
-                 list(rows.values()), dtype)
+                 list(rows.values()), dtype, conv)
+
+
+def budget_values(stats: Stats) -> dict[str, Any]:
+    """The names an `assert` line may use, besides the architecture's parameters."""
+    return {**stats.totals, "input": list(stats.input),
+            "output": list(stats.output) if stats.output is not None else None}
+
+
+def check_budgets(graph: Graph, stats: Stats) -> list[ArchError]:
+    """Evaluate the spec's `assert` lines against the analysed totals."""
+    errors: list[ArchError] = []
+    measured = budget_values(stats)
+    for expr, env in graph.budgets:
+        values = {**env, **measured}
+        try:
+            ok = evaluate(expr, values)
+        except ArchError as exc:
+            errors.append(exc)
+            continue
+        if not ok:
+            names = sorted({n for n in _names(expr) if n in measured})
+            actual = ", ".join(f"{n} = {_show(measured[n])}" for n in names)
+            errors.append(ValueError_(f"budget not met: {actual}" if actual else
+                                      "budget not met", expr.span,
+                                      "the condition after `assert` is false"))
+    return errors
+
+
+def _names(expr) -> list[str]:
+    out: list[str] = []
+    if getattr(expr, "op", None) == "var":
+        out.append(expr.args[0])
+    for a in getattr(expr, "args", ()):
+        if hasattr(a, "op"):
+            out += _names(a)
+        elif isinstance(a, tuple):
+            out += [n for x in a if hasattr(x, "op") for n in _names(x)]
+    return out
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 1000:
+        from .report import human
+        return f"{v:,} ({human(v)})"
+    return str(v)
 
 
 def row_dict(row: Row) -> dict[str, Any]:

@@ -32,6 +32,11 @@ def elaborate(program: Program, arch: str, overrides: dict[str, Any] | None = No
         pass
     sink.check()
     assert graph is not None
+    if graph.budgets:
+        from .analysis import analyse, check_budgets
+        for err in check_budgets(graph, analyse(graph)):
+            sink.add(err)
+        sink.check()
     return graph
 
 

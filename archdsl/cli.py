@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from .analysis import DTYPE_BYTES, Stats, analyse
+from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import elaborate, select_archs
 from .errors import ArchError, ArchErrors, UsageError
 from .program import Program, load_program
@@ -20,6 +20,11 @@ from .program import Program, load_program
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
                   help="archdsl: describe, measure and compile neural-network architectures.")
+
+
+class Count(str, Enum):
+    macs = "macs"
+    flops = "flops"
 
 
 class Format(str, Enum):
@@ -171,6 +176,12 @@ def stats(
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
     dtype: Annotated[str, typer.Option(help="bytes per value for memory columns: "
                                        + ", ".join(DTYPE_BYTES))] = "float32",
+    count: Annotated[Count, typer.Option(
+        "--count", help="show cost as MACs or FLOPs (= 2 × MACs)")] = Count.macs,
+    bias: Annotated[bool, typer.Option(
+        "--bias/--no-bias", help="count biases as parameters")] = True,
+    norm: Annotated[bool, typer.Option(
+        "--norm/--no-norm", help="count normalization scale/shift as parameters")] = True,
 ) -> None:
     """Size and cost: units, weights, params, connections, MACs, memory.
 
@@ -179,7 +190,8 @@ def stats(
     def body() -> None:
         if dtype not in DTYPE_BYTES:
             raise UsageError(f"unknown dtype `{dtype}`", None, "one of " + ", ".join(DTYPE_BYTES))
-        all_stats = [analyse(g, dtype) for g in _graphs(specs, set_, arch)]
+        conv = Conventions(bias=bias, norm=norm, count=count.value)
+        all_stats = [analyse(g, dtype, conv) for g in _graphs(specs, set_, arch)]
         _print_stats(all_stats, per_layer or depth is not None, depth, format)
     run(body)
 

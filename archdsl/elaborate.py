@@ -178,6 +178,8 @@ class Elaborator:
                     env = self._defaults(stmt, env)
                 elif isinstance(stmt, S.Let):
                     env = self._let(stmt, env)
+                elif isinstance(stmt, S.Budget):
+                    self.graph.budgets.append((stmt.expr, dict(env.values)))
                 elif isinstance(stmt, S.Item):
                     cur = self._item(stmt, scope, items, cur, env)
             except _Abort:

@@ -76,6 +76,8 @@ class Graph:
     input_id: int = 0
     output_id: int = 0
     span: Span | None = None
+    # `assert` conditions on the analysed totals, with the values they may refer to
+    budgets: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
 
     def node(self, nid: int) -> Node:
         return self.g.nodes[nid]["node"]

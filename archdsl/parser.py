@@ -194,6 +194,9 @@ class _Build(Transformer):
     def defaults(self, meta, c):
         return S.Defaults(list(c), self._s(meta))
 
+    def budget(self, meta, c):
+        return S.Budget(c[0], self._s(meta))
+
     def let(self, meta, c):
         return S.Let(str(c[0]), c[1], self._s(meta))
 
@@ -321,8 +324,14 @@ class _Build(Transformer):
         return self._e("neg", (c[0],), meta)
 
 
+_SCALE = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
 def _number(tok) -> int | float:
     s = str(tok)
+    if s[-1] in _SCALE:
+        value = _number(s[:-1]) * _SCALE[s[-1]]
+        return int(value) if float(value).is_integer() else value
     try:
         return int(s)
     except ValueError:

@@ -14,19 +14,19 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .analysis import COUNTS, Row, Stats
+from .analysis import COUNTS, Conventions, Row, Stats
 from .ops import fmt_shape
 
-CONVENTIONS = (
-    "units = layer outputs per image; weights = multiplicative weights only; "
-    "params = all trainable parameters (weights + biases + norm scale/shift); "
-    "connections = units × fan-in (conv, FC, pooling); MACs = multiply-accumulates of conv/FC "
-    "(FLOPs = 2 × MACs)"
-)
 
-_LAYER_COLUMNS = [("Layer", "name"), ("Op", "op"), ("Output", "shape"), ("Units", "units"),
-                  ("Weights", "weights"), ("Params", "params"), ("Connections", "connections"),
-                  ("MACs", "macs")]
+def conventions_text(conv: Conventions) -> str:
+    """The header line naming every column's definition, as in force."""
+    cost = ("MACs = multiply-accumulates of conv/FC (FLOPs = 2 × MACs)" if conv.count == "macs"
+            else "FLOPs = 2 × multiply-accumulates of conv/FC")
+    return ("units = layer outputs per image; weights = multiplicative weights only; "
+            f"{conv.describe()}; connections = units × fan-in (conv, FC, pooling); {cost}")
+
+
+CONVENTIONS = conventions_text(Conventions())
 
 
 def human(n: float, unit: str = "") -> str:
@@ -42,48 +42,65 @@ def _settings(stats: Stats) -> str:
     return ", ".join(f"{k}={spec_value(v)}" for k, v in stats.settings.items())
 
 
+def _cost(stats: Stats) -> tuple[str, int]:
+    """The cost column's title and its factor over MACs."""
+    return ("FLOPs", 2) if stats.conventions.count == "flops" else ("MACs", 1)
+
+
+def _layer_columns(stats: Stats) -> list[tuple[str, str]]:
+    return [("Layer", "name"), ("Op", "op"), ("Output", "shape"), ("Units", "units"),
+            ("Weights", "weights"), ("Params", "params"), ("Connections", "connections"),
+            (_cost(stats)[0], "macs")]
+
+
 def layer_table(stats: Stats, depth: int | None = None) -> Table:
     title = f"{stats.name}" + (f" ({_settings(stats)})" if stats.settings else "")
-    table = Table(title=title, caption=CONVENTIONS + f"; bytes as {stats.dtype}",
-                  show_footer=True, caption_justify="left")
+    table = Table(title=title, caption=conventions_text(stats.conventions) +
+                  f"; bytes as {stats.dtype}", show_footer=True, caption_justify="left")
     totals = stats.totals
-    for header, key in _LAYER_COLUMNS:
+    factor = _cost(stats)[1]
+    for header, key in _layer_columns(stats):
         numeric = key in COUNTS
-        footer = f"{totals[key]:,}" if numeric else ("total" if key == "name" else "")
+        footer = f"{totals[key] * (factor if key == 'macs' else 1):,}" if numeric else (
+            "total" if key == "name" else "")
         if key == "shape":
             footer = fmt_shape(stats.output)
         table.add_column(header, footer=footer, justify="right" if numeric else "left",
                          no_wrap=key != "name", min_width=12 if key == "name" else None,
                          overflow="fold")
     for row in stats.rollup(depth):
-        table.add_row(*_layer_cells(row))
+        table.add_row(*_layer_cells(row, factor))
     return table
 
 
-def _layer_cells(row: Row) -> list[str]:
+def _layer_cells(row: Row, factor: int = 1) -> list[str]:
     op = "+".join(row.ops) if row.op != "block" else "block"
-    return [row.name, op, fmt_shape(row.shape)] + [f"{getattr(row, k):,}" for k in
-                                                   ("units", "weights", "params", "connections",
-                                                    "macs")]
+    return [row.name, op, fmt_shape(row.shape)] + [
+        f"{getattr(row, k) * (factor if k == 'macs' else 1):,}"
+        for k in ("units", "weights", "params", "connections", "macs")]
 
 
-_CMP_COLUMNS = ["Architecture", "Input", "Output", "Params", "Params (M)", "Weights", "Units",
-                "Connections", "MACs (G)", "FLOPs (G)", "Param MB", "Act. MB"]
+def _cmp_columns(stats: Stats) -> list[str]:
+    return ["Architecture", "Input", "Output", "Params", "Params (M)", "Weights", "Units",
+            "Connections", f"{_cost(stats)[0]} (G)", "Param MB", "Act. MB"]
 
 
 def _cmp_cells(stats: Stats) -> list[str]:
     t = stats.totals
     name = stats.name + (f" ({_settings(stats)})" if stats.settings else "")
+    cost = t["macs"] * _cost(stats)[1]
     return [name, fmt_shape(stats.input), fmt_shape(stats.output), f"{t['params']:,}",
             f"{t['params'] / 1e6:.1f}", f"{t['weights']:,}", f"{t['units']:,}",
-            f"{t['connections']:,}", f"{t['macs'] / 1e9:.3f}", f"{t['flops'] / 1e9:.3f}",
+            f"{t['connections']:,}", f"{cost / 1e9:.3f}",
             f"{t['param_bytes'] / 2**20:.1f}", f"{t['activation_bytes'] / 2**20:.1f}"]
 
 
 def comparison_table(all_stats: Sequence[Stats]) -> Group:
-    table = Table(title="Architectures", caption=CONVENTIONS, caption_justify="left")
-    for col in _CMP_COLUMNS:
-        table.add_column(col, justify="left" if col in ("Architecture",) else "right",
+    first = all_stats[0]
+    table = Table(title="Architectures", caption=conventions_text(first.conventions),
+                  caption_justify="left")
+    for col in _cmp_columns(first):
+        table.add_column(col, justify="left" if col == "Architecture" else "right",
                          no_wrap=col != "Architecture", overflow="fold",
                          min_width=16 if col == "Architecture" else None)
     for s in all_stats:
@@ -118,20 +135,23 @@ def to_csv(all_stats: Sequence[Stats], per_layer: bool, depth: int | None = None
 
 def to_markdown(all_stats: Sequence[Stats], per_layer: bool, depth: int | None = None) -> str:
     lines: list[str] = []
+    first = all_stats[0]
     if per_layer:
+        factor = _cost(first)[1]
         for s in all_stats:
-            lines += [f"### {s.name}", "", "| " + " | ".join(h for h, _ in _LAYER_COLUMNS) + " |",
+            lines += [f"### {s.name}", "",
+                      "| " + " | ".join(h for h, _ in _layer_columns(s)) + " |",
                       "|" + "---|" * 3 + "---:|" * 5]
-            lines += ["| " + " | ".join(_layer_cells(r)) + " |" for r in s.rollup(depth)]
-            t = s.totals
+            lines += ["| " + " | ".join(_layer_cells(r, factor)) + " |" for r in s.rollup(depth)]
+            t = {**s.totals, "macs": s.totals["macs"] * factor}
             lines.append("| **total** | | " + fmt_shape(s.output) + " | " +
                          " | ".join(f"{t[k]:,}" for k in ("units", "weights", "params",
                                                          "connections", "macs")) + " |")
             lines.append("")
     else:
-        lines += ["| " + " | ".join(_CMP_COLUMNS) + " |",
-                  "|---|" + "---:|" * (len(_CMP_COLUMNS) - 1)]
+        cols = _cmp_columns(first)
+        lines += ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1)]
         lines += ["| " + " | ".join(_cmp_cells(s)) + " |" for s in all_stats]
         lines.append("")
-    lines.append(f"_{CONVENTIONS}_")
+    lines.append(f"_{conventions_text(first.conventions)}_")
     return "\n".join(lines) + "\n"

@@ -124,6 +124,14 @@ class Let:
 
 
 @dataclass
+class Budget:
+    """`assert macs <= 600M`: a condition on the analysed totals, checked after analysis."""
+
+    expr: Expr
+    span: Span
+
+
+@dataclass
 class Include:
     path: str
     span: Span
