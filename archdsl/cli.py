@@ -225,6 +225,37 @@ def format_(spec: Annotated[Path, typer.Argument(help="a spec file")],
     run(body)
 
 
+def _one_graph(spec: Path, set_: list[str] | None, arch: str | None, what: str):
+    graphs = _graphs([spec], set_, arch)
+    if len(graphs) != 1:
+        raise UsageError(f"{spec} gives {len(graphs)} architectures; {what} takes one",
+                         None, "choose one with --arch (and a single --set value)")
+    return graphs[0]
+
+
+@app.command()
+def graph(
+    spec: Annotated[Path, typer.Argument(help="a spec file")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="file to write: .svg, .png, .pdf or .dot (default: ARCH.svg)")]
+    = None,
+    depth: Annotated[int | None, typer.Option(
+        "--depth", min=1, help="one box per block/stage N name-levels deep")] = None,
+    set_: SetOpt = None,
+    arch: ArchOpt = None,
+    count: Annotated[Count, typer.Option(
+        "--count", help="show cost as MACs or FLOPs (= 2 × MACs)")] = Count.macs,
+) -> None:
+    """Draw the network with Graphviz: boxes per layer (or block), shapes on the edges."""
+    def body() -> None:
+        from .drawing import draw, render
+        g = _one_graph(spec, set_, arch, "graph")
+        target = output or Path(g.name + ".svg")
+        path = render(draw(g, depth, conventions=Conventions(count=count.value)), target)
+        _out().print(f"wrote {path}", markup=False)
+    run(body)
+
+
 class ExportFormat(str, Enum):
     onnx = "onnx"
     torchscript = "torchscript"
@@ -246,11 +277,7 @@ def export(
     TorchScript, or a torch.export program. Written atomically."""
     def body() -> None:
         from .backends import load_backend
-        graphs = _graphs([spec], set_, arch)
-        if len(graphs) != 1:
-            raise UsageError(f"{spec} gives {len(graphs)} architectures; export takes one",
-                             None, "choose one with --arch (and a single --set value)")
-        graph = graphs[0]
+        graph = _one_graph(spec, set_, arch, "export")
         backend = load_backend("pytorch")
         model = backend.to_torch(graph)
         if weights is not None:
