@@ -71,9 +71,11 @@ class Architecture:
     def settings(self) -> dict[str, Any]:
         return dict(self.graph.settings)
 
-    def stats(self, dtype: str = "float32"):
+    def stats(self, dtype: str = "float32", conventions=None):
+        """Per-layer and total counts (archdsl.analysis.Stats); `conventions` switches
+        biases/normalization out of params or cost to FLOPs (analysis.Conventions)."""
         from .analysis import analyse
-        return analyse(self.graph, dtype=dtype)
+        return analyse(self.graph, dtype=dtype, conventions=conventions)
 
     def to_torch(self, num_classes: int | None = None):
         """A PyTorch `nn.Module` built from the graph (needs the [torch] extra).

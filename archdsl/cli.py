@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
-from .api import elaborate, select_archs
+from .api import Architecture, elaborate, select_archs
 from .errors import ArchError, ArchErrors, UsageError
 from .program import Program, load_program
 
@@ -105,7 +105,7 @@ def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None,
         for name in names:
             for combo in combos:
                 try:
-                    graphs.append(elaborate(program, name, combo))
+                    graphs.append(Architecture(elaborate(program, name, combo), program))
                 except ArchErrors as exc:
                     errors.extend(exc.errors)
     if arch is not None and not graphs and not errors:
@@ -158,7 +158,7 @@ def check(specs: SpecArgs, set_: SetOpt = None, arch: ArchOpt = None) -> None:
     """Check specs: syntax, names, shapes. Prints nothing but errors, or one OK line."""
     def body() -> None:
         graphs = _graphs(specs, set_, arch, need_graphs=False)
-        nodes = sum(len(g.g) - 1 for g in graphs)
+        nodes = sum(len(a.graph.g) - 1 for a in graphs)
         _out().print(f"ok: {len(graphs)} architecture{'s' if len(graphs) != 1 else ''} "
                      f"in {len(specs)} file{'s' if len(specs) != 1 else ''}, {nodes:,} nodes",
                      markup=False)
@@ -191,7 +191,7 @@ def stats(
         if dtype not in DTYPE_BYTES:
             raise UsageError(f"unknown dtype `{dtype}`", None, "one of " + ", ".join(DTYPE_BYTES))
         conv = Conventions(bias=bias, norm=norm, count=count.value)
-        all_stats = [analyse(g, dtype, conv) for g in _graphs(specs, set_, arch)]
+        all_stats = [analyse(a.graph, dtype, conv) for a in _graphs(specs, set_, arch)]
         _print_stats(all_stats, per_layer or depth is not None, depth, format)
     run(body)
 
@@ -220,17 +220,17 @@ def format_(spec: Annotated[Path, typer.Argument(help="a spec file")],
     from .formatter import format_graph
 
     def body() -> None:
-        for i, g in enumerate(_graphs([spec], set_, arch)):
-            sys.stdout.write(("\n" if i else "") + format_graph(g))
+        for i, a in enumerate(_graphs([spec], set_, arch)):
+            sys.stdout.write(("\n" if i else "") + format_graph(a.graph))
     run(body)
 
 
 def _one_graph(spec: Path, set_: list[str] | None, arch: str | None, what: str):
-    graphs = _graphs([spec], set_, arch)
-    if len(graphs) != 1:
-        raise UsageError(f"{spec} gives {len(graphs)} architectures; {what} takes one",
+    archs = _graphs([spec], set_, arch)
+    if len(archs) != 1:
+        raise UsageError(f"{spec} gives {len(archs)} architectures; {what} takes one",
                          None, "choose one with --arch (and a single --set value)")
-    return graphs[0]
+    return archs[0]
 
 
 @app.command()
@@ -249,10 +249,72 @@ def graph(
     """Draw the network with Graphviz: boxes per layer (or block), shapes on the edges."""
     def body() -> None:
         from .drawing import draw, render
-        g = _one_graph(spec, set_, arch, "graph")
+        g = _one_graph(spec, set_, arch, "graph").graph
         target = output or Path(g.name + ".svg")
         path = render(draw(g, depth, conventions=Conventions(count=count.value)), target)
         _out().print(f"wrote {path}", markup=False)
+    run(body)
+
+
+class TableFormat(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    latex = "latex"
+
+
+@app.command()
+def table(
+    specs: SpecArgs,
+    set_: SetOpt = None,
+    arch: ArchOpt = None,
+    depth: Annotated[int, typer.Option("--depth", min=1, help="stage = first N name parts")] = 1,
+    format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table,
+    count: Annotated[Count, typer.Option("--count")] = Count.macs,
+) -> None:
+    """The paper's configuration table regenerated from specs: a column per architecture,
+    a row per stage, in the paper's notation (e.g. VGG's Table 1 from specs/vgg.arch)."""
+    def body() -> None:
+        from . import paper_table as pt
+        t = pt.config_table(_graphs(specs, set_, arch), depth=depth,
+                            conventions=Conventions(count=count.value))
+        if format is TableFormat.markdown:
+            sys.stdout.write(pt.paper_table_markdown(t))
+        elif format is TableFormat.latex:
+            sys.stdout.write(pt.paper_table_latex(t))
+        else:
+            _out().print(pt.paper_table_rich(t))
+    run(body)
+
+
+@app.command()
+def diff(
+    a: Annotated[Path, typer.Argument(help="the first spec")],
+    b: Annotated[Path | None, typer.Argument(help="the second spec (default: the first)")]
+    = None,
+    arch_a: Annotated[str | None, typer.Option("--arch-a", help="architecture in A")] = None,
+    arch_b: Annotated[str | None, typer.Option("--arch-b", help="architecture in B")] = None,
+    set_a: Annotated[list[str] | None, typer.Option("--set-a", metavar="NAME=VALUE")] = None,
+    set_b: Annotated[list[str] | None, typer.Option("--set-b", metavar="NAME=VALUE")] = None,
+    depth: Annotated[int, typer.Option("--depth", min=1, help="stage = first N name parts")]
+    = 1,
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+) -> None:
+    """What changed between two specs, or two settings of one: layers added, removed and
+    changed, and Δparams/ΔMACs per stage and in total."""
+    def body() -> None:
+        from . import diff as d
+        sides = [_one_graph(spec, sets, name, "diff")
+                 for spec, name, sets in ((a, arch_a, set_a), (b or a, arch_b, set_b))]
+        result = d.diff_archs(sides[0], sides[1], depth)
+        if format is Format.json:
+            import json
+            _out().print(json.dumps(d.diff_dict(result), indent=2), markup=False, soft_wrap=True)
+        elif format is Format.markdown:
+            sys.stdout.write(d.diff_markdown(result))
+        elif format is Format.csv:
+            raise UsageError("diff has no CSV form", None, "use json, markdown or table")
+        else:
+            _out().print(d.diff_table(result))
     run(body)
 
 
@@ -277,7 +339,7 @@ def export(
     TorchScript, or a torch.export program. Written atomically."""
     def body() -> None:
         from .backends import load_backend
-        graph = _one_graph(spec, set_, arch, "export")
+        graph = _one_graph(spec, set_, arch, "export").graph
         backend = load_backend("pytorch")
         model = backend.to_torch(graph)
         if weights is not None:
