@@ -11,6 +11,7 @@ from ._perf import gc_paused
 from .elaborate import Elaborator, _Abort
 from .errors import ArchErrors, ErrorSink, UsageError, did_you_mean
 from .ir import Graph
+from . import syntax as S
 from .program import Program, load_program
 
 
@@ -130,8 +131,18 @@ def load(source: str | os.PathLike, arch: str | None = None, **params: Any) -> A
 def load_all(source: str | os.PathLike, **params: Any) -> list[Architecture]:
     """Every architecture a spec file offers (parameters apply to each that declares them)."""
     program = load_spec(source)
-    return [Architecture(elaborate(program, n, params), program)
+    return [Architecture(elaborate(program, n, _declared(program, n, params)), program)
             for n in select_archs(program, None)]
+
+
+def _declared(program: Program, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters an architecture declares (through a derived arch, its target's)."""
+    decl = program.archs[name]
+    seen = 0
+    while isinstance(decl, S.ArchAlias) and seen < len(program.archs):
+        decl, seen = program.archs.get(decl.target, decl), seen + 1
+    names = {p.name for p in getattr(decl, "params", [])}
+    return {k: v for k, v in params.items() if k in names}
 
 
 def spec_path(source: str | os.PathLike) -> Path | None:

@@ -81,10 +81,10 @@ class Env:
 
     values: dict[str, Any]
     defaults: dict[str, tuple[S.Expr, dict[str, Any]]]  # attr → (expr, env it is evaluated in)
-    depth: int = 0
+    calls: tuple[str, ...] = ()  # the blocks being elaborated, outermost first
 
     def with_values(self, extra: dict[str, Any]) -> Env:
-        return Env({**self.values, **extra}, self.defaults, self.depth)
+        return Env({**self.values, **extra}, self.defaults, self.calls)
 
 
 class Elaborator:
@@ -94,19 +94,34 @@ class Elaborator:
     # ------------------------------------------------------------------ architectures
     def arch(self, name: str, overrides: dict[str, Any]) -> Graph:
         decl = self.program.archs[name]
-        if isinstance(decl, S.ArchAlias):
+        span, chain, settings = decl.span, [name], dict(overrides)
+        while isinstance(decl, S.ArchAlias):  # arch d = c(k=7); arch c = b(...): outermost wins
+            base = self._alias_args(decl, name)
+            settings = {**base, **settings}
             target = self.program.archs.get(decl.target)
-            if not isinstance(target, S.ArchDef):
+            if target is None:
                 self.sink.add(NameError_(f"unknown architecture `{decl.target}`", decl.span,
                                          did_you_mean(decl.target, self.program.archs)))
                 raise _Abort
-            base = {a.name: _alias_value(a, self.sink) for a in decl.args}
-            if None in base:
-                self.sink.add(ValueError_("arguments of a derived architecture are named",
-                                          decl.span, f"write `arch {name} = {decl.target}(x=...)`"))
-            graph = self._arch_def(target, {**base, **overrides}, name, decl.span)
-            return graph
-        return self._arch_def(decl, overrides, name, decl.span)
+            if decl.target in chain:
+                self.sink.add(ValueError_(
+                    f"architecture `{decl.target}` is derived from itself "
+                    f"({' → '.join(chain + [decl.target])})", decl.span))
+                raise _Abort
+            chain.append(decl.target)
+            decl = target
+        return self._arch_def(decl, settings, name, span)
+
+    def _alias_args(self, decl: S.ArchAlias, name: str) -> dict[str, Any]:
+        values = {}
+        for arg in decl.args:
+            if arg.name is None:
+                self.sink.add(ValueError_(
+                    "arguments of a derived architecture are named", arg.span,
+                    f"write `arch {name} = {decl.target}(name=value)`"))
+                raise _Abort
+            values[arg.name] = _alias_value(arg, self.sink)
+        return values
 
     def _arch_def(self, decl: S.ArchDef, overrides: dict[str, Any], name: str,
                   span: Span) -> Graph:
@@ -203,7 +218,7 @@ class Elaborator:
                                          did_you_mean(attr.name, _ALL_ATTRS)))
                 continue
             new[attr.name] = (attr.value, env.values)
-        return Env(env.values, new, env.depth)
+        return Env(env.values, new, env.calls)
 
     def _body(self, body: S.Body, scope: Scope, items: list, cur: int, env: Env) -> int:
         return self._stmts(body.stmts, scope, items, cur, env)
@@ -213,6 +228,9 @@ class Elaborator:
         if item.repeat is not None:
             count = as_int(evaluate(item.repeat, env.values), "a repeat count", item.repeat.span,
                            minimum=0)
+            if count > MAX_NODES:
+                raise ValueError_(f"a repeat count of {count:,} makes more than {MAX_NODES:,} "
+                                  "nodes", item.repeat.span)
         atom = item.atom
         single = item.repeat is None
         if item.label is None:
@@ -283,9 +301,12 @@ class Elaborator:
     def _block_call(self, call: S.Layer, label, scope: Scope, items: list, cur: int,
                     env: Env) -> int:
         block = self.program.blocks[call.name]
-        if env.depth >= MAX_BLOCK_DEPTH:
-            raise ValueError_(f"blocks nest more than {MAX_BLOCK_DEPTH} deep (does `{call.name}` "
-                              "call itself?)", call.span)
+        if call.name in env.calls:  # it could only stop by accident: refuse it at once
+            chain = " → ".join(env.calls[env.calls.index(call.name):] + (call.name,))
+            raise ValueError_(f"block `{call.name}` calls itself ({chain})", call.span,
+                              "blocks cannot be recursive; repeat with `x N` instead")
+        if len(env.calls) >= MAX_BLOCK_DEPTH:
+            raise ValueError_(f"blocks nest more than {MAX_BLOCK_DEPTH} deep", call.span)
         if call.channels is not None or call.stride is not None:
             example = f"{call.name}({_param_list(block.params, bare=True)})"
             raise ValueError_(f"`{call.name}` is a block: pass its parameters in parentheses",
@@ -298,7 +319,7 @@ class Elaborator:
                 raise NameError_(f"no op has an attribute `{attr.name}`", attr.span,
                                  did_you_mean(attr.name, _ALL_ATTRS))
             defaults[attr.name] = (attr.value, env.values)
-        inner = Env({**env.values, **values}, defaults, env.depth + 1)
+        inner = Env({**env.values, **values}, defaults, env.calls + (call.name,))
         if label is None:
             name = scope.claim(scope.next_index(), None, self.sink)
             short = name.rsplit(".", 1)[-1]
@@ -352,7 +373,7 @@ class Elaborator:
             if kind is None:
                 continue
             sub_label = _attached_label(primary_label, kind, scope, label is not None)
-            sub_name = scope.claim(sub_label, None, self.sink)
+            sub_name = scope.claim(sub_label, layer.span, self.sink)
             sub_attrs = _defaults_of(OPS[kind])
             cur_sub = self._emit(kind, sub_attrs, [items[-1].id], sub_name, layer.span, nid)
             items.append(NodeRef(cur_sub))
@@ -384,8 +405,8 @@ class Elaborator:
 
         if kernel is not None:
             put(op.kernel, S.Expr("num", (kernel,), layer.name_span), layer.name_span, {})
-        for part, slot, what in ((layer.channels, op.dash, "a -N count"),
-                                 (layer.stride, op.slash, "a /S stride")):
+        for part, slot, what in ((layer.channels, op.dash, "-N count"),
+                                 (layer.stride, op.slash, "/S stride")):
             if part is not None:
                 if slot is None:
                     raise ValueError_(f"`{layer.name}` takes no {what}", part.span)
@@ -524,6 +545,8 @@ def _convert(spec: AttrSpec, value: Any, key: str, span: Span, owner: str) -> An
             raise ValueError_(f"{what} must be a number, got {value!r}", span)
         if spec.minimum is not None and value < spec.minimum:
             raise ValueError_(f"{what} must be at least {spec.minimum}, got {value}", span)
+        if spec.maximum is not None and value > spec.maximum:
+            raise ValueError_(f"{what} must be at most {spec.maximum}, got {value}", span)
         return float(value)
     if spec.type == "bias" and value == "auto":
         return value

@@ -38,6 +38,7 @@ class AttrSpec:
     default: Any = REQUIRED
     minimum: float | None = None
     choices: tuple = ()
+    maximum: float | None = None
     doc: str = ""
 
 
@@ -204,8 +205,11 @@ def _global_shape(a: dict, ins: list[Shape]) -> Shape:
     return (_spatial(ins, "global pooling")[0], 1, 1)
 
 
-def _adaptive_bounds(size: int, out: int) -> list[int]:
-    return [((i + 1) * size + out - 1) // out - (i * size) // out for i in range(out)]
+def _adaptive_window_sum(size: int, out: int) -> int:
+    """Σ over PyTorch's adaptive windows [floor(i·size/out), ceil((i+1)·size/out)) of their
+    lengths, in closed form: size + out − gcd(size, out) (ceil = floor + 1 except where out
+    divides i·size, which happens gcd(size, out) times for i in 1..out)."""
+    return size + out - math.gcd(size, out)
 
 
 def _adaptive_shape(a: dict, ins: list[Shape]) -> Shape:
@@ -216,7 +220,7 @@ def _adaptive_shape(a: dict, ins: list[Shape]) -> Shape:
 def _adaptive_connections(a: dict, ins: list[Shape], out: Shape) -> int:
     # PyTorch's adaptive windows differ in size; sum them exactly over all units
     c, h, w = ins[0]
-    return c * sum(_adaptive_bounds(h, a["size"])) * sum(_adaptive_bounds(w, a["size"]))
+    return c * _adaptive_window_sum(h, a["size"]) * _adaptive_window_sum(w, a["size"])
 
 
 # ---------------------------------------------------------------- joins
@@ -304,7 +308,8 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
                  "beta": AttrSpec("float", 0.75), "k": AttrSpec("float", 2.0)},
           positional=("size",)),
     OpDef("dropout", "regularizer", "dropout (identity at inference): dropout, dropout(0.4)",
-          attrs={"p": AttrSpec("float", 0.5, 0)}, positional=("p",), makes_units=False),
+          attrs={"p": AttrSpec("float", 0.5, 0, maximum=1)}, positional=("p",),
+          makes_units=False),
     _act("relu", "rectified linear unit"),
     _act("relu6", "ReLU capped at 6 (MobileNet)"),
     _act("sigmoid", "logistic sigmoid"),

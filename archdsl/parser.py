@@ -19,7 +19,9 @@ _TERMINAL_WORDS = {
     "STRING": 'a "string"', "_NL": "end of line", "SEMICOLON": "`;`", "TIMES": "`x` (repeat)",
     "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "COLON": "`:`",
     "VBAR": "`|`", "EQUAL": "`=`", "COMMA": "`,`", "MINUS": "`-`", "SLASH": "`/`",
-    "LSQB": "`[`", "RSQB": "`]`", "$END": "end of file",
+    "LSQB": "`[`", "RSQB": "`]`", "$END": "end of file", "PLUS": "`+`", "STAR": "`*`",
+    "SOFT_MAX": "`soft-max`", "POW": "`**`", "ADD_OP": "`+` or `-`", "MUL_OP": "`*`, `/`, `//` or `%`",
+    "COMP_OP": "a comparison", "DOT": "`.`",
 }
 
 
@@ -318,7 +320,7 @@ class _Build(Transformer):
         return self._e("binop", (str(c[1]), c[0], c[2]), meta)
 
     def pow(self, meta, c):
-        return self._e("binop", ("**", c[0], c[1]), meta)
+        return self._e("binop", ("**", c[0], c[2]), meta)
 
     def neg(self, meta, c):
         return self._e("neg", (c[0],), meta)

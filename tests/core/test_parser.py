@@ -80,6 +80,15 @@ def test_paper_notation_tokens():
     assert sm.op == "softmax" and sm.shape == (4096,)
 
 
+def test_op_call_arguments_positional_and_keyword():
+    g = graph_of("arch a\ninput 3x8x8\nconv3-8(groups=1, dilation=2)\ndropout(p=0.3)\n"
+                 "adaptive_avgpool(size=3)\nLRN(3)\nLRN(size=7, beta=0.5)\n")
+    conv, drop, adap, lrn3, lrn7 = g.nodes[1:]
+    assert conv.attrs["dilation"] == 2 and conv.attrs["pad"] == 2
+    assert drop.attrs == {"p": 0.3} and adap.shape == (8, 3, 3)
+    assert lrn3.attrs["size"] == 3 and (lrn7.attrs["size"], lrn7.attrs["beta"]) == (7, 0.5)
+
+
 def test_aliases_and_case_insensitive_names():
     g = graph_of("arch a\ninput 3x8x8\nBatchNorm\nReLU\nglobal_avgpool\nLinear-10\nSiLU\n")
     assert [n.op for n in g.nodes[1:]] == ["bn", "relu", "gap", "fc", "swish"]
@@ -138,9 +147,10 @@ def test_repetition_forms():
     assert [g.inputs(n.id) for n in g.nodes[1:]] == [[i] for i in range(9)]
 
 
-def test_repeat_with_unicode_times():
-    g = graph_of("arch a\ninput 3x8x8\nconv3-4 ×3\n")
-    assert len(g.nodes) == 4
+def test_repeat_with_unicode_times_and_spaces():
+    g = graph_of("arch a\ninput 3×8×8\nconv3-4 ×3\nconv3-4 x 2\nconv3-4 x{1 + 1}\n")
+    assert g.input_shape == (3, 8, 8)
+    assert len(g.nodes) == 1 + 3 + 2 + 2
 
 
 def test_labelled_groups_and_repeats_make_scopes():
@@ -329,6 +339,24 @@ def test_include_escaping_the_directory_is_an_error(tmp_path):
     assert (err.span.line, err.span.col) == (3, 1)
 
 
+def test_absolute_include_is_an_error(tmp_path):
+    (tmp_path / "lib.arch").write_text("block z { relu }\n")
+    spec = tmp_path / "sub" / "m.arch"
+    spec.parent.mkdir()
+    spec.write_text(f'include "{tmp_path / "lib.arch"}"\narch m\ninput 3x8x8\nz\n')
+    with pytest.raises(ArchErrors) as info:
+        load(spec)
+    assert any(isinstance(e, IncludeError) and "escapes" in e.message
+               for e in info.value.errors)
+
+
+def test_include_from_spec_text_is_relative_to_the_cwd(tmp_path, monkeypatch):
+    (tmp_path / "lib.arch").write_text("block b(c) { conv1-{c} }\n")
+    monkeypatch.chdir(tmp_path)
+    g = graph_of('include "lib.arch"\narch m\ninput 3x4x4\nb(5)\n')
+    assert g.output_shape == (5, 4, 4)
+
+
 # ---------------------------------------------------------------- several archs, derived archs
 
 MULTI = """arch b(k=2)
@@ -359,6 +387,14 @@ def test_derived_arch_overrides_and_can_be_overridden():
     assert c.name == "c" and c.settings == {"k": 5} and c.graph.output_shape == (5, 4, 4)
     assert load(MULTI, arch="c", k=7).graph.output_shape == (7, 4, 4)
     assert load(MULTI, arch="b", k=3).graph.output_shape == (3, 4, 4)
+
+
+def test_derived_arch_of_a_derived_arch():
+    text = MULTI + "arch d = c(k=7)\narch f = c\n"
+    d = load(text, arch="d")
+    assert d.settings == {"k": 7} and d.graph.output_shape == (7, 4, 4)
+    f = load(text, arch="f")
+    assert f.settings == {"k": 5} and f.graph.output_shape == (5, 4, 4)
 
 
 def test_derived_arch_bare_word_is_a_symbol():
@@ -449,6 +485,12 @@ def test_comments_semicolons_and_blank_lines_are_equivalent():
     b = graph_of("arch a\ninput 3x8x8\nconv3-4\nmaxpool\nconv1-2 act=relu\n")
     assert a.signature() == b.signature()
     assert [n.op for n in a.nodes] == ["input", "conv", "maxpool", "conv", "relu"]
+
+
+def test_crlf_line_endings():
+    a = graph_of("arch a\r\ninput 3x8x8\r\nconv3-4 x2\r\n\r\nadd {\r\n  conv3-4\r\n|\r\n}\r\n")
+    b = graph_of("arch a\ninput 3x8x8\nconv3-4 x2\nadd { conv3-4 | }\n")
+    assert a.signature() == b.signature()
 
 
 def test_group_bodies_accept_newlines():
