@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import syntax as S
 from ._perf import gc_paused
 from .elaborate import Elaborator, _Abort
 from .errors import ArchErrors, ErrorSink, UsageError, did_you_mean
 from .ir import Graph
-from . import syntax as S
 from .program import Program, load_program
 
 

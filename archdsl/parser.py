@@ -20,7 +20,8 @@ _TERMINAL_WORDS = {
     "LBRACE": "`{`", "RBRACE": "`}`", "LPAR": "`(`", "RPAR": "`)`", "COLON": "`:`",
     "VBAR": "`|`", "EQUAL": "`=`", "COMMA": "`,`", "MINUS": "`-`", "SLASH": "`/`",
     "LSQB": "`[`", "RSQB": "`]`", "$END": "end of file", "PLUS": "`+`", "STAR": "`*`",
-    "SOFT_MAX": "`soft-max`", "POW": "`**`", "ADD_OP": "`+` or `-`", "MUL_OP": "`*`, `/`, `//` or `%`",
+    "SOFT_MAX": "`soft-max`", "POW": "`**`", "ADD_OP": "`+` or `-`",
+    "MUL_OP": "`*`, `/`, `//` or `%`",
     "COMP_OP": "a comparison", "DOT": "`.`",
 }
 

@@ -8,8 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import archdsl  # noqa: E402
 from archdsl.backends import pytorch as backend  # noqa: E402
+
+import archdsl  # noqa: E402
 from archdsl.ops import OPS  # noqa: E402
 
 SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.arch"))
