@@ -87,6 +87,11 @@ class Architecture:
         """
         from .backends import load_backend
         arch = self
+        if num_classes is not None and "classes" not in self.graph.settings:
+            raise ArchErrors([UsageError(
+                f"to_torch(num_classes=...) needs a `classes` parameter in `{self.name}`",
+                self.graph.span, f"declare it (`arch {self.name}(classes = 1000)`) and write "
+                "the classifier as FC-{classes}")])
         if num_classes is not None and self.settings.get("classes") != num_classes:
             arch = self.with_settings(classes=num_classes)
         return load_backend("pytorch").to_torch(arch.graph)

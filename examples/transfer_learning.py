@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 import torchvision
-from archdsl.backends.pytorch import freeze, load_weights
 from torch import nn
 
 import archdsl
+from archdsl.backends.pytorch import freeze, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ from .weights import (
     read_state_dict,
 )
 
-__all__ = ["ArchModule", "StateDictDiff", "WeightsMismatch", "diff_state_dict", "freeze",
+__all__ = ["ArchModule", "Scope", "StateDictDiff", "WeightsMismatch", "diff_state_dict", "freeze",
            "load_weights", "read_state_dict", "to_torch"]
 
 # op → (node, input shapes) → module; ops whose value is computed in forward have no module.
@@ -77,13 +77,13 @@ MODULES: dict[str, Builder] = {
     "bn": _bn,
     "lrn": _lrn,
     "dropout": lambda n, ins: nn.Dropout(n.attrs["p"]),
-    "relu": lambda n, ins: nn.ReLU(inplace=True),
-    "relu6": lambda n, ins: nn.ReLU6(inplace=True),
+    "relu": lambda n, ins: nn.ReLU(),
+    "relu6": lambda n, ins: nn.ReLU6(),
     "sigmoid": lambda n, ins: nn.Sigmoid(),
     "tanh": lambda n, ins: nn.Tanh(),
     "gelu": lambda n, ins: nn.GELU(),
-    "swish": lambda n, ins: nn.SiLU(inplace=True),
-    "hardswish": lambda n, ins: nn.Hardswish(inplace=True),
+    "swish": lambda n, ins: nn.SiLU(),
+    "hardswish": lambda n, ins: nn.Hardswish(),
     "softmax": lambda n, ins: nn.Softmax(dim=1),
     "flatten": lambda n, ins: nn.Flatten(1),
 }
@@ -94,6 +94,18 @@ FUNCTIONS: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]] = {
     "mul": lambda xs: _fold(torch.mul, xs),
     "concat": lambda xs: torch.cat(xs, dim=1),
 }
+# The same, writing into their first input when that tensor may be overwritten.
+INPLACE_FUNCTIONS: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]] = {
+    "add": lambda xs: _fold(torch.Tensor.add_, xs),
+}
+
+# Ops whose output may be overwritten by the single op that reads it: their backward does not
+# need their output, and the output is a fresh tensor (not a view of a live one). Activations
+# are left out (ReLU's backward reads its output), as are dropout and flatten (they may return
+# their input itself) — torchvision's `ReLU(inplace=True)` after conv/bn, and its residual
+# `out += identity`, are exactly the cases this allows.
+OVERWRITABLE_PRODUCERS = {"conv", "fc", "bn", "add", "mul", "concat", "maxpool", "avgpool",
+                          "gap", "gmp", "adaptive_avgpool"}
 
 # Ops with no lowering here, and why (none today; the coverage test reads this table).
 UNSUPPORTED: dict[str, str] = {}
@@ -109,38 +121,61 @@ def _fold(fn, xs: list[torch.Tensor]) -> torch.Tensor:
 class ArchModule(nn.Module):
     """An archdsl graph as a PyTorch module; submodules sit at their spec names."""
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, in_place: bool = True) -> None:
         super().__init__()
         self.arch_name = graph.name
-        plan: list[tuple[int, str | None, tuple[int, ...], Any]] = []
+        overwritable = _overwritable(graph) if in_place else set()
+        names: dict[int, str] = {}
+        steps: list[tuple[int, tuple[int, ...], Any]] = []
         for node in graph.nodes:
             if node.op == "input":
                 continue
-            ins = graph.inputs(node.id)
+            ins = tuple(graph.inputs(node.id))
             shapes = [graph.node(i).shape for i in ins]
+            in_place = bool(ins) and ins[0] in overwritable
             if node.op in MODULES:
                 module = MODULES[node.op](node, shapes)
                 if node.op == "fc" and len(shapes[0]) > 1:
                     module = _Flattening(module)
+                if hasattr(module, "inplace") and node.opdef.category == "act":
+                    module.inplace = in_place
                 _attach(self, node.name, module)
-                plan.append((node.id, node.name, tuple(ins), None))
+                names[node.id] = node.name
+                steps.append((node.id, ins, None))
             elif node.op in FUNCTIONS:
-                plan.append((node.id, None, tuple(ins), FUNCTIONS[node.op]))
+                fn = INPLACE_FUNCTIONS.get(node.op) if in_place else None
+                steps.append((node.id, ins, fn or FUNCTIONS[node.op]))
             else:
                 raise NotImplementedError(f"{node.name}: op `{node.op}` has no PyTorch lowering: "
                                           f"{UNSUPPORTED.get(node.op, 'not implemented')}")
-        self._plan = plan
         self._input_id = graph.input_id
         self._output_id = graph.output_id
-        self._modules_by_id = {nid: self.get_submodule(name) for nid, name, _, fn in plan
-                               if name is not None}
+        # free each intermediate tensor after its last use, as a hand-written forward would
+        last_use = {i: k for k, (_, ins, _) in enumerate(steps) for i in ins}
+        frees: list[list[int]] = [[] for _ in steps]
+        for i, k in last_use.items():
+            if i != self._output_id:
+                frees[k].append(i)
+        self._steps = [(nid, ins, self.get_submodule(names[nid]) if nid in names else fn,
+                        fn is not None, tuple(free))
+                       for (nid, ins, fn), free in zip(steps, frees, strict=True)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values: dict[int, torch.Tensor] = {self._input_id: x}
-        for nid, _name, ins, fn in self._plan:
+        for nid, ins, call, functional, free in self._steps:
             args = [values[i] for i in ins]
-            values[nid] = fn(args) if fn is not None else self._modules_by_id[nid](*args)
+            values[nid] = call(args) if functional else call(*args)
+            for i in free:
+                del values[i]
         return values[self._output_id]
+
+
+def _overwritable(graph: Graph) -> set[int]:
+    """Nodes whose output the one op that reads it may overwrite (in-place activation or add)."""
+    g = graph.g
+    return {n.id for n in graph.nodes
+            if n.op in OVERWRITABLE_PRODUCERS and n.id != graph.output_id
+            and g.out_degree(n.id) == 1 and n.id != graph.input_id}
 
 
 class _Flattening(nn.Linear):
@@ -156,15 +191,33 @@ class _Flattening(nn.Linear):
         return super().forward(torch.flatten(x, 1))
 
 
+class Scope(nn.Module):
+    """A stage or block of the spec: holds submodules by name, indexable like nn.Sequential
+    (`model.layer1[0].conv1`); the forward pass belongs to the whole ArchModule."""
+
+    def __getitem__(self, key: int | str) -> nn.Module:
+        try:
+            return self._modules[str(key)]  # type: ignore[return-value]
+        except KeyError:
+            raise KeyError(f"no submodule {key!r}; has {list(self._modules)}") from None
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
 def _attach(root: nn.Module, dotted: str, module: nn.Module) -> None:
     *scopes, leaf = dotted.split(".")
     parent = root
     for part in scopes:
         if part not in parent._modules:
-            parent.add_module(part, nn.Module())
+            parent.add_module(part, Scope())
         parent = parent._modules[part]
     parent.add_module(leaf, module)
 
 
-def to_torch(graph: Graph) -> ArchModule:
-    return ArchModule(graph)
+def to_torch(graph: Graph, in_place: bool = True) -> ArchModule:
+    """Build the module; `in_place=False` never overwrites a tensor (slower, same results)."""
+    return ArchModule(graph, in_place)

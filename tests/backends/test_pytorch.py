@@ -8,9 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from archdsl.backends import pytorch as backend  # noqa: E402
-
 import archdsl  # noqa: E402
+from archdsl.backends import pytorch as backend  # noqa: E402
 from archdsl.ops import OPS  # noqa: E402
 
 SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.arch"))
@@ -142,3 +141,44 @@ def test_strict_load_reports_a_per_tensor_diff():
         load_weights(model, state)
     text = str(info.value)
     assert "F5.weight" in text and "extra.weight" in text and "C1.bias: [6] vs [3]" in text
+
+
+def test_activation_shared_by_two_branches_is_not_overwritten():
+    # an in-place ReLU on a tensor another branch also reads would feed it relu(c), not c
+    arch = archdsl.load("arch t\ninput 4x5x5\nconv3-4 act=none\nconcat { relu | conv1-4 act=none }\n")
+    model = arch.to_torch().eval()
+    x = torch.randn(2, 4, 5, 5)
+    with torch.no_grad():
+        c = model.get_submodule("0")(x)
+        expected = torch.cat([torch.relu(c), model.get_submodule("2")(c)], 1)
+        assert torch.allclose(model(x), expected)
+
+
+def test_the_callers_input_is_never_modified():
+    model = archdsl.load("arch r\ninput 2x3x3\nrelu\nconv1-2\n").to_torch()
+    x = torch.randn(1, 2, 3, 3)
+    before = x.clone()
+    model(x)
+    assert torch.equal(x, before)
+
+
+def test_in_place_ops_keep_training_correct():
+    """Gradients through in-place ReLU and residual adds equal those of an out-of-place copy."""
+    arch = archdsl.load(SPECS[0].parent / "resnet.arch", arch="resnet18")
+    model = backend.to_torch(arch.graph).train()
+    reference = backend.to_torch(arch.graph, in_place=False).train()
+    reference.load_state_dict(model.state_dict())
+    assert any(getattr(m, "inplace", False) for m in model.modules())
+    assert not any(getattr(m, "inplace", False) for m in reference.modules())
+    x = torch.randn(2, 3, 64, 64)
+    for m in (model, reference):
+        m(x).square().mean().backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name
+
+
+def test_scopes_index_like_sequential():
+    model = archdsl.load(SPECS[0].parent / "resnet.arch", arch="resnet50").to_torch()
+    assert len(model.layer3) == 6
+    assert model.layer1[0].conv1 is model.get_submodule("layer1.0.conv1")
+    assert model.layer1[0].downsample[0].kernel_size == (1, 1)
