@@ -8,9 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from archdsl.backends.pytorch import export as ex  # noqa: E402
-
 import archdsl  # noqa: E402
+from archdsl.backends.pytorch import export as ex  # noqa: E402
 from archdsl.cli import app  # noqa: E402
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"

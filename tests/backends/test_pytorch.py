@@ -145,7 +145,8 @@ def test_strict_load_reports_a_per_tensor_diff():
 
 def test_activation_shared_by_two_branches_is_not_overwritten():
     # an in-place ReLU on a tensor another branch also reads would feed it relu(c), not c
-    arch = archdsl.load("arch t\ninput 4x5x5\nconv3-4 act=none\nconcat { relu | conv1-4 act=none }\n")
+    arch = archdsl.load("arch t\ninput 4x5x5\nconv3-4 act=none\n"
+                        "concat { relu | conv1-4 act=none }\n")
     model = arch.to_torch().eval()
     x = torch.randn(2, 4, 5, 5)
     with torch.no_grad():

@@ -1,0 +1,237 @@
+"""The TVM backend against the PyTorch backend (the oracle), with the same weights and inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+import archdsl  # noqa: E402
+from archdsl.backends import tvm as backend  # noqa: E402
+from archdsl.ops import OPS  # noqa: E402
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+
+# Every op at a tiny resolution: residual add, concat, gate (mul), mul with broadcasting,
+# depthwise and grouped convs, LRN, pooling with padding and ceil mode (pool3 hits PyTorch's
+# "last window starts in the padding" rule), adaptive pooling that upsamples, BN folded into
+# conv/FC and BN standing alone (mixbn, fcbn), a conv with a bias before its BN, softmax over
+# channels on a C×H×W tensor, and every activation.
+EVERY_OP = r"""
+arch every_op(classes = 10)
+input 3x16x16
+defaults norm=bn act=relu
+stem: conv3-8 bias=true
+norm1: lrn(4)
+res: residual { conv1: conv3-8 act=relu6; conv2: conv3-8 act=none }
+act1: relu
+pool1: maxpool3/2 pad=1
+mix: concat { conv1-8 act=gelu | dwconv3 act=swish; conv1-8 groups=2 act=hardswish \
+             | avgpool3/1 pad=1 }
+mixbn: bn
+se: gate { gap; conv1-4 norm=none; conv1-24 norm=none act=sigmoid }
+attn: softmax
+sum: add { conv3-24 act=tanh | }
+gm: mul { | gmp }
+pool2: avgpool3/2 pad=1 ceil=true
+pool3: maxpool2/3 pad=1 ceil=true
+ap: adaptive_avgpool(3)
+flat: flatten
+drop: dropout(0.2)
+fc1: FC-32 act=swish
+fc2: FC-16 norm=bn act=none
+fcbn: bn
+fc3: FC-{classes} act=none
+"""
+
+
+def _torch_reference(arch, seed: int = 0):
+    """The PyTorch model in eval mode and its state_dict, with batch norms as after training:
+    random scales and shifts, and running statistics measured on random inputs. (A fresh BN is
+    the identity, which would hide folding mistakes; random statistics that do not normalize
+    let the signal fade through deep nets until the output is all biases.)"""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(seed)
+    model = arch.to_torch()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
+        for m in norms:
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-0.5, 0.5)
+            m.momentum = None  # a cumulative average over the calibration batch
+            m.reset_running_stats()
+        model.eval()
+        for m in norms:
+            m.train()
+        model(torch.randn(16, *arch.graph.input_shape))
+    model.eval()
+    return model, model.state_dict()
+
+
+def _run_torch(model, x: np.ndarray) -> np.ndarray:
+    import torch
+    with torch.no_grad():
+        return model(torch.from_numpy(x.copy())).numpy()  # a copy: some activations are inplace
+
+
+def _assert_close(got: np.ndarray, ref: np.ndarray, rel: float = 1e-4) -> None:
+    assert got.shape == ref.shape
+    scale = float(np.abs(ref).max())
+    diff = float(np.abs(got - ref).max())
+    assert diff <= rel * scale, f"max |diff| {diff:.3g} > {rel} × output scale {scale:.3g}"
+
+
+def test_every_op_is_lowered_or_marked_unsupported():
+    covered = set(backend.LOWERINGS) | set(backend.UNSUPPORTED)
+    ops = {name for name, op in OPS.items() if op.lowers_to is None and name != "input"}
+    assert ops <= covered, f"ops without a TVM lowering: {sorted(ops - covered)}"
+    assert all(reason for reason in backend.UNSUPPORTED.values())
+    assert not set(backend.LOWERINGS) & set(backend.UNSUPPORTED)
+
+
+def test_every_op_spec_uses_every_op():
+    used = {n.op for n in archdsl.load(EVERY_OP).graph.nodes}
+    ops = {name for name, op in OPS.items() if op.lowers_to is None}
+    assert ops <= used, f"EVERY_OP misses {sorted(ops - used)}"
+
+
+CASES = [
+    pytest.param(lambda: archdsl.load(SPECS / "lenet5.arch"), 1, id="lenet5"),
+    pytest.param(lambda: archdsl.load(EVERY_OP), 2, id="every_op-batch2"),
+    pytest.param(lambda: archdsl.load(SPECS / "mobilenet_v1.arch", resolution=64, alpha=0.25), 1,
+                 id="mobilenet_v1-64-0.25"),
+]
+
+
+@pytest.mark.parametrize("make,batch", CASES)
+def test_agrees_with_pytorch(make, batch):
+    arch = make()
+    model, state = _torch_reference(arch)
+    compiled = backend.compile(arch.graph, "llvm", weights=state, batch=batch)
+    assert compiled.input_shape == (batch, *arch.graph.input_shape)
+    x = np.random.default_rng(1).standard_normal(compiled.input_shape).astype(np.float32)
+    got = compiled(x)
+    assert got.shape == compiled.output_shape == (batch, *arch.graph.output_shape)
+    ref = _run_torch(model, x)
+    _assert_close(got, ref)
+    # the comparison can see the input: another input moves the output 100× the tolerance
+    other = _run_torch(model, np.random.default_rng(2).standard_normal(x.shape, np.float32))
+    assert np.abs(other - ref).max() > 100 * 1e-4 * np.abs(ref).max()
+
+
+BN_SPEC = """
+arch bnnet
+input 3x8x8
+c1: conv3-8 norm=bn act=relu
+shared: conv1-8 act=none
+join: add { bn | relu }
+gap
+f: FC-4 norm=bn act=none
+"""
+
+
+@pytest.mark.parametrize("fold_bn", [True, False], ids=["folded", "unfolded"])
+def test_batch_norm_folded_or_not(fold_bn):
+    # `shared` feeds two branches, so its bn must not be folded into it even when folding
+    arch = archdsl.load(BN_SPEC)
+    model, state = _torch_reference(arch, seed=3)
+    compiled = backend.compile(arch.graph, weights=state, fold_bn=fold_bn)
+    x = np.random.default_rng(2).standard_normal(compiled.input_shape).astype(np.float32)
+    _assert_close(compiled(x), _run_torch(model, x))
+
+
+def test_random_weights_are_deterministic_and_match_pytorch():
+    torch = pytest.importorskip("torch")
+    arch = archdsl.load(SPECS / "lenet5.arch")
+    weights = backend.random_weights(arch.graph, seed=7)
+    assert set(weights) == set(backend.weight_shapes(arch.graph))
+    again = backend.random_weights(arch.graph, seed=7)
+    assert all(np.array_equal(weights[k], again[k]) for k in weights)
+    compiled = backend.compile(arch.graph, seed=7)  # no weights: random_weights(graph, seed)
+    model = arch.to_torch().eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    x = np.random.default_rng(3).standard_normal(compiled.input_shape).astype(np.float32)
+    _assert_close(compiled(torch.from_numpy(x)), _run_torch(model, x))  # a torch input too
+
+
+def test_weights_that_do_not_fit_are_rejected():
+    arch = archdsl.load(SPECS / "lenet5.arch")
+    good = backend.random_weights(arch.graph)
+    missing = {k: v for k, v in good.items() if k != "C1.weight"}
+    with pytest.raises(backend.WeightsError, match="missing: C1.weight"):
+        backend.build_module(arch.graph, missing)
+    with pytest.raises(backend.WeightsError, match="unexpected: extra.weight"):
+        backend.build_module(arch.graph, {**good, "extra.weight": np.zeros(3)})
+    backend.build_module(arch.graph, {**good, "extra.weight": np.zeros(3)}, strict=False)
+    wrong = {**good, "F5.bias": np.zeros(7, np.float32)}
+    with pytest.raises(backend.WeightsError, match=r"wrong shape: F5.bias: expected \(120,\)"):
+        backend.build_module(arch.graph, wrong)
+
+
+def test_wrong_input_shape_is_rejected():
+    arch = archdsl.load(SPECS / "lenet5.arch")
+    compiled = backend.compile(arch.graph)
+    with pytest.raises(ValueError, match=r"compiled for input \(1, 1, 32, 32\)"):
+        compiled(np.zeros((2, 1, 32, 32), np.float32))
+
+
+def test_export_library_and_load_round_trip(tmp_path):
+    arch = archdsl.load(SPECS / "lenet5.arch")
+    compiled = backend.compile(arch.graph, seed=1)
+    x = np.random.default_rng(4).standard_normal(compiled.input_shape).astype(np.float32)
+    path = compiled.export_library(tmp_path / "lenet5.so")
+    assert path.exists() and [p.name for p in tmp_path.iterdir()] == ["lenet5.so"]
+    loaded = backend.Compiled.load(path)
+    assert loaded.device_kind == "llvm" and not loaded.device_modules()
+    assert loaded.meta == compiled.meta == {"arch": "lenet5", "input": [1, 1, 32, 32],
+                                            "output": [1, 10], "dtype": "float32"}
+    np.testing.assert_array_equal(loaded(x), compiled(x))
+
+
+def test_failed_export_leaves_the_old_file(tmp_path, monkeypatch):
+    arch = archdsl.load(SPECS / "lenet5.arch")
+    compiled = backend.compile(arch.graph)
+    target = tmp_path / "net.so"
+    target.write_bytes(b"old")
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("linker failed")
+
+    monkeypatch.setattr(type(compiled.module), "export_library", fail)
+    with pytest.raises(RuntimeError, match="linker failed"):
+        compiled.export_library(target)
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["net.so"]
+
+
+def test_llvm_target_is_the_host_cpu():
+    target = backend.make_target("llvm")
+    assert target.kind.name == "llvm"
+    assert str(target.attrs["mcpu"]) == tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")()
+    gpu = backend.make_target({"kind": "cuda", "arch": "sm_90"})
+    assert gpu.kind.name == "cuda" and gpu.host.kind.name == "llvm"
+
+
+def _cuda_compiler() -> str | None:
+    """TVM compiles CUDA with NVRTC (from the cuda-bindings package) by default, or nvcc."""
+    if importlib.util.find_spec("cuda") and importlib.util.find_spec("cuda.bindings"):
+        return "nvrtc"
+    return "nvcc" if shutil.which("nvcc") else None
+
+
+def test_cuda_build_holds_device_code(monkeypatch):
+    """Build only (no GPU needed): every op lowers and is scheduled as CUDA kernels."""
+    compiler = _cuda_compiler()
+    if compiler is None or not tvm.runtime.enabled("llvm"):
+        pytest.skip("no CUDA compiler (cuda-bindings' NVRTC or nvcc)")
+    monkeypatch.setenv("TVM_CUDA_COMPILE_MODE", compiler)
+    arch = archdsl.load(EVERY_OP)
+    compiled = backend.compile(arch.graph, {"kind": "cuda", "arch": "sm_90"})
+    kinds = [m.kind for m in compiled.device_modules()]
+    assert kinds == ["cuda"]
+    source = compiled.device_modules()[0].inspect_source()
+    assert source.count("__global__") >= 10
