@@ -1,0 +1,70 @@
+"""The CLI's drawing, paper-table and diff commands."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from archdsl.cli import app
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_graph_writes_dot_without_graphviz(tmp_path):
+    out = tmp_path / "r.dot"
+    result = run("graph", SPECS / "resnet18.arch", "-o", out, "--depth", "1")
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "digraph" in text and "layer4" in text
+
+
+def test_graph_svg(tmp_path):
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz `dot` is not installed")
+    out = tmp_path / "g.svg"
+    result = run("graph", SPECS / "googlenet.arch", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "<svg" in out.read_text() and "inception_3a" in out.read_text()
+
+
+def test_graph_needs_one_architecture(tmp_path):
+    result = run("graph", SPECS / "vgg.arch", "-o", tmp_path / "v.svg")
+    assert result.exit_code == 1
+    assert "takes one" in result.output and "--arch" in result.output
+
+
+def test_table_markdown_has_a_column_per_architecture():
+    result = run("table", SPECS / "resnet.arch", "-f", "markdown")
+    assert result.exit_code == 0, result.output
+    header = result.output.splitlines()[0]
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == [
+        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    assert "[conv1-128, conv3-128, conv1-512] ×4" in result.output
+
+
+def test_table_latex():
+    result = run("table", SPECS / "vgg_e.arch", "--arch", "vgg_e", "-f", "latex")
+    assert result.exit_code == 0, result.output
+    assert "\\begin{tabular}" in result.output and "conv3-256 $\\times$4" in result.output
+
+
+def test_diff_two_settings_json():
+    result = run("diff", SPECS / "mobilenet_v1.arch", "--set-b", "alpha=0.5", "-f", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["total"]["params"]["delta"] == 1_331_592 - 4_231_976
+
+
+def test_diff_two_specs_markdown():
+    result = run("diff", SPECS / "resnet18.arch", SPECS / "resnet34.arch", "-f", "markdown")
+    assert result.exit_code == 0, result.output
+    assert "32 added, 0 removed, 0 changed" in result.output
