@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +237,24 @@ def test_cuda_build_holds_device_code(monkeypatch):
     assert kinds == ["cuda"]
     source = compiled.device_modules()[0].inspect_source()
     assert source.count("__global__") >= 10
+
+
+def test_the_tvm_path_needs_no_torch(tmp_path):
+    """Compile, run, export and load with torch made unimportable."""
+    script = f"""
+import sys
+sys.modules["torch"] = None  # import torch raises ImportError
+import numpy as np
+import archdsl
+from archdsl.backends import tvm as backend
+arch = archdsl.load({str(SPECS / "lenet5.arch")!r})
+compiled = backend.compile(arch.graph, seed=2)
+x = np.ones(compiled.input_shape, np.float32)
+path = compiled.export_library({str(tmp_path / "net.so")!r})
+assert np.array_equal(backend.Compiled.load(path)(x), compiled(x))
+assert "torch" not in [m.split(".")[0] for m, v in sys.modules.items() if v is not None]
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
