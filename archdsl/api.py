@@ -96,6 +96,16 @@ class Architecture:
             arch = self.with_settings(classes=num_classes)
         return load_backend("pytorch").to_torch(arch.graph)
 
+    def compile(self, target: Any = "llvm", weights: Any = None, batch: int = 1,
+                dtype: str = "float32"):
+        """Compile with TVM (the [tvm] extra) → `archdsl.backends.tvm.Compiled`, callable on
+        numpy or torch inputs. `weights`: a state_dict (the PyTorch backend's keys) or a file
+        (.safetensors, or a torch.save state_dict); None: seeded random weights."""
+        from .backends import load_backend
+        if isinstance(weights, (str, os.PathLike)):
+            weights = read_weights(weights)
+        return load_backend("tvm").compile(self.graph, target, weights, batch, dtype)
+
     def with_settings(self, **params: Any) -> Architecture:
         """The same architecture elaborated with some parameters changed."""
         unknown = [k for k in params if k not in self.graph.settings]
@@ -116,6 +126,24 @@ class Architecture:
         from .ops import fmt_shape
         return (f"Architecture({self.name!r}, input={fmt_shape(self.graph.input_shape)}, "
                 f"output={fmt_shape(self.graph.output_shape)}, nodes={len(self.graph.g)})")
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """A state_dict from a file: .safetensors (read as numpy: no torch needed), or a
+    torch.save file (needs torch; loaded with weights_only=True)."""
+    if str(path).endswith(".safetensors"):
+        try:
+            from safetensors.numpy import load_file
+        except ImportError as exc:
+            raise ArchErrors([UsageError(f"reading {path} needs safetensors: pip install "
+                                         "safetensors", None)]) from exc
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # corrupt files raise several types
+            raise ArchErrors([UsageError(f"cannot read weights from {path}: {exc}", None)]) \
+                from None
+    from .backends import load_backend
+    return load_backend("pytorch").read_state_dict(path)
 
 
 def load(source: str | os.PathLike, arch: str | None = None, **params: Any) -> Architecture:

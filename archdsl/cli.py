@@ -355,6 +355,106 @@ def export(
     run(body)
 
 
+def parse_target(text: str) -> Any:
+    """--target: llvm (this CPU), cuda or cuda:sm_80 (host code for any x86-64), a TVM tag
+    (nvidia/nvidia-h100), or a JSON dict ({"kind": "llvm", "mcpu": "x86-64-v3"})."""
+    import json
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--target is not valid JSON: {exc}", None) from None
+    kind, _, arch = text.partition(":")
+    if kind == "cuda":
+        # generic x86-64 host code: the library must load on the GPU machine's CPU too
+        return {"kind": "cuda", "arch": arch or "sm_90", "host": {"kind": "llvm"}}
+    return text
+
+
+@app.command("compile")
+def compile_(
+    spec: Annotated[Path, typer.Argument(help="a spec file")],
+    target: Annotated[str, typer.Option(
+        "--target", "-t", help="llvm (this CPU), cuda[:sm_XX] (default sm_90), a TVM tag, "
+        "or a JSON target dict")] = "llvm",
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="the library to write (default: ARCH.so)")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="batch size compiled in")] = 1,
+    dtype: Annotated[str, typer.Option(help="float32 or float16")] = "float32",
+    weights: Annotated[Path | None, typer.Option(
+        help="a .safetensors file or a torch.save state_dict (default: seeded random)")]
+    = None,
+    set_: SetOpt = None,
+    arch: ArchOpt = None,
+) -> None:
+    """Compile with Apache TVM (Relax) into a deployable shared library, plus a JSON
+    manifest beside it. Both are written atomically."""
+    def body() -> None:
+        import hashlib
+        import json
+
+        from .atomic import atomic_path
+        if dtype not in ("float32", "float16"):
+            raise UsageError(f"unknown dtype `{dtype}`", None, "float32 or float16")
+        a = _one_graph(spec, set_, arch, "compile")
+        tgt = parse_target(target)
+        out = output or Path(a.name + ".so")
+        with _err().status(f"compiling {a.name} for {target} with TVM (untuned)..."):
+            compiled = a.compile(tgt, weights, batch, dtype)
+            compiled.export_library(out)
+        manifest = {
+            "arch": a.name, "settings": a.settings, "target": tgt, "dtype": dtype,
+            "input": [batch, *a.graph.input_shape], "output": [batch, *a.graph.output_shape],
+            "spec_sha256": hashlib.sha256(Path(spec).read_bytes()).hexdigest(),
+            "weights": str(weights) if weights else "random (seed 0)",
+            "compile_seconds": round(compiled.compile_seconds, 2),
+        }
+        manifest_path = out.with_suffix(out.suffix + ".json")
+        with atomic_path(manifest_path) as tmp:
+            tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        _out().print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {compiled.device_kind}"
+                     f", compiled in {compiled.compile_seconds:.1f} s) and {manifest_path}",
+                     markup=False)
+    run(body)
+
+
+@app.command("run")
+def run_(
+    library: Annotated[Path, typer.Argument(help="a library from `archdsl compile`")],
+    input: Annotated[Path | None, typer.Option(
+        "--input", "-i", help="a .npy array of the compiled input shape (default: random)")]
+    = None,
+    top: Annotated[int, typer.Option(min=1, help="classes to show")] = 5,
+) -> None:
+    """Run a compiled library (needs only the TVM runtime) and print the top classes."""
+    def body() -> None:
+        import numpy as np
+
+        from .backends import load_backend
+        if not library.exists():
+            raise UsageError(f"no such library: {library}", None)
+        compiled = load_backend("tvm").Compiled.load(library)
+        shape = tuple(compiled.input_shape)
+        if input is None:
+            x = np.random.default_rng(0).standard_normal(shape).astype(compiled.dtype)
+        else:
+            try:
+                x = np.load(input)
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"cannot read {input}: {exc}", None) from None
+            if tuple(x.shape) != shape:
+                raise UsageError(f"{input} has shape {list(x.shape)}; the library takes "
+                                 f"{list(shape)}", None)
+        y = np.asarray(compiled(x.astype(compiled.dtype)))
+        scores = y.reshape(y.shape[0], -1)
+        for b, row in enumerate(scores):
+            best = np.argsort(-row)[:top]
+            cells = ", ".join(f"{int(i)}: {row[i]:.4g}" for i in best)
+            _out().print(f"[{b}] top-{len(best)}: {cells}", markup=False)
+    run(body)
+
+
 @app.command()
 def ops() -> None:
     """List the ops the language knows, with their syntax."""

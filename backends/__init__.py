@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-EXTRAS = {"pytorch": "torch"}
+EXTRAS = {"pytorch": "torch", "tvm": "tvm"}
 
 
 class BackendUnavailable(ImportError):
