@@ -55,3 +55,17 @@ def test_transfer_learning():
     assert "freeze(model): trainable ['fc.weight', 'fc.bias']" in out
     assert "changed tensors: ['fc.bias', 'fc.weight']" in out
     assert "OK: only the head changed" in out
+
+
+def test_export_and_compile(tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = run("export_and_compile.py", "--out", str(tmp_path))
+    assert "Architecture('mobilenet_v1', input=3×96×96" in out
+    m = re.search(r"ONNX: .* max abs diff vs PyTorch ([0-9.e+-]+)", out)
+    assert m and float(m.group(1)) < 1e-4
+    assert (tmp_path / "mobilenet_v1.onnx").exists()
+    if "TVM: not installed" not in out:
+        m = re.search(r"TVM: .* max abs diff vs PyTorch ([0-9.e+-]+)", out)
+        assert m and float(m.group(1)) < 1e-4
+        top = re.search(r"top class: (\d+) \(PyTorch\), (\d+) \(TVM\)", out)
+        assert top and top.group(1) == top.group(2)
