@@ -1,0 +1,55 @@
+"""Every architecture of the zoo compiles for llvm and computes what the PyTorch backend does."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tvm")
+torch = pytest.importorskip("torch")
+
+import archdsl  # noqa: E402
+from archdsl.backends import tvm as backend  # noqa: E402
+
+SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.arch"))
+# where a spec has a resolution parameter, a small one keeps CI fast
+SMALL = {"resolution": 96}
+# Untuned TVM runs a 224×224 VGG in seconds and folds half a gigabyte of weights: ~30 s each
+# on the CI machine. vgg_a_lrn and vgg19_bn cover every op the VGG family uses (LRN, BN);
+# ARCHDSL_FULL_ZOO=1 runs the other eight too.
+HEAVY = {"vgg_a", "vgg11_bn", "vgg_b", "vgg13_bn", "vgg_c", "vgg_d", "vgg16_bn", "vgg_e"}
+FULL = os.environ.get("ARCHDSL_FULL_ZOO") == "1"
+
+
+def _archs():
+    seen: set[str] = set()
+    for spec in SPECS:
+        for name in archdsl.load_spec(spec).own:
+            if name not in seen:
+                seen.add(name)
+                marks = [] if FULL or name not in HEAVY else [pytest.mark.skip(
+                    reason="heavy VGG variant; set ARCHDSL_FULL_ZOO=1 to run it")]
+                yield pytest.param(spec, name, id=name, marks=marks)
+
+
+@pytest.mark.parametrize("spec,name", list(_archs()))
+def test_llvm_build_matches_pytorch(spec, name):
+    arch = archdsl.load(spec, arch=name)
+    small = {k: v for k, v in SMALL.items() if k in arch.settings}
+    if small:
+        arch = arch.with_settings(**small)
+    torch.manual_seed(0)
+    model = arch.to_torch().eval()
+    compiled = backend.compile(arch.graph, "llvm", weights=model.state_dict())
+    x = torch.randn(1, *arch.graph.input_shape)
+    with torch.no_grad():
+        ours32 = model(x).numpy()
+        ref64 = model.double()(x.double()).numpy()
+    got = compiled(x.numpy())
+    scale = max(float(abs(ref64).max()), 1e-12)
+    # TVM's float32 error against a float64 reference may be what float32 PyTorch's is,
+    # within a factor of 2, or 1e-4 of the logit scale, whichever is larger
+    allowed = max(1e-4 * scale, 2 * float(abs(ours32 - ref64).max()))
+    assert float(abs(got - ref64).max()) <= allowed
