@@ -52,6 +52,10 @@ TORCHVISION_TWINS = [
       for c, n in (("a", 11), ("b", 13), ("d", 16), ("e", 19))],
     *[(f"vgg_{c}.arch", f"vgg{n}_bn", f"vgg{n}_bn", True)
       for c, n in (("a", 11), ("b", 13), ("d", 16), ("e", 19))],
+    *[("resnext.arch", n, n, False)
+      for n in ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d")],
+    *[("wide_resnet.arch", n, n, False) for n in ("wide_resnet50_2", "wide_resnet101_2")],
+    ("mobilenet_v2.arch", "mobilenet_v2", "mobilenet_v2", False),
 ]
 
 

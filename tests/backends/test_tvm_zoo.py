@@ -53,3 +53,18 @@ def test_llvm_build_matches_pytorch(spec, name):
     # within a factor of 2, or 1e-4 of the logit scale, whichever is larger
     allowed = max(1e-4 * scale, 2 * float(abs(ours32 - ref64).max()))
     assert float(abs(got - ref64).max()) <= allowed
+
+
+@pytest.mark.parametrize("spec,name", [("vgg_e.arch", "vgg_e"), ("resnet50.arch", "resnet50")])
+def test_cuda_build_of_big_networks_holds_cuda_kernels(spec, name):
+    """No GPU needed: the kernels are generated and compiled here (NVRTC or nvcc)."""
+    import shutil
+    if shutil.which("nvcc") is None:
+        pytest.importorskip("cuda.bindings", reason="neither nvcc nor NVRTC is available")
+    arch = archdsl.load(SPECS[0].parent / spec, arch=name)
+    compiled = backend.compile(arch.graph, {"kind": "cuda", "arch": "sm_90",
+                                            "host": {"kind": "llvm"}})
+    kinds = {m.kind for m in compiled.device_modules()}
+    assert kinds == {"cuda"}
+    source = compiled.device_modules()[0].inspect_source()
+    assert source.count("__global__") >= 10

@@ -52,6 +52,11 @@ OFFERS: dict[str, list[str]] = {
     "resnet101.arch": ["resnet101"],
     "resnet152.arch": ["resnet152"],
     "mobilenet_v1.arch": ["mobilenet_v1"],
+    # the modern zoo (tests/core/test_zoo_modern.py)
+    "resnext.arch": ["resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d"],
+    "wide_resnet.arch": ["wide_resnet50_2", "wide_resnet101_2"],
+    "se_resnet.arch": ["se_resnet50", "se_resnet101", "se_resnet152"],
+    "mobilenet_v2.arch": ["mobilenet_v2"],
 }
 DEFAULT_CLASSES = {"lenet5": 10}  # all others: the 1000 ImageNet classes
 
