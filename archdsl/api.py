@@ -178,6 +178,19 @@ def _declared(program: Program, name: str, params: dict[str, Any]) -> dict[str, 
     return {k: v for k, v in params.items() if k in names}
 
 
+def unique_archs(paths: list[Path]) -> list[tuple[Path, str]]:
+    """(file, architecture) for every architecture the files offer, each name once (index
+    files such as specs/vgg.arch repeat the architectures of the files they include)."""
+    seen: set[str] = set()
+    out = []
+    for path in paths:
+        for name in load_spec(path).own:
+            if name not in seen:
+                seen.add(name)
+                out.append((path, name))
+    return out
+
+
 def spec_path(source: str | os.PathLike) -> Path | None:
     p = Path(source)
     return p if p.exists() else None

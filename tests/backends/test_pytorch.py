@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import archdsl  # noqa: E402
+from archdsl.api import unique_archs  # noqa: E402
 from archdsl.backends import pytorch as backend  # noqa: E402
 from archdsl.ops import OPS  # noqa: E402
 
@@ -17,12 +18,8 @@ SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.arch"))
 
 def _archs():
     """Every architecture of the zoo once (index files like vgg.arch repeat others)."""
-    seen: set[str] = set()
-    for spec in SPECS:
-        for name in archdsl.load_spec(spec).own:
-            if name not in seen:
-                seen.add(name)
-                yield pytest.param(spec, name, id=f"{spec.stem}:{name}")
+    return [pytest.param(spec, name, id=f"{spec.stem}:{name}")
+            for spec, name in unique_archs(SPECS)]
 
 
 def test_every_op_is_lowered_or_marked_unsupported():

@@ -11,6 +11,7 @@ pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 
 import archdsl  # noqa: E402
+from archdsl.api import unique_archs  # noqa: E402
 from archdsl.backends import tvm as backend  # noqa: E402
 
 SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.arch"))
@@ -24,14 +25,10 @@ FULL = os.environ.get("ARCHDSL_FULL_ZOO") == "1"
 
 
 def _archs():
-    seen: set[str] = set()
-    for spec in SPECS:
-        for name in archdsl.load_spec(spec).own:
-            if name not in seen:
-                seen.add(name)
-                marks = [] if FULL or name not in HEAVY else [pytest.mark.skip(
-                    reason="heavy VGG variant; set ARCHDSL_FULL_ZOO=1 to run it")]
-                yield pytest.param(spec, name, id=name, marks=marks)
+    skip = pytest.mark.skip(reason="heavy VGG variant; set ARCHDSL_FULL_ZOO=1 to run it")
+    return [pytest.param(spec, name, id=name,
+                         marks=[] if FULL or name not in HEAVY else [skip])
+            for spec, name in unique_archs(SPECS)]
 
 
 @pytest.mark.parametrize("spec,name", list(_archs()))
