@@ -114,8 +114,19 @@ def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None,
         errors.append(UsageError("these files define blocks but no architecture", None,
                                  "name a file that has an `arch` (or includes one)"))
     if errors:
-        raise ArchErrors(errors)
+        raise ArchErrors(_unique(errors))
     return graphs
+
+
+def _unique(errors: list[ArchError]) -> list[ArchError]:
+    """An error in a file that several specs include is reported once."""
+    seen, out = set(), []
+    for e in errors:
+        key = (e.message, e.span and (e.span.file, e.span.line, e.span.col))
+        if key not in seen:
+            seen.add(key)
+            out.append(e)
+    return out
 
 
 def _report_errors(errors: list[ArchError]) -> None:

@@ -233,6 +233,8 @@ class Elaborator:
                                   "nodes", item.repeat.span)
         atom = item.atom
         single = item.repeat is None
+        if count == 0:  # `x{0}`: the item is not there at all, its name included
+            return cur
         if item.label is None:
             for _ in range(count):
                 cur = self._atom(atom, None, scope, items, cur, env)

@@ -68,3 +68,12 @@ def test_diff_two_specs_markdown():
     result = run("diff", SPECS / "resnet18.arch", SPECS / "resnet34.arch", "-f", "markdown")
     assert result.exit_code == 0, result.output
     assert "32 added, 0 removed, 0 changed" in result.output
+
+
+def test_an_error_in_a_shared_include_is_reported_once(tmp_path):
+    (tmp_path / "common.arch").write_text("block b { cnv3-4 }\n")
+    for n in (1, 2, 3):
+        (tmp_path / f"s{n}.arch").write_text(f'include "common.arch"\narch s{n}\ninput 3x8x8\nb\n')
+    result = run("check", *sorted(tmp_path.glob("s*.arch")))
+    assert result.exit_code == 1
+    assert result.output.count("unknown op or block `cnv3`") == 1

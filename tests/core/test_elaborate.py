@@ -60,11 +60,15 @@ def test_labels_with_the_same_name_in_different_scopes():
     assert names(g) == ["x", "s1.x", "s2.x"]
 
 
-def test_empty_repeat_claims_its_label():
+def test_an_item_repeated_zero_times_is_not_there_at_all():
+    # so `x: a x{1 if c else 0}` and `x: b x{0 if c else 1}` can share a name
     g = graph_of("arch a\ninput 3x4x4\ne: conv3-4 x0\nrelu\n")
     assert names(g) == ["0"]
-    assert isinstance(g.structure[0], ScopeRef) and g.structure[0].items == []
+    assert len(g.structure) == 1
     assert load(format_graph(g)).graph.signature() == g.signature()
+    g = graph_of("arch a(on = true)\ninput 3x4x4\nx: conv1-8 x{1 if on else 0}\n"
+                 "x: conv1-2 x{0 if on else 1}\n")
+    assert names(g) == ["x.0"] and g.output_shape == (8, 4, 4)
 
 
 # ---------------------------------------------------------------- structure tree

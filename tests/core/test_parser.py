@@ -525,3 +525,9 @@ def test_parse_tree_spans_and_structure():
     assert layer.channels.args == (64,) and layer.stride.args == (2,)
     assert layer.args[0].name == "groups" and [x.name for x in layer.attrs] == ["act"]
     assert item.repeat.args == (3,) and (item.repeat.span.line, item.repeat.span.col) == (6, 35)
+
+
+def test_braces_are_allowed_where_an_expression_already_is():
+    arch = load("arch a(p = 0.3)\ninput 3x8x8\ndropout({p})\nconv-4 k={1 + 2}\n")
+    drop, conv = arch.graph.nodes[1:]
+    assert drop.attrs["p"] == 0.3 and conv.attrs["k"] == 3
