@@ -235,6 +235,8 @@ class Elaborator:
         single = item.repeat is None
         if count == 0:  # `x{0}`: the item is not there at all, its name included
             return cur
+        if item.label_template is not None:
+            return self._templated(item, count, scope, items, cur, env)
         if item.label is None:
             for _ in range(count):
                 cur = self._atom(atom, None, scope, items, cur, env)
@@ -247,6 +249,31 @@ class Elaborator:
         for _ in range(count):
             cur = self._atom(atom, None, sub, sub_items, cur, env)
         items.append(ScopeRef(item.label, sub_items))
+        return cur
+
+    def _templated(self, item: S.Item, count: int, scope: Scope, items: list, cur: int,
+                   env: Env) -> int:
+        """`denselayer{i + 1}: dense_layer(32) x6` names each repetition on its own."""
+        for i in range(count):
+            suffix = evaluate(item.label_template, {**env.values, "i": i})
+            if isinstance(suffix, float) and suffix.is_integer():
+                suffix = int(suffix)
+            label = f"{item.label}{suffix}"
+            if not label.isidentifier():
+                raise ValueError_(f"`{label}` is not a valid name", item.label_span)
+            atom = item.atom
+            if isinstance(atom, S.Layer) and atom.name not in self.program.blocks or \
+                    isinstance(atom, (S.Join, S.Residual, S.Gate, S.Dense)):
+                cur = self._atom(atom, (label, item.label_span), scope, items, cur, env)
+            else:  # a block call or a group: a scope per repetition
+                full = scope.claim(label, item.label_span, self.sink)
+                sub_items: list = []
+                if isinstance(atom, S.Layer):
+                    cur = self._block_call(atom, (label, item.label_span), scope, items, cur,
+                                           env, claimed=full)
+                    continue
+                cur = self._atom(atom, None, Scope(full + "."), sub_items, cur, env)
+                items.append(ScopeRef(label, sub_items))
         return cur
 
     def _atom(self, atom, label, scope: Scope, items: list, cur: int, env: Env) -> int:
@@ -301,7 +328,7 @@ class Elaborator:
 
     # ------------------------------------------------------------------ blocks
     def _block_call(self, call: S.Layer, label, scope: Scope, items: list, cur: int,
-                    env: Env) -> int:
+                    env: Env, claimed: str | None = None) -> int:
         block = self.program.blocks[call.name]
         if call.name in env.calls:  # it could only stop by accident: refuse it at once
             chain = " → ".join(env.calls[env.calls.index(call.name):] + (call.name,))
@@ -322,7 +349,9 @@ class Elaborator:
                                  did_you_mean(attr.name, _ALL_ATTRS))
             defaults[attr.name] = (attr.value, env.values)
         inner = Env({**env.values, **values}, defaults, env.calls + (call.name,))
-        if label is None:
+        if claimed is not None:
+            name, short = claimed, label[0]
+        elif label is None:
             name = scope.claim(scope.next_index(), None, self.sink)
             short = name.rsplit(".", 1)[-1]
         else:

@@ -208,11 +208,14 @@ class _Build(Transformer):
 
     def item(self, meta, c):
         label, atom, repeat = c
-        lname, lspan = (label if label else (None, None))
-        return S.Item(lname, lspan, atom, repeat, self._s(meta))
+        lname, lspan, template = label if label else (None, None, None)
+        return S.Item(lname, lspan, atom, repeat, self._s(meta), template)
 
     def label(self, meta, c):
-        return str(c[0]), _tok_span(self.file, self.text, c[0])
+        return str(c[0]), _tok_span(self.file, self.text, c[0]), None
+
+    def label_template(self, meta, c):
+        return str(c[0]), self._s(meta), c[1]
 
     def repeat(self, meta, c):
         return self._int(c[1])

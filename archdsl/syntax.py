@@ -102,6 +102,8 @@ class Item:
     atom: Atom
     repeat: Expr | None
     span: Span
+    # `denselayer{i + 1}: ... x6`: a name per repetition, `i` counting repetitions from 0
+    label_template: Expr | None = None
 
 
 @dataclass

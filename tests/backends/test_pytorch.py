@@ -53,6 +53,8 @@ TORCHVISION_TWINS = [
       for n in ("resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d")],
     *[("wide_resnet.arch", n, n, False) for n in ("wide_resnet50_2", "wide_resnet101_2")],
     ("mobilenet_v2.arch", "mobilenet_v2", "mobilenet_v2", False),
+    ("densenet.arch", "densenet121", "densenet121", False),
+    ("densenet.arch", "densenet161", "densenet161", False),
 ]
 
 

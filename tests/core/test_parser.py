@@ -531,3 +531,16 @@ def test_braces_are_allowed_where_an_expression_already_is():
     arch = load("arch a(p = 0.3)\ninput 3x8x8\ndropout({p})\nconv-4 k={1 + 2}\n")
     drop, conv = arch.graph.nodes[1:]
     assert drop.attrs["p"] == 0.3 and conv.attrs["k"] == 3
+
+
+def test_label_template_names_each_repetition():
+    arch = load("block b(c) { conv1-{c} }\narch a\ninput 3x8x8\n"
+                "layer{i + 1}: b(4) x3\nfc{2 * i}: conv1-2 x2\n")
+    names = [n.name for n in arch.graph.nodes][1:]
+    assert names == ["layer1.0", "layer2.0", "layer3.0", "fc0", "fc2"]
+    assert load(arch.format()).graph.signature() == arch.graph.signature()
+
+
+def test_label_template_must_make_a_name():
+    with pytest.raises(ArchErrors, match="is not a valid name"):
+        load("arch a\ninput 3x8x8\nx{-1}: conv1-2 x2\n")
