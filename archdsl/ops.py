@@ -310,6 +310,11 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
     OpDef("dropout", "regularizer", "dropout (identity at inference): dropout, dropout(0.4)",
           attrs={"p": AttrSpec("float", 0.5, 0, maximum=1)}, positional=("p",),
           makes_units=False),
+    OpDef("droppath", "regularizer",
+          "stochastic depth: drops a residual branch per sample in training (identity at "
+          "inference): droppath(0.2)",
+          attrs={"p": AttrSpec("float", 0.0, 0, maximum=1)}, positional=("p",),
+          makes_units=False),
     _act("relu", "rectified linear unit"),
     _act("relu6", "ReLU capped at 6 (MobileNet)"),
     _act("sigmoid", "logistic sigmoid"),
@@ -333,7 +338,7 @@ ALIASES: dict[str, str] = {
     "linear": "fc", "dense_layer": "fc", "batchnorm": "bn", "soft-max": "softmax",
     "silu": "swish", "globalavgpool": "gap", "global_avgpool": "gap", "gavgpool": "gap",
     "global_maxpool": "gmp", "max_pool": "maxpool", "avg_pool": "avgpool",
-    "depthwise": "dwconv",
+    "depthwise": "dwconv", "stochastic_depth": "droppath", "drop_path": "droppath",
 }
 
 ACTIVATIONS = tuple(n for n, op in OPS.items() if op.category == "act")

@@ -272,6 +272,7 @@ LOWERINGS: dict[str, Lowering] = {
     "bn": _bn,
     "lrn": _lrn,
     "dropout": lambda ctx, n, xs, ins: xs[0],
+    "droppath": lambda ctx, n, xs, ins: xs[0],  # stochastic depth: the identity at inference
     "relu": lambda ctx, n, xs, ins: relax.op.nn.relu(xs[0]),
     "relu6": lambda ctx, n, xs, ins: relax.op.clip(xs[0], 0.0, 6.0),
     "sigmoid": lambda ctx, n, xs, ins: relax.op.sigmoid(xs[0]),

@@ -77,6 +77,7 @@ MODULES: dict[str, Builder] = {
     "bn": _bn,
     "lrn": _lrn,
     "dropout": lambda n, ins: nn.Dropout(n.attrs["p"]),
+    "droppath": lambda n, ins: StochasticDepth(n.attrs["p"]),
     "relu": lambda n, ins: nn.ReLU(),
     "relu6": lambda n, ins: nn.ReLU6(),
     "sigmoid": lambda n, ins: nn.Sigmoid(),
@@ -176,6 +177,26 @@ def _overwritable(graph: Graph) -> set[int]:
     return {n.id for n in graph.nodes
             if n.op in OVERWRITABLE_PRODUCERS and n.id != graph.output_id
             and g.out_degree(n.id) == 1 and n.id != graph.input_id}
+
+
+class StochasticDepth(nn.Module):
+    """Huang et al. 2016: in training, zero a residual branch for a random subset of the
+    samples and rescale the rest by 1/(1-p); the identity at inference."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype,
+                           device=x.device).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class _Flattening(nn.Linear):

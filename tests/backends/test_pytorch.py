@@ -186,3 +186,19 @@ def test_scopes_index_like_sequential():
     assert len(model.layer3) == 6
     assert model.layer1[0].conv1 is model.get_submodule("layer1.0.conv1")
     assert model.layer1[0].downsample[0].kernel_size == (1, 1)
+
+
+def test_droppath_is_identity_in_eval_and_drops_whole_samples_in_training():
+    arch = archdsl.load("arch s\ninput 4x3x3\nresidual { conv3-4; droppath(0.5) }\n")
+    model = arch.to_torch()
+    x = torch.randn(64, 4, 3, 3)
+    branch = model.get_submodule("0")
+    with torch.no_grad():
+        model.eval()
+        assert torch.allclose(model(x), x + branch(x))
+        model.train()
+        torch.manual_seed(0)
+        delta = model(x) - x  # per sample: 0 (dropped) or 2·branch (kept, rescaled by 1/(1-p))
+        dropped = delta.flatten(1).abs().amax(1) == 0
+        assert 10 < int(dropped.sum()) < 54
+        assert torch.allclose(delta[~dropped], 2 * branch(x)[~dropped], atol=1e-6)

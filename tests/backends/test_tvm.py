@@ -45,6 +45,7 @@ pool3: maxpool2/3 pad=1 ceil=true
 ap: adaptive_avgpool(3)
 flat: flatten
 drop: dropout(0.2)
+dp: droppath(0.1)
 fc1: FC-32 act=swish
 fc2: FC-16 norm=bn act=none
 fcbn: bn
