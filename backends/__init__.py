@@ -21,5 +21,5 @@ def load_backend(name: str) -> ModuleType:
     except ImportError as exc:
         extra = EXTRAS.get(name, name)
         raise BackendUnavailable(
-            f"the {name} backend is not available ({exc}); install it with "
+            f"the {name} backend needs a package that is not installed ({exc.name or exc}): "
             f"pip install 'archdsl[{extra}]'") from exc

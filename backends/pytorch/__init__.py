@@ -11,11 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-try:
-    import torch
-    from torch import nn
-except ImportError as exc:  # pragma: no cover - exercised only without torch
-    raise ImportError("the PyTorch backend needs torch: pip install 'archdsl[torch]'") from exc
+import torch  # without torch, archdsl.backends.load_backend names the extra to install
+from torch import nn
 
 from archdsl.ir import Graph, Node
 
