@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -31,14 +32,26 @@ def test_every_op_is_lowered_or_marked_unsupported():
 
 @pytest.mark.parametrize("spec,name", list(_archs()))
 def test_module_matches_analysis(spec, name):
+    """The contract: numel == analysed params, forward shape == inferred shape. Shapes are
+    checked on the meta device (PyTorch's own shape rules, no arithmetic), so the whole zoo
+    is cheap; the numbers themselves are checked against torchvision and TVM elsewhere."""
     arch = archdsl.load(spec, arch=name)
-    model = arch.to_torch().eval()
-    assert sum(p.numel() for p in model.parameters()) == arch.stats().totals["params"]
-    with torch.device("cpu"), torch.no_grad():
-        for batch in (1, 2):
-            x = torch.randn(batch, *arch.graph.input_shape)
-            y = model(x)
+    with torch.device("meta"):
+        model = arch.to_torch().eval()
+        assert sum(p.numel() for p in model.parameters()) == arch.stats().totals["params"]
+        for batch in (1, 2, 5):
+            y = model(torch.empty(batch, *arch.graph.input_shape))
             assert tuple(y.shape) == (batch, *arch.graph.output_shape)
+
+
+# Networks over 8 GMACs take tens of seconds each on the 2-core CI machine; every op pattern
+# they use is covered by a smaller member of their family. ARCHDSL_FULL_ZOO=1 runs them too.
+HEAVY_MACS = 8e9
+
+
+def _skip_if_heavy(arch) -> None:
+    if os.environ.get("ARCHDSL_FULL_ZOO") != "1" and arch.stats().totals["macs"] > HEAVY_MACS:
+        pytest.skip("over 8 GMACs; set ARCHDSL_FULL_ZOO=1 to run it")
 
 
 # (spec, arch, torchvision constructor, does the spec end with the paper's softmax?)
@@ -62,11 +75,12 @@ TORCHVISION_TWINS = [
                          ids=[t[1] for t in TORCHVISION_TWINS])
 def test_loads_torchvision_weights_and_agrees(spec, name, tv_name, softmax):
     torchvision = pytest.importorskip("torchvision")
+    _skip_if_heavy(archdsl.load(SPECS[0].parent / spec, arch=name))
     torch.manual_seed(0)
     reference = getattr(torchvision.models, tv_name)().eval()
     ours = archdsl.load(SPECS[0].parent / spec, arch=name).to_torch().eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
-    x = torch.randn(2, 3, 224, 224)
+    x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         expected = reference(x)
         if softmax:
@@ -79,6 +93,7 @@ def test_loads_torchvision_weights_and_agrees(spec, name, tv_name, softmax):
 def test_module_exports_as_one_graph(spec, name):
     """torch.export captures every spec whole (no graph breaks) and computes the same."""
     arch = archdsl.load(spec, arch=name)
+    _skip_if_heavy(arch)
     model = arch.to_torch().eval()
     x = torch.randn(2, *arch.graph.input_shape)
     program = torch.export.export(model, (x,))
