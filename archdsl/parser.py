@@ -212,7 +212,11 @@ class _Build(Transformer):
         return S.Item(lname, lspan, atom, repeat, self._s(meta), template)
 
     def label(self, meta, c):
-        return str(c[0]), _tok_span(self.file, self.text, c[0]), None
+        tok = c[0]
+        return str(tok), _tok_span(self.file, self.text, tok), None
+
+    def keyword(self, meta, c):
+        return c[0]
 
     def label_template(self, meta, c):
         return str(c[0]), self._s(meta), c[1]

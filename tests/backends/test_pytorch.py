@@ -68,6 +68,7 @@ TORCHVISION_TWINS = [
     ("mobilenet_v2.arch", "mobilenet_v2", "mobilenet_v2", False),
     ("densenet.arch", "densenet121", "densenet121", False),
     ("densenet.arch", "densenet161", "densenet161", False),
+    ("efficientnet.arch", "efficientnet_b0", "efficientnet_b0", False),
 ]
 
 

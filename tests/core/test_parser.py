@@ -544,3 +544,10 @@ def test_label_template_names_each_repetition():
 def test_label_template_must_make_a_name():
     with pytest.raises(ArchErrors, match="is not a valid name"):
         load("arch a\ninput 3x8x8\nx{-1}: conv1-2 x2\n")
+
+
+def test_keywords_can_be_labels():
+    # torchvision's EfficientNet names its MBConv bodies `block`
+    arch = load("arch a\ninput 3x8x8\nblock: (conv3-8)\nadd: add { | conv1-8 }\ndense: relu\n")
+    assert [n.name for n in arch.graph.nodes][1:] == ["block.0", "0", "add", "dense"]
+    assert load(arch.format()).graph.signature() == arch.graph.signature()

@@ -58,6 +58,7 @@ OFFERS: dict[str, list[str]] = {
     "se_resnet.arch": ["se_resnet50", "se_resnet101", "se_resnet152"],
     "mobilenet_v2.arch": ["mobilenet_v2"],
     "densenet.arch": ["densenet", "densenet121", "densenet169", "densenet201", "densenet161"],
+    "efficientnet.arch": ["efficientnet", *[f"efficientnet_b{v}" for v in range(8)]],
 }
 DEFAULT_CLASSES = {"lenet5": 10}  # all others: the 1000 ImageNet classes
 
