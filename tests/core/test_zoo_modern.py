@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import expected_state_dict
 
 import archdsl.api as A
 from archdsl.errors import ArchErrors
@@ -264,36 +265,6 @@ TORCHVISION_ARCHS = {
 }
 
 
-def _expected_state_dict(a) -> dict[str, tuple[int, ...]]:
-    """The state_dict keys and shapes that our node names and attributes stand for."""
-    out: dict[str, tuple[int, ...]] = {}
-    for n in a.graph.nodes:
-        ins = [a.graph.node(i).shape for i in a.graph.inputs(n.id)]
-        if n.op == "conv":
-            cin = ins[0][0]
-            out[f"{n.name}.weight"] = (n.attrs["out"], cin // n.attrs["groups"], n.attrs["k"],
-                                       n.attrs["k"])
-            if n.attrs["bias"]:
-                out[f"{n.name}.bias"] = (n.attrs["out"],)
-        elif n.op == "fc":
-            out[f"{n.name}.weight"] = (n.attrs["out"], math.prod(ins[0]))
-            if n.attrs["bias"]:
-                out[f"{n.name}.bias"] = (n.attrs["out"],)
-        elif n.op == "bn":
-            c = ins[0][0]
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                out[f"{n.name}.{key}"] = (c,)
-            out[f"{n.name}.num_batches_tracked"] = ()
-    return out
-
-
-@pytest.fixture(scope="module")
-def tv():
-    torch = pytest.importorskip("torch")
-    torchvision = pytest.importorskip("torchvision")
-    return torch, torchvision
-
-
 def _build(tv, name, **kwargs):
     torch, torchvision = tv
     with torch.device("meta"):  # no memory, no initialisation
@@ -306,7 +277,7 @@ def test_torchvision_params_and_keys(tv, name):
     a = load(*TORCHVISION_ARCHS[name])
     assert a.stats().totals["params"] == sum(p.numel() for p in model.parameters())
     theirs = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    ours = _expected_state_dict(a)
+    ours = expected_state_dict(a)
     assert list(ours) == list(theirs)  # key for key, in order
     assert ours == theirs
 
@@ -325,4 +296,4 @@ def test_torchvision_mobilenet_v2_width_multipliers(tv, width_mult):
     model = _build(tv, "mobilenet_v2", width_mult=width_mult)
     a = load("mobilenet_v2.arch", width_mult=width_mult)
     assert a.stats().totals["params"] == sum(p.numel() for p in model.parameters())
-    assert _expected_state_dict(a) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert expected_state_dict(a) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
