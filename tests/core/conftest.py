@@ -36,3 +36,18 @@ def tv():
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
     return torch, torchvision
+
+
+def assert_same_state_dict_as_torchvision(spec, name: str, params: int) -> None:
+    """Our module's state_dict equals torchvision's `name` key for key, in order, shape for
+    shape (both built on the meta device), and torchvision has `params` parameters."""
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    import archdsl
+    with torch.device("meta"):
+        reference = getattr(torchvision.models, name)()
+        ours = archdsl.load(spec, arch=name).to_torch()
+    theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert list(mine) == list(theirs) and mine == theirs
+    assert sum(p.numel() for p in reference.parameters()) == params

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import assert_same_state_dict_as_torchvision
 
 import archdsl
 
@@ -29,15 +30,7 @@ def test_counts_equal_torchvision_published(name):
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_state_dict_keys_and_shapes_equal_torchvision(name):
-    torch = pytest.importorskip("torch")
-    torchvision = pytest.importorskip("torchvision")
-    with torch.device("meta"):
-        reference = getattr(torchvision.models, name)()
-        ours = archdsl.load(SPEC, arch=name).to_torch()
-    theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
-    assert list(mine) == list(theirs) and mine == theirs
-    assert sum(p.numel() for p in reference.parameters()) == REFERENCE[name][0]
+    assert_same_state_dict_as_torchvision(SPEC, name, REFERENCE[name][0])
 
 
 def test_dense_layers_are_named_per_repetition():
