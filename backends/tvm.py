@@ -370,22 +370,61 @@ def _host_cpu() -> str:
     return tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")()
 
 
+def _fuse_passes() -> list:
+    """Legalize to TIR and fuse: the first half of TVM's default pipeline for every target."""
+    return [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(),
+            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+
+
+def _gpu_fallback_passes(tgt: tvm.target.Target) -> list:
+    """dlight's default GPU schedules (as TVM's CUDA pipeline applies them) for every kernel not
+    scheduled before; without them a GPU build would put its loops on the host."""
+    if tgt.kind.name == "llvm":
+        return []
+    from tvm.s_tir import dlight as dl
+    return [dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                    dl.gpu.GeneralReduction(), dl.gpu.Fallback())]
+
+
+def _lower_passes(tgt: tvm.target.Target) -> list:
+    """The second half of TVM's default pipeline: dataflow lowering, memory planning, VM."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.relax.backend.cuda import pipeline as cuda
+    from tvm.relax.backend.gpu_generic import pipeline as gpu
+    kind = tgt.kind.name
+    backend = cpu if kind == "llvm" else cuda if kind == "cuda" else gpu
+    return backend.dataflow_lower_passes(tgt) + backend.finalize_passes(tgt)
+
+
+# Hooks run, in order, on the fused module before the GPU fallback schedules and lowering:
+# each takes (mod, target, options) and returns the module with some PrimFuncs scheduled
+# (marked "tir.is_scheduled"); a later hook leaves those alone. Tuning (a MetaSchedule
+# database) comes first, then archdsl's own default schedules.
+ScheduleHook = Callable[[tvm.IRModule, tvm.target.Target, dict[str, Any]], tvm.IRModule]
+SCHEDULE_HOOKS: list[ScheduleHook] = []
+
+
 def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = "llvm",
             weights: Mapping[str, Any] | None = None, batch: int = 1, dtype: str = "float32",
-            *, fold_bn: bool = True, strict: bool = True, seed: int = 0) -> Compiled:
-    """Compile the graph for `target` with TVM's default Relax pipeline for it, untuned:
-    legalize, constant folding, FuseOps + FuseTIR, and on GPUs dlight's default schedules.
+            *, fold_bn: bool = True, strict: bool = True, seed: int = 0,
+            **options: Any) -> Compiled:
+    """Compile the graph for `target`: lower to Relax, legalize and fuse (FuseOps + FuseTIR),
+    schedule the kernels (the `SCHEDULE_HOOKS`, then on GPUs dlight's defaults), lower to the
+    Relax VM and build.
 
     `weights`: a state_dict (numpy arrays or torch tensors, the PyTorch backend's keys); None
-    takes `random_weights(graph, seed)`. `strict` rejects keys the graph does not use."""
+    takes `random_weights(graph, seed)`. `strict` rejects keys the graph does not use.
+    `options` go to the schedule hooks."""
     started = time.perf_counter()
     tgt = make_target(target)
     mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed)
     meta = _meta_of(mod)
-    # tvm.compile's own "default" Relax pipeline for a CPU is the generic one, without fusion;
-    # the target's default pipeline (relax.get_default_pipeline) fuses.
     with tgt:
-        mod = relax.get_default_pipeline(tgt)(mod)
+        mod = tvm.transform.Sequential(_fuse_passes())(mod)
+        for hook in SCHEDULE_HOOKS:
+            mod = hook(mod, tgt, options)
+        mod = tvm.transform.Sequential(_gpu_fallback_passes(tgt) + _lower_passes(tgt))(mod)
     executable = tvm.compile(mod, target=tgt, relax_pipeline=None)
     compiled = Compiled(executable.mod, tgt.kind.name, meta)
     if compiled.device_kind != "llvm" and not compiled.device_modules():
