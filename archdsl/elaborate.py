@@ -87,6 +87,12 @@ class Env:
         return Env({**self.values, **extra}, self.defaults, self.calls)
 
 
+def _repetition(env: Env, item: S.Item, i: int) -> Env:
+    """What the k-th copy of a repeated item (`x N`) sees: `i` is its index, 0 to N-1, in its
+    arguments, attributes and label template (`denselayer{i + 1}`); an outer `i` is hidden."""
+    return env if item.repeat is None else env.with_values({"i": i})
+
+
 class Elaborator:
     def __init__(self, program: Program, sink: ErrorSink) -> None:
         self.program, self.sink = program, sink
@@ -238,16 +244,16 @@ class Elaborator:
         if item.label_template is not None:
             return self._templated(item, count, scope, items, cur, env)
         if item.label is None:
-            for _ in range(count):
-                cur = self._atom(atom, None, scope, items, cur, env)
+            for i in range(count):
+                cur = self._atom(atom, None, scope, items, cur, _repetition(env, item, i))
             return cur
         if single and (isinstance(atom, (S.Layer, S.Join, S.Residual, S.Gate, S.Dense))):
             # the label names the layer (or block instance, or join node) itself
             return self._atom(atom, (item.label, item.label_span), scope, items, cur, env)
         full = scope.claim(item.label, item.label_span, self.sink)
         sub, sub_items = Scope(full + "."), []
-        for _ in range(count):
-            cur = self._atom(atom, None, sub, sub_items, cur, env)
+        for i in range(count):
+            cur = self._atom(atom, None, sub, sub_items, cur, _repetition(env, item, i))
         items.append(ScopeRef(item.label, sub_items))
         return cur
 
@@ -255,7 +261,8 @@ class Elaborator:
                    env: Env) -> int:
         """`denselayer{i + 1}: dense_layer(32) x6` names each repetition on its own."""
         for i in range(count):
-            suffix = evaluate(item.label_template, {**env.values, "i": i})
+            env_i = env.with_values({"i": i})
+            suffix = evaluate(item.label_template, env_i.values)
             if isinstance(suffix, float) and suffix.is_integer():
                 suffix = int(suffix)
             label = f"{item.label}{suffix}"
@@ -264,15 +271,15 @@ class Elaborator:
             atom = item.atom
             if isinstance(atom, S.Layer) and atom.name not in self.program.blocks or \
                     isinstance(atom, (S.Join, S.Residual, S.Gate, S.Dense)):
-                cur = self._atom(atom, (label, item.label_span), scope, items, cur, env)
+                cur = self._atom(atom, (label, item.label_span), scope, items, cur, env_i)
             else:  # a block call or a group: a scope per repetition
                 full = scope.claim(label, item.label_span, self.sink)
                 sub_items: list = []
                 if isinstance(atom, S.Layer):
                     cur = self._block_call(atom, (label, item.label_span), scope, items, cur,
-                                           env, claimed=full)
+                                           env_i, claimed=full)
                     continue
-                cur = self._atom(atom, None, Scope(full + "."), sub_items, cur, env)
+                cur = self._atom(atom, None, Scope(full + "."), sub_items, cur, env_i)
                 items.append(ScopeRef(label, sub_items))
         return cur
 

@@ -4,11 +4,14 @@ Analysis and every backend ask these declarations; nothing else switches on op n
 Counting conventions (Grosse & Ba, CSC421 "Convolutional networks", and DESIGN.md):
 
 - units: output activations of a layer, C·H·W per image (0 for ops that only re-view data).
-- weights: multiplicative weights only (K·K·Cin/groups·Cout for conv, in·out for FC).
+- weights: multiplicative weights only (K·K·Cin/groups·Cout for conv, in·out for FC, 4·D² for
+  attention's projections, one per feature for a layer scale) and learned embeddings (class
+  token, position embedding).
 - params: every trainable parameter: weights + biases + normalization scale/shift.
 - connections: units × fan-in, for conv (K·K·Cin/groups), FC (in) and pooling windows (K·K).
 - MACs: multiply-accumulates of weighted layers (the MobileNet paper's Mult-Adds,
-  torchvision's "GFLOPS"); FLOPs = 2 × MACs.
+  torchvision's "GFLOPS"); for attention the projections plus QKᵀ and A·V (L²·D each);
+  FLOPs = 2 × MACs.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ class AttrSpec:
 @dataclass(frozen=True)
 class OpDef:
     name: str
-    category: str  # conv | linear | pool | norm | act | regularizer | shape | join | source
+    # conv | linear | attention | pool | norm | scale | act | regularizer | shape | sequence |
+    # join | source
+    category: str
     doc: str
     attrs: dict[str, AttrSpec] = field(default_factory=dict)
     shape: Callable[[dict, list[Shape]], Shape] = lambda a, ins: ins[0]
@@ -68,6 +73,10 @@ class OpDef:
     total_connections: Callable[[dict, list[Shape], Shape], int] | None = None
     makes_units: bool = True
     weighted: bool = False  # MACs = connections
+    # the tensors a layer holds at inference, suffix → shape, keyed like PyTorch's state_dict
+    # ("weight", "running_mean", "out_proj.weight"; "" is a tensor registered under the
+    # layer's own name, like torchvision's `class_token`); backends and tests read this
+    tensors: Callable[[dict, list[Shape], Shape], dict[str, Shape]] = lambda a, ins, out: {}
 
     def params(self, attrs: dict, ins: list[Shape], out: Shape) -> int:
         return self.weights(attrs, ins, out) + self.biases(attrs, ins, out)
@@ -86,13 +95,16 @@ class OpDef:
 
 # ---------------------------------------------------------------- shape helpers
 
+def _of_rank(ins: list[Shape], rank: int, needs: str, hint: str) -> Shape:
+    if len(ins[0]) != rank:
+        raise OpShapeError(f"{needs}, got {fmt_shape(ins[0])}", hint)
+    return ins[0]
+
+
 def _spatial(ins: list[Shape], op: str) -> tuple[int, int, int]:
-    shape = ins[0]
-    if len(shape) != 3:
-        raise OpShapeError(f"{op} needs a C×H×W input, got {fmt_shape(shape)}",
-                           "a flattened tensor cannot be convolved or pooled; "
-                           "move this layer before the FC/flatten")
-    return shape  # type: ignore[return-value]
+    return _of_rank(ins, 3, f"{op} needs a C×H×W input",  # type: ignore[return-value]
+                    "a flattened tensor cannot be convolved or pooled; "
+                    "move this layer before the FC/flatten")
 
 
 def _window(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
@@ -223,6 +235,78 @@ def _adaptive_connections(a: dict, ins: list[Shape], out: Shape) -> int:
     return c * _adaptive_window_sum(h, a["size"]) * _adaptive_window_sum(w, a["size"])
 
 
+# ---------------------------------------------------------------- features, tokens
+
+def features(shape: Shape) -> int:
+    """The feature dimension a per-position op (linear, layernorm, layerscale) works on: the
+    channels of a C×H×W map (at every pixel), the features of an L×D sequence (every token),
+    or the length of a vector."""
+    return shape[0] if len(shape) in (1, 3) else shape[-1]
+
+
+def _with_features(shape: Shape, n: int) -> Shape:
+    return (n, *shape[1:]) if len(shape) in (1, 3) else (*shape[:-1], n)
+
+
+def _sequence(ins: list[Shape], op: str) -> tuple[int, int]:
+    return _of_rank(ins, 2, f"{op} needs a sequence of tokens (L×D)",  # type: ignore[return-value]
+                    "make tokens from a feature map first: `tokens` turns C×H×W "
+                    "into H·W tokens of C features")
+
+
+def _linear_shape(a: dict, ins: list[Shape]) -> Shape:
+    if len(ins[0]) not in (1, 2, 3):
+        raise OpShapeError(f"linear needs a vector, L×D tokens or a C×H×W map, "
+                           f"got {fmt_shape(ins[0])}")
+    return _with_features(ins[0], a["out"])
+
+
+def _scale_shape(ins: list[Shape]) -> Shape:
+    """layerscale's per-feature tensor, shaped to broadcast (torchvision: C×1×1 for maps)."""
+    n = features(ins[0])
+    return (n, 1, 1) if len(ins[0]) == 3 else (n,)
+
+
+def _tokens_shape(a: dict, ins: list[Shape]) -> Shape:
+    c, h, w = _spatial(ins, "tokens")
+    return (h * w, c)
+
+
+def _class_token_shape(a: dict, ins: list[Shape]) -> Shape:
+    n, d = _sequence(ins, "class_token")
+    return (n + 1, d)
+
+
+def _attention_shape(a: dict, ins: list[Shape]) -> Shape:
+    n, d = _sequence(ins, "attention")
+    if d % a["heads"]:
+        raise OpShapeError(f"{a['heads']} heads must divide the {d} features of each token")
+    return ins[0]
+
+
+def _attention_macs(a: dict, ins: list[Shape], out: Shape) -> int:
+    """Q, K, V projections (3·L·D²), QKᵀ and A·V (L²·D each: every head's L×L scores over
+    D/heads features), output projection (L·D²) — what torchvision's counts include."""
+    n, d = ins[0]
+    return 4 * n * d * d + 2 * n * n * d
+
+
+def _token_shape(a: dict, ins: list[Shape]) -> Shape:
+    n, d = _sequence(ins, "token")
+    if not 0 <= a["index"] < n:
+        raise OpShapeError(f"token {a['index']} does not exist: the sequence has {n} tokens")
+    return (d,)
+
+
+def _norm_tensors(a: dict, ins: list[Shape], out: Shape) -> dict[str, Shape]:
+    n = features(ins[0])
+    return {"weight": (n,), "bias": (n,)}
+
+
+def _matrix(a: dict, n_in: int) -> dict[str, Shape]:
+    return {"weight": (a["out"], n_in), **({"bias": (a["out"],)} if a["bias"] else {})}
+
+
 # ---------------------------------------------------------------- joins
 
 def _add_shape(a: dict, ins: list[Shape]) -> Shape:
@@ -276,7 +360,10 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           attrs=_CONV_ATTRS, kernel="k", dash="out", slash="stride", attaches=True,
           prepare=_conv_prepare, shape=_conv_shape, weights=_conv_weights,
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
-          fan_in=lambda a, ins, out: a["k"] * a["k"] * ins[0][0] // a["groups"], weighted=True),
+          fan_in=lambda a, ins, out: a["k"] * a["k"] * ins[0][0] // a["groups"], weighted=True,
+          tensors=lambda a, ins, out: {
+              "weight": (a["out"], ins[0][0] // a["groups"], a["k"], a["k"]),
+              **({"bias": (a["out"],)} if a["bias"] else {})}),
     OpDef("dwconv", "conv", "depthwise convolution (groups = input channels): dwconv3/2",
           attrs={**_CONV_ATTRS, "out": AttrSpec("int", None, 1, doc="default: input channels")},
           kernel="k", dash="out", slash="stride", attaches=True, prepare=_dwconv_prepare,
@@ -286,7 +373,18 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           dash="out", attaches=True, default_attach=("act",), shape=_fc_shape,
           weights=lambda a, ins, out: _in_features(ins) * a["out"],
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
-          fan_in=lambda a, ins, out: _in_features(ins), weighted=True),
+          fan_in=lambda a, ins, out: _in_features(ins), weighted=True,
+          tensors=lambda a, ins, out: _matrix(a, _in_features(ins))),
+    OpDef("linear", "linear",
+          "fully connected layer at every position: over the channels of each pixel of a "
+          "C×H×W map (a 1×1 convolution kept as a matrix), the features of each token of "
+          "an L×D sequence, or a vector: linear-384",
+          attrs={"out": AttrSpec("int", REQUIRED, 1), "bias": _CONV_ATTRS["bias"]},
+          dash="out", attaches=True, default_attach=("act",), shape=_linear_shape,
+          weights=lambda a, ins, out: features(ins[0]) * a["out"],
+          biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
+          fan_in=lambda a, ins, out: features(ins[0]), weighted=True,
+          tensors=lambda a, ins, out: _matrix(a, features(ins[0]))),
     OpDef("maxpool", "pool", "max pooling: maxpool (2×2/2), maxpool3/2", attrs=_POOL_ATTRS,
           kernel="k", slash="stride", prepare=_pool_prepare("maxpool"), shape=_pool_shape,
           fan_in=lambda a, ins, out: a["k"] * a["k"]),
@@ -302,7 +400,20 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           shape=_adaptive_shape, total_connections=_adaptive_connections),
     OpDef("bn", "norm", "batch normalization (inference: scale and shift per channel)",
           attrs={"eps": AttrSpec("float", 1e-5, 0), "momentum": AttrSpec("float", 0.1, 0)},
-          biases=lambda a, ins, out: 2 * ins[0][0]),
+          biases=lambda a, ins, out: 2 * ins[0][0],
+          tensors=lambda a, ins, out: {k: (ins[0][0],) for k in (
+              "weight", "bias", "running_mean", "running_var")}),
+    OpDef("layernorm", "norm",
+          "layer normalization with a learned scale and shift per feature: over the channels "
+          "of each pixel of a C×H×W map (ConvNeXt), the features of each token (ViT), or a "
+          "vector: layernorm eps=1e-6",
+          attrs={"eps": AttrSpec("float", 1e-5, 0)},
+          biases=lambda a, ins, out: 2 * features(ins[0]), tensors=_norm_tensors),
+    OpDef("layerscale", "scale",
+          "a learned scale per feature, initialised to `init` (CaiT, ConvNeXt): layerscale(1e-6)",
+          attrs={"init": AttrSpec("float", 1e-6, doc="initial value of every scale")},
+          positional=("init",), weights=lambda a, ins, out: features(ins[0]),
+          tensors=lambda a, ins, out: {"": _scale_shape(ins)}),
     OpDef("lrn", "norm", "local response normalization across channels (Krizhevsky et al.)",
           attrs={"size": AttrSpec("int", 5, 1), "alpha": AttrSpec("float", 1e-4),
                  "beta": AttrSpec("float", 0.75), "k": AttrSpec("float", 2.0)},
@@ -325,6 +436,35 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
     _act("softmax", "softmax over channels"),
     OpDef("flatten", "shape", "flatten C×H×W to a vector", shape=_flatten_shape,
           makes_units=False),
+    OpDef("tokens", "shape",
+          "a C×H×W map as a sequence of H·W tokens of C features (row by row; ViT's patches)",
+          shape=_tokens_shape, makes_units=False),
+    OpDef("class_token", "sequence",
+          "prepends a learned token to an L×D sequence (BERT's [class], ViT): L+1 × D",
+          shape=_class_token_shape, makes_units=False,
+          weights=lambda a, ins, out: ins[0][1],
+          tensors=lambda a, ins, out: {"": (1, 1, ins[0][1])}),
+    OpDef("pos_embedding", "sequence",
+          "adds a learned position embedding, one D-vector per token of an L×D sequence",
+          shape=lambda a, ins: _sequence(ins, "pos_embedding"),
+          weights=lambda a, ins, out: math.prod(ins[0]),
+          tensors=lambda a, ins, out: {"": (1, *ins[0])}),
+    OpDef("attention", "attention",
+          "multi-head self-attention over an L×D sequence (Vaswani et al.): Q, K, V and output "
+          "projections with biases, softmax(QKᵀ/√(D/heads))·V per head: attention(12)",
+          attrs={"heads": AttrSpec("int", REQUIRED, 1, doc="attention heads (divide D)"),
+                 "dropout": AttrSpec("float", 0.0, 0, maximum=1,
+                                     doc="dropout on the attention weights (training)")},
+          positional=("heads",), shape=_attention_shape,
+          weights=lambda a, ins, out: 4 * ins[0][1] ** 2,
+          biases=lambda a, ins, out: 4 * ins[0][1],
+          total_connections=_attention_macs, weighted=True,
+          tensors=lambda a, ins, out: {
+              "in_proj_weight": (3 * ins[0][1], ins[0][1]), "in_proj_bias": (3 * ins[0][1],),
+              "out_proj.weight": (ins[0][1], ins[0][1]), "out_proj.bias": (ins[0][1],)}),
+    OpDef("token", "shape", "one token of an L×D sequence as a D-vector: token(0)",
+          attrs={"index": AttrSpec("int", REQUIRED, 0)}, positional=("index",),
+          shape=_token_shape, makes_units=False),
     OpDef("add", "join", "elementwise sum of branches (residual join)", arity=(2, 0),
           in_syntax=False, shape=_add_shape),
     OpDef("mul", "join", "elementwise product with broadcasting (gating)", arity=(2, 0),
@@ -335,7 +475,10 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
 
 # Other spellings people use for the same op (papers, PyTorch, Keras).
 ALIASES: dict[str, str] = {
-    "linear": "fc", "dense_layer": "fc", "batchnorm": "bn", "soft-max": "softmax",
+    "dense_layer": "fc", "ln": "layernorm", "layer_norm": "layernorm",
+    "layer_scale": "layerscale", "mhsa": "attention", "self_attention": "attention",
+    "cls_token": "class_token", "position_embedding": "pos_embedding",
+    "batchnorm": "bn", "soft-max": "softmax",
     "silu": "swish", "globalavgpool": "gap", "global_avgpool": "gap", "gavgpool": "gap",
     "global_maxpool": "gmp", "max_pool": "maxpool", "avg_pool": "avgpool",
     "depthwise": "dwconv", "stochastic_depth": "droppath", "drop_path": "droppath",

@@ -57,46 +57,53 @@ class WeightsError(ValueError):
 # ---------------------------------------------------------------- weights
 
 def _weighted_nodes(graph: Graph):
-    """(node, {suffix: shape}) for every node that holds parameters or buffers."""
+    """(node, {suffix: shape}) for every node that holds tensors (the op's declaration)."""
     for node in graph.nodes:
-        if node.op not in ("conv", "fc", "bn"):
-            continue
-        (src,) = graph.inputs(node.id)
-        shape_in = graph.node(src).shape
-        a = node.attrs
-        if node.op == "bn":
-            params = {s: (shape_in[0],) for s in ("weight", "bias", "running_mean", "running_var")}
-        else:
-            w = ((a["out"], shape_in[0] // a["groups"], a["k"], a["k"]) if node.op == "conv"
-                 else (a["out"], math.prod(shape_in)))
-            params = {"weight": w, **({"bias": (a["out"],)} if a["bias"] else {})}
-        yield node, params
+        ins = [graph.node(i).shape for i in graph.inputs(node.id)]
+        tensors = node.opdef.tensors(node.attrs, ins, node.shape)
+        if tensors:
+            yield node, tensors
+
+
+def _key(node: Node, suffix: str) -> str:
+    return f"{node.name}.{suffix}" if suffix else node.name
 
 
 def weight_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
     """Every parameter/buffer the graph needs, with its shape, keyed like the PyTorch backend's
     `state_dict` (less `num_batches_tracked`, which inference does not use)."""
-    return {f"{node.name}.{suffix}": shape for node, params in _weighted_nodes(graph)
+    return {_key(node, suffix): shape for node, params in _weighted_nodes(graph)
             for suffix, shape in params.items()}
+
+
+# random_weights' ranges for the tensors of normalizations and embeddings; matrices and
+# biases are uniform in ±1/sqrt(fan_in)
+_NEAR_ONE, _SMALL = (0.5, 1.5), (-0.1, 0.1)
+_RANGES = {
+    "bn": {"weight": _NEAR_ONE, "bias": _SMALL, "running_mean": _SMALL, "running_var": _NEAR_ONE},
+    "layernorm": {"weight": _NEAR_ONE, "bias": _SMALL},
+    "layerscale": {"": _NEAR_ONE},
+    "class_token": {"": _SMALL},
+    "pos_embedding": {"": _SMALL},
+}
 
 
 def random_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     """A deterministic set of weights (numpy float32, seeded) for benchmarking and tests.
 
-    Conv/FC weights and biases are uniform in ±1/sqrt(fan_in) (PyTorch's default range);
-    batch norms get scales near 1, small shifts and means and variances near 1, so that
-    activations keep a sensible range through deep networks."""
+    Matrices and biases are uniform in ±1/sqrt(fan_in) (PyTorch's default range); norms get
+    scales near 1, small shifts and means and variances near 1, so that activations keep a
+    sensible range through deep networks; embeddings are small."""
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for node, params in _weighted_nodes(graph):
-        if node.op == "bn":
-            ranges = {"weight": (0.5, 1.5), "bias": (-0.1, 0.1), "running_mean": (-0.1, 0.1),
-                      "running_var": (0.5, 1.5)}
-        else:
-            bound = 1.0 / math.sqrt(math.prod(params["weight"][1:]))
-            ranges = {"weight": (-bound, bound), "bias": (-bound, bound)}
+        ranges = _RANGES.get(node.op)
+        if ranges is None:
+            matrix = next(shape for suffix, shape in params.items() if len(shape) >= 2)
+            bound = 1.0 / math.sqrt(math.prod(matrix[1:]))
+            ranges = dict.fromkeys(params, (-bound, bound))
         for suffix, shape in params.items():
-            out[f"{node.name}.{suffix}"] = rng.uniform(*ranges[suffix], shape).astype(np.float32)
+            out[_key(node, suffix)] = rng.uniform(*ranges[suffix], shape).astype(np.float32)
     return out
 
 
@@ -251,6 +258,77 @@ def _hardswish(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
     return relax.op.multiply(x, relax.op.divide(r6, ctx.const(np.array(6.0))))
 
 
+def _feature_view(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """How a per-feature vector broadcasts against a batch of `shape` (archdsl's
+    `ops.features`: channels of a map, features of each token, a vector's entries)."""
+    return {3: (1, -1, 1, 1), 2: (1, 1, -1), 1: (1, -1)}[len(shape)]
+
+
+def _bias(ctx: _Ctx, node: Node, y: relax.Expr, bias: np.ndarray | None,
+          view: tuple[int, ...]) -> relax.Expr:
+    return y if bias is None else relax.op.add(ctx.emit(y, node), ctx.const(bias.reshape(view)))
+
+
+def _linear(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
+    weight = ctx.weights[f"{node.name}.weight"]
+    bias = ctx.weights.get(f"{node.name}.bias") if node.attrs["bias"] else None
+    if len(ins[0]) == 3:  # over the channels of every pixel: a 1×1 convolution
+        y = relax.op.nn.conv2d(xs[0], ctx.const(weight.reshape(*weight.shape, 1, 1)))
+    else:
+        y = relax.op.matmul(xs[0], ctx.const(weight.T))
+    return _bias(ctx, node, y, bias, _feature_view(ins[0]))
+
+
+def _layernorm(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
+    axis = 2 if len(ins[0]) == 2 else 1
+    return relax.op.nn.layer_norm(xs[0], ctx.const(ctx.weights[f"{node.name}.weight"]),
+                                  ctx.const(ctx.weights[f"{node.name}.bias"]), axes=[axis],
+                                  epsilon=node.attrs["eps"])
+
+
+def _layerscale(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
+    scale = ctx.weights[node.name].reshape(_feature_view(ins[0]))
+    return relax.op.multiply(xs[0], ctx.const(scale))
+
+
+def _tokens(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
+    c, h, w = ins[0]
+    flat = ctx.emit(relax.op.reshape(xs[0], (ctx.batch, c, h * w)), node)
+    return relax.op.permute_dims(flat, [0, 2, 1])
+
+
+def _class_token(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
+    d = ins[0][1]
+    token = ctx.emit(relax.op.broadcast_to(ctx.const(ctx.weights[node.name]), (ctx.batch, 1, d)),
+                     node)
+    return relax.op.concat([token, xs[0]], axis=1)
+
+
+def _attention(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
+    """softmax(Q·Kᵀ/√(D/heads))·V per head between PyTorch's in and out projections
+    (nn.MultiheadAttention's `in_proj_weight` stacks the Q, K and V matrices)."""
+    n, d = ins[0]
+    heads = node.attrs["heads"]
+    w_in = ctx.weights[f"{node.name}.in_proj_weight"]
+    b_in = ctx.weights[f"{node.name}.in_proj_bias"]
+    qkv = []
+    for i in range(3):
+        part = slice(i * d, (i + 1) * d)
+        y = ctx.emit(_bias(ctx, node, relax.op.matmul(xs[0], ctx.const(w_in[part].T)),
+                           b_in[part], (1, 1, -1)), node)
+        qkv.append(ctx.emit(relax.op.reshape(y, (ctx.batch, n, heads, d // heads)), node))
+    out = ctx.emit(relax.op.nn.attention(*qkv), node)  # B×L×heads×(D/heads), scaled by √
+    out = ctx.emit(relax.op.reshape(out, (ctx.batch, n, d)), node)
+    y = relax.op.matmul(out, ctx.const(ctx.weights[f"{node.name}.out_proj.weight"].T))
+    return _bias(ctx, node, y, ctx.weights[f"{node.name}.out_proj.bias"], (1, 1, -1))
+
+
+def _token(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
+    i = node.attrs["index"]
+    one = ctx.emit(relax.op.strided_slice(xs[0], axes=[1], begin=[i], end=[i + 1]), node)
+    return relax.op.reshape(one, (ctx.batch, ins[0][1]))
+
+
 def _fold(op) -> Lowering:
     def lower(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
         out = xs[0]
@@ -263,6 +341,7 @@ def _fold(op) -> Lowering:
 LOWERINGS: dict[str, Lowering] = {
     "conv": _conv,
     "fc": _fc,
+    "linear": _linear,
     "maxpool": _pool("max"),
     "avgpool": _pool("avg"),
     "gap": lambda ctx, n, xs, ins: relax.op.mean(xs[0], axis=[2, 3], keepdims=True),
@@ -271,6 +350,8 @@ LOWERINGS: dict[str, Lowering] = {
         xs[0], (n.attrs["size"], n.attrs["size"])),
     "bn": _bn,
     "lrn": _lrn,
+    "layernorm": _layernorm,
+    "layerscale": _layerscale,
     "dropout": lambda ctx, n, xs, ins: xs[0],
     "droppath": lambda ctx, n, xs, ins: xs[0],  # stochastic depth: the identity at inference
     "relu": lambda ctx, n, xs, ins: relax.op.nn.relu(xs[0]),
@@ -285,6 +366,11 @@ LOWERINGS: dict[str, Lowering] = {
     "add": _fold(relax.op.add),
     "mul": _fold(relax.op.multiply),
     "concat": lambda ctx, n, xs, ins: relax.op.concat(xs, axis=1),
+    "tokens": _tokens,
+    "class_token": _class_token,
+    "pos_embedding": lambda ctx, n, xs, ins: relax.op.add(xs[0], ctx.const(ctx.weights[n.name])),
+    "attention": _attention,
+    "token": _token,
 }
 
 # Ops with no Relax lowering here, and why (none today; the coverage test reads this table).

@@ -45,6 +45,18 @@ def _fc(node: Node, ins) -> nn.Module:
     return nn.Linear(in_features, node.attrs["out"], bias=node.attrs["bias"])
 
 
+def _linear(node: Node, ins) -> nn.Module:
+    from archdsl.ops import features
+    cls = _ChannelsLinear if len(ins[0]) == 3 else nn.Linear
+    return cls(features(ins[0]), node.attrs["out"], bias=node.attrs["bias"])
+
+
+def _layernorm(node: Node, ins) -> nn.Module:
+    from archdsl.ops import features
+    cls = LayerNorm2d if len(ins[0]) == 3 else nn.LayerNorm
+    return cls(features(ins[0]), eps=node.attrs["eps"])
+
+
 def _pool(cls) -> Builder:
     def build(node: Node, ins) -> nn.Module:
         a = node.attrs
@@ -66,6 +78,9 @@ def _lrn(node: Node, ins) -> nn.Module:
 MODULES: dict[str, Builder] = {
     "conv": _conv,
     "fc": _fc,
+    "linear": _linear,
+    "layernorm": _layernorm,
+    "attention": lambda n, ins: SelfAttention(ins[0][1], n.attrs["heads"], n.attrs["dropout"]),
     "maxpool": _pool(nn.MaxPool2d),
     "avgpool": _pool(nn.AvgPool2d),
     "gap": lambda n, ins: nn.AdaptiveAvgPool2d(1),
@@ -91,6 +106,22 @@ FUNCTIONS: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]] = {
     "add": lambda xs: _fold(torch.add, xs),
     "mul": lambda xs: _fold(torch.mul, xs),
     "concat": lambda xs: torch.cat(xs, dim=1),
+    "tokens": lambda xs: xs[0].flatten(2).transpose(1, 2),
+}
+# The same with the node's attributes.
+NODE_FUNCTIONS: dict[str, Callable[[Node], Callable[[list[torch.Tensor]], torch.Tensor]]] = {
+    "token": lambda n: lambda xs: xs[0][:, n.attrs["index"]],
+}
+
+# Ops that hold one tensor, registered on their scope under the layer's own name as
+# torchvision does (`class_token`, `encoder.pos_embedding`, ConvNeXt's `layer_scale`): how the
+# tensor is initialised and how it acts on the input. Its shape is the op's declaration.
+PARAMETERS: dict[str, tuple[Callable[[torch.Tensor, Node], Any],
+                             Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = {
+    "layerscale": (lambda p, n: nn.init.constant_(p, n.attrs["init"]), torch.mul),
+    "class_token": (lambda p, n: nn.init.zeros_(p),
+                    lambda x, p: torch.cat([p.expand(x.shape[0], -1, -1), x], dim=1)),
+    "pos_embedding": (lambda p, n: nn.init.normal_(p, std=0.02), torch.add),
 }
 # The same, writing into their first input when that tensor may be overwritten.
 INPLACE_FUNCTIONS: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]] = {
@@ -102,8 +133,8 @@ INPLACE_FUNCTIONS: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]] = {
 # are left out (ReLU's backward reads its output), as are dropout and flatten (they may return
 # their input itself) — torchvision's `ReLU(inplace=True)` after conv/bn, and its residual
 # `out += identity`, are exactly the cases this allows.
-OVERWRITABLE_PRODUCERS = {"conv", "fc", "bn", "add", "mul", "concat", "maxpool", "avgpool",
-                          "gap", "gmp", "adaptive_avgpool"}
+OVERWRITABLE_PRODUCERS = {"conv", "fc", "linear", "layernorm", "bn", "add", "mul", "concat",
+                          "maxpool", "avgpool", "gap", "gmp", "adaptive_avgpool"}
 
 # Ops with no lowering here, and why (none today; the coverage test reads this table).
 UNSUPPORTED: dict[str, str] = {}
@@ -143,6 +174,14 @@ class ArchModule(nn.Module):
             elif node.op in FUNCTIONS:
                 fn = INPLACE_FUNCTIONS.get(node.op) if in_place else None
                 steps.append((node.id, ins, fn or FUNCTIONS[node.op]))
+            elif node.op in NODE_FUNCTIONS:
+                steps.append((node.id, ins, NODE_FUNCTIONS[node.op](node)))
+            elif node.op in PARAMETERS:
+                init, act = PARAMETERS[node.op]
+                (shape,) = node.opdef.tensors(node.attrs, list(shapes), node.shape).values()
+                param = nn.Parameter(torch.empty(shape))
+                init(param.data, node)
+                steps.append((node.id, ins, _OwnParameter(_attach(self, node.name, param), act)))
             else:
                 raise NotImplementedError(f"{node.name}: op `{node.op}` has no PyTorch lowering: "
                                           f"{UNSUPPORTED.get(node.op, 'not implemented')}")
@@ -226,14 +265,62 @@ class Scope(nn.Module):
         return iter(self._modules.values())
 
 
-def _attach(root: nn.Module, dotted: str, module: nn.Module) -> None:
+def _attach(root: nn.Module, dotted: str, item: nn.Module | nn.Parameter) -> tuple[nn.Module, str]:
+    """Put a module (or a parameter) at its dotted name, making Scopes on the way; returns
+    the scope that holds it and its name there."""
     *scopes, leaf = dotted.split(".")
     parent = root
     for part in scopes:
         if part not in parent._modules:
             parent.add_module(part, Scope())
         parent = parent._modules[part]
-    parent.add_module(leaf, module)
+    if isinstance(item, nn.Parameter):
+        parent.register_parameter(leaf, item)
+    else:
+        parent.add_module(leaf, item)
+    return parent, leaf
+
+
+class _OwnParameter:
+    """A forward step that applies a parameter-holding op, reading the parameter from its
+    scope at call time (so `.to()`, `load_state_dict(assign=True)` and the like are seen)."""
+
+    def __init__(self, where: tuple[nn.Module, str], act) -> None:
+        self.scope, self.name = where
+        self.act = act
+
+    def __call__(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return self.act(xs[0], getattr(self.scope, self.name))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """Layer normalization over the channels of each pixel of an N×C×H×W map (ConvNeXt)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _ChannelsLinear(nn.Linear):
+    """nn.Linear over the channels of each pixel of an N×C×H×W map; Linear's parameters."""
+
+    def _get_name(self) -> str:
+        return "Linear"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class SelfAttention(nn.MultiheadAttention):
+    """nn.MultiheadAttention (batch first) as self-attention: one input, no weights out."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__(dim, heads, dropout=dropout, batch_first=True)
+
+    def _get_name(self) -> str:
+        return "MultiheadAttention"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x, x, x, need_weights=False)[0]
 
 
 def to_torch(graph: Graph, in_place: bool = True) -> ArchModule:

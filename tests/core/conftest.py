@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 
 def expected_state_dict(a) -> dict[str, tuple[int, ...]]:
-    """The state_dict keys and shapes that our node names and attributes stand for, derived
-    without torch (so the names can be checked against torchvision's independently)."""
+    """The state_dict keys and shapes that our node names and the ops' tensor declarations
+    stand for, derived without torch (so they can be checked against torchvision's
+    independently); PyTorch's BatchNorm adds its `num_batches_tracked` counter."""
     out: dict[str, tuple[int, ...]] = {}
     for n in a.graph.nodes:
         ins = [a.graph.node(i).shape for i in a.graph.inputs(n.id)]
-        if n.op == "conv":
-            cin = ins[0][0]
-            out[f"{n.name}.weight"] = (n.attrs["out"], cin // n.attrs["groups"], n.attrs["k"],
-                                       n.attrs["k"])
-            if n.attrs["bias"]:
-                out[f"{n.name}.bias"] = (n.attrs["out"],)
-        elif n.op == "fc":
-            out[f"{n.name}.weight"] = (n.attrs["out"], math.prod(ins[0]))
-            if n.attrs["bias"]:
-                out[f"{n.name}.bias"] = (n.attrs["out"],)
-        elif n.op == "bn":
-            c = ins[0][0]
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                out[f"{n.name}.{key}"] = (c,)
+        for suffix, shape in n.opdef.tensors(n.attrs, ins, n.shape).items():
+            out[f"{n.name}.{suffix}" if suffix else n.name] = shape
+        if n.op == "bn":
             out[f"{n.name}.num_batches_tracked"] = ()
     return out
 

@@ -111,7 +111,8 @@ FC_CASES = [
     (("FC-7 bias=false",), (3, 2, 2),
      lambda: nn.Sequential(nn.Flatten(), nn.Linear(12, 7, bias=False))),
     (("FC-20", "FC-10"), (20,), lambda: nn.Linear(20, 10)),
-    (("flatten", "linear-5"), (2, 3, 3), lambda: nn.Sequential(nn.Flatten(), nn.Linear(18, 5))),
+    (("flatten", "dense_layer-5"), (2, 3, 3),
+     lambda: nn.Sequential(nn.Flatten(), nn.Linear(18, 5))),
 ]
 
 

@@ -90,9 +90,13 @@ def test_op_call_arguments_positional_and_keyword():
 
 
 def test_aliases_and_case_insensitive_names():
-    g = graph_of("arch a\ninput 3x8x8\nBatchNorm\nReLU\nglobal_avgpool\nLinear-10\nSiLU\n")
+    g = graph_of("arch a\ninput 3x8x8\nBatchNorm\nReLU\nglobal_avgpool\nDense_Layer-10\nSiLU\n")
     assert [n.op for n in g.nodes[1:]] == ["bn", "relu", "gap", "fc", "swish"]
     assert g.output_shape == (10,)
+    # `linear` is its own op: per position, so a C×1×1 map stays a map (FC flattens)
+    g = graph_of("arch a\ninput 3x8x8\nGAP\nLinear-10\nLN\n")
+    assert [n.op for n in g.nodes[1:]] == ["gap", "linear", "layernorm"]
+    assert g.output_shape == (10, 1, 1)
 
 
 def test_attributes_act_pad_groups_bias():

@@ -59,6 +59,10 @@ OFFERS: dict[str, list[str]] = {
     "mobilenet_v2.arch": ["mobilenet_v2"],
     "densenet.arch": ["densenet", "densenet121", "densenet169", "densenet201", "densenet161"],
     "efficientnet.arch": ["efficientnet", *[f"efficientnet_b{v}" for v in range(8)]],
+    # tests/core/test_zoo_transformers.py
+    "convnext.arch": ["convnext", "convnext_tiny", "convnext_small", "convnext_base",
+                      "convnext_large"],
+    "vit.arch": ["vit", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"],
 }
 DEFAULT_CLASSES = {"lenet5": 10}  # all others: the 1000 ImageNet classes
 

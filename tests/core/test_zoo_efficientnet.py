@@ -66,8 +66,8 @@ def test_state_dict_keys_and_shapes_equal_torchvision(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_dropout_and_stochastic_depth(name):
-    """Classifier dropout per variant; stochastic depth on every residual branch, with
-    torchvision's rate for each stage's first block and its mean rate per stage."""
+    """Classifier dropout per variant; stochastic depth on every residual branch with
+    torchvision's rate for each block (0.2 · b / blocks, b counted over the network)."""
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
     with torch.device("meta"):
@@ -80,14 +80,8 @@ def test_dropout_and_stochastic_depth(name):
     used = {k for k in ref_sd if reference.get_submodule(k[: -len(".stochastic_depth")])
             .use_res_connect}
     assert set(our_sd) == used
-    for stage in range(1, 8):
-        blocks = [k for k in ref_sd if k.startswith(f"features.{stage}.")]
-        first = f"features.{stage}.0.stochastic_depth"
-        if first in our_sd:
-            assert our_sd[first].p == pytest.approx(ref_sd[first].p)
-        rest_ours = [our_sd[k].p for k in blocks[1:]]
-        rest_ref = [ref_sd[k].p for k in blocks[1:]]
-        assert sum(rest_ours) == pytest.approx(sum(rest_ref))
+    for key, module in our_sd.items():
+        assert module.p == pytest.approx(ref_sd[key].p), key
     assert math.isclose(max(m.p for m in ref_sd.values()),
                         0.2 * (len(ref_sd) - 1) / len(ref_sd))
 
