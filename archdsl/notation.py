@@ -84,6 +84,10 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
         return text
     if op == "fc":
         return f"FC-{a['out']}"
+    if op == "linear":
+        return f"linear-{a['out']}"
+    if op == "attention":
+        return f"attention({a['heads']})"
     if op in ("maxpool", "avgpool"):
         k, s = a["k"], a["stride"]
         if k == 2 and s == 2:

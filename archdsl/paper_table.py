@@ -43,7 +43,7 @@ from .analysis import Conventions, analyse
 from .notation import Layer, arch_labels, branch_ids, layer_notation, layers, shortcut_ids
 from .ops import OPS, fmt_shape
 
-SHOWN_CATEGORIES = ("conv", "linear", "pool", "norm")
+SHOWN_CATEGORIES = ("conv", "linear", "attention", "pool", "norm")
 TIMES = "×"
 
 NOTES = [

@@ -20,10 +20,11 @@ from .ops import fmt_shape
 
 def conventions_text(conv: Conventions) -> str:
     """The header line naming every column's definition, as in force."""
-    cost = ("MACs = multiply-accumulates of conv/FC (FLOPs = 2 × MACs)" if conv.count == "macs"
-            else "FLOPs = 2 × multiply-accumulates of conv/FC")
+    cost = ("MACs = multiply-accumulates of conv/FC/attention (FLOPs = 2 × MACs)"
+            if conv.count == "macs" else "FLOPs = 2 × multiply-accumulates of conv/FC/attention")
     return ("units = layer outputs per image; weights = multiplicative weights only; "
-            f"{conv.describe()}; connections = units × fan-in (conv, FC, pooling); {cost}")
+            f"{conv.describe()}; connections = units × fan-in (conv, FC, pooling; attention: "
+            f"its MACs); {cost}")
 
 
 CONVENTIONS = conventions_text(Conventions())
