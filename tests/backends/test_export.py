@@ -85,3 +85,26 @@ def test_cli_export_rejects_weights_that_do_not_fit(tmp_path):
     assert "C1.weight: [6, 1, 5, 5] vs [1]" in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("spec,settings", [
+    ("vit.arch", dict(layers=2, hidden=64, mlp_dim=128, heads=4, patch=8, resolution=32)),
+    ("convnext.arch", dict(resolution=64)),
+], ids=["vit", "convnext"])
+def test_sequence_ops_export_to_onnx(tmp_path, spec, settings):
+    """Attention, tokens, class token, position embedding, layer norm and layer scale survive
+    ONNX export and run in ONNX Runtime with another batch size."""
+    ort = pytest.importorskip("onnxruntime")
+    arch = archdsl.load(SPECS / spec, arch=spec.removesuffix(".arch"), **settings)
+    torch.manual_seed(0)
+    model = arch.to_torch().eval()
+    with torch.no_grad():
+        for key, param in model.named_parameters():
+            if param.dim() <= 1 or "token" in key or "embedding" in key or "layer_scale" in key:
+                param.normal_(0.0, 0.5)
+    path = ex.export(model, arch.graph.input_shape, "onnx", tmp_path / "m.onnx").path
+    x = torch.randn(3, *arch.graph.input_shape)
+    got = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert abs(got - want).max() < 1e-4 * max(1.0, float(abs(want).max()))

@@ -231,3 +231,25 @@ def test_droppath_is_identity_in_eval_and_drops_whole_samples_in_training():
         dropped = delta.flatten(1).abs().amax(1) == 0
         assert 10 < int(dropped.sum()) < 54
         assert torch.allclose(delta[~dropped], 2 * branch(x)[~dropped], atol=1e-6)
+
+
+def test_parameter_ops_read_their_parameter_at_call_time(tmp_path):
+    """class_token, pos_embedding and layerscale hold one tensor on their scope under the
+    layer's name; a state_dict loaded with assign=True (new tensor objects) takes effect."""
+    path = tmp_path / "t.arch"
+    path.write_text("arch t\ninput 4x2x2\nscale: layerscale(0.5)\ntokens\n"
+                    "class_token: class_token\nenc: (pos: pos_embedding)\ntoken(0)\n")
+    model = archdsl.load(path).to_torch().eval()
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {
+        "scale": (4, 1, 1), "class_token": (1, 1, 4), "enc.pos": (1, 5, 4)}
+    x = torch.randn(2, 4, 2, 2)
+    state = {"scale": torch.full((4, 1, 1), 2.0), "class_token": torch.arange(4.0).view(1, 1, 4),
+             "enc.pos": torch.ones(1, 5, 4)}
+    model.load_state_dict(state, assign=True)
+    with torch.no_grad():
+        out = model(x)
+    # token 0 is the class token plus its position embedding, whatever the input
+    assert torch.equal(out, (torch.arange(4.0) + 1).expand(2, 4))
+    path.write_text("arch t\ninput 4x2x2\nscale: layerscale(0.5)\n")
+    scaled = archdsl.load(path).to_torch()
+    assert torch.equal(scaled(x), 0.5 * x)

@@ -545,6 +545,17 @@ def test_label_template_names_each_repetition():
     assert load(arch.format()).graph.signature() == arch.graph.signature()
 
 
+def test_repeated_items_see_their_index():
+    arch = load("block b(c) { conv1-{c} }\narch a(i = 100)\ninput 3x8x8\n"
+                "conv1-{8 * (i + 1)} x3\nb(i + 1) x2\nstage: (conv1-{2 + i}; relu) x2\n"
+                "layer{i}: b(10 * i + 1) x2\nconv1-{i}\n")
+    outs = [(n.name, n.shape[0]) for n in arch.graph.nodes if n.op == "conv"]
+    assert outs == [("0", 8), ("1", 16), ("2", 24), ("3.0", 1), ("4.0", 2),
+                    ("stage.0", 2), ("stage.2", 3), ("layer0.0", 1), ("layer1.0", 11),
+                    ("5", 100)]  # an outer `i` is seen again after the repeated items
+    assert load(arch.format()).graph.signature() == arch.graph.signature()
+
+
 def test_label_template_must_make_a_name():
     with pytest.raises(ArchErrors, match="is not a valid name"):
         load("arch a\ninput 3x8x8\nx{-1}: conv1-2 x2\n")
