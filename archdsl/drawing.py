@@ -39,8 +39,9 @@ PNG_DPI = 144
 JOIN_SYMBOLS = {"add": "⊕", "mul": "⊗"}
 FONT = "Helvetica,Arial,sans-serif"
 # fill colours by op category: weighted layers stand out, cheap ones stay pale
-FILLS = {"conv": "#dbe9f6", "linear": "#fde3c8", "pool": "#dcefd9", "norm": "#eeeeee",
-         "act": "#f4f4f4", "regularizer": "#f4f4f4", "shape": "#f4f4f4", "block": "#e6e0f3"}
+FILLS = {"conv": "#dbe9f6", "linear": "#fde3c8", "attention": "#f9d6d5", "pool": "#dcefd9",
+         "norm": "#eeeeee", "scale": "#eeeeee", "act": "#f4f4f4", "regularizer": "#f4f4f4",
+         "shape": "#f4f4f4", "sequence": "#f4f4f4", "block": "#e6e0f3"}
 
 
 @dataclass
@@ -313,8 +314,10 @@ def _describe(node: Node, graph: Graph) -> str:
         if a.get("dilation", 1) != 1:
             text += f", dilation {a['dilation']}"
         return text
-    if op == "fc":
-        return f"fc {a['out']}"
+    if op in ("fc", "linear"):
+        return f"{op} {a['out']}"
+    if op == "attention":
+        return f"attention, {a['heads']} heads"
     if op in ("maxpool", "avgpool"):
         return f"{op} {a['k']}×{a['k']}/{a['stride']}"
     if op == "adaptive_avgpool":
