@@ -23,7 +23,9 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 # depthwise and grouped convs, LRN, pooling with padding and ceil mode (pool3 hits PyTorch's
 # "last window starts in the padding" rule), adaptive pooling that upsamples, BN folded into
 # conv/FC and BN standing alone (mixbn, fcbn), a conv with a bias before its BN, softmax over
-# channels on a C×H×W tensor, and every activation.
+# channels on a C×H×W tensor, every activation, and the sequence ops: linear and layernorm over
+# the channels of a map and over tokens, layer scale, tokens, class token, position embedding,
+# multi-head attention on a residual, one token picked.
 EVERY_OP = r"""
 arch every_op(classes = 10)
 input 3x16x16
@@ -43,6 +45,15 @@ gm: mul { | gmp }
 pool2: avgpool3/2 pad=1 ceil=true
 pool3: maxpool2/3 pad=1 ceil=true
 ap: adaptive_avgpool(3)
+lin: linear-16 act=gelu
+ln1: layernorm
+ls: layerscale(0.5)
+tok: tokens
+cls: class_token
+pos: pos_embedding
+sa: residual { ln2: layernorm eps=1e-6; att: attention(4) }
+seqfc: linear-12
+first: token(1)
 flat: flatten
 drop: dropout(0.2)
 dp: droppath(0.1)
@@ -63,6 +74,11 @@ def _torch_reference(arch, seed: int = 0):
     model = arch.to_torch()
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
+        # tensors initialised to a constant (layer norm's ones and zeros, a layer scale, a
+        # class token of zeros) would hide mistakes in how they are applied
+        for p in model.parameters():
+            if p.numel() > 1 and bool((p == p.flatten()[0]).all()):
+                p.uniform_(0.5, 1.5)
         for m in norms:
             m.weight.uniform_(0.5, 1.5)
             m.bias.uniform_(-0.5, 0.5)
