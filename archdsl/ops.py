@@ -485,7 +485,7 @@ ALIASES: dict[str, str] = {
 }
 
 ACTIVATIONS = tuple(n for n, op in OPS.items() if op.category == "act")
-NORMS = ("bn", "lrn")
+NORMS = ("bn", "lrn", "layernorm")
 
 
 def lookup(name: str) -> OpDef | None:

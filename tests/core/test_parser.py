@@ -438,6 +438,15 @@ def test_bias_auto_and_explicit_bias():
     assert [c.attrs["bias"] for c in convs] == [True, False, True, False, False]
 
 
+def test_layernorm_attaches_like_bn():
+    g = graph_of("arch a\ninput 3x8x8\ndefaults norm=layernorm act=gelu\nconv3-4\n"
+                 "stem: conv3-4 bias=true\n")
+    assert [(n.name, n.op) for n in g.nodes[1:]] == [
+        ("0", "conv"), ("1", "layernorm"), ("2", "gelu"),
+        ("stem", "conv"), ("stem_layernorm", "layernorm"), ("stem_gelu", "gelu")]
+    assert [n.attrs["bias"] for n in g.nodes if n.op == "conv"] == [False, True]
+
+
 def test_defaults_are_scoped_and_overridable():
     g = graph_of("""block b { conv3-4 }
 arch a
