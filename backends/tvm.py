@@ -643,3 +643,10 @@ class Compiled:
     def __repr__(self) -> str:
         return (f"Compiled({self.arch!r}, {self.device_kind}, input={self.input_shape}, "
                 f"dtype={self.dtype})")
+
+
+# archdsl's default CPU schedules (backends/tvm_schedules.py): after any tuning hook, which
+# must come first in the list; compile(..., schedules=False) turns them off.
+from archdsl.backends.tvm_schedules import schedule_cpu  # noqa: E402
+
+SCHEDULE_HOOKS.append(schedule_cpu)

@@ -1,0 +1,465 @@
+"""archdsl's default CPU schedules: fast kernels without tuning, from what the graph's ops are.
+
+After legalization and fusion (`tvm._fuse_passes`) a CPU build has one PrimFunc per fused group,
+written as TVM's TOPI computes them: NCHW/OIHW convolutions with a padding stage and an epilogue
+(bias, residual add, activation), matmuls against a pre-transposed weight, pools, reductions and
+elementwise ops. Left as they are, every loop runs scalar on one core. `schedule_cpu` (a schedule
+hook of `backends/tvm.py`) gives each function not already scheduled (by tuning) a schedule by
+the first rule in `RULES` that fits:
+
+- convolution (dense, and depthwise): the direct algorithm of the TVM x86 / oneDNN kernels — the
+  output channels in blocks of `vo` (one or two AVX vectors), a small tile of output pixels in
+  registers (broadcast input × vector of weights → FMA), the reduction over input channels and the
+  kernel window inside, parallel over (batch, channel block, rows). The weights are repacked to
+  OIHW{vo}o at compile time (numpy, at the call sites: the constants change, not the graph), the
+  epilogue runs on each tile while it is in registers. A depthwise convolution's padding stage
+  writes its input channel-blocked (NCHW{vo}c) so that its loads are vectors too.
+- dense (FC): weights repacked to N/{vo}·K·{vo}, rows × one vector block in registers.
+- pooling, global pooling, softmax and other reductions: parallel over the outer spatial axes,
+  vectorized where the inner one allows.
+- everything else that is elementwise: inlined into one loop nest, vectorized and parallel.
+
+Each function scheduled here carries the attribute `MARK` (the rule's name) besides
+"tirx.is_scheduled". `compile(..., schedules=False)` turns all of this off (TVM's naive loops).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax, s_tir, sym, tirx
+
+__all__ = ["MARK", "RULES", "schedule_cpu", "scheduled_by"]
+
+MARK = "archdsl.schedule"
+# Attributes that say "already scheduled": TVM 0.27 spells it tirx.*, older code tir.*
+_SCHEDULED = ("tirx.is_scheduled", "tir.is_scheduled")
+
+Pack = Callable[[np.ndarray], np.ndarray]
+_Const = tvm.ir.expr.GenericConst  # a Relax constant (relax.const makes one)
+
+
+@dataclass
+class Plan:
+    """A scheduled function, and how the constants it takes must be laid out for it."""
+
+    func: tirx.PrimFunc
+    packs: dict[int, Pack] = field(default_factory=dict)  # param index → numpy repacking
+    name: str | None = None  # the mark, when it is not the rule's name
+
+
+@dataclass
+class Kernel:
+    """What a rule sees: the function, the target, and which params are constants at every
+    call site (so that their layout may change)."""
+
+    func: tirx.PrimFunc
+    target: tvm.target.Target
+    constant_params: frozenset[int]
+
+    def param_index(self, var) -> int | None:
+        for i, p in enumerate(self.func.params):
+            if p.same_as(var):
+                return i
+        return None
+
+
+Rule = Callable[[Kernel], Plan | None]
+
+
+def scheduled_by(func) -> str | None:
+    """The name of the archdsl rule that scheduled `func`, if one did."""
+    attrs = getattr(func, "attrs", None)
+    return str(attrs[MARK]) if attrs is not None and MARK in attrs else None
+
+
+def _is_scheduled(func: tirx.PrimFunc) -> bool:
+    return func.attrs is not None and any(bool(func.attrs.get(k, False)) for k in _SCHEDULED)
+
+
+# ---------------------------------------------------------------- the hook
+
+def schedule_cpu(mod: tvm.IRModule, target: tvm.target.Target,
+                 options: dict) -> tvm.IRModule:
+    """Schedule every PrimFunc of a fused CPU module that is not scheduled yet (a schedule hook:
+    `backends/tvm.SCHEDULE_HOOKS`). `options["schedules"] = False` leaves the module alone."""
+    if target.kind.name != "llvm" or not options.get("schedules", True):
+        return mod
+    sites = _call_sites(mod)
+    plans: dict[tvm.ir.GlobalVar, Plan] = {}
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
+            continue
+        constant = frozenset(i for i in range(len(func.params))
+                             if all(isinstance(args[i], _Const)
+                                    for args in sites.get(gv, [()]) if len(args) > i)
+                             and gv in sites)
+        kernel = Kernel(func, target, constant)
+        for name, rule in RULES.items():
+            plan = _try(rule, kernel)
+            if plan is not None:
+                plan.func = (plan.func.with_attr("tirx.is_scheduled", True)
+                             .with_attr(MARK, plan.name or name))
+                plans[gv] = plan
+                break
+    return _install(mod, plans)
+
+
+def _try(rule: Rule, kernel: Kernel) -> Plan | None:
+    """A rule's plan, or None when the rule does not fit (or a schedule primitive refuses)."""
+    try:
+        return rule(kernel)
+    except (RuntimeError, ValueError, IndexError):  # TVM's errors are RuntimeErrors
+        return None
+
+
+def _call_sites(mod: tvm.IRModule) -> dict[tvm.ir.GlobalVar, list[tuple]]:
+    """The arguments of every `call_tir` in the module's Relax functions, by callee."""
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    sites: dict[tvm.ir.GlobalVar, list[tuple]] = {}
+
+    def visit(expr) -> None:
+        if (isinstance(expr, relax.Call) and expr.op.same_as(call_tir)
+                and isinstance(expr.args[1], relax.Tuple)):
+            sites.setdefault(expr.args[0], []).append(tuple(expr.args[1].fields))
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return sites
+
+
+def _install(mod: tvm.IRModule, plans: dict[tvm.ir.GlobalVar, Plan]) -> tvm.IRModule:
+    """Put the scheduled functions into (a copy of) the module. A function whose constants
+    change layout changes type, so it gets a new GlobalVar (typed by the BlockBuilder) and its
+    call sites get the new callee and the repacked constants."""
+    mod = mod.clone()
+    for gv, plan in plans.items():
+        if plan.packs:
+            del mod[gv]
+        else:
+            mod[gv] = plan.func
+    bb = relax.BlockBuilder(mod)
+    renamed = {gv: (bb.add_func(plan.func, gv.name_hint), plan.packs)
+               for gv, plan in plans.items() if plan.packs}
+    mod = bb.get()
+    if not renamed:
+        return mod
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    @relax.expr_functor.mutator
+    class Repack(relax.PyExprMutator):
+        def visit_call_(self, call):
+            if not (call.op.same_as(call_tir) and call.args[0] in renamed):
+                return super().visit_call_(call)
+            callee, packs = renamed[call.args[0]]
+            args = list(call.args[1].fields)
+            for i, pack in packs.items():
+                value = np.ascontiguousarray(pack(args[i].value.numpy()))
+                args[i] = relax.const(value, str(value.dtype))
+            return relax.Call(call.op, [callee, relax.Tuple(args)], call.attrs, call.ty_args)
+
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            mod[gv] = Repack(mod).visit_expr(func)
+    return mod
+
+
+# ---------------------------------------------------------------- analysis helpers
+
+def _vector_lanes(target: tvm.target.Target, dtype_bits: int = 32) -> int:
+    """float32 lanes of the target's widest vector (AVX-512: 16, AVX/AVX2: 8, else 4)."""
+    from tvm.target.codegen import llvm_get_cpu_features
+    features = set(llvm_get_cpu_features(target))
+    bits = 512 if "avx512f" in features else 256 if "avx" in features else 128
+    return bits // dtype_bits
+
+
+def _blocks(sch: s_tir.Schedule) -> list:
+    from tvm.s_tir.dlight.analysis import get_root_block
+    return list(sch.get_child_blocks(get_root_block(sch)))
+
+
+def _kinds(sch: s_tir.Schedule, block) -> str:
+    """The block's iteration kinds: S (spatial) and R (reduction) per block var, as dlight."""
+    names = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
+    return "".join(names.get(iv.iter_type, "O") for iv in sch.get(block).iter_vars)
+
+
+def _extent(sch: s_tir.Schedule, block, i: int) -> int:
+    return int(sch.get(block).iter_vars[i].dom.extent)
+
+
+def _same(a, b) -> bool:
+    return sym.Analyzer().can_prove_equal(a, b)
+
+
+def _indexed_by(region, variables) -> bool:
+    """Whether a read region is exactly `buffer[v0, v1, ...]` for these block vars."""
+    return (len(region.region) == len(variables)
+            and all(r.min.same_as(v) and int(r.extent) == 1
+                    for r, v in zip(region.region, variables, strict=True)))
+
+
+def _is_copy(sch: s_tir.Schedule, block) -> bool:
+    """Whether a block copies one buffer element for element (a padding stage that pads
+    nothing, as TOPI makes for a convolution without padding)."""
+    stmt = sch.get(block)
+    variables = [iv.var for iv in stmt.iter_vars]
+    return (len(stmt.reads) == 1 and _indexed_by(stmt.reads[0], variables)
+            and _indexed_by(stmt.writes[0], variables))
+
+
+def _one_reduction(k: Kernel, kinds: str):
+    """(schedule, top-level blocks, the reduction block) when the function has exactly one
+    reduction block and its iteration kinds match the regular expression `kinds`."""
+    sch = s_tir.Schedule(k.func)
+    blocks = _blocks(sch)
+    reductions = [b for b in blocks if "R" in _kinds(sch, b)]
+    if len(reductions) != 1 or not re.fullmatch(kinds, _kinds(sch, reductions[0])):
+        return None
+    return sch, blocks, reductions[0]
+
+
+def _constant_read(k: Kernel, stmt, variables) -> tuple[int, int] | None:
+    """(read index, param index) of the block's read of a constant param exactly at
+    `variables` (a weight), when the block reads it and one other buffer."""
+    read = next((i for i, r in enumerate(stmt.reads) if _indexed_by(r, variables)), None)
+    if read is None or len(stmt.reads) != 2:
+        return None
+    param = k.param_index(stmt.reads[read].source)
+    return (read, param) if param in k.constant_params else None
+
+
+def _epilogue(sch: s_tir.Schedule, blocks: list, producer):
+    """Inline the injective blocks after `producer` into one epilogue block (reading the
+    producer's output) and return it; if there are none, make a copy block (cache_write) so
+    that `producer` writes an intermediate buffer whose layout the schedule may choose."""
+    after = blocks[blocks.index(producer) + 1:]
+    if not after:
+        return sch.cache_write(producer, 0, "global")
+    for block in reversed(after[1:]):
+        sch.reverse_compute_inline(block)
+    return after[0]
+
+
+# ---------------------------------------------------------------- convolution
+
+def _conv_tile(out_h: int, out_w: int, channels: int, lanes: int,
+               depthwise: bool) -> tuple[int, int, int] | None:
+    """(channel block, rows, columns) of the register tile: as many accumulator vectors as
+    fit beside the broadcast input and the weights (at most 12 of AVX2's 16 registers), the
+    tile dividing the output exactly (no remainder loops); wider rows first (contiguous
+    input)."""
+    best, best_key = None, None
+    for vectors in ((1,) if depthwise else (2, 1, 4)):
+        vo = vectors * lanes
+        if channels % vo:
+            continue
+        for xi in (d for d in range(1, out_w + 1) if out_w % d == 0):
+            for yi in (d for d in range(1, out_h + 1) if out_h % d == 0):
+                accs = vectors * xi * yi
+                if accs > 12:
+                    continue
+                key = (accs, vectors == 2, xi)
+                if best_key is None or key > best_key:
+                    best, best_key = (vo, yi, xi), key
+    return best
+
+
+def _conv(k: Kernel) -> Plan | None:
+    found = _one_reduction(k, "SSSSRRR")
+    if found is None:
+        return None
+    sch, blocks, conv = found
+    stmt = sch.get(conv)
+    n, f, y, x, rc, ry, rx = (iv.var for iv in stmt.iter_vars)
+    weight = _constant_read(k, stmt, (f, rc, ry, rx))
+    if weight is None:
+        return None
+    w_read, w_param = weight
+    d_read = 1 - w_read
+    channel = stmt.reads[d_read].region[1].min
+    depthwise = _extent(sch, conv, 4) == 1 and _same(channel, f + rc)
+    if not (depthwise or channel.same_as(rc)):
+        return None  # a grouped convolution: left to the fallback
+    lanes = _vector_lanes(k.target)
+    tile = _conv_tile(_extent(sch, conv, 2), _extent(sch, conv, 3), _extent(sch, conv, 1),
+                      lanes, depthwise)
+    if tile is None:
+        return None
+    vo, yi, xi = tile
+
+    # the input: padding stage inlined when it only copies; a depthwise conv reads it NCHW{vo}c
+    producers = [b for b in sch.get_producers(conv)]
+    data = next((b for b in producers
+                 if sch.get(b).writes[0].source.same_as(stmt.reads[d_read].source)), None)
+    if data is None and depthwise:
+        data = sch.cache_read(conv, d_read, "global")
+    if depthwise:
+        sch.transform_layout(data, ("write", 0),
+                             lambda n_, c, h, w: (n_, c // vo, h, w, c % vo))
+    epilogue = _epilogue(sch, blocks, conv)
+    sch.transform_layout(conv, ("read", w_read), lambda o, i, h, w: (o // vo, i, h, w, o % vo))
+    sch.transform_layout(conv, ("write", 0), lambda n_, c, h, w: (n_, c // vo, h, w, c % vo))
+
+    ln, lf, ly, lx, lrc, lry, lrx = sch.get_loops(conv)
+    fo, fi = sch.split(lf, [None, vo])
+    yo, yi_ = sch.split(ly, [None, yi])
+    xo, xi_ = sch.split(lx, [None, xi])
+    sch.reorder(ln, fo, yo, xo, lrc, lry, lrx, yi_, xi_, fi)
+    sch.parallel(sch.fuse(ln, fo, yo))
+    sch.reverse_compute_at(epilogue, xo)
+    sch.vectorize(fi)
+    sch.unroll(xi_)
+    sch.unroll(yi_)
+    sch.decompose_reduction(conv, lrc)
+    if data is not None:
+        if _is_copy(sch, data) and not depthwise:
+            sch.compute_inline(data)
+        else:
+            loops = sch.get_loops(data)
+            sch.parallel(sch.fuse(*loops[:2]))
+    return Plan(sch.mod["main"], {w_param: lambda w: _pack_oihw(w, vo)},
+                "depthwise_conv2d" if depthwise else None)
+
+
+def _pack_oihw(w: np.ndarray, vo: int) -> np.ndarray:
+    """OIHW → (O/vo)·I·H·W·vo: the weights of `vo` output channels side by side."""
+    return w.reshape(w.shape[0] // vo, vo, *w.shape[1:]).transpose(0, 2, 3, 4, 1)
+
+
+# ---------------------------------------------------------------- dense (FC)
+
+def _dense(k: Kernel) -> Plan | None:
+    """y[i, j] = sum_k x[i, k]·w[k, j] with w constant (the FC lowering pre-transposes it):
+    w repacked to (N/vo)·K·vo, a tile of rows × vo columns in registers, parallel over
+    column blocks (and row blocks)."""
+    found = _one_reduction(k, "SSR")
+    if found is None:
+        return None
+    sch, blocks, mm = found
+    stmt = sch.get(mm)
+    i, j, r = (iv.var for iv in stmt.iter_vars)
+    weight = _constant_read(k, stmt, (r, j))
+    if weight is None or not _indexed_by(stmt.reads[1 - weight[0]], (i, r)):
+        return None
+    w_read, w_param = weight
+    lanes = _vector_lanes(k.target)
+    rows, cols = _extent(sch, mm, 0), _extent(sch, mm, 1)
+    vo = next((v * lanes for v in (2, 1) if cols % (v * lanes) == 0), None)
+    if vo is None:
+        return None
+    ti = max(d for d in range(1, min(rows, 12 * lanes // vo) + 1) if rows % d == 0)
+    for block in blocks[:blocks.index(mm)]:
+        sch.compute_inline(block)
+    epilogue = _epilogue(sch, blocks, mm)
+    sch.transform_layout(mm, ("read", w_read), lambda kk, n: (n // vo, kk, n % vo))
+    sch.transform_layout(mm, ("write", 0), lambda m, n: (n // vo, m, n % vo))
+    li, lj, lk = sch.get_loops(mm)
+    jo, ji = sch.split(lj, [None, vo])
+    io, ii = sch.split(li, [None, ti])
+    sch.reorder(jo, io, lk, ii, ji)
+    sch.parallel(sch.fuse(jo, io))
+    sch.reverse_compute_at(epilogue, sch.get_loops(mm)[0])
+    sch.vectorize(ji)
+    sch.unroll(ii)
+    sch.decompose_reduction(mm, lk)
+    return Plan(sch.mod["main"], {w_param: lambda w: _pack_kn(w, vo)})
+
+
+def _pack_kn(w: np.ndarray, vo: int) -> np.ndarray:
+    """K·N → (N/vo)·K·vo: each block of `vo` columns contiguous."""
+    return w.reshape(w.shape[0], w.shape[1] // vo, vo).transpose(1, 0, 2)
+
+
+# ---------------------------------------------------------------- pooling, reductions, the rest
+
+def _pool(k: Kernel) -> Plan | None:
+    """One reduction over trailing axes (max/avg pooling, global pooling, a mean): its input
+    stage inlined, parallel over the leading spatial axes, the last spatial axis vectorized
+    when the vector width divides it, the epilogue (an average's division) on each row."""
+    found = _one_reduction(k, "SS+R+")
+    if found is None:
+        return None
+    sch, blocks, red = found
+    kinds = _kinds(sch, red)
+    spatial = kinds.count("S")
+    for block in blocks[:blocks.index(red)]:
+        sch.compute_inline(block)
+    after = blocks[blocks.index(red) + 1:]
+    for block in reversed(after[1:]):
+        sch.reverse_compute_inline(block)
+    loops = sch.get_loops(red)
+    lanes = _vector_lanes(k.target)
+    last = _extent(sch, red, spatial - 1)
+    outer = sch.fuse(*loops[:spatial - 1])
+    if last % lanes == 0:
+        xo, xi = sch.split(loops[spatial - 1], [None, lanes])
+        sch.reorder(xo, *loops[spatial:], xi)
+        sch.vectorize(xi)
+    sch.parallel(outer)
+    if after:
+        sch.reverse_compute_at(after[0], outer)
+    sch.decompose_reduction(red, loops[spatial])
+    return Plan(sch.mod["main"])
+
+
+def _dlight_reduction(k: Kernel) -> Plan | None:
+    """Softmax and other reduce-then-map functions: dlight's CPU reduction rule."""
+    from tvm.s_tir.dlight.cpu import Reduction
+    sch = Reduction().apply(k.func, k.target, False)
+    return Plan(sch.mod["main"]) if isinstance(sch, s_tir.Schedule) else None
+
+
+def _injective(k: Kernel) -> Plan | None:
+    """Elementwise, broadcast, reshape, concat: every block inlined into the last one, whose
+    loops are fused, vectorized by the vector width and split across the cores."""
+    sch = s_tir.Schedule(k.func)
+    blocks = _blocks(sch)
+    if any("R" in _kinds(sch, b) for b in blocks):
+        return None
+    for block in blocks[:-1]:
+        sch.compute_inline(block)
+    (block,) = _blocks(sch)
+    fused = sch.fuse(*sch.get_loops(block))
+    total = math.prod(int(iv.dom.extent) for iv in sch.get(block).iter_vars)
+    lanes = _vector_lanes(k.target)
+    if total % lanes == 0 and total > lanes:
+        fused, inner = sch.split(fused, [None, lanes])
+        sch.vectorize(inner)
+    sch.parallel(fused)
+    return Plan(sch.mod["main"])
+
+
+def _parallel(k: Kernel) -> Plan | None:
+    """The fallback: each top-level loop nest's outer spatial loops across the cores."""
+    sch = s_tir.Schedule(k.func)
+    done = False
+    for block in _blocks(sch):
+        kinds = _kinds(sch, block)
+        spatial = len(kinds) - len(kinds.lstrip("S"))
+        loops = sch.get_loops(block)
+        if spatial == 0 or len(loops) < spatial:
+            continue
+        try:
+            sch.parallel(sch.fuse(*loops[:max(1, spatial - 1)]))
+            done = True
+        except (RuntimeError, ValueError):
+            continue
+    return Plan(sch.mod["main"]) if done else None
+
+
+RULES: dict[str, Rule] = {
+    "conv2d": _conv,
+    "dense": _dense,
+    "pool": _pool,
+    "reduction": _dlight_reduction,
+    "injective": _injective,
+    "parallel": _parallel,
+}

@@ -1,0 +1,166 @@
+"""archdsl's default CPU schedules (backends/tvm_schedules.py): what they schedule, what they
+leave alone, and that the scheduled kernels still compute what PyTorch computes. No timing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+import archdsl  # noqa: E402
+from archdsl.backends import tvm as backend  # noqa: E402
+from archdsl.backends import tvm_schedules as schedules  # noqa: E402
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+
+# Convolutions at odd sizes: stride 2 on odd widths, a 5×5, 1×1s, groups, depthwise at
+# stride 1 and 2, explicit padding, channels not a multiple of the vector width (12: left to
+# the fallback), a conv without bias, norm or activation (its output is the epilogue-free
+# case), pools with padding and ceil mode, and FCs whose widths do and do not fill vectors.
+ODD_CONVS = r"""
+arch odd_convs
+input 5x13x11
+defaults norm=bn act=relu
+c1: conv3-16
+c2: conv3-24/2 bias=true
+c3: conv5-16 pad=1
+dw1: dwconv3
+dw2: dwconv3/2
+c4: conv1-32
+g1: conv3-32 groups=4
+c5: conv1-12
+c6: conv3-16/2 pad=2
+p1: maxpool3/2 pad=1 ceil=true
+c7: conv1-16 norm=none act=none bias=false
+p2: avgpool2/1
+flat: flatten
+fc1: FC-32
+fc2: FC-10 act=none
+"""
+
+# Ends in a convolution with nothing after it, so the conv writes the function's output.
+BARE_CONV = r"""
+arch bare_conv
+input 8x9x9
+c1: conv3-16/2 bias=false
+"""
+
+
+def _fused(arch, batch: int = 1) -> tvm.IRModule:
+    mod = backend.build_module(arch.graph, batch=batch)
+    with backend.make_target("llvm"):
+        return tvm.transform.Sequential(backend._fuse_passes())(mod)
+
+
+def _marks(mod: tvm.IRModule) -> dict[str, str | None]:
+    return {gv.name_hint: schedules.scheduled_by(f) for gv, f in mod.functions_items()
+            if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def _torch_run(arch, batch: int, seed: int = 0):
+    """Outputs of the PyTorch model (the oracle) with BNs holding random statistics, its
+    state_dict, and the input."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(seed)
+    model = arch.to_torch().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+        x = np.random.default_rng(seed).standard_normal((batch, *arch.graph.input_shape),
+                                                         np.float32)
+        return model(torch.from_numpy(x)).numpy(), model.state_dict(), x
+
+
+def _assert_close(got: np.ndarray, ref: np.ndarray, rel: float = 1e-4) -> None:
+    assert got.shape == ref.shape
+    diff, scale = float(np.abs(got - ref).max()), float(np.abs(ref).max())
+    assert diff <= rel * scale, f"max |diff| {diff:.3g} > {rel} × output scale {scale:.3g}"
+
+
+def test_the_hook_is_registered_after_the_list_starts():
+    assert schedules.schedule_cpu in backend.SCHEDULE_HOOKS
+
+
+def test_resnet18_kernels_all_carry_a_mark():
+    mod = _fused(archdsl.load(SPECS / "resnet18.arch"))
+    convs = {gv.name_hint for gv, f in mod.functions_items()
+             if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint}
+    assert len(convs) >= 12
+    marks = _marks(schedules.schedule_cpu(mod, backend.make_target("llvm"), {}))
+    assert {name: marks[name] for name in convs} == dict.fromkeys(convs, "conv2d")
+    assert all(marks.values()), f"unscheduled: {[n for n, m in marks.items() if not m]}"
+    assert Counter(marks.values())["dense"] == 1
+
+
+def _has_block(func, name: str) -> bool:
+    sch = tvm.s_tir.Schedule(func)
+    try:
+        sch.get_sblock(name)
+    except Exception:  # noqa: BLE001 - TVM raises its own error types for a missing block
+        return False
+    return True
+
+
+def test_depthwise_convs_have_their_own_mark():
+    mod = _fused(archdsl.load(SPECS / "mobilenet_v1.arch", resolution=64, alpha=0.25))
+    kinds = {gv.name_hint: ("depthwise_conv2d" if _has_block(f, "group_conv2d_nchw")
+                            else "conv2d")
+             for gv, f in mod.functions_items()
+             if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint}
+    marks = _marks(schedules.schedule_cpu(mod, backend.make_target("llvm"), {}))
+    assert {name: marks[name] for name in kinds} == kinds
+    assert Counter(kinds.values())["depthwise_conv2d"] >= 5
+
+
+def test_scheduled_conv_takes_repacked_weights():
+    mod = _fused(archdsl.load(BARE_CONV))
+    out = schedules.schedule_cpu(mod, backend.make_target("llvm"), {})
+    (name,) = [n for n, m in _marks(out).items() if m == "conv2d"]
+    shapes = [tuple(int(d) for d in p.ty.shape) for p in out[name].params]
+    assert shapes[1] == (2, 8, 3, 3, 8) or shapes[1] == (1, 8, 3, 3, 16)  # OIHW{vo}o
+
+
+def test_prescheduled_functions_are_left_alone():
+    mod = _fused(archdsl.load(SPECS / "resnet18.arch"))
+    name = "fused_conv2d_add_relu"  # the stem
+    gv = mod.get_global_var(name)
+    tuned = mod[gv].with_attr("tirx.is_scheduled", True)
+    mod[gv] = tuned
+    out = schedules.schedule_cpu(mod, backend.make_target("llvm"), {})
+    assert out[name].same_as(tuned)
+    assert schedules.scheduled_by(out[name]) is None
+    # its weights keep their layout (only the layouts of the functions scheduled here change)
+    calls = [b.value for b in out["main"].body.blocks[0].bindings
+             if b.value.args and getattr(b.value.args[0], "name_hint", "") == name]
+    assert tuple(calls[0].args[1].fields[1].value.shape) == (64, 3, 7, 7)
+
+
+def test_schedules_can_be_turned_off_and_skip_gpus():
+    mod = _fused(archdsl.load(BARE_CONV))
+    assert schedules.schedule_cpu(mod, backend.make_target("llvm"), {"schedules": False}) is mod
+    cuda = backend.make_target({"kind": "cuda", "arch": "sm_80"})
+    assert schedules.schedule_cpu(mod, cuda, {}) is mod
+
+
+@pytest.mark.parametrize("spec,batch", [(ODD_CONVS, 1), (ODD_CONVS, 3), (BARE_CONV, 2)],
+                         ids=["odd_convs", "odd_convs-batch3", "bare_conv-batch2"])
+def test_scheduled_builds_match_pytorch(spec, batch):
+    arch = archdsl.load(spec)
+    ref, state, x = _torch_run(arch, batch)
+    marks = Counter(_marks(schedules.schedule_cpu(_fused(arch, batch),
+                                                  backend.make_target("llvm"), {})).values())
+    compiled = backend.compile(arch.graph, weights=state, batch=batch)
+    _assert_close(compiled(x), ref)
+    naive = backend.compile(arch.graph, weights=state, batch=batch, schedules=False)
+    _assert_close(naive(x), ref)
+    assert marks["conv2d"] >= 1
+    if spec is ODD_CONVS:
+        assert marks["depthwise_conv2d"] == 2 and marks["dense"] == 1 and marks["pool"] >= 2
