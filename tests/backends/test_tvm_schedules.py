@@ -17,18 +17,22 @@ from archdsl.backends import tvm_schedules as schedules  # noqa: E402
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
-# Convolutions at odd sizes: stride 2 on odd widths, a 5×5, 1×1s, groups, depthwise at
-# stride 1 and 2, explicit padding, channels not a multiple of the vector width (12: left to
-# the fallback), a conv without bias, norm or activation (its output is the epilogue-free
+# Convolutions at odd sizes: stride 2 on odd widths, a 5×5, 1×1s (one strided: its input is
+# gathered first), groups, depthwise at stride 1 and 2, explicit padding, channels not a
+# multiple of the vector width (12: left to the fallback), input channels blocked (c8, c9: more
+# than 32 of them on a small plane), a conv without bias, norm or activation (the epilogue-free
 # case), pools with padding and ceil mode, and FCs whose widths do and do not fill vectors.
 ODD_CONVS = r"""
 arch odd_convs
-input 5x13x11
+input 5x29x27
 defaults norm=bn act=relu
 c1: conv3-16
 c2: conv3-24/2 bias=true
 c3: conv5-16 pad=1
 dw1: dwconv3
+s1: conv1-64/2
+c8: conv1-128
+c9: conv3-64
 dw2: dwconv3/2
 c4: conv1-32
 g1: conv3-32 groups=4
