@@ -97,14 +97,21 @@ class Architecture:
         return load_backend("pytorch").to_torch(arch.graph)
 
     def compile(self, target: Any = "llvm", weights: Any = None, batch: int = 1,
-                dtype: str = "float32"):
+                dtype: str = "float32", tune: int = 0, tuning_db: str | os.PathLike | None = None,
+                progress: Any = None):
         """Compile with TVM (the [tvm] extra) → `archdsl.backends.tvm.Compiled`, callable on
         numpy or torch inputs. `weights`: a state_dict (the PyTorch backend's keys) or a file
-        (.safetensors, or a torch.save state_dict); None: seeded random weights."""
+        (.safetensors, or a torch.save state_dict); None: seeded random weights.
+
+        `tune=N` tunes with MetaSchedule until every kernel has N measured trials in the
+        database `tuning_db` (default: a per-user cache folder per target), then builds with
+        the best schedules; with `tune=0` a given `tuning_db` is only applied. `progress`
+        receives `archdsl.backends.tvm_tune.TuneEvent`s (see that module)."""
         from .backends import load_backend
         if isinstance(weights, (str, os.PathLike)):
             weights = read_weights(weights)
-        return load_backend("tvm").compile(self.graph, target, weights, batch, dtype)
+        return load_backend("tvm").compile(self.graph, target, weights, batch, dtype, tune=tune,
+                                           tuning_db=tuning_db, progress=progress)
 
     def with_settings(self, **params: Any) -> Architecture:
         """The same architecture elaborated with some parameters changed."""

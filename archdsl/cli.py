@@ -396,6 +396,17 @@ def compile_(
     weights: Annotated[Path | None, typer.Option(
         help="a .safetensors file or a torch.save state_dict (default: seeded random)")]
     = None,
+    tune: Annotated[int, typer.Option(
+        "--tune", min=0, metavar="TRIALS",
+        help="tune with MetaSchedule until every kernel has TRIALS measured trials in the "
+        "database; kernels already there are not tuned again, so re-running resumes an "
+        "interrupted run and a larger TRIALS extends it (measuring needs the target's "
+        "hardware)")] = 0,
+    tuning_db: Annotated[Path | None, typer.Option(
+        "--tuning-db", metavar="DIR",
+        help="the tuning database (default with --tune: "
+        "$XDG_CACHE_HOME or ~/.cache, then archdsl/tuning/TARGET such as llvm-znver3); "
+        "without --tune it is only applied")] = None,
     set_: SetOpt = None,
     arch: ArchOpt = None,
 ) -> None:
@@ -411,23 +422,124 @@ def compile_(
         a = _one_graph(spec, set_, arch, "compile")
         tgt = parse_target(target)
         out = output or Path(a.name + ".so")
-        with _err().status(f"compiling {a.name} for {target} with TVM (untuned)..."):
-            compiled = a.compile(tgt, weights, batch, dtype)
+        with _CompileDisplay(f"compiling {a.name} for {target} with TVM") as display:
+            compiled = _tvm_compile(a, tgt, weights, batch, dtype, tune, tuning_db, display)
+            display.building("writing the library")
             compiled.export_library(out)
+        tuned = display.event
         manifest = {
             "arch": a.name, "settings": a.settings, "target": tgt, "dtype": dtype,
             "input": [batch, *a.graph.input_shape], "output": [batch, *a.graph.output_shape],
             "spec_sha256": hashlib.sha256(Path(spec).read_bytes()).hexdigest(),
             "weights": str(weights) if weights else "random (seed 0)",
             "compile_seconds": round(compiled.compile_seconds, 2),
+            "tuning": None if tuned is None else {
+                "database": str(tuned.database), "trials_per_kernel": tune,
+                "trials_this_run": tuned.trials, "kernels": tuned.tasks,
+                "kernels_from_database": tuned.applied},
         }
         manifest_path = out.with_suffix(out.suffix + ".json")
         with atomic_path(manifest_path) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        how = ("" if tuned is None else
+               f", {tuned.applied} of {tuned.tasks} kernels from the tuning database")
         _out().print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {compiled.device_kind}"
-                     f", compiled in {compiled.compile_seconds:.1f} s) and {manifest_path}",
+                     f", compiled in {compiled.compile_seconds:.1f} s{how}) and {manifest_path}",
                      markup=False)
     run(body)
+
+
+def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dtype: str,
+                 tune: int, tuning_db: Path | None, display: _CompileDisplay):
+    """Architecture.compile, with tuning's errors and Ctrl-C told as a user's messages."""
+    from .backends import load_backend
+    load_backend("tvm")  # a clear message when TVM is missing
+    from .backends.tvm_tune import TuningError
+    try:
+        return a.compile(tgt, weights, batch, dtype, tune=tune, tuning_db=tuning_db,
+                         progress=display)
+    except TuningError as exc:
+        raise UsageError(str(exc), None) from None
+    except KeyboardInterrupt:
+        display.close()
+        kept = ("" if display.event is None else
+                f"; {display.event.database} keeps every trial measured so far: "
+                "run the same command again to go on")
+        _err().print(f"interrupted: no library written{kept}", markup=False)
+        raise typer.Exit(130) from None
+
+
+class _CompileDisplay:
+    """The compile command's live display on stderr: a spinner while compiling; while tuning,
+    trials done of planned, kernels done, the estimated network time and the elapsed time.
+    Gets the tuning's `TuneEvent`s; keeps the last in `event`."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.event = None
+        self._tuning = None
+        self._progress = None
+
+    def __enter__(self) -> _CompileDisplay:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+        # TVM's C++ code writes to fd 2, which tuning sends to its log: show this on a copy
+        self._stream = _dup_stderr()
+        console = Console(file=self._stream, highlight=False, soft_wrap=True)
+        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                                  BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                  console=console, transient=True)
+        self._main = self._progress.add_task(self.title, total=None, info="")
+        self._progress.start()
+        return self
+
+    def __call__(self, event) -> None:
+        self.event = event
+        p = self._progress
+        if event.kind == "note":
+            p.console.print(f"note: {event.message}", markup=False, style="yellow")
+        elif event.kind == "start" and event.trials_total:
+            p.console.print(f"tuning {event.tasks_to_tune} of {event.tasks} kernels "
+                            f"({event.trials_total} trials); log in "
+                            f"{event.database / 'logs' / 'tuning.log'}", markup=False)
+            self._tuning = p.add_task("tuning", total=event.trials_total, info="")
+        elif event.kind == "trials" and self._tuning is not None:
+            best = f", est. {event.best_ms:.2f} ms" if event.best_ms else ""
+            p.update(self._tuning, completed=event.trials,
+                     info=f"kernels {event.tasks_done}/{event.tasks_to_tune}{best}")
+        elif event.kind == "applied":
+            self.building("building")
+
+    def building(self, what: str) -> None:
+        if self._tuning is not None:
+            self._progress.remove_task(self._tuning)
+            self._tuning = None
+        self._progress.update(self._main, description=f"{self.title}: {what}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+            if self._stream is not sys.stderr:
+                self._stream.close()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _dup_stderr():
+    """A stream on a copy of fd 2 (sys.stderr itself where it has no file descriptor)."""
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w")
+    except (AttributeError, OSError, ValueError):
+        return sys.stderr
 
 
 @app.command("run")

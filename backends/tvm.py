@@ -40,6 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without tvm
     raise ImportError("the TVM backend needs Apache TVM: pip install 'archdsl[tvm]'") from exc
 
 from archdsl.atomic import atomic_path
+from archdsl.backends import tvm_tune
 from archdsl.ir import Graph, Node
 
 __all__ = ["LOWERINGS", "UNSUPPORTED", "Compiled", "WeightsError", "build_module", "compile",
@@ -485,10 +486,10 @@ def _lower_passes(tgt: tvm.target.Target) -> list:
 
 # Hooks run, in order, on the fused module before the GPU fallback schedules and lowering:
 # each takes (mod, target, options) and returns the module with some PrimFuncs scheduled
-# (marked "tir.is_scheduled"); a later hook leaves those alone. Tuning (a MetaSchedule
-# database) comes first, then archdsl's own default schedules.
+# (marked "tirx.is_scheduled", TVM 0.27's name); a later hook leaves those alone. Tuning (a
+# MetaSchedule database, tvm_tune.py) comes first, then archdsl's own default schedules.
 ScheduleHook = Callable[[tvm.IRModule, tvm.target.Target, dict[str, Any]], tvm.IRModule]
-SCHEDULE_HOOKS: list[ScheduleHook] = []
+SCHEDULE_HOOKS: list[ScheduleHook] = [tvm_tune.schedule_hook]
 
 
 def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = "llvm",
@@ -501,7 +502,9 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
 
     `weights`: a state_dict (numpy arrays or torch tensors, the PyTorch backend's keys); None
     takes `random_weights(graph, seed)`. `strict` rejects keys the graph does not use.
-    `options` go to the schedule hooks."""
+    `options` go to the schedule hooks: `tune=N` (MetaSchedule trials per kernel, kept in a
+    resumable database), `tuning_db` (its folder; alone, it is only applied) and `progress`
+    (a callable for `TuneEvent`s) are `tvm_tune`'s."""
     started = time.perf_counter()
     tgt = make_target(target)
     mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed)

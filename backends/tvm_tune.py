@@ -1,0 +1,569 @@
+"""MetaSchedule tuning for the TVM backend: a persistent, resumable database of schedules.
+
+`schedule_hook` is the first of `archdsl.backends.tvm.SCHEDULE_HOOKS`. It sees the fused module
+(one PrimFunc per fused kernel) and takes three options of `compile()`:
+
+- `tune=N`: give every kernel (MetaSchedule *task*) of the network N measured trials in all,
+  then build with the best schedule found for each. The database remembers every trial under
+  its workload (the kernel's TIR, compared structurally, as MetaSchedule's JSONDatabase keys
+  it), so a kernel that repeats in a network is one task, a kernel another network shares is
+  already tuned, and a run tunes only what is missing: an interrupted run resumes where it
+  stopped, the same `tune=N` again tunes nothing, `tune=2N` adds N trials to every kernel
+  (its search starts from the best schedules recorded).
+- `tuning_db`: the database folder (default: `default_database(target)`, a per-user cache
+  folder per target). With `tune=0` the database is only applied.
+- `progress`: a callable that receives a `TuneEvent` after each measured batch (and notes);
+  without it the library prints nothing. MetaSchedule's own log goes to `logs/tuning.log`
+  in the database folder.
+
+Measuring needs the target's hardware. A GPU target on a machine without that GPU is not
+tuned: the build takes what the database holds and a note says so.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import tvm
+from tvm import relax
+
+__all__ = ["TuneEvent", "TuningError", "default_database", "schedule_hook", "target_key"]
+
+_DB_FILES = ("database_workload.json", "database_tuning_record.json")
+# archdsl's own note beside them: the workloads (structural hashes) whose search ran out of new
+# schedules before its budget — a kernel with a one-point space would be retried every run
+_USED_UP = "archdsl_used_up.json"
+_LOGGER = "tvm.s_tir.meta_schedule"
+
+# MetaSchedule's search settings. TVM's defaults, except trials per round: small enough that
+# a kernel's budget spans a few rounds (the cost model learns between them), and a Ctrl-C
+# loses at most one round. Tests shrink the population to keep the search quick.
+SEARCH: dict[str, Any] = {"population_size": 512, "init_min_unmeasured": 50}
+TRIALS_PER_ROUND = 32
+BUILD_TIMEOUT_S = 60.0
+RUN_TIMEOUT_S = 30.0
+
+
+class TuningError(RuntimeError):
+    """A tuning request that cannot be carried out (a missing or busy database)."""
+
+
+@dataclass(frozen=True)
+class TuneEvent:
+    """Where a tuning run stands. `kind`: "start" (tasks counted, tuning begins), "trials" (a
+    batch of one task measured), "note" (something the user should know, in `message`) or
+    "applied" (the database applied: `applied` of the network's `tasks` kernels scheduled)."""
+
+    kind: str
+    database: Path
+    tasks: int = 0            # distinct kernels (tasks) in the network
+    tasks_to_tune: int = 0    # those below the trial budget, tuned in this run
+    tasks_done: int = 0       # of those, the ones that reached it
+    trials: int = 0           # trials measured in this run so far
+    trials_total: int = 0     # trials this run plans
+    task: str = ""            # the kernel just measured
+    best_ms: float | None = None  # estimated network time: Σ uses × best kernel time
+    elapsed: float = 0.0
+    applied: int = 0
+    message: str = ""
+
+
+def target_key(target: tvm.target.Target) -> str:
+    """A folder name for a target's database: kind and CPU or GPU architecture."""
+    arch = target.attrs.get("mcpu") or target.attrs.get("arch") or ""
+    return "-".join(str(p) for p in (target.kind.name, arch) if str(p))
+
+
+def default_database(target: tvm.target.Target) -> Path:
+    """$XDG_CACHE_HOME/archdsl/tuning/TARGET-KEY (~/.cache/... without XDG_CACHE_HOME)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "archdsl" / "tuning" / target_key(target)
+
+
+# ---------------------------------------------------------------- the hook
+
+def schedule_hook(mod: tvm.IRModule, target: tvm.target.Target,
+                  options: dict[str, Any]) -> tvm.IRModule:
+    """Tune (options `tune`, `tuning_db`, `progress`) and apply the database; see the module
+    docstring. Functions the database schedules are marked "tirx.is_scheduled"."""
+    trials = options.get("tune") or 0
+    if not isinstance(trials, int) or trials < 0:
+        raise ValueError(f"tune must be a number of trials (0 or more), got {trials!r}")
+    if not trials and options.get("tuning_db") is None:
+        return mod
+    path = Path(options.get("tuning_db") or default_database(target)).expanduser()
+    if not trials and not _exists(path):
+        raise TuningError(f"no tuning database at {path} (tune with --tune N to make one)")
+    report = _Reporter(options.get("progress"), path)
+    tasks = _tasks(mod, target)
+    if trials and tasks:
+        if _can_measure(target):
+            _tune(tasks, target, path, trials, report)
+        else:
+            report.note(f"tuning needs the {target.kind.name} GPU to measure on, and this "
+                        f"machine has none: building with the schedules {path} already "
+                        "holds (tune on the GPU machine, then copy the folder)")
+    if not _exists(path):
+        report.send("applied", tasks=len(tasks))
+        return mod
+    _load_intrinsics(target)  # records may replay tensorization
+    with _opened(path) as db, target, db:
+        scheduled = relax.transform.MetaScheduleApplyDatabase()(mod)
+    applied = sum(1 for gv, f in scheduled.functions.items()
+                  if _is_scheduled(f) and not _is_scheduled(mod[gv]))
+    report.send("applied", tasks=len(tasks), applied=applied)
+    return scheduled
+
+
+def _is_scheduled(func) -> bool:
+    return isinstance(func, tvm.tirx.PrimFunc) and bool(func.attrs.get("tirx.is_scheduled"))
+
+
+def _can_measure(target: tvm.target.Target) -> bool:
+    kind = target.kind.name
+    return kind == "llvm" or tvm.device(kind, 0).exist
+
+
+@dataclass
+class _Reporter:
+    """Sends TuneEvents to the `progress` callable (notes become warnings without one)."""
+
+    progress: Callable[[TuneEvent], None] | None
+    database: Path
+    started: float = field(default_factory=time.perf_counter)
+    last: TuneEvent | None = None
+
+    def send(self, kind: str, **values: Any) -> None:
+        base = self.last or TuneEvent(kind, self.database)
+        self.last = replace(base, kind=kind, elapsed=time.perf_counter() - self.started,
+                            **{"message": "", **values})
+        if self.progress is not None:
+            self.progress(self.last)
+
+    def note(self, message: str) -> None:
+        if self.progress is None:
+            warnings.warn(message, stacklevel=4)
+        self.send("note", message=message)
+
+
+# ---------------------------------------------------------------- tasks and the database
+
+@dataclass
+class _Task:
+    name: str
+    mod: tvm.IRModule      # the workload: the kernel as a one-function module
+    uses: int              # how often the network calls it
+    measured: int = 0      # trials in the database
+    best: float | None = None  # its best time in seconds, from the database or this run
+    used_up: bool = False  # its search found no more new schedules (a tiny space)
+
+    @property
+    def key(self) -> str:
+        from tvm_ffi import structural_hash
+        return str(structural_hash(self.mod))
+
+
+def _tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list[_Task]:
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
+    found = extract_tasks(mod, _tuning_target(target))
+    return [_Task(t.task_name, t.dispatched[0], int(t.weight)) for t in found
+            if not t.mod.attrs.get("tirx.is_scheduled", False)]
+
+
+def _tuning_target(target: tvm.target.Target) -> tvm.target.Target:
+    """MetaSchedule's CPU rules need the core count in the target ("num-cores")."""
+    if target.kind.name != "llvm" or "num-cores" in target.attrs:
+        return target
+    from tvm.s_tir.meta_schedule.utils import cpu_count
+    return tvm.target.Target({**target.export(), "num-cores": cpu_count(logical=False)})
+
+
+def _exists(path: Path) -> bool:
+    return all((path / name).is_file() for name in _DB_FILES)
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Any]:
+    """The JSON database in `path` (made if missing). A line cut short by a killed process is
+    dropped first: every complete line is a whole workload or trial."""
+    from tvm.s_tir.meta_schedule.database import JSONDatabase
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        for name in _DB_FILES:
+            _drop_torn_tail(path / name)
+    except OSError as exc:
+        raise TuningError(f"cannot use {path} as a tuning database: {exc}") from None
+    try:
+        db = JSONDatabase(work_dir=str(path), module_equality="structural")
+    except Exception as exc:  # a database written by something else
+        raise TuningError(f"{path}: not a readable MetaSchedule database: {exc}") from exc
+    yield db
+
+
+def _drop_torn_tail(file: Path) -> None:
+    if not file.is_file():
+        return
+    data = file.read_bytes()
+    end = data.rstrip(b"\n").rfind(b"\n") + 1
+    tail = data[end:]
+    try:
+        json.loads(tail or b"0")
+    except ValueError:
+        with open(file, "r+b") as fh:
+            fh.truncate(end)
+
+
+def _count_trials(db, tasks: list[_Task]) -> None:
+    """Each task's trials and best time so far, from the database."""
+    counts: dict[int, int] = {}
+    for record in db.get_all_tuning_records():
+        key = record.workload.__hash__()
+        counts[key] = counts.get(key, 0) + 1
+    for task in tasks:
+        if not db.has_workload(task.mod):
+            continue
+        workload = db.commit_workload(task.mod)  # the stored one: nothing is written
+        task.measured = counts.get(workload.__hash__(), 0)
+        top = db.get_top_k(workload, 1)
+        task.best = _seconds(top[0].run_secs) if top else None
+
+
+def _read_used_up(path: Path) -> set[str]:
+    try:
+        return set(json.loads((path / _USED_UP).read_text()))
+    except (OSError, ValueError):
+        return set()
+
+
+def _write_used_up(path: Path, keys: set[str]) -> None:
+    from archdsl.atomic import atomic_path
+    with atomic_path(path / _USED_UP) as tmp:
+        tmp.write_text(json.dumps(sorted(keys)) + "\n")
+
+
+def _seconds(run_secs) -> float | None:
+    values = [float(s) for s in run_secs or []]
+    return sum(values) / len(values) if values and max(values) < 1e9 else None
+
+
+def _estimate_ms(tasks: list[_Task]) -> float | None:
+    if any(t.best is None for t in tasks):
+        return None
+    return 1e3 * sum(t.uses * t.best for t in tasks)  # type: ignore[operator]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One tuning job per database at a time: two would number their workloads apart."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TuningError(f"cannot use {path} as a tuning database: {exc}") from None
+    with open(path / ".lock", "w") as fh:
+        try:
+            import fcntl
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            pass
+        except OSError:
+            raise TuningError(f"the tuning database {path} is in use by another tuning "
+                              "job") from None
+        yield
+
+
+# ---------------------------------------------------------------- tuning
+
+def _tune(tasks: list[_Task], target: tvm.target.Target, path: Path, budget: int,
+          report: _Reporter) -> None:
+    from tvm.s_tir import meta_schedule as ms
+    _load_intrinsics(target)  # the schedule rules' tensorization
+    with _locked(path), _opened(path) as db:
+        _count_trials(db, tasks)
+        used_up = _read_used_up(path)
+        for task in tasks:
+            task.used_up = task.key in used_up
+        todo = [t for t in tasks if t.measured < budget and not t.used_up]
+        report.send("start", tasks=len(tasks), tasks_to_tune=len(todo),
+                    trials_total=sum(budget - t.measured for t in todo),
+                    best_ms=_estimate_ms(tasks))
+        if not todo:
+            return
+        log_file = path / "logs" / "tuning.log"
+        with _log_to(log_file) as log, _stderr_to(log_file):
+            log.info("archdsl: tuning %d of %d tasks to %d trials each", len(todo), len(tasks),
+                     budget)
+            builder, runner = _workers()
+            cores = ms.utils.cpu_count(logical=False)
+            cost_model = ms.CostModel.create("xgb", num_tuning_cores=cores, tree_method="auto")
+            progress = _Progress(tasks, todo, budget, report)
+            with _interrupts() as interrupted:
+                try:
+                    # one scheduler run per remaining budget: MetaSchedule caps its tasks alike
+                    for left in sorted({budget - t.measured for t in todo}, reverse=True):
+                        progress.group = [t for t in todo if budget - t.measured == left]
+                        _tune_group(progress.group, target, db, left, builder, runner,
+                                    cost_model, progress, log)
+                        short = {t.key for t in progress.group if t.measured < budget}
+                        if short:
+                            used_up |= short
+                            _write_used_up(path, used_up)
+                except BaseException:
+                    if interrupted:  # the workers ignore Ctrl-C: they are fine
+                        raise KeyboardInterrupt from None
+                    _drop_workers()
+                    raise
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[list[bool]]:
+    """Ctrl-C while tuning: a KeyboardInterrupt raised inside one of MetaSchedule's Python
+    callbacks comes out of its C++ loop as a RuntimeError; the yielded list (made true by the
+    signal) tells them apart. Every measured batch is in the database already."""
+    import signal
+    flag: list[bool] = []
+
+    def on_sigint(signum, frame):
+        flag.append(True)
+        raise KeyboardInterrupt
+
+    try:
+        saved = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: signals are not ours to take
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
+def _tune_group(group: list[_Task], target, db, trials: int, builder, runner, cost_model,
+                progress: _Progress, log: logging.Logger) -> None:
+    """Tune tasks that all lack `trials` trials. Round-robin: every batch is committed to the
+    database as soon as it is measured (the gradient scheduler holds its first round back)."""
+    from tvm.s_tir import meta_schedule as ms
+    cores = ms.utils.cpu_count(logical=False)
+    contexts = [ms.TuneContext(
+        mod=t.mod, target=_tuning_target(target), space_generator="post-order-apply",
+        search_strategy=ms.search_strategy.EvolutionarySearch(**SEARCH), task_name=t.name,
+        logger=log, num_threads=cores).clone() for t in group]
+    ms.tune_tasks(
+        tasks=contexts, task_weights=[float(t.uses) for t in group], work_dir="",
+        max_trials_global=trials * len(group), max_trials_per_task=trials,
+        num_trials_per_iter=min(trials, TRIALS_PER_ROUND), builder=builder, runner=runner,
+        database=db, cost_model=cost_model,
+        measure_callbacks=[*ms.MeasureCallback.create("default"), _Measured(progress.batch)],
+        task_scheduler="round-robin")
+
+
+_WORKERS: list[Any] = []
+
+
+def _workers() -> tuple[Any, Any]:
+    """The build and measurement worker processes, started once per process (each one spends
+    seconds importing TVM) and kept for later tuning runs."""
+    if not _WORKERS:
+        from tvm.s_tir import meta_schedule as ms
+        cores = ms.utils.cpu_count(logical=False)
+        builder = _Builder(cores)
+        for _ in range(cores):  # start the build workers while the runner's starts
+            builder.pool.submit(_worker_ready)
+        _WORKERS[:] = [builder, ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S,
+                                                      initializer=_worker_init)]
+        atexit.register(_drop_workers)
+    return _WORKERS[0], _WORKERS[1]
+
+
+def _drop_workers() -> None:
+    if _WORKERS:
+        builder, runner = _WORKERS
+        _WORKERS.clear()
+        builder.pool.shutdown()
+        runner.pool.shutdown()
+
+
+@dataclass
+class _Progress:
+    """Counts trials per task as batches come back, for the TuneEvents."""
+
+    tasks: list[_Task]
+    todo: list[_Task]
+    budget: int
+    report: _Reporter
+    group: list[_Task] = field(default_factory=list)
+    trials: int = 0
+
+    def batch(self, task_id: int, times: list[float | None]) -> None:
+        if not times:
+            return
+        task = self.group[task_id]
+        task.measured += len(times)
+        self.trials += len(times)
+        found = [t for t in times if t is not None]
+        if found and (task.best is None or min(found) < task.best):
+            task.best = min(found)
+        self.report.send("trials", trials=self.trials, task=task.name,
+                         tasks_done=sum(t.measured >= self.budget for t in self.todo),
+                         best_ms=_estimate_ms(self.tasks))
+
+
+def _measured_callback_class():
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class Measured(PyMeasureCallback):
+        """Passes each measured batch's times (None where a trial failed) on."""
+
+        def __init__(self, on_batch: Callable[[int, list[float | None]], None]) -> None:
+            super().__init__()
+            self.on_batch = on_batch
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
+                  runner_results) -> None:
+            self.on_batch(task_id, [_seconds(r.run_secs) if r.error_msg is None else None
+                                    for r in runner_results])
+    return Measured
+
+
+def _builder_class():
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class Builder(PyBuilder):
+        """MetaSchedule's LocalBuilder with worker processes that live across batches
+        (LocalBuilder starts new ones per batch: seconds of `import tvm` each time)."""
+
+        def __init__(self, workers: int) -> None:
+            super().__init__()
+            self.pool = PopenPoolExecutor(max_workers=workers, timeout=BUILD_TIMEOUT_S,
+                                          initializer=_worker_init, maximum_process_uses=256)
+
+        def build(self, build_inputs):
+            results = []
+            for done in self.pool.map_with_error_catching(
+                    lambda x: _build(*x), [(b.mod, b.target) for b in build_inputs]):
+                if done.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(done.value, None))
+                else:
+                    why = ("timed out" if done.status == StatusKind.TIMEOUT
+                           else f"failed: {done.value}")
+                    results.append(BuilderResult(None, f"archdsl builder: {why}"))
+            return results
+    return Builder
+
+
+def _Measured(on_batch):  # noqa: N802 - builds the TVM object class on first use
+    return _measured_callback_class()(on_batch)
+
+
+def _Builder(workers: int):  # noqa: N802
+    return _builder_class()(workers)
+
+
+def _worker_ready() -> None:
+    """Nothing: starting a worker (importing TVM) is the point."""
+
+
+def _build(mod: tvm.IRModule, target: tvm.target.Target) -> str:
+    """Build one candidate in a worker process. Exported as a shared library, linked here in
+    parallel, where MetaSchedule's default (a tar) has its one runner link each candidate."""
+    import tempfile
+
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+    path = os.path.join(tempfile.mkdtemp(prefix="archdsl-tune-"), "candidate.so")
+    default_build(mod, target, None).export_library(path)
+    return path  # its folder goes when it is measured (MetaSchedule's RemoveBuildArtifact)
+
+
+@contextlib.contextmanager
+def _log_to(file: Path) -> Iterator[logging.Logger]:
+    """MetaSchedule's loggers (scheduler, search, cost model) write to `file`, not the terminal,
+    while tuning. Yields the tasks' logger."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(file, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
+    ms_logger = logging.getLogger(_LOGGER)
+    saved = (ms_logger.handlers[:], ms_logger.level, ms_logger.propagate)
+    ms_logger.handlers[:] = [handler]
+    ms_logger.setLevel(logging.INFO)
+    ms_logger.propagate = False
+    try:
+        yield logging.getLogger(_LOGGER + ".archdsl")
+    finally:
+        ms_logger.handlers[:], level, ms_logger.propagate = saved
+        ms_logger.setLevel(level)
+        handler.close()
+
+
+@contextlib.contextmanager
+def _stderr_to(file: Path) -> Iterator[None]:
+    """Also what TVM's C++ code and the worker processes write to fd 2 (warnings such as
+    "Unknown schedule rule") goes to `file`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(file, "ab") as fh:
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+# ---------------------------------------------------------------- tensor intrinsics
+
+_INTRIN = "tvm.s_tir.tensor_intrin"
+
+
+def _light_intrinsics() -> None:
+    """Make `import tvm.s_tir.tensor_intrin` cheap. MetaSchedule imports it (in the tuning
+    process and in every build worker), and the package registers every tensor intrinsic TVM
+    has — CUDA, ROCm, ARM, Hexagon, x86 — by parsing TVMScript: over a minute on a 2-core
+    machine. An empty package stands in; `_load_intrinsics` adds the target's own."""
+    if _INTRIN in sys.modules:
+        return
+    spec = importlib.util.find_spec(_INTRIN)
+    if spec is None:  # pragma: no cover - a TVM without it
+        return
+    package = importlib.util.module_from_spec(spec)  # its __init__ is not run
+    sys.modules[_INTRIN] = package
+    import tvm.s_tir
+    tvm.s_tir.tensor_intrin = package  # type: ignore[attr-defined]
+
+
+def _load_intrinsics(target: tvm.target.Target) -> None:
+    """The tensor intrinsics the target's schedule rules may use (and records may replay)."""
+    _light_intrinsics()
+    if target.kind.name == "llvm":
+        subs = ["arm_cpu"] if platform.machine().lower() in ("arm64", "aarch64") else ["x86"]
+    else:
+        subs = [target.kind.name] if target.kind.name in ("cuda", "rocm", "metal") else []
+    for sub in subs:
+        importlib.import_module(f"{_INTRIN}.{sub}")
+
+
+def _worker_init() -> None:
+    """Build and measurement workers: the cheap intrinsics package (what they get is scheduled
+    already), and Ctrl-C is the tuning process's to handle (a dying worker would make its
+    batch look like failed trials)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _light_intrinsics()

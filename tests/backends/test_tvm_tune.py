@@ -1,0 +1,245 @@
+"""MetaSchedule tuning (backends/tvm_tune.py) and float16 builds, against PyTorch as the oracle.
+
+Tuning here is real but tiny: a few trials per kernel of a 4-kernel network with a small
+search population; the build and measurement workers start once for the whole file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+pytest.importorskip("xgboost")  # MetaSchedule's cost model
+
+from test_tvm import _cuda_compiler, _run_torch, _torch_reference  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+import archdsl  # noqa: E402
+from archdsl.backends import tvm as backend  # noqa: E402
+from archdsl.backends import tvm_tune  # noqa: E402
+from archdsl.cli import app  # noqa: E402
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+
+# Four kernels: conv+bias+relu, mean (gap), matmul+bias, and the reshape between them
+NET_A = """
+arch tune_a
+input 3x8x8
+c1: conv3-8 act=relu
+gap
+fc: FC-4
+"""
+# shares A's first layer (same shapes, other weights), nothing else
+NET_B = """
+arch tune_b
+input 3x8x8
+c1: conv3-8 act=relu
+c2: conv1-6 act=sigmoid
+gap
+"""
+
+
+@pytest.fixture(autouse=True)
+def small_search(monkeypatch):
+    monkeypatch.setattr(tvm_tune, "SEARCH", {"population_size": 24, "init_min_unmeasured": 8,
+                                             "genetic_num_iters": 1})
+
+
+def _compile(spec: str, **options):
+    """Compile with PyTorch's weights; returns (compiled, events, max |diff| / output scale)."""
+    arch = archdsl.load(spec)
+    model, state = _torch_reference(arch)
+    events: list[tvm_tune.TuneEvent] = []
+    compiled = backend.compile(arch.graph, weights=state, progress=events.append, **options)
+    x = np.random.default_rng(1).standard_normal(compiled.input_shape).astype(np.float32)
+    ref = _run_torch(model, x)
+    return compiled, events, float(np.abs(compiled(x) - ref).max() / np.abs(ref).max())
+
+
+def _records(db: Path) -> int:
+    return len((db / "database_tuning_record.json").read_text().splitlines())
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """NET_A tuned to 2 trials per kernel: (database, events)."""
+    db = tmp_path_factory.mktemp("tuning") / "db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tvm_tune, "SEARCH", {"population_size": 24, "init_min_unmeasured": 8,
+                                        "genetic_num_iters": 1})
+        compiled, events, err = _compile(NET_A, tune=2, tuning_db=db)
+    assert err < 1e-4
+    return db, events
+
+
+def test_tuning_writes_a_database_and_the_build_still_matches_pytorch(tuned):
+    db, events = tuned
+    start = events[0]
+    assert start.kind == "start" and start.tasks == start.tasks_to_tune == 4
+    assert start.trials_total == 8 and start.database == db
+    batches = [e for e in events if e.kind == "trials"]
+    assert batches and batches[-1].trials == _records(db) <= 8
+    assert batches[-1].best_ms is not None and batches[-1].best_ms > 0
+    assert events[-1].kind == "applied" and events[-1].applied == 4
+    assert (db / "database_workload.json").is_file()
+    log = (db / "logs" / "tuning.log").read_text()
+    assert "TaskScheduler picks" in log  # MetaSchedule's log went to the file
+
+
+def test_rerunning_tunes_nothing_and_a_larger_budget_extends_and_resumes(tuned):
+    db, _ = tuned
+    before = _records(db)
+    _, events, err = _compile(NET_A, tune=2, tuning_db=db)
+    assert [e.kind for e in events] == ["start", "applied"] and events[0].trials_total == 0
+    assert _records(db) == before and err < 1e-4
+
+    # tune=4, interrupted (a real SIGINT) after its first measured batch...
+    def interrupt(event):
+        if event.kind == "trials":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    arch = archdsl.load(NET_A)
+    with pytest.raises(KeyboardInterrupt):
+        backend.compile(arch.graph, tune=4, tuning_db=db, progress=interrupt)
+    after_one = _records(db)
+    assert after_one > before  # that batch is kept
+    # ... and resumed: it plans only what is missing and finishes
+    _, events, err = _compile(NET_A, tune=4, tuning_db=db)
+    planned = events[0].trials_total
+    assert 0 < planned <= 4 * 4 - after_one
+    assert _records(db) > after_one and events[-1].applied == 4 and err < 1e-4
+    _, events, _ = _compile(NET_A, tune=4, tuning_db=db)
+    assert events[0].trials_total == 0
+
+
+def test_a_network_sharing_a_layer_reuses_its_schedule(tuned):
+    db, _ = tuned
+    before = (db / "database_workload.json").read_text()
+    compiled, events, err = _compile(NET_B, tuning_db=db)  # tune=0: only applied
+    assert [e.kind for e in events] == ["applied"]
+    assert events[0].tasks == 3 and events[0].applied == 1  # the conv3-8 of NET_A
+    assert err < 1e-4
+    assert (db / "database_workload.json").read_text() == before  # read, not written
+
+
+def test_a_missing_database_without_tuning_is_an_error(tmp_path):
+    arch = archdsl.load(NET_A)
+    with pytest.raises(tvm_tune.TuningError, match="no tuning database at"):
+        backend.compile(arch.graph, tuning_db=tmp_path / "none")
+    with pytest.raises(ValueError, match="number of trials"):
+        backend.compile(arch.graph, tune=-1, tuning_db=tmp_path)
+
+
+def test_the_default_database_is_per_user_and_per_target(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    target = backend.make_target("llvm")
+    path = tvm_tune.default_database(target)
+    assert path == tmp_path / "archdsl" / "tuning" / f"llvm-{target.attrs['mcpu']}"
+    cuda = backend.make_target({"kind": "cuda", "arch": "sm_80"})
+    assert tvm_tune.default_database(cuda).name == "cuda-sm_80"
+
+
+needs_cuda_compiler = pytest.mark.skipif(_cuda_compiler() is None,
+                                         reason="no CUDA compiler (NVRTC or nvcc)")
+
+
+@needs_cuda_compiler
+def test_cuda_without_a_gpu_says_so_and_builds_with_the_database(monkeypatch, tmp_path):
+    if tvm.cuda(0).exist:
+        pytest.skip("a GPU is present: tuning would measure on it")
+    monkeypatch.setenv("TVM_CUDA_COMPILE_MODE", _cuda_compiler())
+    arch = archdsl.load(NET_A)
+    events: list[tvm_tune.TuneEvent] = []
+    compiled = backend.compile(arch.graph, {"kind": "cuda", "arch": "sm_80"}, tune=8,
+                               tuning_db=tmp_path / "db", progress=events.append)
+    assert [e.kind for e in events] == ["note", "applied"]
+    assert "tuning needs the cuda GPU" in events[0].message and events[1].applied == 0
+    assert [m.kind for m in compiled.device_modules()] == ["cuda"]
+    with pytest.warns(UserWarning, match="tuning needs the cuda GPU"):  # no progress: a warning
+        backend.compile(arch.graph, {"kind": "cuda", "arch": "sm_80"}, tune=8,
+                        tuning_db=tmp_path / "db")
+    spec = tmp_path / "a.arch"
+    spec.write_text(NET_A)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    result = _invoke("compile", spec, "-t", "cuda:sm_80", "--tune", 8, "-o", tmp_path / "a.so")
+    assert result.exit_code == 0, result.output
+    assert "note: tuning needs the cuda GPU" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "a.so").is_file()
+
+
+# ---------------------------------------------------------------- the CLI
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_compile_with_a_tuning_database(tuned, tmp_path, monkeypatch):
+    db, _ = tuned
+    spec = tmp_path / "a.arch"
+    spec.write_text(NET_A)
+    lib = tmp_path / "a.so"
+    result = _invoke("compile", spec, "-o", lib, "--tune", 2, "--tuning-db", db)
+    assert result.exit_code == 0, result.output
+    assert "4 of 4 kernels from the tuning database" in result.output
+    manifest = json.loads((tmp_path / "a.so.json").read_text())
+    assert manifest["tuning"] == {"database": str(db), "trials_per_kernel": 2,
+                                  "trials_this_run": 0, "kernels": 4,
+                                  "kernels_from_database": 4}
+    # --tune without --tuning-db: the per-user database for this CPU
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    default = tvm_tune.default_database(backend.make_target("llvm"))
+    shutil.copytree(db, default)
+    result = _invoke("compile", spec, "-o", lib, "--tune", 2)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "a.so.json").read_text())["tuning"]["database"] == str(default)
+    # without --tune or --tuning-db nothing is tuned or applied
+    assert _invoke("compile", spec, "-o", lib).exit_code == 0
+    assert json.loads((tmp_path / "a.so.json").read_text())["tuning"] is None
+
+
+def test_cli_a_missing_database_is_a_message_and_writes_nothing(tmp_path):
+    spec = tmp_path / "a.arch"
+    spec.write_text(NET_A)
+    result = _invoke("compile", spec, "-o", tmp_path / "a.so", "--tuning-db", tmp_path / "x")
+    assert result.exit_code == 1
+    assert "error: no tuning database at" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.arch"]
+    result = _invoke("compile", spec, "--tune", -1)
+    assert result.exit_code == 2 and "Invalid value for '--tune'" in result.output
+
+
+# ---------------------------------------------------------------- float16
+
+@pytest.mark.parametrize("spec,params,tol", [
+    ("lenet5.arch", {}, 1e-2),
+    # a deep, narrow depthwise net with random BN statistics: PyTorch's own float16 forward is
+    # 4% off its float32 one here, so the bound is loose (it still catches garbage and NaNs)
+    ("mobilenet_v1.arch", {"resolution": 64, "alpha": 0.25}, 0.15),
+], ids=["lenet5", "mobilenet_v1-64-0.25"])
+def test_float16_llvm_build_agrees_with_pytorch_float32(spec, params, tol):
+    arch = archdsl.load(SPECS / spec, **params)
+    model, state = _torch_reference(arch)
+    compiled = backend.compile(arch.graph, weights=state, dtype="float16")
+    assert compiled.dtype == "float16"
+    x = np.random.default_rng(1).standard_normal(compiled.input_shape).astype(np.float32)
+    got = compiled(x)  # float32 in: cast to the compiled dtype
+    assert got.dtype == np.float16 and np.isfinite(got).all()
+    ref = _run_torch(model, x)
+    assert np.abs(got.astype(np.float32) - ref).max() <= tol * np.abs(ref).max()
+    assert (got.argmax(axis=1) == ref.argmax(axis=1)).all()
+
+
+@needs_cuda_compiler
+def test_float16_cuda_build_holds_half_precision_kernels(monkeypatch):
+    monkeypatch.setenv("TVM_CUDA_COMPILE_MODE", _cuda_compiler())
+    arch = archdsl.load(SPECS / "lenet5.arch")
+    compiled = backend.compile(arch.graph, {"kind": "cuda", "arch": "sm_80"}, dtype="float16")
+    (cuda,) = compiled.device_modules()
+    source = cuda.inspect_source()
+    assert source.count("__global__") >= 4 and "half" in source
