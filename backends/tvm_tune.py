@@ -22,15 +22,10 @@ tuned: the build takes what the database holds and a note says so.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import importlib
-import importlib.util
 import json
 import logging
 import os
-import platform
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -41,21 +36,20 @@ from typing import Any
 import tvm
 from tvm import relax
 
+from archdsl.backends import tvm_measure
+
 __all__ = ["TuneEvent", "TuningError", "default_database", "schedule_hook", "target_key"]
 
 _DB_FILES = ("database_workload.json", "database_tuning_record.json")
 # archdsl's own note beside them: the workloads (structural hashes) whose search ran out of new
 # schedules before its budget — a kernel with a one-point space would be retried every run
 _USED_UP = "archdsl_used_up.json"
-_LOGGER = "tvm.s_tir.meta_schedule"
 
 # MetaSchedule's search settings. TVM's defaults, except trials per round: small enough that
 # a kernel's budget spans a few rounds (the cost model learns between them), and a Ctrl-C
 # loses at most one round. Tests shrink the population to keep the search quick.
 SEARCH: dict[str, Any] = {"population_size": 512, "init_min_unmeasured": 50}
 TRIALS_PER_ROUND = 32
-BUILD_TIMEOUT_S = 60.0
-RUN_TIMEOUT_S = 30.0
 
 
 class TuningError(RuntimeError):
@@ -120,7 +114,7 @@ def schedule_hook(mod: tvm.IRModule, target: tvm.target.Target,
     if not _exists(path):
         report.send("applied", tasks=len(tasks))
         return mod
-    _load_intrinsics(target)  # records may replay tensorization
+    tvm_measure.load_intrinsics(target)  # records may replay tensorization
     with _opened(path) as db, target, db:
         scheduled = relax.transform.MetaScheduleApplyDatabase()(mod)
     applied = sum(1 for gv, f in scheduled.functions.items()
@@ -290,7 +284,7 @@ def _locked(path: Path) -> Iterator[None]:
 def _tune(tasks: list[_Task], target: tvm.target.Target, path: Path, budget: int,
           report: _Reporter) -> None:
     from tvm.s_tir import meta_schedule as ms
-    _load_intrinsics(target)  # the schedule rules' tensorization
+    tvm_measure.load_intrinsics(target)  # the schedule rules' tensorization
     with _locked(path), _opened(path) as db:
         _count_trials(db, tasks)
         used_up = _read_used_up(path)
@@ -302,15 +296,14 @@ def _tune(tasks: list[_Task], target: tvm.target.Target, path: Path, budget: int
                     best_ms=_estimate_ms(tasks))
         if not todo:
             return
-        log_file = path / "logs" / "tuning.log"
-        with _log_to(log_file) as log, _stderr_to(log_file):
+        with tvm_measure.log_to(path / "logs" / "tuning.log") as log:
             log.info("archdsl: tuning %d of %d tasks to %d trials each", len(todo), len(tasks),
                      budget)
-            builder, runner = _workers()
+            builder, runner = tvm_measure.workers()
             cores = ms.utils.cpu_count(logical=False)
             cost_model = ms.CostModel.create("xgb", num_tuning_cores=cores, tree_method="auto")
             progress = _Progress(tasks, todo, budget, report)
-            with _interrupts() as interrupted:
+            with tvm_measure.interrupts() as interrupted:
                 try:
                     # one scheduler run per remaining budget: MetaSchedule caps its tasks alike
                     for left in sorted({budget - t.measured for t in todo}, reverse=True):
@@ -324,31 +317,8 @@ def _tune(tasks: list[_Task], target: tvm.target.Target, path: Path, budget: int
                 except BaseException:
                     if interrupted:  # the workers ignore Ctrl-C: they are fine
                         raise KeyboardInterrupt from None
-                    _drop_workers()
+                    tvm_measure.drop_workers()
                     raise
-
-
-@contextlib.contextmanager
-def _interrupts() -> Iterator[list[bool]]:
-    """Ctrl-C while tuning: a KeyboardInterrupt raised inside one of MetaSchedule's Python
-    callbacks comes out of its C++ loop as a RuntimeError; the yielded list (made true by the
-    signal) tells them apart. Every measured batch is in the database already."""
-    import signal
-    flag: list[bool] = []
-
-    def on_sigint(signum, frame):
-        flag.append(True)
-        raise KeyboardInterrupt
-
-    try:
-        saved = signal.signal(signal.SIGINT, on_sigint)
-    except ValueError:  # not the main thread: signals are not ours to take
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, saved)
 
 
 def _tune_group(group: list[_Task], target, db, trials: int, builder, runner, cost_model,
@@ -366,34 +336,9 @@ def _tune_group(group: list[_Task], target, db, trials: int, builder, runner, co
         max_trials_global=trials * len(group), max_trials_per_task=trials,
         num_trials_per_iter=min(trials, TRIALS_PER_ROUND), builder=builder, runner=runner,
         database=db, cost_model=cost_model,
-        measure_callbacks=[*ms.MeasureCallback.create("default"), _Measured(progress.batch)],
+        measure_callbacks=[*ms.MeasureCallback.create("default"),
+                           tvm_measure.measured(progress.batch)],
         task_scheduler="round-robin")
-
-
-_WORKERS: list[Any] = []
-
-
-def _workers() -> tuple[Any, Any]:
-    """The build and measurement worker processes, started once per process (each one spends
-    seconds importing TVM) and kept for later tuning runs."""
-    if not _WORKERS:
-        from tvm.s_tir import meta_schedule as ms
-        cores = ms.utils.cpu_count(logical=False)
-        builder = _Builder(cores)
-        for _ in range(cores):  # start the build workers while the runner's starts
-            builder.pool.submit(_worker_ready)
-        _WORKERS[:] = [builder, ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S,
-                                                      initializer=_worker_init)]
-        atexit.register(_drop_workers)
-    return _WORKERS[0], _WORKERS[1]
-
-
-def _drop_workers() -> None:
-    if _WORKERS:
-        builder, runner = _WORKERS
-        _WORKERS.clear()
-        builder.pool.shutdown()
-        runner.pool.shutdown()
 
 
 @dataclass
@@ -407,9 +352,10 @@ class _Progress:
     group: list[_Task] = field(default_factory=list)
     trials: int = 0
 
-    def batch(self, task_id: int, times: list[float | None]) -> None:
-        if not times:
+    def batch(self, task_id: int, results: list) -> None:
+        if not results:
             return
+        times = [_seconds(r.run_secs) if r.error_msg is None else None for r in results]
         task = self.group[task_id]
         task.measured += len(times)
         self.trials += len(times)
@@ -421,149 +367,3 @@ class _Progress:
                          best_ms=_estimate_ms(self.tasks))
 
 
-def _measured_callback_class():
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-
-    @derived_object
-    class Measured(PyMeasureCallback):
-        """Passes each measured batch's times (None where a trial failed) on."""
-
-        def __init__(self, on_batch: Callable[[int, list[float | None]], None]) -> None:
-            super().__init__()
-            self.on_batch = on_batch
-
-        def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
-                  runner_results) -> None:
-            self.on_batch(task_id, [_seconds(r.run_secs) if r.error_msg is None else None
-                                    for r in runner_results])
-    return Measured
-
-
-def _builder_class():
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
-
-    @derived_object
-    class Builder(PyBuilder):
-        """MetaSchedule's LocalBuilder with worker processes that live across batches
-        (LocalBuilder starts new ones per batch: seconds of `import tvm` each time)."""
-
-        def __init__(self, workers: int) -> None:
-            super().__init__()
-            self.pool = PopenPoolExecutor(max_workers=workers, timeout=BUILD_TIMEOUT_S,
-                                          initializer=_worker_init, maximum_process_uses=256)
-
-        def build(self, build_inputs):
-            results = []
-            for done in self.pool.map_with_error_catching(
-                    lambda x: _build(*x), [(b.mod, b.target) for b in build_inputs]):
-                if done.status == StatusKind.COMPLETE:
-                    results.append(BuilderResult(done.value, None))
-                else:
-                    why = ("timed out" if done.status == StatusKind.TIMEOUT
-                           else f"failed: {done.value}")
-                    results.append(BuilderResult(None, f"archdsl builder: {why}"))
-            return results
-    return Builder
-
-
-def _Measured(on_batch):  # noqa: N802 - builds the TVM object class on first use
-    return _measured_callback_class()(on_batch)
-
-
-def _Builder(workers: int):  # noqa: N802
-    return _builder_class()(workers)
-
-
-def _worker_ready() -> None:
-    """Nothing: starting a worker (importing TVM) is the point."""
-
-
-def _build(mod: tvm.IRModule, target: tvm.target.Target) -> str:
-    """Build one candidate in a worker process. Exported as a shared library, linked here in
-    parallel, where MetaSchedule's default (a tar) has its one runner link each candidate."""
-    import tempfile
-
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
-    path = os.path.join(tempfile.mkdtemp(prefix="archdsl-tune-"), "candidate.so")
-    default_build(mod, target, None).export_library(path)
-    return path  # its folder goes when it is measured (MetaSchedule's RemoveBuildArtifact)
-
-
-@contextlib.contextmanager
-def _log_to(file: Path) -> Iterator[logging.Logger]:
-    """MetaSchedule's loggers (scheduler, search, cost model) write to `file`, not the terminal,
-    while tuning. Yields the tasks' logger."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(file, mode="a")
-    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
-    ms_logger = logging.getLogger(_LOGGER)
-    saved = (ms_logger.handlers[:], ms_logger.level, ms_logger.propagate)
-    ms_logger.handlers[:] = [handler]
-    ms_logger.setLevel(logging.INFO)
-    ms_logger.propagate = False
-    try:
-        yield logging.getLogger(_LOGGER + ".archdsl")
-    finally:
-        ms_logger.handlers[:], level, ms_logger.propagate = saved
-        ms_logger.setLevel(level)
-        handler.close()
-
-
-@contextlib.contextmanager
-def _stderr_to(file: Path) -> Iterator[None]:
-    """Also what TVM's C++ code and the worker processes write to fd 2 (warnings such as
-    "Unknown schedule rule") goes to `file`."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(file, "ab") as fh:
-        os.dup2(fh.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-# ---------------------------------------------------------------- tensor intrinsics
-
-_INTRIN = "tvm.s_tir.tensor_intrin"
-
-
-def _light_intrinsics() -> None:
-    """Make `import tvm.s_tir.tensor_intrin` cheap. MetaSchedule imports it (in the tuning
-    process and in every build worker), and the package registers every tensor intrinsic TVM
-    has — CUDA, ROCm, ARM, Hexagon, x86 — by parsing TVMScript: over a minute on a 2-core
-    machine. An empty package stands in; `_load_intrinsics` adds the target's own."""
-    if _INTRIN in sys.modules:
-        return
-    spec = importlib.util.find_spec(_INTRIN)
-    if spec is None:  # pragma: no cover - a TVM without it
-        return
-    package = importlib.util.module_from_spec(spec)  # its __init__ is not run
-    sys.modules[_INTRIN] = package
-    import tvm.s_tir
-    tvm.s_tir.tensor_intrin = package  # type: ignore[attr-defined]
-
-
-def _load_intrinsics(target: tvm.target.Target) -> None:
-    """The tensor intrinsics the target's schedule rules may use (and records may replay)."""
-    _light_intrinsics()
-    if target.kind.name == "llvm":
-        subs = ["arm_cpu"] if platform.machine().lower() in ("arm64", "aarch64") else ["x86"]
-    else:
-        subs = [target.kind.name] if target.kind.name in ("cuda", "rocm", "metal") else []
-    for sub in subs:
-        importlib.import_module(f"{_INTRIN}.{sub}")
-
-
-def _worker_init() -> None:
-    """Build and measurement workers: the cheap intrinsics package (what they get is scheduled
-    already), and Ctrl-C is the tuning process's to handle (a dying worker would make its
-    batch look like failed trials)."""
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _light_intrinsics()

@@ -1,0 +1,208 @@
+"""MetaSchedule's plumbing for `tvm_tune`: build and measurement workers, logs, Ctrl-C, and the
+tensor intrinsics that MetaSchedule imports. Nothing here knows about archdsl's networks."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import importlib
+import importlib.util
+import logging
+import os
+import platform
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import tvm
+
+BUILD_TIMEOUT_S = 60.0
+RUN_TIMEOUT_S = 30.0
+_LOGGER = "tvm.s_tir.meta_schedule"
+_INTRIN = "tvm.s_tir.tensor_intrin"
+
+
+# ---------------------------------------------------------------- workers
+
+_WORKERS: list[Any] = []
+
+
+def workers() -> tuple[Any, Any]:
+    """The builder and runner: their worker processes start once per process (each spends
+    seconds importing TVM) and serve later tuning runs too."""
+    if not _WORKERS:
+        from tvm.s_tir import meta_schedule as ms
+        cores = ms.utils.cpu_count(logical=False)
+        builder = _builder_class()(cores)
+        for _ in range(cores):  # start the build workers while the runner's starts
+            builder.pool.submit(_worker_ready)
+        _WORKERS[:] = [builder, ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S,
+                                                      initializer=_worker_init)]
+        atexit.register(drop_workers)
+    return _WORKERS[0], _WORKERS[1]
+
+
+def drop_workers() -> None:
+    if _WORKERS:
+        builder, runner = _WORKERS
+        _WORKERS.clear()
+        builder.pool.shutdown()
+        runner.pool.shutdown()
+
+
+@functools.cache
+def _builder_class():
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class Builder(PyBuilder):
+        """MetaSchedule's LocalBuilder with worker processes that live across batches
+        (LocalBuilder starts new ones per batch: seconds of `import tvm` each time)."""
+
+        def __init__(self, workers: int) -> None:
+            super().__init__()
+            self.pool = PopenPoolExecutor(max_workers=workers, timeout=BUILD_TIMEOUT_S,
+                                          initializer=_worker_init, maximum_process_uses=256)
+
+        def build(self, build_inputs):
+            results = []
+            for done in self.pool.map_with_error_catching(
+                    lambda x: _build(*x), [(b.mod, b.target) for b in build_inputs]):
+                if done.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(done.value, None))
+                else:
+                    why = ("timed out" if done.status == StatusKind.TIMEOUT
+                           else f"failed: {done.value}")
+                    results.append(BuilderResult(None, f"archdsl builder: {why}"))
+            return results
+    return Builder
+
+
+def measured(on_batch: Callable[[int, list[Any]], None]):
+    """A MetaSchedule measure callback that hands each batch's runner results to `on_batch`
+    (with the task's index in the scheduler), after the database has them."""
+    return _measured_class()(on_batch)
+
+
+@functools.cache
+def _measured_class():
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class Measured(PyMeasureCallback):
+        def __init__(self, on_batch: Callable[[int, list[Any]], None]) -> None:
+            super().__init__()
+            self.on_batch = on_batch
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
+                  runner_results) -> None:
+            self.on_batch(task_id, list(runner_results))
+    return Measured
+
+
+def _worker_init() -> None:
+    """Build and measurement workers: the cheap intrinsics package (what they get is scheduled
+    already), and Ctrl-C is the tuning process's to handle (a dying worker would make its
+    batch look like failed trials)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _light_intrinsics()
+
+
+def _worker_ready() -> None:
+    """Nothing: starting a worker (importing TVM) is the point."""
+
+
+def _build(mod: tvm.IRModule, target: tvm.target.Target) -> str:
+    """Build one candidate in a worker process. Exported as a shared library, linked here in
+    parallel, where MetaSchedule's default (a tar) has its one runner link each candidate."""
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+    path = os.path.join(tempfile.mkdtemp(prefix="archdsl-tune-"), "candidate.so")
+    default_build(mod, target, None).export_library(path)
+    return path  # its folder goes when it is measured (MetaSchedule's RemoveBuildArtifact)
+
+
+# ---------------------------------------------------------------- logs and Ctrl-C
+
+@contextlib.contextmanager
+def log_to(file: Path) -> Iterator[logging.Logger]:
+    """MetaSchedule's loggers (scheduler, search, cost model) and whatever TVM's C++ code and
+    the workers write to fd 2 (warnings such as "Unknown schedule rule") go to `file`, not the
+    terminal. Yields a logger for the tasks."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(file, mode="a")
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s"))
+    ms_logger = logging.getLogger(_LOGGER)
+    saved = (ms_logger.handlers[:], ms_logger.level, ms_logger.propagate)
+    ms_logger.handlers[:] = [handler]
+    ms_logger.setLevel(logging.INFO)
+    ms_logger.propagate = False
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    os.dup2(handler.stream.fileno(), 2)
+    try:
+        yield logging.getLogger(_LOGGER + ".archdsl")
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        ms_logger.handlers[:], level, ms_logger.propagate = saved
+        ms_logger.setLevel(level)
+        handler.close()
+
+
+@contextlib.contextmanager
+def interrupts() -> Iterator[list[bool]]:
+    """Ctrl-C while tuning: a KeyboardInterrupt raised inside one of MetaSchedule's Python
+    callbacks comes out of its C++ loop as a RuntimeError; the yielded list (made true by the
+    signal) tells them apart."""
+    flag: list[bool] = []
+
+    def on_sigint(signum, frame):
+        flag.append(True)
+        raise KeyboardInterrupt
+
+    try:
+        saved = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: signals are not ours to take
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
+# ---------------------------------------------------------------- tensor intrinsics
+
+def _light_intrinsics() -> None:
+    """Make `import tvm.s_tir.tensor_intrin` cheap. MetaSchedule imports it (in the tuning
+    process and in every build worker), and the package registers every tensor intrinsic TVM
+    has — CUDA, ROCm, ARM, Hexagon, x86 — by parsing TVMScript: over a minute on a 2-core
+    machine. An empty package stands in; `load_intrinsics` adds the target's own."""
+    if _INTRIN in sys.modules:
+        return
+    spec = importlib.util.find_spec(_INTRIN)
+    if spec is None:  # pragma: no cover - a TVM without it
+        return
+    package = importlib.util.module_from_spec(spec)  # its __init__ is not run
+    sys.modules[_INTRIN] = package
+    import tvm.s_tir
+    tvm.s_tir.tensor_intrin = package  # type: ignore[attr-defined]
+
+
+def load_intrinsics(target: tvm.target.Target) -> None:
+    """The tensor intrinsics the target's schedule rules may use (and records may replay)."""
+    _light_intrinsics()
+    if target.kind.name == "llvm":
+        subs = ["arm_cpu"] if platform.machine().lower() in ("arm64", "aarch64") else ["x86"]
+    else:
+        subs = [target.kind.name] if target.kind.name in ("cuda", "rocm", "metal") else []
+    for sub in subs:
+        importlib.import_module(f"{_INTRIN}.{sub}")
