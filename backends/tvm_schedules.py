@@ -7,7 +7,7 @@ elementwise ops. Left as they are, every loop runs scalar on one core. `schedule
 hook of `backends/tvm.py`) gives each function not already scheduled (by tuning) a schedule by
 the first rule in `RULES` that fits:
 
-- convolution (dense, and depthwise): the direct algorithm of the TVM x86 / oneDNN kernels — the
+- dense convolution: the direct algorithm of the TVM x86 / oneDNN kernels — the
   output channels in blocks of `vo` (one or two AVX vectors), a small tile of output pixels in
   registers (broadcast input × vector of weights → FMA), the reduction over input channels and the
   kernel window inside, parallel over (batch, channel block, rows). The weights are repacked to
@@ -252,14 +252,14 @@ def _epilogue(sch: s_tir.Schedule, blocks: list, producer):
 
 # ---------------------------------------------------------------- convolution
 
-def _conv_tile(out_h: int, out_w: int, channels: int, lanes: int,
-               depthwise: bool) -> tuple[int, int, int] | None:
+def _conv_tile(out_h: int, out_w: int, channels: int,
+               lanes: int) -> tuple[int, int, int] | None:
     """(channel block, rows, columns) of the register tile: as many accumulator vectors as
     fit beside the broadcast input and the weights (at most 12 of AVX2's 16 registers), the
     tile dividing the output exactly (no remainder loops); wider rows first (contiguous
     input)."""
     best, best_key = None, None
-    for vectors in ((1,) if depthwise else (2, 1, 4)):
+    for vectors in (2, 1, 4):
         vo = vectors * lanes
         if channels % vo:
             continue
@@ -304,7 +304,29 @@ def _channel_chunk(sch: s_tir.Schedule, conv, vo: int) -> int | None:
     return None
 
 
-def _conv(k: Kernel) -> Plan | None:
+@dataclass
+class _Conv:
+    """A convolution block found in a function: its schedule, blocks and reads."""
+
+    sch: s_tir.Schedule
+    blocks: list
+    block: object
+    w_read: int  # index among the block's reads of the weight (a constant param)
+    w_param: int  # index among the function's params of the weight
+    d_read: int  # index among the block's reads of the input
+    depthwise: bool
+
+    @property
+    def data(self):
+        """The block writing the conv's input (TOPI's padding stage), if there is one."""
+        source = self.sch.get(self.block).reads[self.d_read].source
+        return next((b for b in self.sch.get_producers(self.block)
+                     if self.sch.get(b).writes[0].source.same_as(source)), None)
+
+
+def _find_conv(k: Kernel) -> _Conv | None:
+    """A dense (groups = 1) or depthwise (one output per input channel) NCHW convolution with
+    constant OIHW weights; grouped ones are left to the fallback."""
     found = _one_reduction(k, "SSSSRRR")
     if found is None:
         return None
@@ -314,26 +336,29 @@ def _conv(k: Kernel) -> Plan | None:
     weight = _constant_read(k, stmt, (f, rc, ry, rx))
     if weight is None:
         return None
-    w_read, w_param = weight
-    d_read = 1 - w_read
+    d_read = 1 - weight[0]
     channel = stmt.reads[d_read].region[1].min
     depthwise = _extent(sch, conv, 4) == 1 and _same(channel, f + rc)
     if not (depthwise or channel.same_as(rc)):
-        return None  # a grouped convolution: left to the fallback
-    lanes = _vector_lanes(k.target)
+        return None
+    return _Conv(sch, blocks, conv, *weight, d_read, depthwise)
+
+
+def _conv(k: Kernel) -> Plan | None:
+    found = _find_conv(k)
+    if found is None or found.depthwise:
+        return None
+    sch, blocks, conv, w_read, w_param, d_read = (found.sch, found.blocks, found.block,
+                                                 found.w_read, found.w_param, found.d_read)
     tile = _conv_tile(_extent(sch, conv, 2), _extent(sch, conv, 3), _extent(sch, conv, 1),
-                      lanes, depthwise)
+                      _vector_lanes(k.target))
     if tile is None:
         return None
     vo, yi, xi = tile
 
-    # the input: padding stage inlined when it only copies; a depthwise conv reads it NCHW{vo}c
-    producers = [b for b in sch.get_producers(conv)]
-    data = next((b for b in producers
-                 if sch.get(b).writes[0].source.same_as(stmt.reads[d_read].source)), None)
-    if data is None and depthwise:
-        data = sch.cache_read(conv, d_read, "global")
-    if not depthwise and _pointwise_strided(sch, conv, d_read):
+    # the input: padding stage inlined when it only copies
+    data = found.data
+    if _pointwise_strided(sch, conv, d_read):
         # a strided 1×1 conv reads every s-th pixel: gather those into a dense block first
         # (measured 1.1-1.7× faster on ResNet-50's downsampling convs)
         pad = data
@@ -341,9 +366,6 @@ def _conv(k: Kernel) -> Plan | None:
                                       lambda n_, f_, y_, x_, c_, r_, s_: (n_, c_, y_, x_, r_, s_))
         if pad is not None:
             sch.compute_inline(pad)
-    if depthwise:
-        sch.transform_layout(data, ("write", 0),
-                             lambda n_, c, h, w: (n_, c // vo, h, w, c % vo))
     epilogue = _epilogue(sch, blocks, conv)
     sch.transform_layout(conv, ("read", w_read), lambda o, i, h, w: (o // vo, i, h, w, o % vo))
     sch.transform_layout(conv, ("write", 0), lambda n_, c, h, w: (n_, c // vo, h, w, c % vo))
@@ -377,13 +399,57 @@ def _conv(k: Kernel) -> Plan | None:
     sch.unroll(yi_)
     sch.decompose_reduction(conv, lrc)
     if data is not None:
-        if _is_copy(sch, data) and not depthwise:
+        if _is_copy(sch, data):
             sch.compute_inline(data)
         else:
             loops = sch.get_loops(data)
             sch.parallel(sch.fuse(*loops[:2]))
-    return Plan(sch.mod["main"], {w_param: lambda w: _pack_oihw(w, vo)},
-                "depthwise_conv2d" if depthwise else None)
+    return Plan(sch.mod["main"], {w_param: lambda w: _pack_oihw(w, vo)})
+
+
+def _depthwise(k: Kernel) -> Plan | None:
+    """A depthwise conv, vectorized along output rows (NCHW keeps them contiguous): a tile of
+    up to 4 rows × 8 columns in registers, the 3×3 weights broadcast, parallel over (batch,
+    channel) with each channel's padded plane made right before it is used. A stride-s conv
+    reads its plane de-interleaved (columns w % s side by side), so that its loads are
+    contiguous too. (Measured on MobileNet v1: 1.1-3× faster per layer than the channel-
+    blocked NCHW8c version of the dense schedule, which re-laid out each input.)"""
+    found = _find_conv(k)
+    if found is None or not found.depthwise:
+        return None
+    sch, conv = found.sch, found.block
+    stmt = sch.get(conv)
+    x = stmt.iter_vars[3].var
+    out_h, out_w = _extent(sch, conv, 2), _extent(sch, conv, 3)
+    lanes = _vector_lanes(k.target)
+    xv = lanes if out_w % lanes == 0 else max(
+        d for d in range(1, min(out_w, 2 * lanes) + 1) if out_w % d == 0)
+    yi = max(d for d in range(1, 5) if out_h % d == 0 and d * -(-xv // lanes) <= 8)
+    data = found.data
+    stride = int(sym.detect_linear_equation(stmt.reads[found.d_read].region[3].min, [x])[0])
+    if stride > 1:
+        if data is None or int(sch.get(data).writes[0].source.ty.shape[3]) % stride:
+            return None
+        sch.transform_layout(data, ("write", 0),
+                             lambda n, c, h, w: (n, c, h, w % stride, w // stride))
+    epilogue = _epilogue(sch, found.blocks, conv)
+    ln, lf, ly, lx, lrc, lry, lrx = sch.get_loops(conv)
+    yo, yi_ = sch.split(ly, [None, yi])
+    xo, xi_ = sch.split(lx, [None, xv])
+    sch.reorder(ln, lf, yo, xo, lrc, lry, lrx, yi_, xi_)
+    outer = sch.fuse(ln, lf)
+    sch.parallel(outer)
+    sch.reverse_compute_at(epilogue, xo)
+    sch.vectorize(xi_)
+    sch.unroll(yi_)
+    sch.decompose_reduction(conv, lrc)
+    sch.vectorize(sch.get_loops(epilogue)[-1])
+    if data is not None:
+        if _is_copy(sch, data):
+            sch.compute_inline(data)
+        else:
+            sch.compute_at(data, outer)
+    return Plan(sch.mod["main"])
 
 
 def _pack_oihw(w: np.ndarray, vo: int) -> np.ndarray:
@@ -517,6 +583,7 @@ def _parallel(k: Kernel) -> Plan | None:
 
 RULES: dict[str, Rule] = {
     "conv2d": _conv,
+    "depthwise_conv2d": _depthwise,
     "dense": _dense,
     "pool": _pool,
     "injective": _injective,
