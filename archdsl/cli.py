@@ -422,10 +422,18 @@ def compile_(
         a = _one_graph(spec, set_, arch, "compile")
         tgt = parse_target(target)
         out = output or Path(a.name + ".so")
-        with _CompileDisplay(f"compiling {a.name} for {target} with TVM") as display:
-            compiled = _tvm_compile(a, tgt, weights, batch, dtype, tune, tuning_db, display)
-            display.building("writing the library")
-            compiled.export_library(out)
+        display = _CompileDisplay(f"compiling {a.name} for {target} with TVM")
+        try:
+            with display:
+                compiled = _tvm_compile(a, tgt, weights, batch, dtype, tune, tuning_db, display)
+                display.building("writing the library")
+                compiled.export_library(out)
+        except KeyboardInterrupt:
+            kept = ("" if display.event is None or not tune else
+                    f"; {display.event.database} keeps every trial measured so far: "
+                    "run the same command again to go on")
+            _err().print(f"interrupted: no library written{kept}", markup=False)
+            raise typer.Exit(130) from None
         tuned = display.event
         manifest = {
             "arch": a.name, "settings": a.settings, "target": tgt, "dtype": dtype,
@@ -451,7 +459,7 @@ def compile_(
 
 def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dtype: str,
                  tune: int, tuning_db: Path | None, display: _CompileDisplay):
-    """Architecture.compile, with tuning's errors and Ctrl-C told as a user's messages."""
+    """Architecture.compile, with tuning's errors told as a user's."""
     from .backends import load_backend
     load_backend("tvm")  # a clear message when TVM is missing
     from .backends.tvm_tune import TuningError
@@ -460,13 +468,6 @@ def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dt
                          progress=display)
     except TuningError as exc:
         raise UsageError(str(exc), None) from None
-    except KeyboardInterrupt:
-        display.close()
-        kept = ("" if display.event is None else
-                f"; {display.event.database} keeps every trial measured so far: "
-                "run the same command again to go on")
-        _err().print(f"interrupted: no library written{kept}", markup=False)
-        raise typer.Exit(130) from None
 
 
 class _CompileDisplay:
@@ -483,7 +484,6 @@ class _CompileDisplay:
     def __enter__(self) -> _CompileDisplay:
         from rich.progress import (
             BarColumn,
-            MofNCompleteColumn,
             Progress,
             SpinnerColumn,
             TextColumn,
@@ -493,8 +493,8 @@ class _CompileDisplay:
         self._stream = _dup_stderr()
         console = Console(file=self._stream, highlight=False, soft_wrap=True)
         self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                                  BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                  BarColumn(), TextColumn("{task.fields[info]}"),
+                                  TimeElapsedColumn(),
                                   console=console, transient=True)
         self._main = self._progress.add_task(self.title, total=None, info="")
         self._progress.start()
@@ -509,11 +509,13 @@ class _CompileDisplay:
             p.console.print(f"tuning {event.tasks_to_tune} of {event.tasks} kernels "
                             f"({event.trials_total} trials); log in "
                             f"{event.database / 'logs' / 'tuning.log'}", markup=False)
-            self._tuning = p.add_task("tuning", total=event.trials_total, info="")
+            self._tuning = p.add_task("tuning", total=event.trials_total,
+                                      info=f"0/{event.trials_total} trials")
         elif event.kind == "trials" and self._tuning is not None:
             best = f", est. {event.best_ms:.2f} ms" if event.best_ms else ""
             p.update(self._tuning, completed=event.trials,
-                     info=f"kernels {event.tasks_done}/{event.tasks_to_tune}{best}")
+                     info=f"{event.trials}/{event.trials_total} trials, kernels "
+                     f"{event.tasks_done}/{event.tasks_to_tune}{best}")
         elif event.kind == "applied":
             self.building("building")
 

@@ -9,7 +9,9 @@
   it), so a kernel that repeats in a network is one task, a kernel another network shares is
   already tuned, and a run tunes only what is missing: an interrupted run resumes where it
   stopped, the same `tune=N` again tunes nothing, `tune=2N` adds N trials to every kernel
-  (its search starts from the best schedules recorded).
+  (its search starts from the best schedules recorded). A kernel whose search runs out of
+  new schedules before N (a tiny space: a reshape has one) is noted and not tried again.
+  On CPUs a tuned kernel may choose the layout of its weights, made at compile time.
 - `tuning_db`: the database folder (default: `default_database(target)`, a per-user cache
   folder per target). With `tune=0` the database is only applied.
 - `progress`: a callable that receives a `TuneEvent` after each measured batch (and notes);
@@ -103,6 +105,7 @@ def schedule_hook(mod: tvm.IRModule, target: tvm.target.Target,
     if not trials and not _exists(path):
         raise TuningError(f"no tuning database at {path} (tune with --tune N to make one)")
     report = _Reporter(options.get("progress"), path)
+    mod = _layout_free(mod, target)
     tasks = _tasks(mod, target)
     if trials and tasks:
         if _can_measure(target):
@@ -111,16 +114,40 @@ def schedule_hook(mod: tvm.IRModule, target: tvm.target.Target,
             report.note(f"tuning needs the {target.kind.name} GPU to measure on, and this "
                         f"machine has none: building with the schedules {path} already "
                         "holds (tune on the GPU machine, then copy the folder)")
-    if not _exists(path):
-        report.send("applied", tasks=len(tasks))
-        return mod
-    tvm_measure.load_intrinsics(target)  # records may replay tensorization
-    with _opened(path) as db, target, db:
-        scheduled = relax.transform.MetaScheduleApplyDatabase()(mod)
+    scheduled = mod
+    if _exists(path):
+        tvm_measure.load_intrinsics(target)  # records may replay tensorization
+        with _opened(path) as db, target, db:
+            scheduled = relax.transform.MetaScheduleApplyDatabase()(mod)
     applied = sum(1 for gv, f in scheduled.functions.items()
                   if _is_scheduled(f) and not _is_scheduled(mod[gv]))
     report.send("applied", tasks=len(tasks), applied=applied)
-    return scheduled
+    return _rewrite_layouts(scheduled, applied > 0)
+
+
+def _layout_free(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """On CPUs, mark the kernels' weight parameters (Relax constants) "layout free": a tuned
+    schedule may then ask for its own weight layout (MetaSchedule's RewriteLayout, as TVM's
+    `static_shape_tuning_pipeline(cpu_weight_prepack=True)`), which `_rewrite_layouts`
+    makes at compile time. Part of the workloads' keys, so always done before tuning or
+    applying."""
+    if target.kind.name != "llvm":
+        return mod
+    return relax.transform.AttachAttrLayoutFreeBuffers()(mod)
+
+
+def _rewrite_layouts(mod: tvm.IRModule, tuned: bool) -> tvm.IRModule:
+    """Unmark the kernels the database did not schedule (later hooks get them as they were),
+    and fold the weight layouts the tuned ones asked for into the constants. (`mod` is this
+    hook's own: `_layout_free` or the database made it.)"""
+    for gv, func in list(mod.functions_items()):
+        if (isinstance(func, tvm.tirx.PrimFunc) and not _is_scheduled(func)
+                and "layout_free_buffers" in func.attrs):
+            mod.update_func(gv, func.without_attr("layout_free_buffers"))
+    if not tuned:
+        return mod
+    return tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                     relax.transform.FoldConstant()])(mod)
 
 
 def _is_scheduled(func) -> bool:
@@ -314,11 +341,16 @@ def _tune(tasks: list[_Task], target: tvm.target.Target, path: Path, budget: int
                         if short:
                             used_up |= short
                             _write_used_up(path, used_up)
-                except BaseException:
+                except BaseException as exc:
                     if interrupted:  # the workers ignore Ctrl-C: they are fine
                         raise KeyboardInterrupt from None
                     tvm_measure.drop_workers()
-                    raise
+                    if not isinstance(exc, Exception) or isinstance(exc, TuningError):
+                        raise
+                    why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+                    raise TuningError(f"MetaSchedule failed while tuning ({why[:300]}); the "
+                                      f"trials measured before are kept; its log: "
+                                      f"{path / 'logs' / 'tuning.log'}") from exc
 
 
 def _tune_group(group: list[_Task], target, db, trials: int, builder, runner, cost_model,

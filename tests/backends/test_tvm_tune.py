@@ -128,6 +128,17 @@ def test_a_network_sharing_a_layer_reuses_its_schedule(tuned):
     assert (db / "database_workload.json").read_text() == before  # read, not written
 
 
+def test_a_failure_inside_metaschedule_is_a_tuning_error(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise RuntimeError("Traceback ...\n  File x\nInternalError: Check failed: boom")
+
+    monkeypatch.setattr(tvm_tune, "_tune_group", fail)
+    arch = archdsl.load(NET_A)
+    with pytest.raises(tvm_tune.TuningError, match=r"MetaSchedule failed while tuning "
+                       r"\(InternalError: Check failed: boom\).*logs/tuning.log"):
+        backend.compile(arch.graph, tune=2, tuning_db=tmp_path / "db")
+
+
 def test_a_missing_database_without_tuning_is_an_error(tmp_path):
     arch = archdsl.load(NET_A)
     with pytest.raises(tvm_tune.TuningError, match="no tuning database at"):
@@ -212,6 +223,23 @@ def test_cli_a_missing_database_is_a_message_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.arch"]
     result = _invoke("compile", spec, "--tune", -1)
     assert result.exit_code == 2 and "Invalid value for '--tune'" in result.output
+
+
+def test_cli_ctrl_c_while_tuning_writes_nothing_and_says_how_to_go_on(tmp_path, monkeypatch):
+    def interrupted(self, *args, progress=None, tuning_db=None, **kwargs):
+        progress(tvm_tune.TuneEvent("start", Path(tuning_db), tasks=4, tasks_to_tune=4,
+                                    trials_total=8))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(archdsl.Architecture, "compile", interrupted)
+    spec = tmp_path / "a.arch"
+    spec.write_text(NET_A)
+    result = _invoke("compile", spec, "-o", tmp_path / "a.so", "--tune", 2, "--tuning-db",
+                     tmp_path / "db")
+    assert result.exit_code == 130
+    assert "interrupted: no library written; " in result.output
+    assert f"{tmp_path / 'db'} keeps every trial measured so far" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.arch"]
 
 
 # ---------------------------------------------------------------- float16
