@@ -117,7 +117,7 @@ def schedule_hook(mod: tvm.IRModule, target: tvm.target.Target,
     scheduled = mod
     if _exists(path):
         tvm_measure.load_intrinsics(target)  # records may replay tensorization
-        with _opened(path) as db, target, db:
+        with _reading(path) as db, target, db:
             scheduled = relax.transform.MetaScheduleApplyDatabase()(mod)
     applied = sum(1 for gv, f in scheduled.functions.items()
                   if _is_scheduled(f) and not _is_scheduled(mod[gv]))
@@ -218,13 +218,14 @@ def _exists(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _opened(path: Path) -> Iterator[Any]:
-    """The JSON database in `path` (made if missing). A line cut short by a killed process is
-    dropped first: every complete line is a whole workload or trial."""
+def _opened(path: Path, repair: bool = True) -> Iterator[Any]:
+    """The JSON database in `path` (made if missing). With `repair` (only while holding the
+    lock: no one else writes), a line cut short by a killed process is dropped first: every
+    complete line is a whole workload or trial."""
     from tvm.s_tir.meta_schedule.database import JSONDatabase
     try:
         path.mkdir(parents=True, exist_ok=True)
-        for name in _DB_FILES:
+        for name in _DB_FILES if repair else ():
             _drop_torn_tail(path / name)
     except OSError as exc:
         raise TuningError(f"cannot use {path} as a tuning database: {exc}") from None
@@ -292,9 +293,10 @@ def _locked(path: Path) -> Iterator[None]:
     """One tuning job per database at a time: two would number their workloads apart."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+        fh = open(path / ".lock", "w")  # noqa: SIM115 - held until the end of the with
     except OSError as exc:
         raise TuningError(f"cannot use {path} as a tuning database: {exc}") from None
-    with open(path / ".lock", "w") as fh:
+    with fh:
         try:
             import fcntl
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -304,6 +306,18 @@ def _locked(path: Path) -> Iterator[None]:
             raise TuningError(f"the tuning database {path} is in use by another tuning "
                               "job") from None
         yield
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[Any]:
+    """The database, to apply: repaired if no tuning job holds it, else read as it is."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_locked(path))
+            repair = True
+        except TuningError:  # being tuned, or read-only
+            repair = False
+        yield stack.enter_context(_opened(path, repair))
 
 
 # ---------------------------------------------------------------- tuning

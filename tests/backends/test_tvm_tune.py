@@ -128,6 +128,21 @@ def test_a_network_sharing_a_layer_reuses_its_schedule(tuned):
     assert (db / "database_workload.json").read_text() == before  # read, not written
 
 
+def test_a_torn_last_line_is_dropped_and_a_busy_database_is_still_applied(tuned, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(tuned[0], db)
+    records = db / "database_tuning_record.json"
+    whole = records.read_text()
+    records.write_text(whole + '[0, [[["b0", "SampleCate')  # a process killed mid-line
+    _, events, err = _compile(NET_A, tuning_db=db)
+    assert events[-1].applied == 4 and err < 1e-4 and records.read_text() == whole
+    with tvm_tune._locked(db):  # a tuning job holds it: applied as it is, not repaired
+        _, events, _ = _compile(NET_A, tuning_db=db)
+        assert events[-1].applied == 4
+        with pytest.raises(tvm_tune.TuningError, match="in use by another tuning job"):
+            backend.compile(archdsl.load(NET_A).graph, tune=3, tuning_db=db)
+
+
 def test_a_failure_inside_metaschedule_is_a_tuning_error(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("Traceback ...\n  File x\nInternalError: Check failed: boom")
