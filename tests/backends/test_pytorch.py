@@ -24,7 +24,8 @@ def _archs():
 
 
 def test_every_op_is_lowered_or_marked_unsupported():
-    covered = set(backend.MODULES) | set(backend.FUNCTIONS) | set(backend.UNSUPPORTED)
+    covered = (set(backend.MODULES) | set(backend.FUNCTIONS) | set(backend.NODE_FUNCTIONS)
+               | set(backend.PARAMETERS) | set(backend.UNSUPPORTED))
     ops = {name for name, op in OPS.items() if op.lowers_to is None and name != "input"}
     assert ops <= covered, f"ops without a PyTorch lowering: {sorted(ops - covered)}"
     assert all(reason for reason in backend.UNSUPPORTED.values())
