@@ -26,6 +26,7 @@ slow gets fewer of them (`--budget` seconds per cell); one that cannot run says 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -149,6 +150,12 @@ def _torch_compile(cell: Cell) -> Peer:
     return peer
 
 
+def _cpu_module(cell: Cell):
+    """The PyTorch module on the CPU, for exporting: on a GPU target a copy, so that the
+    module the torch peers run (torch.compile's guards included) stays where it is."""
+    return copy.deepcopy(cell.module).cpu() if cell.cuda else cell.module
+
+
 def _onnxruntime(cell: Cell) -> Peer:
     try:
         import onnxruntime as ort
@@ -160,9 +167,7 @@ def _onnxruntime(cell: Cell) -> Peer:
         raise Skip(f"onnxruntime has no {provider}")
     started = time.perf_counter()
     path = Path(tempfile.mkdtemp(prefix="archdsl-bench-")) / f"{cell.model}.onnx"
-    export(cell.module.cpu(), cell.arch.graph.input_shape, "onnx", path, batch=cell.batch)
-    if cell.cuda:
-        cell.module.cuda()
+    export(_cpu_module(cell), cell.arch.graph.input_shape, "onnx", path, batch=cell.batch)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = cell.args.threads
     if not cell.args.spin:
@@ -184,11 +189,8 @@ def _tvm_importer(cell: Cell) -> Peer:
 
     from archdsl.backends import tvm as backend
     started = time.perf_counter()
-    module = cell.module.cpu()
     with torch.no_grad():
-        program = torch.export.export(module, (torch.from_numpy(cell.x),))
-    if cell.cuda:
-        cell.module.cuda()
+        program = torch.export.export(_cpu_module(cell), (torch.from_numpy(cell.x),))
     mod = from_exported_program(program, keep_params_as_input=False)
     tgt = backend.make_target(cell.target)
     executable = tvm.compile(mod, target=tgt)  # TVM's default pipeline for the target
