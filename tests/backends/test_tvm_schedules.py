@@ -3,6 +3,9 @@ leave alone, and that the scheduled kernels still compute what PyTorch computes.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -170,3 +173,26 @@ def test_scheduled_builds_match_pytorch(spec, batch):
     assert marks["conv2d"] >= 1
     if spec is ODD_CONVS:
         assert marks["depthwise_conv2d"] == 2 and marks["dense"] == 1 and marks["pool"] >= 2
+
+
+def test_parallel_loops_are_race_free():
+    """The same build on several threads (TVM's pool is sized once per process: a fresh one;
+    TVM uses one thread on a 2-core machine unless told) gives what the unscheduled loops
+    give: no two threads share a tile's partial sums or a plane."""
+    script = f"""
+import numpy as np
+import archdsl
+from archdsl.backends import tvm as backend
+arch = archdsl.load({ODD_CONVS!r})
+x = np.random.default_rng(0).standard_normal((3, *arch.graph.input_shape), np.float32)
+fast = backend.compile(arch.graph, batch=3)(x)
+naive = backend.compile(arch.graph, batch=3, schedules=False)(x)
+assert np.abs(fast - naive).max() <= 1e-4 * np.abs(naive).max(), np.abs(fast - naive).max()
+import tvm
+print(tvm.runtime.num_threads())
+"""
+    threads = min(4, os.cpu_count() or 1)  # TVM caps its pool at the cores there are
+    env = {**os.environ, "TVM_NUM_THREADS": str(threads)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == str(threads), done.stderr[-2000:]
