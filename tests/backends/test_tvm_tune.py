@@ -1,4 +1,4 @@
-"""MetaSchedule tuning (backends/tvm_tune.py) and float16 builds, against PyTorch as the oracle.
+"""MetaSchedule tuning (backends/tvm_tune.py), against PyTorch as the oracle.
 
 Tuning here is real but tiny: a few trials per kernel of a 4-kernel network with a small
 search population; the build and measurement workers start once for the whole file."""
@@ -255,34 +255,3 @@ def test_cli_ctrl_c_while_tuning_writes_nothing_and_says_how_to_go_on(tmp_path, 
     assert "interrupted: no library written; " in result.output
     assert f"{tmp_path / 'db'} keeps every trial measured so far" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.arch"]
-
-
-# ---------------------------------------------------------------- float16
-
-@pytest.mark.parametrize("spec,params,tol", [
-    ("lenet5.arch", {}, 1e-2),
-    # a deep, narrow depthwise net with random BN statistics: PyTorch's own float16 forward is
-    # 4% off its float32 one here, so the bound is loose (it still catches garbage and NaNs)
-    ("mobilenet_v1.arch", {"resolution": 64, "alpha": 0.25}, 0.15),
-], ids=["lenet5", "mobilenet_v1-64-0.25"])
-def test_float16_llvm_build_agrees_with_pytorch_float32(spec, params, tol):
-    arch = archdsl.load(SPECS / spec, **params)
-    model, state = _torch_reference(arch)
-    compiled = backend.compile(arch.graph, weights=state, dtype="float16")
-    assert compiled.dtype == "float16"
-    x = np.random.default_rng(1).standard_normal(compiled.input_shape).astype(np.float32)
-    got = compiled(x)  # float32 in: cast to the compiled dtype
-    assert got.dtype == np.float16 and np.isfinite(got).all()
-    ref = _run_torch(model, x)
-    assert np.abs(got.astype(np.float32) - ref).max() <= tol * np.abs(ref).max()
-    assert (got.argmax(axis=1) == ref.argmax(axis=1)).all()
-
-
-@needs_cuda_compiler
-def test_float16_cuda_build_holds_half_precision_kernels(monkeypatch):
-    monkeypatch.setenv("TVM_CUDA_COMPILE_MODE", _cuda_compiler())
-    arch = archdsl.load(SPECS / "lenet5.arch")
-    compiled = backend.compile(arch.graph, {"kind": "cuda", "arch": "sm_80"}, dtype="float16")
-    (cuda,) = compiled.device_modules()
-    source = cuda.inspect_source()
-    assert source.count("__global__") >= 4 and "half" in source
