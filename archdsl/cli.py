@@ -444,13 +444,16 @@ def compile_(
             "tuning": None if tuned is None else {
                 "database": str(tuned.database), "trials_per_kernel": tune,
                 "trials_this_run": tuned.trials, "kernels": tuned.tasks,
-                "kernels_from_database": tuned.applied},
+                "kernels_from_database": tuned.applied,
+                "kernels_default_faster": tuned.defaults},
         }
         manifest_path = out.with_suffix(out.suffix + ".json")
         with atomic_path(manifest_path) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         how = ("" if tuned is None else
-               f", {tuned.applied} of {tuned.tasks} kernels from the tuning database")
+               f", {tuned.applied} of {tuned.tasks} kernels from the tuning database"
+               + (f" ({tuned.defaults} more measured faster with archdsl's default schedule)"
+                  if tuned.defaults else ""))
         _out().print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {compiled.device_kind}"
                      f", compiled in {compiled.compile_seconds:.1f} s{how}) and {manifest_path}",
                      markup=False)
@@ -516,6 +519,8 @@ class _CompileDisplay:
             p.update(self._tuning, completed=event.trials,
                      info=f"{event.trials}/{event.trials_total} trials, kernels "
                      f"{event.tasks_done}/{event.tasks_to_tune}{best}")
+        elif event.kind == "compare":
+            self.building(event.message)
         elif event.kind == "applied":
             self.building("building")
 

@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without tvm
     raise ImportError("the TVM backend needs Apache TVM: pip install 'archdsl[tvm]'") from exc
 
 from archdsl.atomic import atomic_path
-from archdsl.backends import tvm_tune
+from archdsl.backends import tvm_measure, tvm_tune
 from archdsl.ir import Graph, Node
 
 __all__ = ["LOWERINGS", "UNSUPPORTED", "Compiled", "WeightsError", "build_module", "compile",
@@ -629,8 +629,10 @@ class Compiled:
 
     @property
     def vm(self) -> relax.VirtualMachine:
-        """The Relax VM on this build's device (made on first use)."""
+        """The Relax VM on this build's device (made on first use). CPU kernels run on every
+        core unless TVM_NUM_THREADS (or OMP_NUM_THREADS) is set (`use_physical_cores`)."""
         if self._vm is None:
+            tvm_measure.use_physical_cores()
             self._vm = relax.VirtualMachine(self.module, self.device)
         return self._vm
 

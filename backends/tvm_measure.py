@@ -26,6 +26,35 @@ _LOGGER = "tvm.s_tir.meta_schedule"
 _INTRIN = "tvm.s_tir.tensor_intrin"
 
 
+# ---------------------------------------------------------------- threads
+
+def physical_cores() -> int:
+    """The cores this process may run on, SMT siblings counted once (Linux topology; the
+    logical CPU count elsewhere)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(),
+                       (topology / "core_id").read_text()))
+        except OSError:
+            return len(cpus)
+    return len(cores) or 1
+
+
+def use_physical_cores() -> None:
+    """Let TVM's thread pool use every core. Unless TVM_NUM_THREADS or OMP_NUM_THREADS says
+    otherwise, TVM starts half as many threads as there are logical CPUs (it assumes SMT
+    pairs): one thread on a 2-core VM without SMT. The pool reads the variable when it starts,
+    at the first parallel kernel of a process, so this must come before that."""
+    if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["TVM_NUM_THREADS"] = str(physical_cores())
+
+
 # ---------------------------------------------------------------- workers
 
 _WORKERS: list[Any] = []
@@ -84,6 +113,35 @@ def _builder_class():
     return Builder
 
 
+def time_functions(funcs: list[Any], target: tvm.target.Target) -> list[float | None]:
+    """Mean run time in seconds of each PrimFunc (on random inputs), measured as MetaSchedule
+    measures its trials: built by the same workers, timed by the same runner, so the times
+    compare with the database's. None for one that failed to build or run."""
+    import shutil
+
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+    builder, runner = workers()
+    mods = [tvm.IRModule({"main": f.with_attr("global_symbol", "main")}) for f in funcs]
+    built = builder.build([BuilderInput(m, target) for m in mods])
+    device = "cpu" if target.kind.name == "llvm" else target.kind.name
+    inputs = [(i, RunnerInput(b.artifact_path, device, ArgInfo.from_prim_func(f)))
+              for i, (b, f) in enumerate(zip(built, funcs, strict=True)) if b.error_msg is None]
+    times: list[float | None] = [None] * len(funcs)
+    try:
+        for (i, _), future in zip(inputs, runner.run([r for _, r in inputs]), strict=True):
+            result = future.result()
+            secs = [float(s) for s in result.run_secs or []]
+            if result.error_msg is None and secs:
+                times[i] = sum(secs) / len(secs)
+    finally:
+        for b in built:
+            if b.error_msg is None:
+                shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
+    return times
+
+
 def measured(on_batch: Callable[[int, list[Any]], None]):
     """A MetaSchedule measure callback that hands each batch's runner results to `on_batch`
     (with the task's index in the scheduler), after the database has them."""
@@ -108,10 +166,11 @@ def _measured_class():
 
 
 def _worker_init() -> None:
-    """Build and measurement workers: the cheap intrinsics package (what they get is scheduled
-    already), and Ctrl-C is the tuning process's to handle (a dying worker would make its
+    """Build and measurement workers: all cores, the cheap intrinsics package (what they get is
+    scheduled already), and Ctrl-C is the tuning process's to handle (a dying worker would make its
     batch look like failed trials)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    use_physical_cores()  # trials are measured on as many threads as the build will run
     _light_intrinsics()
 
 

@@ -44,7 +44,7 @@ from archdsl.backends.tvm_schedule_rules import (
     pool,
 )
 
-__all__ = ["MARK", "RULES", "schedule_cpu", "scheduled_by"]
+__all__ = ["MARK", "RULES", "default_schedule", "schedule_cpu", "scheduled_by"]
 
 MARK = "archdsl.schedule"
 # Attributes that say "already scheduled": TVM 0.27 spells it tirx.*, older code tir.*
@@ -89,14 +89,25 @@ def schedule_cpu(mod: tvm.IRModule, target: tvm.target.Target,
                              if all(isinstance(args[i], _Const)
                                     for args in sites.get(gv, [()]) if len(args) > i)
                              and gv in sites)
-        kernel = Kernel(func, target, constant)
-        for name, rule in RULES.items():
-            plan = _try(rule, kernel)
-            if plan is not None:
-                plan.func = plan.func.with_attr("tirx.is_scheduled", True).with_attr(MARK, name)
-                plans[gv] = plan
-                break
+        plan = default_schedule(func, target, constant)
+        if plan is not None:
+            plans[gv] = plan
     return _install(mod, plans)
+
+
+def default_schedule(func: tirx.PrimFunc, target: tvm.target.Target,
+                     constant_params: frozenset[int] = frozenset()) -> Plan | None:
+    """One function's plan by the first rule in `RULES` that fits (None if none does), marked
+    scheduled and with the rule's name under `MARK`. `constant_params`: the indices of the
+    params that are constants at every call site, whose layout the plan may change. (The
+    tuning hook measures these plans against its tuned schedules.)"""
+    kernel = Kernel(func, target, constant_params)
+    for name, rule in RULES.items():
+        plan = _try(rule, kernel)
+        if plan is not None:
+            plan.func = plan.func.with_attr("tirx.is_scheduled", True).with_attr(MARK, name)
+            return plan
+    return None
 
 
 def _try(rule: Rule, kernel: Kernel) -> Plan | None:

@@ -43,9 +43,11 @@ from archdsl.backends import tvm_measure
 __all__ = ["TuneEvent", "TuningError", "default_database", "schedule_hook", "target_key"]
 
 _DB_FILES = ("database_workload.json", "database_tuning_record.json")
-# archdsl's own note beside them: the workloads (structural hashes) whose search ran out of new
-# schedules before its budget — a kernel with a one-point space would be retried every run
+# archdsl's own notes beside them, keyed by workload (structural hash): the workloads whose
+# search ran out of new schedules before its budget (a kernel with a one-point space would be
+# retried every run), and the measured time of archdsl's default schedule of each workload
 _USED_UP = "archdsl_used_up.json"
+_DEFAULTS = "archdsl_defaults.json"
 
 # MetaSchedule's search settings. TVM's defaults, except trials per round: small enough that
 # a kernel's budget spans a few rounds (the cost model learns between them), and a Ctrl-C
@@ -61,8 +63,10 @@ class TuningError(RuntimeError):
 @dataclass(frozen=True)
 class TuneEvent:
     """Where a tuning run stands. `kind`: "start" (tasks counted, tuning begins), "trials" (a
-    batch of one task measured), "note" (something the user should know, in `message`) or
-    "applied" (the database applied: `applied` of the network's `tasks` kernels scheduled)."""
+    batch of one task measured), "note" (something the user should know, in `message`),
+    "compare" (archdsl's default schedules of the tuned kernels being measured) or
+    "applied" (the database applied: `applied` of the network's `tasks` kernels scheduled from
+    it, `defaults` more left to archdsl's default schedule, which measured faster)."""
 
     kind: str
     database: Path
@@ -74,7 +78,8 @@ class TuneEvent:
     task: str = ""            # the kernel just measured
     best_ms: float | None = None  # estimated network time: Σ uses × best kernel time
     elapsed: float = 0.0
-    applied: int = 0
+    applied: int = 0          # kernels built with the database's schedule
+    defaults: int = 0         # tuned kernels built with archdsl's default schedule: faster
     message: str = ""
 
 
@@ -114,15 +119,89 @@ def schedule_hook(mod: tvm.IRModule, target: tvm.target.Target,
             report.note(f"tuning needs the {target.kind.name} GPU to measure on, and this "
                         f"machine has none: building with the schedules {path} already "
                         "holds (tune on the GPU machine, then copy the folder)")
-    scheduled = mod
+    scheduled, defaults = mod, 0
     if _exists(path):
         tvm_measure.load_intrinsics(target)  # records may replay tensorization
-        with _reading(path) as db, target, db:
+        with _reading(path) as db:
+            _count_trials(db, tasks)
+        faster = _defaults_faster(tasks, target, path) if options.get("schedules", True) else []
+        defaults = len(faster)
+        with _best_records(tasks, faster) as db, target, db:
             scheduled = relax.transform.MetaScheduleApplyDatabase()(mod)
     applied = sum(1 for gv, f in scheduled.functions.items()
                   if _is_scheduled(f) and not _is_scheduled(mod[gv]))
-    report.send("applied", tasks=len(tasks), applied=applied)
+    report.send("applied", tasks=len(tasks), applied=applied, defaults=defaults)
     return _rewrite_layouts(scheduled, applied > 0)
+
+
+# ---------------------------------------------------------------- against the default schedules
+
+def _default_schedule(task: _Task, target: tvm.target.Target):
+    """archdsl's default schedule of the task's kernel (a PrimFunc), None where it has none.
+    The constants are the params the workload marks layout free (`_layout_free`)."""
+    if target.kind.name != "llvm":
+        return None
+    from archdsl.backends.tvm_schedules import default_schedule
+    func = task.mod["main"]
+    constant = frozenset(int(i) for i in func.attrs.get("layout_free_buffers", []))
+    plan = default_schedule(func.without_attr("layout_free_buffers"), target, constant)
+    return None if plan is None else plan.func
+
+
+def _schedule_key(func) -> str:
+    from tvm_ffi import structural_hash
+    return str(structural_hash(func))
+
+
+def _defaults_faster(tasks: list[_Task], target: tvm.target.Target, path: Path) -> list[_Task]:
+    """The tuned tasks whose default schedule measured at least as fast as the database's best
+    (times from `_compare_defaults`, for the default schedule as archdsl makes it now)."""
+    measured = _read_note(path, _DEFAULTS, {})
+    faster = []
+    for task in tasks:
+        seen = measured.get(task.key)
+        if task.best is None or not seen or seen["seconds"] > task.best:
+            continue
+        func = _default_schedule(task, target)
+        if func is not None and _schedule_key(func) == seen["schedule"]:
+            faster.append(task)
+    return faster
+
+
+def _compare_defaults(tasks: list[_Task], target: tvm.target.Target, path: Path,
+                      report: _Reporter) -> None:
+    """Measure the default schedule of every tuned task that lacks a time for it (the default
+    schedules change as archdsl does), as the tuning measures its trials; note the times."""
+    measured = _read_note(path, _DEFAULTS, {})
+    todo = []
+    for task in tasks:
+        func = _default_schedule(task, target) if task.measured else None
+        if func is not None and measured.get(task.key, {}).get("schedule") != _schedule_key(func):
+            todo.append((task, func))
+    if not todo:
+        return
+    report.send("compare", message=f"measuring archdsl's default schedules of {len(todo)} "
+                "kernels against the tuned ones")
+    times = tvm_measure.time_functions([f for _, f in todo], _tuning_target(target))
+    for (task, func), seconds in zip(todo, times, strict=True):
+        if seconds is not None:
+            measured[task.key] = {"schedule": _schedule_key(func), "seconds": seconds}
+    _write_note(path, _DEFAULTS, measured)
+
+
+@contextlib.contextmanager
+def _best_records(tasks: list[_Task], skip: list[_Task]) -> Iterator[Any]:
+    """A database in memory with the best record of each task but those in `skip`: what the
+    build applies."""
+    from tvm.s_tir.meta_schedule.database import MemoryDatabase, TuningRecord
+    db = MemoryDatabase(module_equality="structural")
+    for task in tasks:
+        if task.top is None or any(task is t for t in skip):
+            continue
+        top = task.top
+        db.commit_tuning_record(TuningRecord(top.trace, db.commit_workload(task.mod),
+                                             top.run_secs, top.target, top.args_info))
+    yield db
 
 
 def _layout_free(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
@@ -191,6 +270,7 @@ class _Task:
     measured: int = 0      # trials in the database
     best: float | None = None  # its best time in seconds, from the database or this run
     used_up: bool = False  # its search found no more new schedules (a tiny space)
+    top: Any = None        # its best TuningRecord in the database
 
     @property
     def key(self) -> str:
@@ -261,20 +341,23 @@ def _count_trials(db, tasks: list[_Task]) -> None:
         workload = db.commit_workload(task.mod)  # the stored one: nothing is written
         task.measured = counts.get(workload.__hash__(), 0)
         top = db.get_top_k(workload, 1)
+        task.top = top[0] if top else None
         task.best = _seconds(top[0].run_secs) if top else None
 
 
-def _read_used_up(path: Path) -> set[str]:
+def _read_note(path: Path, name: str, empty: Any) -> Any:
+    """One of archdsl's notes in the database folder (`empty` if missing or unreadable)."""
     try:
-        return set(json.loads((path / _USED_UP).read_text()))
+        value = json.loads((path / name).read_text())
     except (OSError, ValueError):
-        return set()
+        return empty
+    return value if isinstance(value, type(empty)) else empty
 
 
-def _write_used_up(path: Path, keys: set[str]) -> None:
+def _write_note(path: Path, name: str, value: Any) -> None:
     from archdsl.atomic import atomic_path
-    with atomic_path(path / _USED_UP) as tmp:
-        tmp.write_text(json.dumps(sorted(keys)) + "\n")
+    with atomic_path(path / name) as tmp:
+        tmp.write_text(json.dumps(value, indent=0, sort_keys=True) + "\n")
 
 
 def _seconds(run_secs) -> float | None:
@@ -324,47 +407,54 @@ def _reading(path: Path) -> Iterator[Any]:
 
 def _tune(tasks: list[_Task], target: tvm.target.Target, path: Path, budget: int,
           report: _Reporter) -> None:
-    from tvm.s_tir import meta_schedule as ms
+    """Tune every task below `budget` trials, then measure the default schedules of the tuned
+    ones (`_compare_defaults`), holding the database's lock."""
     tvm_measure.load_intrinsics(target)  # the schedule rules' tensorization
     with _locked(path), _opened(path) as db:
         _count_trials(db, tasks)
-        used_up = _read_used_up(path)
+        used_up = set(_read_note(path, _USED_UP, []))
         for task in tasks:
             task.used_up = task.key in used_up
         todo = [t for t in tasks if t.measured < budget and not t.used_up]
         report.send("start", tasks=len(tasks), tasks_to_tune=len(todo),
                     trials_total=sum(budget - t.measured for t in todo),
                     best_ms=_estimate_ms(tasks))
-        if not todo:
-            return
         with tvm_measure.log_to(path / "logs" / "tuning.log") as log:
-            log.info("archdsl: tuning %d of %d tasks to %d trials each", len(todo), len(tasks),
-                     budget)
-            builder, runner = tvm_measure.workers()
-            cores = ms.utils.cpu_count(logical=False)
-            cost_model = ms.CostModel.create("xgb", num_tuning_cores=cores, tree_method="auto")
-            progress = _Progress(tasks, todo, budget, report)
-            with tvm_measure.interrupts() as interrupted:
-                try:
-                    # one scheduler run per remaining budget: MetaSchedule caps its tasks alike
-                    for left in sorted({budget - t.measured for t in todo}, reverse=True):
-                        progress.group = [t for t in todo if budget - t.measured == left]
-                        _tune_group(progress.group, target, db, left, builder, runner,
-                                    cost_model, progress, log)
-                        short = {t.key for t in progress.group if t.measured < budget}
-                        if short:
-                            used_up |= short
-                            _write_used_up(path, used_up)
-                except BaseException as exc:
-                    if interrupted:  # the workers ignore Ctrl-C: they are fine
-                        raise KeyboardInterrupt from None
-                    tvm_measure.drop_workers()
-                    if not isinstance(exc, Exception) or isinstance(exc, TuningError):
-                        raise
-                    why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-                    raise TuningError(f"MetaSchedule failed while tuning ({why[:300]}); the "
-                                      f"trials measured before are kept; its log: "
-                                      f"{path / 'logs' / 'tuning.log'}") from exc
+            if todo:
+                _search(tasks, todo, target, path, db, budget, used_up, report, log)
+            _compare_defaults(tasks, target, path, report)
+
+
+def _search(tasks: list[_Task], todo: list[_Task], target: tvm.target.Target, path: Path, db,
+            budget: int, used_up: set[str], report: _Reporter, log: logging.Logger) -> None:
+    """MetaSchedule's search for the tasks in `todo`, up to `budget` trials each."""
+    from tvm.s_tir import meta_schedule as ms
+    log.info("archdsl: tuning %d of %d tasks to %d trials each", len(todo), len(tasks), budget)
+    builder, runner = tvm_measure.workers()
+    cores = ms.utils.cpu_count(logical=False)
+    cost_model = ms.CostModel.create("xgb", num_tuning_cores=cores, tree_method="auto")
+    progress = _Progress(tasks, todo, budget, report)
+    with tvm_measure.interrupts() as interrupted:
+        try:
+            # one scheduler run per remaining budget: MetaSchedule caps its tasks alike
+            for left in sorted({budget - t.measured for t in todo}, reverse=True):
+                progress.group = [t for t in todo if budget - t.measured == left]
+                _tune_group(progress.group, target, db, left, builder, runner, cost_model,
+                            progress, log)
+                short = {t.key for t in progress.group if t.measured < budget}
+                if short:
+                    used_up |= short
+                    _write_note(path, _USED_UP, sorted(used_up))
+        except BaseException as exc:
+            if interrupted:  # the workers ignore Ctrl-C: they are fine
+                raise KeyboardInterrupt from None
+            tvm_measure.drop_workers()
+            if not isinstance(exc, Exception) or isinstance(exc, TuningError):
+                raise
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            raise TuningError(f"MetaSchedule failed while tuning ({why[:300]}); the trials "
+                              f"measured before are kept; its log: "
+                              f"{path / 'logs' / 'tuning.log'}") from exc
 
 
 def _tune_group(group: list[_Task], target, db, trials: int, builder, runner, cost_model,

@@ -196,3 +196,26 @@ print(tvm.runtime.num_threads())
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300, env=env)
     assert done.returncode == 0 and done.stdout.strip() == str(threads), done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("env,expect", [({}, "cores"), ({"OMP_NUM_THREADS": "1"}, "1")])
+def test_compiled_models_run_on_every_core_unless_told(env, expect):
+    """TVM's own default is half the logical CPUs (one thread on a 2-core VM); a Compiled
+    starts the pool on every physical core, and TVM_NUM_THREADS / OMP_NUM_THREADS still rule."""
+    script = """
+import numpy as np
+import tvm
+import archdsl
+from archdsl.backends import tvm as backend, tvm_measure
+compiled = backend.compile(archdsl.load("arch t\\ninput 3x8x8\\nconv3-8 act=relu\\ngap").graph)
+compiled(np.zeros(compiled.input_shape, np.float32))
+print(tvm.runtime.num_threads(), tvm_measure.physical_cores())
+"""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env={**clean, **env})
+    assert done.returncode == 0, done.stderr[-2000:]
+    threads, cores = done.stdout.split()
+    assert 1 <= int(cores) <= (os.cpu_count() or 1)
+    assert threads == (cores if expect == "cores" else expect)

@@ -86,7 +86,9 @@ def test_tuning_writes_a_database_and_the_build_still_matches_pytorch(tuned):
     batches = [e for e in events if e.kind == "trials"]
     assert batches and batches[-1].trials == _records(db) <= 8
     assert batches[-1].best_ms is not None and batches[-1].best_ms > 0
-    assert events[-1].kind == "applied" and events[-1].applied == 4
+    # then the default schedules of the 4 kernels were measured as the trials were
+    assert [e.kind for e in events[-2:]] == ["compare", "applied"]
+    assert events[-1].applied + events[-1].defaults == 4
     assert (db / "database_workload.json").is_file()
     log = (db / "logs" / "tuning.log").read_text()
     assert "TaskScheduler picks" in log  # MetaSchedule's log went to the file
@@ -113,7 +115,8 @@ def test_rerunning_tunes_nothing_and_a_larger_budget_extends_and_resumes(tuned):
     _, events, err = _compile(NET_A, tune=4, tuning_db=db)
     planned = events[0].trials_total
     assert 0 < planned <= 4 * 4 - after_one
-    assert _records(db) > after_one and events[-1].applied == 4 and err < 1e-4
+    assert _records(db) > after_one and err < 1e-4
+    assert events[-1].applied + events[-1].defaults == 4
     _, events, _ = _compile(NET_A, tune=4, tuning_db=db)
     assert events[0].trials_total == 0
 
@@ -123,7 +126,8 @@ def test_a_network_sharing_a_layer_reuses_its_schedule(tuned):
     before = (db / "database_workload.json").read_text()
     compiled, events, err = _compile(NET_B, tuning_db=db)  # tune=0: only applied
     assert [e.kind for e in events] == ["applied"]
-    assert events[0].tasks == 3 and events[0].applied == 1  # the conv3-8 of NET_A
+    assert events[0].tasks == 3  # the conv3-8 of NET_A is tuned, the others not
+    assert events[0].applied + events[0].defaults == 1
     assert err < 1e-4
     assert (db / "database_workload.json").read_text() == before  # read, not written
 
@@ -135,12 +139,45 @@ def test_a_torn_last_line_is_dropped_and_a_busy_database_is_still_applied(tuned,
     whole = records.read_text()
     records.write_text(whole + '[0, [[["b0", "SampleCate')  # a process killed mid-line
     _, events, err = _compile(NET_A, tuning_db=db)
-    assert events[-1].applied == 4 and err < 1e-4 and records.read_text() == whole
+    assert events[-1].applied + events[-1].defaults == 4
+    assert err < 1e-4 and records.read_text() == whole
     with tvm_tune._locked(db):  # a tuning job holds it: applied as it is, not repaired
         _, events, _ = _compile(NET_A, tuning_db=db)
-        assert events[-1].applied == 4
+        assert events[-1].applied + events[-1].defaults == 4
         with pytest.raises(tvm_tune.TuningError, match="in use by another tuning job"):
             backend.compile(archdsl.load(NET_A).graph, tune=3, tuning_db=db)
+
+
+def _default_times(db: Path, seconds: float | None = None, schedule: str | None = None) -> dict:
+    """The measured times of the default schedules in the database; with `seconds` (or
+    `schedule`), every entry rewritten to it."""
+    file = db / "archdsl_defaults.json"
+    notes = json.loads(file.read_text())
+    if seconds is not None or schedule is not None:
+        file.write_text(json.dumps({k: {"seconds": v["seconds"] if seconds is None else seconds,
+                                        "schedule": schedule or v["schedule"]}
+                                    for k, v in notes.items()}))
+    return notes
+
+
+def test_each_kernel_keeps_the_faster_of_its_tuned_and_default_schedules(tuned, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(tuned[0], db)
+    measured = _default_times(db)  # while tuning, every kernel's default schedule was timed
+    assert len(measured) == 4 and all(0 < v["seconds"] < 1 for v in measured.values())
+
+    def applied(**options):
+        compiled, events, err = _compile(NET_A, tuning_db=db, **options)
+        assert err < 1e-4
+        return events[-1].applied, events[-1].defaults
+
+    _default_times(db, seconds=0.0)  # every default schedule faster: the database unused
+    assert applied() == (0, 4)
+    assert applied(schedules=False) == (4, 0)  # ... unless there are no default schedules
+    _default_times(db, seconds=1e9)  # every tuned schedule faster
+    assert applied() == (4, 0)
+    _default_times(db, seconds=0.0, schedule="1234")  # timed for another default schedule
+    assert applied() == (4, 0)
 
 
 def test_a_failure_inside_metaschedule_is_a_tuning_error(tmp_path, monkeypatch):
@@ -206,17 +243,23 @@ def _invoke(*args):
 
 
 def test_cli_compile_with_a_tuning_database(tuned, tmp_path, monkeypatch):
-    db, _ = tuned
     spec = tmp_path / "a.arch"
     spec.write_text(NET_A)
     lib = tmp_path / "a.so"
+    db = tmp_path / "db"
+    shutil.copytree(tuned[0], db)
+    _default_times(db, seconds=1e9)  # the tuned schedules win
     result = _invoke("compile", spec, "-o", lib, "--tune", 2, "--tuning-db", db)
     assert result.exit_code == 0, result.output
-    assert "4 of 4 kernels from the tuning database" in result.output
+    assert "4 of 4 kernels from the tuning database)" in result.output
     manifest = json.loads((tmp_path / "a.so.json").read_text())
     assert manifest["tuning"] == {"database": str(db), "trials_per_kernel": 2,
                                   "trials_this_run": 0, "kernels": 4,
-                                  "kernels_from_database": 4}
+                                  "kernels_from_database": 4, "kernels_default_faster": 0}
+    _default_times(db, seconds=0.0)  # archdsl's default schedules win
+    result = _invoke("compile", spec, "-o", lib, "--tuning-db", db)
+    assert ("0 of 4 kernels from the tuning database (4 more measured faster with archdsl's "
+            "default schedule)") in result.output
     # --tune without --tuning-db: the per-user database for this CPU
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     default = tvm_tune.default_database(backend.make_target("llvm"))
