@@ -564,7 +564,12 @@ def run_(
         from .backends import load_backend
         if not library.exists():
             raise UsageError(f"no such library: {library}", None)
-        compiled = load_backend("tvm").Compiled.load(library)
+        try:
+            compiled = load_backend("tvm_runtime").Compiled.load(library)
+        except (RuntimeError, OSError) as exc:  # not a library, or its device runtime missing
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            why = why.removeprefix(f"{library}: ")
+            raise UsageError(f"cannot load {library}: {why}", None) from None
         shape = tuple(compiled.input_shape)
         if input is None:
             x = np.random.default_rng(0).standard_normal(shape).astype(compiled.dtype)
@@ -576,7 +581,12 @@ def run_(
             if tuple(x.shape) != shape:
                 raise UsageError(f"{input} has shape {list(x.shape)}; the library takes "
                                  f"{list(shape)}", None)
-        y = np.asarray(compiled(x.astype(compiled.dtype)))
+        try:
+            y = np.asarray(compiled(x.astype(compiled.dtype)))
+        except RuntimeError as exc:  # e.g. a CUDA library on a machine without the GPU
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            raise UsageError(f"cannot run {library} on {compiled.device_kind}: {why}",
+                             None) from None
         scores = y.reshape(y.shape[0], -1)
         for b, row in enumerate(scores):
             best = np.argsort(-row)[:top]

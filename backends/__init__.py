@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-EXTRAS = {"pytorch": "torch", "tvm": "tvm"}
+EXTRAS = {"pytorch": "torch", "tvm": "tvm", "tvm_runtime": "tvm"}
 
 
 class BackendUnavailable(ImportError):

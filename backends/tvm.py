@@ -21,14 +21,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,16 +34,13 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without tvm
     raise ImportError("the TVM backend needs Apache TVM: pip install 'archdsl[tvm]'") from exc
 
-from archdsl.atomic import atomic_path
-from archdsl.backends import tvm_measure, tvm_tune
+from archdsl.backends import tvm_tune
+from archdsl.backends.tvm_runtime import META_FUNC, Compiled, _to_numpy
 from archdsl.ir import Graph, Node
 
 __all__ = ["LOWERINGS", "UNSUPPORTED", "Compiled", "WeightsError", "build_module", "compile",
            "make_target", "random_weights", "weight_shapes"]
 
-# The name of the Relax function that returns this build's metadata (JSON), so that a loaded
-# library knows its input shape and dtype.
-_META_FUNC = "archdsl_meta"
 
 
 class WeightsError(ValueError):
@@ -106,15 +98,6 @@ def random_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
         for suffix, shape in params.items():
             out[_key(node, suffix)] = rng.uniform(*ranges[suffix], shape).astype(np.float32)
     return out
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor, without importing torch
-        value = value.detach().cpu()
-        if str(value.dtype) in ("torch.bfloat16", "torch.float8_e4m3fn", "torch.float8_e5m2"):
-            value = value.float()
-        value = value.numpy()
-    return np.asarray(value)
 
 
 def _check_weights(graph: Graph, weights: Mapping[str, Any], strict: bool) -> dict[str, np.ndarray]:
@@ -451,7 +434,7 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
         bb.emit_func_output(out)
     meta = {"arch": graph.name, "input": [batch, *graph.input_shape],
             "output": [batch, *graph.output_shape], "dtype": dtype}
-    with bb.function(_META_FUNC, []):
+    with bb.function(META_FUNC, []):
         bb.emit_func_output(tvm.ir.StringImm(json.dumps(meta)))
     return bb.get()
 
@@ -549,130 +532,8 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
 
 
 def _meta_of(mod: tvm.IRModule) -> dict[str, Any]:
-    body = mod[_META_FUNC].body
+    body = mod[META_FUNC].body
     return json.loads((body.body if isinstance(body, relax.SeqExpr) else body).value)
-
-
-_DEVICE_KINDS = ("cuda", "opencl", "metal", "hip", "vulkan", "webgpu")
-
-
-def _device_modules(mod) -> list:
-    found, stack, seen = [], [mod], set()
-    while stack:
-        m = stack.pop()
-        if m in seen:
-            continue
-        seen.add(m)
-        if m.kind in _DEVICE_KINDS:
-            found.append(m)
-        stack.extend(m.imports)
-    return found
-
-
-@contextmanager
-def _quiet_scope_warnings() -> Iterator[None]:
-    """TVM 0.27 logs a `Warning: Scope Saving:` / `Scope Loaded:` line from C++ for every
-    constant it (de)serializes; hold back those lines of fd 2, pass everything else on."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as buf:
-        os.dup2(buf.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            buf.seek(0)
-            kept = [line for line in buf.read().decode(errors="replace").splitlines(True)
-                    if "Warning: Scope Saving:" not in line
-                    and "Warning: Scope Loaded:" not in line]
-            if kept:
-                sys.stderr.write("".join(kept))
-
-
-class Compiled:
-    """A compiled network: call it on a batch (numpy or torch) to get numpy outputs."""
-
-    def __init__(self, module, device_kind: str, meta: dict[str, Any] | None = None) -> None:
-        self.module = module  # the runtime module: the VM executable, importing its kernels
-        self.device_kind = device_kind  # "llvm" (the CPU), "cuda", ...
-        self._meta = meta
-        self.compile_seconds: float | None = None
-        self._vm: relax.VirtualMachine | None = None
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        """arch, input and output shapes (batch first) and dtype, as compiled."""
-        if self._meta is None:
-            self._meta = json.loads(str(self.vm[_META_FUNC]()))
-        return self._meta
-
-    @property
-    def arch(self) -> str:
-        return self.meta["arch"]
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.meta["input"])
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return tuple(self.meta["output"])
-
-    @property
-    def dtype(self) -> str:
-        return self.meta["dtype"]
-
-    @property
-    def device(self):
-        return tvm.device("cpu" if self.device_kind == "llvm" else self.device_kind, 0)
-
-    @property
-    def vm(self) -> relax.VirtualMachine:
-        """The Relax VM on this build's device (made on first use). CPU kernels run on every
-        core unless TVM_NUM_THREADS (or OMP_NUM_THREADS) is set (`use_physical_cores`)."""
-        if self._vm is None:
-            tvm_measure.use_physical_cores()
-            self._vm = relax.VirtualMachine(self.module, self.device)
-        return self._vm
-
-    def device_modules(self) -> list:
-        """The imported device-code modules (CUDA etc.); none for a CPU build."""
-        return _device_modules(self.module)
-
-    def __call__(self, x: Any) -> np.ndarray:
-        x = np.ascontiguousarray(_to_numpy(x), dtype=self.dtype)
-        if x.shape != self.input_shape:
-            raise ValueError(f"`{self.arch}` was compiled for input {self.input_shape}, "
-                             f"got {x.shape}")
-        return self.vm["main"](tvm.runtime.tensor(x, self.device)).numpy()
-
-    def export_library(self, path: str | os.PathLike) -> Path:
-        """Write the shared library, weights included, atomically (a C compiler links it)."""
-        path = Path(path)
-        with atomic_path(path) as tmp, _quiet_scope_warnings():
-            self.module.export_library(str(tmp))
-        return path
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Compiled:
-        """Load a library written by `export_library`; needs only the TVM runtime (and, for a
-        GPU build, TVM's runtime for that GPU and a driver)."""
-        try:
-            with _quiet_scope_warnings():
-                module = tvm.runtime.load_module(str(path))
-        except RuntimeError as exc:
-            if "loader of that name is not registered" not in str(exc):
-                raise
-            raise RuntimeError(f"{path}: holds device code this TVM runtime cannot load "
-                               f"(its runtime for that device, or the driver, is missing): "
-                               f"{exc}") from exc
-        kinds = [m.kind for m in _device_modules(module)]
-        return cls(module, kinds[0] if kinds else "llvm")
-
-    def __repr__(self) -> str:
-        return (f"Compiled({self.arch!r}, {self.device_kind}, input={self.input_shape}, "
-                f"dtype={self.dtype})")
 
 
 # archdsl's default CPU schedules (backends/tvm_schedules.py): after any tuning hook, which

@@ -20,39 +20,12 @@ from typing import Any
 
 import tvm
 
+from archdsl.backends import tvm_runtime
+
 BUILD_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 30.0
 _LOGGER = "tvm.s_tir.meta_schedule"
 _INTRIN = "tvm.s_tir.tensor_intrin"
-
-
-# ---------------------------------------------------------------- threads
-
-def physical_cores() -> int:
-    """The cores this process may run on, SMT siblings counted once (Linux topology; the
-    logical CPU count elsewhere)."""
-    try:
-        cpus = os.sched_getaffinity(0)
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-    cores = set()
-    for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(((topology / "physical_package_id").read_text(),
-                       (topology / "core_id").read_text()))
-        except OSError:
-            return len(cpus)
-    return len(cores) or 1
-
-
-def use_physical_cores() -> None:
-    """Let TVM's thread pool use every core. Unless TVM_NUM_THREADS or OMP_NUM_THREADS says
-    otherwise, TVM starts half as many threads as there are logical CPUs (it assumes SMT
-    pairs): one thread on a 2-core VM without SMT. The pool reads the variable when it starts,
-    at the first parallel kernel of a process, so this must come before that."""
-    if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["TVM_NUM_THREADS"] = str(physical_cores())
 
 
 # ---------------------------------------------------------------- workers
@@ -170,7 +143,7 @@ def _worker_init() -> None:
     scheduled already), and Ctrl-C is the tuning process's to handle (a dying worker would make its
     batch look like failed trials)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    use_physical_cores()  # trials are measured on as many threads as the build will run
+    tvm_runtime.use_physical_cores()  # trials are measured on as many threads as the build will run
     _light_intrinsics()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -275,3 +276,51 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def _runtime_only_tvm(site: Path) -> None:
+    """`site`/tvm and `site`/tvm_ffi: TVM's packages without the compiler library (and the
+    3rdparty sources), as a deployment ships them: links into the installed packages."""
+    import tvm_ffi
+    source = Path(tvm.__file__).parent
+    package = site / "tvm"
+    (package / "lib").mkdir(parents=True)
+    for entry in source.iterdir():
+        if entry.name not in ("lib", "3rdparty"):
+            (package / entry.name).symlink_to(entry)
+    for lib in (source / "lib").iterdir():
+        if "compiler" not in lib.name:
+            (package / "lib" / lib.name).symlink_to(lib)
+    (site / "tvm_ffi").symlink_to(Path(tvm_ffi.__file__).parent)
+
+
+def test_a_saved_library_runs_on_tvms_runtime_alone(tmp_path):
+    """`archdsl run` and `Compiled.load` under a TVM without its compiler library and without
+    torch: what a deployment has."""
+    arch = archdsl.load(SPECS / "lenet5.arch")
+    compiled = backend.compile(arch.graph, seed=3)
+    path = compiled.export_library(tmp_path / "net.so")
+    x = np.random.default_rng(5).standard_normal(compiled.input_shape).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "want.npy", compiled(x))
+    _runtime_only_tvm(tmp_path / "site")
+    script = f"""
+import sys
+sys.modules["torch"] = None
+import numpy as np
+import tvm
+assert tvm.__file__.startswith({str(tmp_path / "site")!r}), tvm.__file__
+assert "tvm_compiler" not in tvm.base._LOADED_LIBS and tvm.base._RUNTIME_ONLY
+from archdsl.backends.tvm_runtime import Compiled
+got = Compiled.load({str(path)!r})(np.load({str(tmp_path / "x.npy")!r}))
+assert np.array_equal(got, np.load({str(tmp_path / "want.npy")!r}))
+from archdsl.cli import main
+sys.argv = ["archdsl", "run", {str(path)!r}, "--input", {str(tmp_path / "x.npy")!r}]
+main()
+"""
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    top = int(np.argmax(compiled(x)))
+    assert done.stdout.startswith(f"[0] top-5: {top}: "), done.stdout

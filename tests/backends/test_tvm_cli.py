@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("tvm")
+tvm = pytest.importorskip("tvm")
 np = pytest.importorskip("numpy")
 
 from typer.testing import CliRunner  # noqa: E402
@@ -65,6 +65,10 @@ def test_run_rejects_an_input_of_the_wrong_shape(tmp_path):
     result = invoke("run", lib, "-i", tmp_path / "bad.npy")
     assert result.exit_code == 1
     assert "has shape [1, 3, 32, 32]; the library takes [1, 1, 32, 32]" in result.output
+    (tmp_path / "junk.so").write_text("not a library")
+    result = invoke("run", tmp_path / "junk.so")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"cannot load {tmp_path / 'junk.so'}" in result.output
 
 
 def test_a_bad_target_writes_nothing(tmp_path):
@@ -85,3 +89,11 @@ def test_cuda_build_holds_device_code(tmp_path):
     assert ", cuda," in result.output
     manifest = json.loads((tmp_path / "l.so.json").read_text())
     assert manifest["target"]["kind"] == "cuda" and manifest["target"]["arch"] == "sm_90"
+    # running it needs TVM's CUDA runtime, a driver and the GPU: said plainly where missing
+    result = invoke("run", lib)
+    if tvm.cuda(0).exist:
+        assert result.exit_code == 0 and "top-5" in result.output, result.output
+    else:
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert ("holds cuda code, and TVM's runtime for cuda cannot be loaded here" in
+                result.output or "cannot run" in result.output), result.output

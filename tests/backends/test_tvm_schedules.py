@@ -206,10 +206,10 @@ def test_compiled_models_run_on_every_core_unless_told(env, expect):
 import numpy as np
 import tvm
 import archdsl
-from archdsl.backends import tvm as backend, tvm_measure
+from archdsl.backends import tvm as backend, tvm_runtime
 compiled = backend.compile(archdsl.load("arch t\\ninput 3x8x8\\nconv3-8 act=relu\\ngap").graph)
 compiled(np.zeros(compiled.input_shape, np.float32))
-print(tvm.runtime.num_threads(), tvm_measure.physical_cores())
+print(tvm.runtime.num_threads(), tvm_runtime.physical_cores())
 """
     clean = {k: v for k, v in os.environ.items()
              if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}

@@ -1,0 +1,224 @@
+"""The runtime half of the TVM backend: `Compiled`, a built network to call, save and load.
+
+Everything here needs only TVM's runtime, not its compiler, nor torch: a deployment loads a
+library written by `archdsl compile` with `Compiled.load` (or `archdsl run`) under a runtime-only
+TVM (the `tvm` and `tvm_ffi` packages without `libtvm_compiler.so`, or `TVM_USE_RUNTIME_LIB=1`).
+`archdsl.backends.tvm` compiles and re-exports `Compiled`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm.runtime.vm import VirtualMachine
+
+from archdsl.atomic import atomic_path
+
+__all__ = ["Compiled", "physical_cores", "use_physical_cores"]
+
+# The name of the Relax function that returns a build's metadata (JSON), so that a loaded
+# library knows its input shape and dtype.
+META_FUNC = "archdsl_meta"
+
+
+# ---------------------------------------------------------------- threads
+
+def physical_cores() -> int:
+    """The cores this process may run on, SMT siblings counted once (Linux topology; the
+    logical CPU count elsewhere)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(),
+                       (topology / "core_id").read_text()))
+        except OSError:
+            return len(cpus)
+    return len(cores) or 1
+
+
+def use_physical_cores() -> None:
+    """Let TVM's thread pool use every core. Unless TVM_NUM_THREADS or OMP_NUM_THREADS says
+    otherwise, TVM starts half as many threads as there are logical CPUs (it assumes SMT
+    pairs): one thread on a 2-core VM without SMT. The pool reads the variable when it starts,
+    at the first parallel kernel of a process, so this must come before that."""
+    if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["TVM_NUM_THREADS"] = str(physical_cores())
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        value = value.detach().cpu()
+        if str(value.dtype) in ("torch.bfloat16", "torch.float8_e4m3fn", "torch.float8_e5m2"):
+            value = value.float()
+        value = value.numpy()
+    return np.asarray(value)
+
+
+_DEVICE_KINDS = ("cuda", "opencl", "metal", "hip", "vulkan", "webgpu")
+
+
+def _device_modules(mod) -> list:
+    found, stack, seen = [], [mod], set()
+    while stack:
+        m = stack.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        if m.kind in _DEVICE_KINDS:
+            found.append(m)
+        stack.extend(m.imports)
+    return found
+
+
+@contextmanager
+def _quiet_scope_warnings() -> Iterator[None]:
+    """TVM 0.27 logs a `Warning: Scope Saving:` / `Scope Loaded:` line from C++ for every
+    constant it (de)serializes; hold back those lines of fd 2, pass everything else on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as buf:
+        os.dup2(buf.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            kept = [line for line in buf.read().decode(errors="replace").splitlines(True)
+                    if "Warning: Scope Saving:" not in line
+                    and "Warning: Scope Loaded:" not in line]
+            if kept:
+                sys.stderr.write("".join(kept))
+
+
+class Compiled:
+    """A compiled network: call it on a batch (numpy or torch) to get numpy outputs."""
+
+    def __init__(self, module, device_kind: str, meta: dict[str, Any] | None = None) -> None:
+        self.module = module  # the runtime module: the VM executable, importing its kernels
+        self.device_kind = device_kind  # "llvm" (the CPU), "cuda", ...
+        self._meta = meta
+        self.compile_seconds: float | None = None
+        self._vm: VirtualMachine | None = None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """arch, input and output shapes (batch first) and dtype, as compiled."""
+        if self._meta is None:
+            self._meta = json.loads(str(self.vm[META_FUNC]()))
+        return self._meta
+
+    @property
+    def arch(self) -> str:
+        return self.meta["arch"]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["input"])
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["output"])
+
+    @property
+    def dtype(self) -> str:
+        return self.meta["dtype"]
+
+    @property
+    def device(self):
+        return tvm.device("cpu" if self.device_kind == "llvm" else self.device_kind, 0)
+
+    @property
+    def vm(self) -> VirtualMachine:
+        """The Relax VM on this build's device (made on first use). CPU kernels run on every
+        core unless TVM_NUM_THREADS (or OMP_NUM_THREADS) is set (`use_physical_cores`)."""
+        if self._vm is None:
+            use_physical_cores()
+            self._vm = VirtualMachine(self.module, self.device)
+        return self._vm
+
+    def device_modules(self) -> list:
+        """The imported device-code modules (CUDA etc.); none for a CPU build."""
+        return _device_modules(self.module)
+
+    def __call__(self, x: Any) -> np.ndarray:
+        x = np.ascontiguousarray(_to_numpy(x), dtype=self.dtype)
+        if x.shape != self.input_shape:
+            raise ValueError(f"`{self.arch}` was compiled for input {self.input_shape}, "
+                             f"got {x.shape}")
+        return self.vm["main"](tvm.runtime.tensor(x, self.device)).numpy()
+
+    def export_library(self, path: str | os.PathLike) -> Path:
+        """Write the shared library, weights included, atomically (a C compiler links it)."""
+        path = Path(path)
+        with atomic_path(path) as tmp, _quiet_scope_warnings():
+            self.module.export_library(str(tmp))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Compiled:
+        """Load a library written by `export_library`; needs only the TVM runtime (and, for a
+        GPU build, TVM's runtime library for that GPU, its CUDA runtime and a driver)."""
+        try:
+            module = _load_module(path)
+        except RuntimeError as exc:
+            kind = _unloadable_kind(exc)
+            if kind is None:
+                raise
+            why = _load_device_runtime(kind)  # a runtime-only TVM loads no device runtime
+            if why is not None:
+                raise RuntimeError(f"{path}: holds {kind} code, and TVM's runtime for "
+                                   f"{kind} cannot be loaded here: {why}") from None
+            module = _load_module(path)
+        kinds = [m.kind for m in _device_modules(module)]
+        return cls(module, kinds[0] if kinds else "llvm")
+
+    def __repr__(self) -> str:
+        return (f"Compiled({self.arch!r}, {self.device_kind}, input={self.input_shape}, "
+                f"dtype={self.dtype})")
+
+
+def _load_module(path: str | os.PathLike):
+    with _quiet_scope_warnings():
+        return tvm.runtime.load_module(str(path))
+
+
+def _unloadable_kind(exc: RuntimeError) -> str | None:
+    """The device kind a library's code needs a loader for ("... created using {cuda} but a
+    loader of that name is not registered"), if that is what `exc` says."""
+    text = str(exc)
+    if "loader of that name is not registered" not in text or "{" not in text:
+        return None
+    return text[text.index("{") + 1:text.index("}", text.index("{"))]
+
+
+def _load_device_runtime(kind: str) -> str | None:
+    """Load TVM's runtime library for a device kind (libtvm_runtime_cuda.so beside
+    libtvm_runtime.so), as a full `import tvm` does and a runtime-only one does not. None when
+    it is loaded; else why not (no such library, or its own dependencies missing: the CUDA
+    runtime, the driver's libcuda)."""
+    from tvm.base import _LOADED_LIBS
+    from tvm_ffi.libinfo import load_lib_ctypes
+    name = f"tvm_runtime_{kind}"
+    if name in _LOADED_LIBS:
+        return "it is loaded, yet registers no loader for this code"
+    folder = Path(_LOADED_LIBS["tvm_runtime"]._name).resolve().parent
+    try:
+        _LOADED_LIBS[name] = load_lib_ctypes(package="tvm", target_name=name,
+                                             extra_lib_paths=[folder], mode="RTLD_LOCAL")
+    except (OSError, RuntimeError) as exc:
+        return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return None
