@@ -324,3 +324,15 @@ main()
     assert done.returncode == 0, done.stderr[-2000:]
     top = int(np.argmax(compiled(x)))
     assert done.stdout.startswith(f"[0] top-5: {top}: "), done.stdout
+    # examples/deploy.py: the same without archdsl installed (only numpy and the runtime)
+    script = f"""
+import sys
+sys.modules["archdsl"] = sys.modules["torch"] = None
+sys.argv = ["deploy.py", {str(path)!r}, "--input", {str(tmp_path / "x.npy")!r}, "--repeat", "2"]
+exec(open({str(SPECS.parent / "examples" / "deploy.py")!r}).read())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"[0] top-5: {top}: ") and "lenet5 batch 1 on cpu" in lines[1]

@@ -1,0 +1,81 @@
+"""Run a library written by `archdsl compile` where archdsl is not installed: this file, the
+`.so`, numpy and TVM's runtime are all a deployment needs (no archdsl, no torch, no TVM compiler).
+
+TVM's runtime is the `tvm` and `tvm_ffi` packages of the apache-tvm wheel without
+`tvm/lib/libtvm_compiler.so` (and `tvm/3rdparty`): about 7 MB compressed. A CUDA library also
+needs `tvm/lib/libtvm_runtime_cuda.so`, the CUDA runtime it links (libcudart) and the driver.
+TVM's thread pool starts half as many threads as there are logical CPUs (it assumes SMT pairs):
+set TVM_NUM_THREADS to the core count where that is wrong (archdsl's own `run` does).
+
+    python examples/deploy.py resnet18.so [--input x.npy] [--device cpu|cuda] [--repeat 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import tvm
+from tvm.runtime.vm import VirtualMachine
+
+
+def load(path: str, device: str):
+    """The library's VM on `device`, and its metadata (arch, input/output shapes, dtype)."""
+    if device != "cpu":
+        from tvm.base import _LOADED_LIBS
+        from tvm_ffi.libinfo import load_lib_ctypes
+        # a runtime-only TVM does not load its device runtimes by itself
+        name = f"tvm_runtime_{device}"
+        if name not in _LOADED_LIBS:
+            folder = Path(_LOADED_LIBS["tvm_runtime"]._name).resolve().parent
+            _LOADED_LIBS[name] = load_lib_ctypes(package="tvm", target_name=name,
+                                                 extra_lib_paths=[folder], mode="RTLD_LOCAL")
+    lib = tvm.runtime.load_module(path)
+    vm = VirtualMachine(lib, tvm.device(device, 0))
+    return vm, json.loads(str(vm["archdsl_meta"]()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("library")
+    parser.add_argument("--input", help=".npy array of the compiled input shape (default: "
+                        "random)")
+    parser.add_argument("--device", default="cpu", help="cpu (an llvm build) or cuda")
+    parser.add_argument("--repeat", type=int, default=0, help="also time this many runs")
+    args = parser.parse_args()
+
+    try:
+        vm, meta = load(args.library, args.device)
+    except (OSError, RuntimeError) as exc:  # not a library; no driver for its device code
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+        raise SystemExit(f"error: cannot load {args.library} for {args.device}: {why}") from None
+    shape, dtype = tuple(meta["input"]), meta["dtype"]
+    x = (np.load(args.input) if args.input else
+         np.random.default_rng(0).standard_normal(shape)).astype(dtype)
+    if x.shape != shape:
+        raise SystemExit(f"error: the input has shape {list(x.shape)}; {meta['arch']} takes "
+                         f"{list(shape)}")
+    dev = tvm.device(args.device, 0)
+    xt = tvm.runtime.tensor(x, dev)
+    y = vm["main"](xt).numpy()
+    for b, row in enumerate(y.reshape(y.shape[0], -1)):
+        best = np.argsort(-row)[:5]
+        print(f"[{b}] top-5: " + ", ".join(f"{int(i)}: {row[i]:.4g}" for i in best))
+    if args.repeat:
+        times = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            vm["main"](xt)
+            dev.sync()
+            times.append(time.perf_counter() - started)
+        print(f"{meta['arch']} batch {shape[0]} on {args.device}: median "
+              f"{1e3 * float(np.median(times)):.2f} ms, best {1e3 * min(times):.2f} ms "
+              f"({args.repeat} runs, {tvm.runtime.num_threads()} CPU threads)")
+
+
+if __name__ == "__main__":
+    main()
