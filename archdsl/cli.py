@@ -445,7 +445,10 @@ def compile_(
                 "database": str(tuned.database), "trials_per_kernel": tune,
                 "trials_this_run": tuned.trials, "kernels": tuned.tasks,
                 "kernels_from_database": tuned.applied,
-                "kernels_default_faster": tuned.defaults},
+                "kernels_default_faster": tuned.defaults,
+                "per_kernel": [{"kernel": k.kernel, "uses": k.uses,
+                                "tuned_ms": _ms(k.tuned_s), "default_ms": _ms(k.default_s),
+                                "built_with": k.built_with} for k in tuned.kernels]},
         }
         manifest_path = out.with_suffix(out.suffix + ".json")
         with atomic_path(manifest_path) as tmp:
@@ -458,6 +461,11 @@ def compile_(
                      f", compiled in {compiled.compile_seconds:.1f} s{how}) and {manifest_path}",
                      markup=False)
     run(body)
+
+
+def _ms(seconds: float | None) -> float | None:
+    """Milliseconds to 4 significant digits (a kernel may take nanoseconds)."""
+    return None if seconds is None else float(f"{1e3 * seconds:.4g}")
 
 
 def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dtype: str,

@@ -40,7 +40,8 @@ from tvm import relax
 
 from archdsl.backends import tvm_measure
 
-__all__ = ["TuneEvent", "TuningError", "default_database", "schedule_hook", "target_key"]
+__all__ = ["KernelChoice", "TuneEvent", "TuningError", "default_database", "schedule_hook",
+           "target_key"]
 
 _DB_FILES = ("database_workload.json", "database_tuning_record.json")
 # archdsl's own notes beside them, keyed by workload (structural hash): the workloads whose
@@ -58,6 +59,23 @@ TRIALS_PER_ROUND = 32
 
 class TuningError(RuntimeError):
     """A tuning request that cannot be carried out (a missing or busy database)."""
+
+
+@dataclass(frozen=True)
+class KernelChoice:
+    """A tuned kernel of the build: its best time in the database, its default schedule's
+    time (None where not measured), and the schedule it is built with: the faster one."""
+
+    kernel: str
+    uses: int
+    tuned_s: float
+    default_s: float | None
+
+    @property
+    def built_with(self) -> str:
+        """"default" or "tuned"."""
+        return ("default" if self.default_s is not None and self.default_s <= self.tuned_s
+                else "tuned")
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,7 @@ class TuneEvent:
     elapsed: float = 0.0
     applied: int = 0          # kernels built with the database's schedule
     defaults: int = 0         # tuned kernels built with archdsl's default schedule: faster
+    kernels: tuple[KernelChoice, ...] = ()  # with "applied": each tuned kernel's choice
     message: str = ""
 
 
@@ -119,18 +138,21 @@ def schedule_hook(mod: tvm.IRModule, target: tvm.target.Target,
             report.note(f"tuning needs the {target.kind.name} GPU to measure on, and this "
                         f"machine has none: building with the schedules {path} already "
                         "holds (tune on the GPU machine, then copy the folder)")
-    scheduled, defaults = mod, 0
+    scheduled, choices = mod, ()
     if _exists(path):
         tvm_measure.load_intrinsics(target)  # records may replay tensorization
         with _reading(path) as db:
             _count_trials(db, tasks)
-        faster = _defaults_faster(tasks, target, path) if options.get("schedules", True) else []
-        defaults = len(faster)
+        times = _default_times(tasks, target, path) if options.get("schedules", True) else {}
+        tuned = [t for t in tasks if t.best is not None]
+        choices = tuple(KernelChoice(t.name, t.uses, t.best, times.get(t.key)) for t in tuned)
+        faster = [t for t, c in zip(tuned, choices, strict=True) if c.built_with == "default"]
         with _best_records(tasks, faster) as db, target, db:
             scheduled = relax.transform.MetaScheduleApplyDatabase()(mod)
     applied = sum(1 for gv, f in scheduled.functions.items()
                   if _is_scheduled(f) and not _is_scheduled(mod[gv]))
-    report.send("applied", tasks=len(tasks), applied=applied, defaults=defaults)
+    report.send("applied", tasks=len(tasks), applied=applied, kernels=choices,
+                defaults=sum(c.built_with == "default" for c in choices))
     return _rewrite_layouts(scheduled, applied > 0)
 
 
@@ -153,19 +175,20 @@ def _schedule_key(func) -> str:
     return str(structural_hash(func))
 
 
-def _defaults_faster(tasks: list[_Task], target: tvm.target.Target, path: Path) -> list[_Task]:
-    """The tuned tasks whose default schedule measured at least as fast as the database's best
-    (times from `_compare_defaults`, for the default schedule as archdsl makes it now)."""
+def _default_times(tasks: list[_Task], target: tvm.target.Target,
+                   path: Path) -> dict[str, float]:
+    """Task key → the measured time of its default schedule (from `_compare_defaults`), for
+    the tasks whose default schedule is still the one archdsl makes now."""
     measured = _read_note(path, _DEFAULTS, {})
-    faster = []
+    times = {}
     for task in tasks:
         seen = measured.get(task.key)
-        if task.best is None or not seen or seen["seconds"] > task.best:
+        if not seen or task.best is None:
             continue
         func = _default_schedule(task, target)
         if func is not None and _schedule_key(func) == seen["schedule"]:
-            faster.append(task)
-    return faster
+            times[task.key] = float(seen["seconds"])
+    return times
 
 
 def _compare_defaults(tasks: list[_Task], target: tvm.target.Target, path: Path,

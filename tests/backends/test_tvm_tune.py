@@ -169,8 +169,14 @@ def test_each_kernel_keeps_the_faster_of_its_tuned_and_default_schedules(tuned, 
     def applied(**options):
         compiled, events, err = _compile(NET_A, tuning_db=db, **options)
         assert err < 1e-4
-        return events[-1].applied, events[-1].defaults
+        last = events[-1]
+        assert [k.built_with for k in last.kernels].count("default") == last.defaults
+        return last.applied, last.defaults
 
+    _, events, _ = _compile(NET_A, tuning_db=db)
+    kernels = {k.kernel: k for k in events[-1].kernels}
+    assert len(kernels) == 4 and all(k.tuned_s > 0 and k.default_s > 0 for k in kernels.values())
+    assert events[-1].defaults == sum(k.default_s <= k.tuned_s for k in kernels.values())
     _default_times(db, seconds=0.0)  # every default schedule faster: the database unused
     assert applied() == (0, 4)
     assert applied(schedules=False) == (4, 0)  # ... unless there are no default schedules
@@ -253,9 +259,12 @@ def test_cli_compile_with_a_tuning_database(tuned, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "4 of 4 kernels from the tuning database)" in result.output
     manifest = json.loads((tmp_path / "a.so.json").read_text())
+    per_kernel = manifest["tuning"].pop("per_kernel")
     assert manifest["tuning"] == {"database": str(db), "trials_per_kernel": 2,
                                   "trials_this_run": 0, "kernels": 4,
                                   "kernels_from_database": 4, "kernels_default_faster": 0}
+    assert len(per_kernel) == 4 and {k["built_with"] for k in per_kernel} == {"tuned"}
+    assert all(k["tuned_ms"] > 0 and k["default_ms"] == 1e12 for k in per_kernel), per_kernel
     _default_times(db, seconds=0.0)  # archdsl's default schedules win
     result = _invoke("compile", spec, "-o", lib, "--tuning-db", db)
     assert ("0 of 4 kernels from the tuning database (4 more measured faster with archdsl's "
