@@ -57,6 +57,14 @@ def select_archs(program: Program, arch: str | None, allow_none: bool = False) -
     return [arch]
 
 
+def named_like_file(program: Program, names: list[str]) -> list[str]:
+    """Of several architectures a file offers, the one named like the file (`vgg_e.arch`
+    defines vgg_e and vgg19_bn = vgg_e(norm=bn): vgg_e), where there is one; else all. What a
+    command that takes one architecture uses when none is named."""
+    stem = Path(program.file).stem
+    return [stem] if len(names) > 1 and stem in names else names
+
+
 @dataclass
 class Architecture:
     """One elaborated architecture: its graph, and what can be made from it."""
@@ -156,11 +164,13 @@ def read_weights(path: str | os.PathLike) -> dict[str, Any]:
 def load(source: str | os.PathLike, arch: str | None = None, **params: Any) -> Architecture:
     """Load one architecture from a spec file or spec text.
 
-    `arch` picks one when the file defines several; keyword arguments override the spec's
-    parameters (e.g. `alpha=0.75, resolution=192`).
+    `arch` picks one when the file defines several (without it, the one named like the file,
+    if any); keyword arguments override the spec's parameters (e.g. `alpha=0.75`).
     """
     program = load_spec(source)
     names = select_archs(program, arch)
+    if arch is None:
+        names = named_like_file(program, names)
     if len(names) > 1:
         raise ArchErrors([UsageError(
             f"{program.file} defines {len(names)} architectures; choose one with arch=...", None,

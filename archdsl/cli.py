@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
-from .api import Architecture, elaborate, select_archs
+from .api import Architecture, elaborate, named_like_file, select_archs
 from .errors import ArchError, ArchErrors, UsageError
 from .program import Program, load_program
 
@@ -237,7 +237,12 @@ def format_(spec: Annotated[Path, typer.Argument(help="a spec file")],
 
 
 def _one_graph(spec: Path, set_: list[str] | None, arch: str | None, what: str):
+    """The one architecture a command works on: the one named, else the file's only one or
+    the one named like the file (`named_like_file`)."""
     archs = _graphs([spec], set_, arch)
+    if arch is None and len({a.name for a in archs}) > 1:
+        main = named_like_file(archs[0].program, [a.name for a in archs])
+        archs = [a for a in archs if a.name in main]
     if len(archs) != 1:
         raise UsageError(f"{spec} gives {len(archs)} architectures; {what} takes one",
                          None, "choose one with --arch (and a single --set value)")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import archdsl
 from archdsl.cli import app
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -40,6 +41,23 @@ def test_graph_needs_one_architecture(tmp_path):
     result = run("graph", SPECS / "vgg.arch", "-o", tmp_path / "v.svg")
     assert result.exit_code == 1
     assert "takes one" in result.output and "--arch" in result.output
+
+
+def test_one_architecture_commands_take_the_one_named_like_the_file(tmp_path):
+    # vgg_e.arch defines vgg_e and vgg19_bn = vgg_e(norm=bn): `compile specs/vgg_e.arch` means
+    # vgg_e (the file is named for it), as does archdsl.load; --arch still picks the other
+    out = tmp_path / "v.dot"
+    result = run("graph", SPECS / "vgg_e.arch", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert out.read_text().startswith("digraph vgg_e {")
+    assert archdsl.load(SPECS / "vgg_e.arch").name == "vgg_e"
+    assert archdsl.load(SPECS / "vgg_e.arch", arch="vgg19_bn").name == "vgg19_bn"
+    result = run("graph", SPECS / "vgg_e.arch", "--arch", "vgg19_bn", "-o", out)
+    assert result.exit_code == 0 and out.read_text().startswith("digraph vgg19_bn {")
+    # a file not named for one of its architectures still asks which
+    (tmp_path / "two.arch").write_text("arch a\ninput 1x8x8\nconv3-4\narch b = a\n")
+    result = run("graph", tmp_path / "two.arch", "-o", out)
+    assert result.exit_code == 1 and "takes one" in result.output
 
 
 def test_table_markdown_has_a_column_per_architecture():
