@@ -4,19 +4,26 @@
 (one PrimFunc per fused kernel) and takes three options of `compile()`:
 
 - `tune=N`: give every kernel (MetaSchedule *task*) of the network N measured trials in all,
-  then build with the best schedule found for each. The database remembers every trial under
-  its workload (the kernel's TIR, compared structurally, as MetaSchedule's JSONDatabase keys
-  it), so a kernel that repeats in a network is one task, a kernel another network shares is
-  already tuned, and a run tunes only what is missing: an interrupted run resumes where it
-  stopped, the same `tune=N` again tunes nothing, `tune=2N` adds N trials to every kernel
-  (its search starts from the best schedules recorded). A kernel whose search runs out of
-  new schedules before N (a tiny space: a reshape has one) is noted and not tried again.
-  On CPUs a tuned kernel may choose the layout of its weights, made at compile time.
+  then build with the best schedule found for each (or the default one, where faster). The
+  database remembers every trial under its workload (the kernel's TIR, compared structurally,
+  as MetaSchedule's JSONDatabase keys it), so a kernel that repeats in a network is one task,
+  a kernel another network shares is already tuned, and a run tunes only what is missing: an
+  interrupted run resumes where it stopped, the same `tune=N` again tunes nothing, `tune=2N`
+  adds N trials to every kernel (its search starts from the best schedules recorded). A
+  kernel whose search runs out of new schedules before N (a tiny space: a reshape has one) is
+  noted and not tried again. On CPUs a tuned kernel may choose the layout of its weights,
+  made at compile time.
 - `tuning_db`: the database folder (default: `default_database(target)`, a per-user cache
   folder per target). With `tune=0` the database is only applied.
 - `progress`: a callable that receives a `TuneEvent` after each measured batch (and notes);
   without it the library prints nothing. MetaSchedule's own log goes to `logs/tuning.log`
   in the database folder.
+
+Tuned schedules compete with archdsl's default ones (`tvm_schedules.default_schedule`): after
+its trials, a tuning run measures the default schedule of every tuned kernel with the same
+workers (`_compare_defaults`, times noted in `archdsl_defaults.json` beside the database), and
+the build takes, per kernel, whichever measured faster (`KernelChoice`). With `schedules=False`
+there is no default to compare with and every tuned schedule is taken.
 
 Measuring needs the target's hardware. A GPU target on a machine without that GPU is not
 tuned: the build takes what the database holds and a note says so.
