@@ -14,7 +14,7 @@ from rich.console import Console
 
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import Architecture, elaborate, named_like_file, select_archs
-from .errors import ArchError, ArchErrors, UsageError
+from .errors import ArchError, ArchErrors, UsageError, last_line
 from .program import Program, load_program
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -580,8 +580,7 @@ def run_(
         try:
             compiled = load_backend("tvm_runtime").Compiled.load(library)
         except (RuntimeError, OSError) as exc:  # not a library, or its device runtime missing
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-            why = why.removeprefix(f"{library}: ")
+            why = last_line(exc).removeprefix(f"{library}: ")
             raise UsageError(f"cannot load {library}: {why}", None) from None
         shape = tuple(compiled.input_shape)
         if input is None:
@@ -597,9 +596,8 @@ def run_(
         try:
             y = np.asarray(compiled(x.astype(compiled.dtype)))
         except RuntimeError as exc:  # e.g. a CUDA library on a machine without the GPU
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-            raise UsageError(f"cannot run {library} on {compiled.device_kind}: {why}",
-                             None) from None
+            raise UsageError(f"cannot run {library} on {compiled.device_kind}: "
+                             f"{last_line(exc)}", None) from None
         scores = y.reshape(y.shape[0], -1)
         for b, row in enumerate(scores):
             best = np.argsort(-row)[:top]

@@ -136,3 +136,9 @@ def _located(span: Span | None, message: str) -> str:
     width = span.end_col - span.col if span.end_line == span.line else len(line) - span.col + 1
     caret = " " * (span.col - 1) + "^" * max(1, width)
     return f"{head}\n    {line}\n    {caret}"
+
+
+def last_line(exc: BaseException) -> str:
+    """The last line of an exception's message (TVM's errors carry a C++ traceback before it),
+    or its type's name when it has none."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[-1]

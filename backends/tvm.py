@@ -42,7 +42,6 @@ __all__ = ["LOWERINGS", "UNSUPPORTED", "Compiled", "WeightsError", "build_module
            "make_target", "random_weights", "weight_shapes"]
 
 
-
 class WeightsError(ValueError):
     """Weights that do not fit the graph: missing, unexpected or wrongly shaped keys."""
 

@@ -46,6 +46,7 @@ import tvm
 from tvm import relax
 
 from archdsl.backends import tvm_measure
+from archdsl.errors import last_line
 
 __all__ = ["KernelChoice", "TuneEvent", "TuningError", "default_database", "schedule_hook",
            "target_key"]
@@ -153,8 +154,8 @@ def schedule_hook(mod: tvm.IRModule, target: tvm.target.Target,
         times = _default_times(tasks, target, path) if options.get("schedules", True) else {}
         tuned = [t for t in tasks if t.best is not None]
         choices = tuple(KernelChoice(t.name, t.uses, t.best, times.get(t.key)) for t in tuned)
-        faster = [t for t, c in zip(tuned, choices, strict=True) if c.built_with == "default"]
-        with _best_records(tasks, faster) as db, target, db:
+        kept = [t for t, c in zip(tuned, choices, strict=True) if c.built_with == "tuned"]
+        with target, _best_records(kept):
             scheduled = relax.transform.MetaScheduleApplyDatabase()(mod)
     applied = sum(1 for gv, f in scheduled.functions.items()
                   if _is_scheduled(f) and not _is_scheduled(mod[gv]))
@@ -166,15 +167,18 @@ def schedule_hook(mod: tvm.IRModule, target: tvm.target.Target,
 # ---------------------------------------------------------------- against the default schedules
 
 def _default_schedule(task: _Task, target: tvm.target.Target):
-    """archdsl's default schedule of the task's kernel (a PrimFunc), None where it has none.
-    The constants are the params the workload marks layout free (`_layout_free`)."""
-    if target.kind.name != "llvm":
-        return None
-    from archdsl.backends.tvm_schedules import default_schedule
-    func = task.mod["main"]
-    constant = frozenset(int(i) for i in func.attrs.get("layout_free_buffers", []))
-    plan = default_schedule(func.without_attr("layout_free_buffers"), target, constant)
-    return None if plan is None else plan.func
+    """archdsl's default schedule of the task's kernel (a PrimFunc), None where it has none
+    (made once per task). The constants are the params the workload marks layout free
+    (`_layout_free`)."""
+    if task.default is ...:
+        task.default = None
+        if target.kind.name == "llvm":
+            from archdsl.backends.tvm_schedules import default_schedule
+            func = task.mod["main"]
+            constant = frozenset(int(i) for i in func.attrs.get("layout_free_buffers", []))
+            plan = default_schedule(func.without_attr("layout_free_buffers"), target, constant)
+            task.default = None if plan is None else plan.func
+    return task.default
 
 
 def _schedule_key(func) -> str:
@@ -219,19 +223,16 @@ def _compare_defaults(tasks: list[_Task], target: tvm.target.Target, path: Path,
     _write_note(path, _DEFAULTS, measured)
 
 
-@contextlib.contextmanager
-def _best_records(tasks: list[_Task], skip: list[_Task]) -> Iterator[Any]:
-    """A database in memory with the best record of each task but those in `skip`: what the
-    build applies."""
+def _best_records(tasks: list[_Task]):
+    """A database in memory holding the best record of each of `tasks`: what the build
+    applies."""
     from tvm.s_tir.meta_schedule.database import MemoryDatabase, TuningRecord
     db = MemoryDatabase(module_equality="structural")
     for task in tasks:
-        if task.top is None or any(task is t for t in skip):
-            continue
         top = task.top
         db.commit_tuning_record(TuningRecord(top.trace, db.commit_workload(task.mod),
                                              top.run_secs, top.target, top.args_info))
-    yield db
+    return db
 
 
 def _layout_free(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
@@ -301,6 +302,7 @@ class _Task:
     best: float | None = None  # its best time in seconds, from the database or this run
     used_up: bool = False  # its search found no more new schedules (a tiny space)
     top: Any = None        # its best TuningRecord in the database
+    default: Any = ...     # archdsl's default schedule of it (`_default_schedule`; ...: not made)
 
     @property
     def key(self) -> str:
@@ -481,7 +483,7 @@ def _search(tasks: list[_Task], todo: list[_Task], target: tvm.target.Target, pa
             tvm_measure.drop_workers()
             if not isinstance(exc, Exception) or isinstance(exc, TuningError):
                 raise
-            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            why = last_line(exc)
             raise TuningError(f"MetaSchedule failed while tuning ({why[:300]}); the trials "
                               f"measured before are kept; its log: "
                               f"{path / 'logs' / 'tuning.log'}") from exc
