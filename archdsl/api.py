@@ -114,12 +114,13 @@ class Architecture:
         `tune=N` tunes with MetaSchedule until every kernel has N measured trials in the
         database `tuning_db` (default: a per-user cache folder per target), then builds with
         the best schedules; with `tune=0` a given `tuning_db` is only applied. `progress`
-        receives `archdsl.backends.tvm_tune.TuneEvent`s (see that module)."""
+        receives `archdsl.backends.tvm.tune.TuneEvent`s (see that module)."""
         from .backends import load_backend
         if isinstance(weights, (str, os.PathLike)):
             weights = read_weights(weights)
-        return load_backend("tvm").compile(self.graph, target, weights, batch, dtype, tune=tune,
-                                           tuning_db=tuning_db, progress=progress)
+        return load_backend("tvm.build").compile(self.graph, target, weights, batch, dtype,
+                                                 tune=tune, tuning_db=tuning_db,
+                                                 progress=progress)
 
     def with_settings(self, **params: Any) -> Architecture:
         """The same architecture elaborated with some parameters changed."""

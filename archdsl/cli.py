@@ -477,8 +477,8 @@ def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dt
                  tune: int, tuning_db: Path | None, display: _CompileDisplay):
     """Architecture.compile, with tuning's errors told as a user's."""
     from .backends import load_backend
-    load_backend("tvm")  # a clear message when TVM is missing
-    from .backends.tvm_tune import TuningError
+    load_backend("tvm.build")  # a clear message when TVM is missing
+    from .backends.tvm.tune import TuningError
     try:
         return a.compile(tgt, weights, batch, dtype, tune=tune, tuning_db=tuning_db,
                          progress=display)
@@ -578,7 +578,7 @@ def run_(
         if not library.exists():
             raise UsageError(f"no such library: {library}", None)
         try:
-            compiled = load_backend("tvm_runtime").Compiled.load(library)
+            compiled = load_backend("tvm.runtime").Compiled.load(library)
         except (RuntimeError, OSError) as exc:  # not a library, or its device runtime missing
             why = last_line(exc).removeprefix(f"{library}: ")
             raise UsageError(f"cannot load {library}: {why}", None) from None

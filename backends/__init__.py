@@ -1,6 +1,6 @@
 """Backends: a typed archdsl graph → something that runs (installed as archdsl.backends).
 
-Each backend is one module, imported lazily so that the core needs neither torch nor tvm.
+Each backend is one module or package, imported lazily so that the core needs neither torch nor tvm.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-EXTRAS = {"pytorch": "torch", "tvm": "tvm", "tvm_runtime": "tvm"}
+EXTRAS = {"pytorch": "torch", "tvm": "tvm", "tvm.build": "tvm", "tvm.runtime": "tvm"}
 
 
 class BackendUnavailable(ImportError):

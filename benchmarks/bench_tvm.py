@@ -109,7 +109,7 @@ def _archdsl_tuned(cell: Cell) -> Peer:
     if not cell.args.tuning_db:
         raise Skip("no --tuning-db given")
     try:
-        import archdsl.backends.tvm_tune  # noqa: F401
+        import archdsl.backends.tvm.tune  # noqa: F401
     except ImportError as exc:
         raise Skip(f"compile() takes no tuning database here ({exc})") from exc
     if not Path(cell.args.tuning_db).is_dir():

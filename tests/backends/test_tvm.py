@@ -311,7 +311,7 @@ import numpy as np
 import tvm
 assert tvm.__file__.startswith({str(tmp_path / "site")!r}), tvm.__file__
 assert "tvm_compiler" not in tvm.base._LOADED_LIBS and tvm.base._RUNTIME_ONLY
-from archdsl.backends.tvm_runtime import Compiled
+from archdsl.backends.tvm.runtime import Compiled
 got = Compiled.load({str(path)!r})(np.load({str(tmp_path / "x.npy")!r}))
 assert np.array_equal(got, np.load({str(tmp_path / "want.npy")!r}))
 from archdsl.cli import main

@@ -1,6 +1,6 @@
 """float16 builds of the TVM backend (llvm and CUDA), against PyTorch float32 as the oracle:
 convolutions and matrix products accumulate in float32 and are cast back to float16 after
-their bias (backends/tvm.py, `_ACCUMULATE`), and softmax, norms and means run in float32
+their bias (backends/tvm/lower.py, `_ACCUMULATE`), and softmax, norms and means run in float32
 between casts (`_WIDE_OPS`), as PyTorch's float16 forward does."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from test_tvm import _cuda_compiler, _run_torch, _torch_reference  # noqa: E402
 
 import archdsl  # noqa: E402
 from archdsl.backends import tvm as backend  # noqa: E402
-from archdsl.backends import tvm_schedules as schedules  # noqa: E402
-from archdsl.backends.tvm_schedule_rules import iter_kinds, top_blocks  # noqa: E402
+from archdsl.backends.tvm import schedules  # noqa: E402
+from archdsl.backends.tvm.schedules.common import iter_kinds, top_blocks  # noqa: E402
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 

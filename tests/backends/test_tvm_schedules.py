@@ -1,4 +1,4 @@
-"""archdsl's default CPU schedules (backends/tvm_schedules.py): what they schedule, what they
+"""archdsl's default CPU schedules (backends/tvm/schedules/): what they schedule, what they
 leave alone, and that the scheduled kernels still compute what PyTorch computes. No timing."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ tvm = pytest.importorskip("tvm")
 
 import archdsl  # noqa: E402
 from archdsl.backends import tvm as backend  # noqa: E402
-from archdsl.backends import tvm_schedules as schedules  # noqa: E402
+from archdsl.backends.tvm import schedules  # noqa: E402
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
@@ -93,7 +93,7 @@ def _assert_close(got: np.ndarray, ref: np.ndarray, rel: float = 1e-4) -> None:
 
 
 def test_the_hook_runs_after_tuning():
-    from archdsl.backends import tvm_tune
+    from archdsl.backends.tvm import tune as tvm_tune
     hooks = backend.SCHEDULE_HOOKS
     assert hooks.index(tvm_tune.schedule_hook) < hooks.index(schedules.schedule_cpu)
 
@@ -206,7 +206,8 @@ def test_compiled_models_run_on_every_core_unless_told(env, expect):
 import numpy as np
 import tvm
 import archdsl
-from archdsl.backends import tvm as backend, tvm_runtime
+from archdsl.backends import tvm as backend
+from archdsl.backends.tvm import runtime as tvm_runtime
 compiled = backend.compile(archdsl.load("arch t\\ninput 3x8x8\\nconv3-8 act=relu\\ngap").graph)
 compiled(np.zeros(compiled.input_shape, np.float32))
 print(tvm.runtime.num_threads(), tvm_runtime.physical_cores())

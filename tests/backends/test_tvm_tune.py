@@ -1,4 +1,4 @@
-"""MetaSchedule tuning (backends/tvm_tune.py), against PyTorch as the oracle.
+"""MetaSchedule tuning (backends/tvm/tune.py), against PyTorch as the oracle.
 
 Tuning here is real but tiny: a few trials per kernel of a 4-kernel network with a small
 search population; the build and measurement workers start once for the whole file."""
@@ -22,7 +22,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 import archdsl  # noqa: E402
 from archdsl.backends import tvm as backend  # noqa: E402
-from archdsl.backends import tvm_tune  # noqa: E402
+from archdsl.backends.tvm import tune as tvm_tune  # noqa: E402
 from archdsl.cli import app  # noqa: E402
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"

@@ -1,13 +1,13 @@
 """archdsl's default CPU schedules: fast kernels without tuning, from what the graph's ops are.
 
-After legalization and fusion (`tvm._fuse_passes`) a CPU build has one PrimFunc per fused group,
+After legalization and fusion (`build._fuse_passes`) a CPU build has one PrimFunc per fused group,
 written as TVM's TOPI computes them: NCHW/OIHW convolutions with a padding stage and an epilogue
 (bias, residual add, activation: batch norm is already folded into the weights), matmuls against
 a pre-transposed weight, pools, reductions and elementwise ops. Left as they are, every loop runs
-scalar on one core. `schedule_cpu`, a schedule hook of `backends/tvm.py`, gives each function
+scalar on one core. `schedule_cpu`, a schedule hook of `backends/tvm/build.py`, gives each function
 that tuning did not schedule a schedule by the first rule in `RULES` that fits:
 
-- convolution (`tvm_conv_schedules`): the direct algorithm of the TVM x86 and oneDNN kernels —
+- convolution (`conv.py`, `depthwise.py`): the direct algorithm of the TVM x86 and oneDNN kernels —
   output channels in blocks of one or two AVX vectors, a few output pixels in registers
   (broadcast input × a vector of weights → FMA), the reduction over input channels and the
   kernel window inside, blocked by input channels so that weights stay in L1, parallel over
@@ -33,16 +33,12 @@ import numpy as np
 import tvm
 from tvm import relax, tirx
 
-from archdsl.backends.tvm_conv_schedules import conv2d, depthwise_conv2d
-from archdsl.backends.tvm_schedule_rules import (
-    Kernel,
-    Plan,
-    Rule,
-    dense,
-    fallback_parallel,
-    injective,
-    pool,
-)
+from archdsl.backends.tvm.schedules.common import Kernel, Plan, Rule
+from archdsl.backends.tvm.schedules.conv import conv2d
+from archdsl.backends.tvm.schedules.dense import dense
+from archdsl.backends.tvm.schedules.depthwise import depthwise_conv2d
+from archdsl.backends.tvm.schedules.elementwise import fallback_parallel, injective
+from archdsl.backends.tvm.schedules.pool import pool
 
 __all__ = ["MARK", "RULES", "default_schedule", "schedule_cpu", "scheduled_by"]
 
@@ -77,7 +73,7 @@ def _is_scheduled(func: tirx.PrimFunc) -> bool:
 def schedule_cpu(mod: tvm.IRModule, target: tvm.target.Target,
                  options: dict) -> tvm.IRModule:
     """Schedule every PrimFunc of a fused CPU module that is not scheduled yet (a schedule hook:
-    `backends/tvm.SCHEDULE_HOOKS`). `options["schedules"] = False` leaves the module alone."""
+    `build.SCHEDULE_HOOKS`). `options["schedules"] = False` leaves the module alone."""
     if target.kind.name != "llvm" or not options.get("schedules", True):
         return mod
     sites = _call_sites(mod)

@@ -1,4 +1,4 @@
-"""MetaSchedule's plumbing for `tvm_tune`: build and measurement workers, logs, Ctrl-C, and the
+"""MetaSchedule's plumbing for `tune`: build and measurement workers, logs, Ctrl-C, and the
 tensor intrinsics that MetaSchedule imports. Nothing here knows about archdsl's networks."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import tvm
 
-from archdsl.backends import tvm_runtime
+from archdsl.backends.tvm import runtime
 
 BUILD_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 30.0
@@ -143,7 +143,7 @@ def _worker_init() -> None:
     scheduled already), and Ctrl-C is the tuning process's to handle (a dying worker would make its
     batch look like failed trials)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    tvm_runtime.use_physical_cores()  # trials are measured on as many threads as the build will run
+    runtime.use_physical_cores()  # trials are measured on as many threads as the build will run
     _light_intrinsics()
 
 

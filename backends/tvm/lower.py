@@ -1,15 +1,8 @@
-"""TVM backend: a typed archdsl graph → Relax → native code (Apache TVM 0.27, Relax VM).
+"""Lowering: a typed archdsl graph → a Relax IRModule (weights as constants).
 
 The graph is lowered straight to Relax with a `BlockBuilder` and `relax.op.*` (no PyTorch on
 this path), from a lowering table keyed by op kind, like the PyTorch backend's. Weights are
-Relax constants, so an exported library is self-contained: `Compiled.load(path)` needs only
-the TVM runtime and the one `.so`.
-
-    >>> from archdsl.backends import tvm as tvm_backend
-    >>> net = archdsl.load("specs/lenet5.arch")
-    >>> compiled = tvm_backend.compile(net.graph, weights=net.to_torch().state_dict())
-    >>> compiled(np.zeros((1, 1, 32, 32), "float32")).shape
-    (1, 10)
+Relax constants, so an exported library is self-contained.
 
 Weights are keyed like the PyTorch backend's `state_dict` (`C1.weight`, `features.1.running_var`)
 and may be numpy arrays or torch tensors; without weights, `random_weights` makes a
@@ -21,25 +14,19 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import tvm
+from tvm import relax
 
-try:
-    import tvm
-    from tvm import relax
-except ImportError as exc:  # pragma: no cover - exercised only without tvm
-    raise ImportError("the TVM backend needs Apache TVM: pip install 'archdsl[tvm]'") from exc
-
-from archdsl.backends import tvm_tune
-from archdsl.backends.tvm_runtime import META_FUNC, Compiled, _to_numpy
+from archdsl.backends.tvm.runtime import META_FUNC, _to_numpy
 from archdsl.ir import Graph, Node
 
-__all__ = ["LOWERINGS", "UNSUPPORTED", "Compiled", "WeightsError", "build_module", "compile",
-           "make_target", "random_weights", "weight_shapes"]
+__all__ = ["LOWERINGS", "UNSUPPORTED", "WeightsError", "build_module", "random_weights",
+           "weight_shapes"]
 
 
 class WeightsError(ValueError):
@@ -454,107 +441,3 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
     with bb.function(META_FUNC, []):
         bb.emit_func_output(tvm.ir.StringImm(json.dumps(meta)))
     return bb.get()
-
-
-# ---------------------------------------------------------------- targets and building
-
-def make_target(target: str | Mapping[str, Any] | tvm.target.Target = "llvm") -> tvm.target.Target:
-    """A TVM target. "llvm" (or {"kind": "llvm"} without "mcpu") is the host CPU, as
-    `llvm -mcpu=native` was. A GPU target gets the host CPU as its host unless it names one.
-    TVM 0.27 rejects flag strings ("cuda -arch=sm_90"): use a dict ({"kind": "cuda",
-    "arch": "sm_90"}) or a tag ("nvidia/nvidia-h100")."""
-    if isinstance(target, tvm.target.Target):
-        t = target
-    else:
-        if target == "llvm":
-            target = {"kind": "llvm"}
-        if isinstance(target, Mapping):
-            target = dict(target)
-            if target.get("kind") == "llvm" and "mcpu" not in target:
-                target["mcpu"] = _host_cpu()
-        t = tvm.target.Target(target)
-    if t.kind.name != "llvm" and t.host is None:
-        t = tvm.target.Target(t, host={"kind": "llvm", "mcpu": _host_cpu()})
-    return t
-
-
-def _host_cpu() -> str:
-    return tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")()
-
-
-def _fuse_passes() -> list:
-    """Legalize to TIR and fuse: the first half of TVM's default pipeline for every target."""
-    return [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(),
-            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-            relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
-
-
-def _gpu_fallback_passes(tgt: tvm.target.Target) -> list:
-    """dlight's default GPU schedules (as TVM's CUDA pipeline applies them) for every kernel not
-    scheduled before; without them a GPU build would put its loops on the host."""
-    if tgt.kind.name == "llvm":
-        return []
-    from tvm.s_tir import dlight as dl
-    return [dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
-                                    dl.gpu.GeneralReduction(), dl.gpu.Fallback())]
-
-
-def _lower_passes(tgt: tvm.target.Target) -> list:
-    """The second half of TVM's default pipeline: dataflow lowering, memory planning, VM."""
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-    from tvm.relax.backend.cuda import pipeline as cuda
-    from tvm.relax.backend.gpu_generic import pipeline as gpu
-    kind = tgt.kind.name
-    backend = cpu if kind == "llvm" else cuda if kind == "cuda" else gpu
-    return backend.dataflow_lower_passes(tgt) + backend.finalize_passes(tgt)
-
-
-# Hooks run, in order, on the fused module before the GPU fallback schedules and lowering:
-# each takes (mod, target, options) and returns the module with some PrimFuncs scheduled
-# (marked "tirx.is_scheduled", TVM 0.27's name); a later hook leaves those alone. Tuning (a
-# MetaSchedule database, tvm_tune.py) comes first, then archdsl's own default schedules.
-ScheduleHook = Callable[[tvm.IRModule, tvm.target.Target, dict[str, Any]], tvm.IRModule]
-SCHEDULE_HOOKS: list[ScheduleHook] = [tvm_tune.schedule_hook]
-
-
-def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = "llvm",
-            weights: Mapping[str, Any] | None = None, batch: int = 1, dtype: str = "float32",
-            *, fold_bn: bool = True, strict: bool = True, seed: int = 0,
-            **options: Any) -> Compiled:
-    """Compile the graph for `target`: lower to Relax, legalize and fuse (FuseOps + FuseTIR),
-    schedule the kernels (the `SCHEDULE_HOOKS`, then on GPUs dlight's defaults), lower to the
-    Relax VM and build.
-
-    `weights`: a state_dict (numpy arrays or torch tensors, the PyTorch backend's keys); None
-    takes `random_weights(graph, seed)`. `strict` rejects keys the graph does not use.
-    `options` go to the schedule hooks: `tune=N` (MetaSchedule trials per kernel, kept in a
-    resumable database), `tuning_db` (its folder; alone, it is only applied) and `progress`
-    (a callable for `TuneEvent`s) are `tvm_tune`'s."""
-    started = time.perf_counter()
-    tgt = make_target(target)
-    mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed)
-    meta = _meta_of(mod)
-    with tgt:
-        mod = tvm.transform.Sequential(_fuse_passes())(mod)
-        for hook in SCHEDULE_HOOKS:
-            mod = hook(mod, tgt, options)
-        mod = tvm.transform.Sequential(_gpu_fallback_passes(tgt) + _lower_passes(tgt))(mod)
-    executable = tvm.compile(mod, target=tgt, relax_pipeline=None)
-    compiled = Compiled(executable.mod, tgt.kind.name, meta)
-    if compiled.device_kind != "llvm" and not compiled.device_modules():
-        raise RuntimeError(f"the {tgt.kind.name} build holds no device code: its kernels "
-                           "would run on the host")
-    compiled.compile_seconds = time.perf_counter() - started
-    return compiled
-
-
-def _meta_of(mod: tvm.IRModule) -> dict[str, Any]:
-    body = mod[META_FUNC].body
-    return json.loads((body.body if isinstance(body, relax.SeqExpr) else body).value)
-
-
-# archdsl's default CPU schedules (backends/tvm_schedules.py): after any tuning hook, which
-# must come first in the list; compile(..., schedules=False) turns them off.
-from archdsl.backends.tvm_schedules import schedule_cpu  # noqa: E402
-
-SCHEDULE_HOOKS.append(schedule_cpu)

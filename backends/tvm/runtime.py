@@ -3,7 +3,7 @@
 Everything here needs only TVM's runtime, not its compiler, nor torch: a deployment loads a
 library written by `archdsl compile` with `Compiled.load` (or `archdsl run`) under a runtime-only
 TVM (the `tvm` and `tvm_ffi` packages without `libtvm_compiler.so`, or `TVM_USE_RUNTIME_LIB=1`).
-`archdsl.backends.tvm` compiles and re-exports `Compiled`."""
+`archdsl.backends.tvm` (build.py) compiles and re-exports `Compiled`."""
 
 from __future__ import annotations
 

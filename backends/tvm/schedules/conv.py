@@ -1,7 +1,7 @@
-"""Convolution rules of archdsl's CPU schedules (`tvm_schedules`): dense convolutions as register
-tiles of output channels × pixels over OIHW{vo}o-packed weights, depthwise ones vectorized along
-output rows. Every choice here was measured on this project's zoo (ResNet, VGG, MobileNet) on an
-AVX2 CPU; the docstrings say by how much."""
+"""The convolution rule of archdsl's CPU schedules: dense convolutions as register tiles of output
+channels × pixels over OIHW{vo}o-packed weights (`find_conv` also serves the depthwise rule).
+Every choice here was measured on this project's zoo (ResNet, VGG, MobileNet) on an AVX2 CPU;
+the docstrings say by how much."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import s_tir, sym
 
-from archdsl.backends.tvm_schedule_rules import (
+from archdsl.backends.tvm.schedules.common import (
     Kernel,
     Plan,
     constant_read,
@@ -22,7 +22,7 @@ from archdsl.backends.tvm_schedule_rules import (
     vector_lanes,
 )
 
-__all__ = ["conv2d", "depthwise_conv2d"]
+__all__ = ["ConvFound", "conv2d", "find_conv"]
 
 
 def _conv_tile(out_h: int, out_w: int, channels: int,
@@ -78,7 +78,7 @@ def _channel_chunk(sch: s_tir.Schedule, conv, vo: int) -> int | None:
 
 
 @dataclass
-class _Conv:
+class ConvFound:
     """A convolution block found in a function: its schedule, blocks and reads."""
 
     sch: s_tir.Schedule
@@ -97,7 +97,7 @@ class _Conv:
                      if self.sch.get(b).writes[0].source.same_as(source)), None)
 
 
-def _find_conv(k: Kernel) -> _Conv | None:
+def find_conv(k: Kernel) -> ConvFound | None:
     """A dense (groups = 1) or depthwise (one output per input channel) NCHW convolution with
     constant OIHW weights; grouped ones are left to the fallback."""
     found = one_reduction(k, "SSSSRRR")
@@ -114,11 +114,11 @@ def _find_conv(k: Kernel) -> _Conv | None:
     depthwise = extent(sch, conv, 4) == 1 and same(channel, f + rc)
     if not (depthwise or channel.same_as(rc)):
         return None
-    return _Conv(sch, blocks, conv, *weight, d_read, depthwise)
+    return ConvFound(sch, blocks, conv, *weight, d_read, depthwise)
 
 
 def conv2d(k: Kernel) -> Plan | None:
-    found = _find_conv(k)
+    found = find_conv(k)
     if found is None or found.depthwise:
         return None
     sch, conv = found.sch, found.block
@@ -143,7 +143,7 @@ def conv2d(k: Kernel) -> Plan | None:
     return Plan(sch.mod["main"], {found.w_param: lambda w: _pack_oihw(w, vo)})
 
 
-def _dense_input(found: _Conv):
+def _dense_input(found: ConvFound):
     """The block that makes the conv's input. A strided 1×1 conv reads every s-th pixel: it
     gets a block gathering those densely first (measured 1.1-1.7× faster on ResNet-50's
     downsampling convs), into which the padding stage (a copy) is inlined."""
@@ -187,51 +187,6 @@ def _tile_loops(sch: s_tir.Schedule, conv, epilogue, vo: int, yi: int, xi: int):
     sch.unroll(xi_)
     sch.unroll(yi_)
     return lrc
-
-
-def depthwise_conv2d(k: Kernel) -> Plan | None:
-    """A depthwise conv, vectorized along output rows (NCHW keeps them contiguous): a tile of
-    up to 4 rows × 8 columns in registers, the 3×3 weights broadcast, parallel over (batch,
-    channel) with each channel's padded plane made right before it is used. A stride-s conv
-    reads its plane de-interleaved (columns w % s side by side), so that its loads are
-    contiguous too. (Measured on MobileNet v1: 1.1-3× faster per layer than the channel-
-    blocked NCHW8c version of the dense schedule, which re-laid out each input.)"""
-    found = _find_conv(k)
-    if found is None or not found.depthwise:
-        return None
-    sch, conv = found.sch, found.block
-    stmt = sch.get(conv)
-    x = stmt.iter_vars[3].var
-    out_h, out_w = extent(sch, conv, 2), extent(sch, conv, 3)
-    lanes = vector_lanes(k.target)
-    xv = lanes if out_w % lanes == 0 else max(
-        d for d in range(1, min(out_w, 2 * lanes) + 1) if out_w % d == 0)
-    yi = max(d for d in range(1, 5) if out_h % d == 0 and d * -(-xv // lanes) <= 8)
-    data = found.data
-    stride = int(sym.detect_linear_equation(stmt.reads[found.d_read].region[3].min, [x])[0])
-    if stride > 1:  # the padded plane de-interleaved: columns w % stride side by side
-        if data is None or int(sch.get(data).writes[0].source.ty.shape[3]) % stride:
-            return None
-        sch.transform_layout(data, ("write", 0),
-                             lambda n, c, h, w: (n, c, h, w % stride, w // stride))
-    epilogue = epilogue_of(sch, found.blocks, conv)
-    ln, lf, ly, lx, lrc, lry, lrx = sch.get_loops(conv)
-    yo, yi_ = sch.split(ly, [None, yi])
-    xo, xi_ = sch.split(lx, [None, xv])
-    sch.reorder(ln, lf, yo, xo, lrc, lry, lrx, yi_, xi_)
-    outer = sch.fuse(ln, lf)
-    sch.parallel(outer)
-    sch.reverse_compute_at(epilogue, xo)
-    sch.vectorize(xi_)
-    sch.unroll(yi_)
-    sch.decompose_reduction(conv, lrc)
-    sch.vectorize(sch.get_loops(epilogue)[-1])
-    if data is not None:
-        if is_copy(sch, data):
-            sch.compute_inline(data)
-        else:
-            sch.compute_at(data, outer)
-    return Plan(sch.mod["main"])
 
 
 def _pack_oihw(w: np.ndarray, vo: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """MetaSchedule tuning for the TVM backend: a persistent, resumable database of schedules.
 
-`schedule_hook` is the first of `archdsl.backends.tvm.SCHEDULE_HOOKS`. It sees the fused module
+`schedule_hook` is the first of `build.SCHEDULE_HOOKS`. It sees the fused module
 (one PrimFunc per fused kernel) and takes three options of `compile()`:
 
 - `tune=N`: give every kernel (MetaSchedule *task*) of the network N measured trials in all,
@@ -19,7 +19,7 @@
   without it the library prints nothing. MetaSchedule's own log goes to `logs/tuning.log`
   in the database folder.
 
-Tuned schedules compete with archdsl's default ones (`tvm_schedules.default_schedule`): after
+Tuned schedules compete with archdsl's default ones (`schedules.default_schedule`): after
 its trials, a tuning run measures the default schedule of every tuned kernel with the same
 workers (`_compare_defaults`, times noted in `archdsl_defaults.json` beside the database), and
 the build takes, per kernel, whichever measured faster (`KernelChoice`). With `schedules=False`
@@ -45,7 +45,7 @@ from typing import Any
 import tvm
 from tvm import relax
 
-from archdsl.backends import tvm_measure
+from archdsl.backends.tvm import measure
 from archdsl.errors import last_line
 
 __all__ = ["KernelChoice", "TuneEvent", "TuningError", "default_database", "schedule_hook",
@@ -148,7 +148,7 @@ def schedule_hook(mod: tvm.IRModule, target: tvm.target.Target,
                         "holds (tune on the GPU machine, then copy the folder)")
     scheduled, choices = mod, ()
     if _exists(path):
-        tvm_measure.load_intrinsics(target)  # records may replay tensorization
+        measure.load_intrinsics(target)  # records may replay tensorization
         with _reading(path) as db:
             _count_trials(db, tasks)
         times = _default_times(tasks, target, path) if options.get("schedules", True) else {}
@@ -173,7 +173,7 @@ def _default_schedule(task: _Task, target: tvm.target.Target):
     if task.default is ...:
         task.default = None
         if target.kind.name == "llvm":
-            from archdsl.backends.tvm_schedules import default_schedule
+            from archdsl.backends.tvm.schedules import default_schedule
             func = task.mod["main"]
             constant = frozenset(int(i) for i in func.attrs.get("layout_free_buffers", []))
             plan = default_schedule(func.without_attr("layout_free_buffers"), target, constant)
@@ -216,7 +216,7 @@ def _compare_defaults(tasks: list[_Task], target: tvm.target.Target, path: Path,
         return
     report.send("compare", message=f"measuring archdsl's default schedules of {len(todo)} "
                 "kernels against the tuned ones")
-    times = tvm_measure.time_functions([f for _, f in todo], _tuning_target(target))
+    times = measure.time_functions([f for _, f in todo], _tuning_target(target))
     for (task, func), seconds in zip(todo, times, strict=True):
         if seconds is not None:
             measured[task.key] = {"schedule": _schedule_key(func), "seconds": seconds}
@@ -441,7 +441,7 @@ def _tune(tasks: list[_Task], target: tvm.target.Target, path: Path, budget: int
           report: _Reporter) -> None:
     """Tune every task below `budget` trials, then measure the default schedules of the tuned
     ones (`_compare_defaults`), holding the database's lock."""
-    tvm_measure.load_intrinsics(target)  # the schedule rules' tensorization
+    measure.load_intrinsics(target)  # the schedule rules' tensorization
     with _locked(path), _opened(path) as db:
         _count_trials(db, tasks)
         used_up = set(_read_note(path, _USED_UP, []))
@@ -451,7 +451,7 @@ def _tune(tasks: list[_Task], target: tvm.target.Target, path: Path, budget: int
         report.send("start", tasks=len(tasks), tasks_to_tune=len(todo),
                     trials_total=sum(budget - t.measured for t in todo),
                     best_ms=_estimate_ms(tasks))
-        with tvm_measure.log_to(path / "logs" / "tuning.log") as log:
+        with measure.log_to(path / "logs" / "tuning.log") as log:
             if todo:
                 _search(tasks, todo, target, path, db, budget, used_up, report, log)
             _compare_defaults(tasks, target, path, report)
@@ -462,11 +462,11 @@ def _search(tasks: list[_Task], todo: list[_Task], target: tvm.target.Target, pa
     """MetaSchedule's search for the tasks in `todo`, up to `budget` trials each."""
     from tvm.s_tir import meta_schedule as ms
     log.info("archdsl: tuning %d of %d tasks to %d trials each", len(todo), len(tasks), budget)
-    builder, runner = tvm_measure.workers()
+    builder, runner = measure.workers()
     cores = ms.utils.cpu_count(logical=False)
     cost_model = ms.CostModel.create("xgb", num_tuning_cores=cores, tree_method="auto")
     progress = _Progress(tasks, todo, budget, report)
-    with tvm_measure.interrupts() as interrupted:
+    with measure.interrupts() as interrupted:
         try:
             # one scheduler run per remaining budget: MetaSchedule caps its tasks alike
             for left in sorted({budget - t.measured for t in todo}, reverse=True):
@@ -480,7 +480,7 @@ def _search(tasks: list[_Task], todo: list[_Task], target: tvm.target.Target, pa
         except BaseException as exc:
             if interrupted:  # the workers ignore Ctrl-C: they are fine
                 raise KeyboardInterrupt from None
-            tvm_measure.drop_workers()
+            measure.drop_workers()
             if not isinstance(exc, Exception) or isinstance(exc, TuningError):
                 raise
             why = last_line(exc)
@@ -505,7 +505,7 @@ def _tune_group(group: list[_Task], target, db, trials: int, builder, runner, co
         num_trials_per_iter=min(trials, TRIALS_PER_ROUND), builder=builder, runner=runner,
         database=db, cost_model=cost_model,
         measure_callbacks=[*ms.MeasureCallback.create("default"),
-                           tvm_measure.measured(progress.batch)],
+                           measure.measured(progress.batch)],
         task_scheduler="round-robin")
 
 

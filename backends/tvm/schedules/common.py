@@ -1,0 +1,122 @@
+"""What archdsl's CPU schedule rules share: what a rule sees (`Kernel`) and returns (`Plan`), and
+the analysis of TOPI's fused PrimFuncs (blocks, iteration kinds, constant reads, epilogues)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import s_tir, sym, tirx
+
+__all__ = ["Kernel", "Plan", "Rule", "constant_read", "epilogue_of", "extent", "indexed_by",
+           "is_copy", "iter_kinds", "one_reduction", "same", "top_blocks", "vector_lanes"]
+
+Pack = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Plan:
+    """A scheduled function, and how the constants it takes must be laid out for it."""
+
+    func: tirx.PrimFunc
+    packs: dict[int, Pack] = field(default_factory=dict)  # param index → numpy repacking
+
+
+@dataclass
+class Kernel:
+    """What a rule sees: the function, the target, and which params are constants at every
+    call site (so that their layout may change)."""
+
+    func: tirx.PrimFunc
+    target: tvm.target.Target
+    constant_params: frozenset[int]
+
+    def param_index(self, var) -> int | None:
+        for i, p in enumerate(self.func.params):
+            if p.same_as(var):
+                return i
+        return None
+
+
+Rule = Callable[[Kernel], Plan | None]
+
+
+# ---------------------------------------------------------------- analysis
+
+def vector_lanes(target: tvm.target.Target, dtype_bits: int = 32) -> int:
+    """float32 lanes of the target's widest vector (AVX-512: 16, AVX/AVX2: 8, else 4)."""
+    from tvm.target.codegen import llvm_get_cpu_features
+    features = set(llvm_get_cpu_features(target))
+    bits = 512 if "avx512f" in features else 256 if "avx" in features else 128
+    return bits // dtype_bits
+
+
+def top_blocks(sch: s_tir.Schedule) -> list:
+    from tvm.s_tir.dlight.analysis import get_root_block
+    return list(sch.get_child_blocks(get_root_block(sch)))
+
+
+def iter_kinds(sch: s_tir.Schedule, block) -> str:
+    """The block's iteration kinds: S (spatial) and R (reduction) per block var, as dlight."""
+    names = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
+    return "".join(names.get(iv.iter_type, "O") for iv in sch.get(block).iter_vars)
+
+
+def extent(sch: s_tir.Schedule, block, i: int) -> int:
+    return int(sch.get(block).iter_vars[i].dom.extent)
+
+
+def same(a, b) -> bool:
+    return sym.Analyzer().can_prove_equal(a, b)
+
+
+def indexed_by(region, variables) -> bool:
+    """Whether a read region is exactly `buffer[v0, v1, ...]` for these block vars."""
+    return (len(region.region) == len(variables)
+            and all(r.min.same_as(v) and int(r.extent) == 1
+                    for r, v in zip(region.region, variables, strict=True)))
+
+
+def is_copy(sch: s_tir.Schedule, block) -> bool:
+    """Whether a block copies one buffer element for element (a padding stage that pads
+    nothing, as TOPI makes for a convolution without padding)."""
+    stmt = sch.get(block)
+    variables = [iv.var for iv in stmt.iter_vars]
+    return (len(stmt.reads) == 1 and indexed_by(stmt.reads[0], variables)
+            and indexed_by(stmt.writes[0], variables))
+
+
+def one_reduction(k: Kernel, kinds: str):
+    """(schedule, top-level blocks, the reduction block) when the function has exactly one
+    reduction block and its iteration kinds match the regular expression `kinds`."""
+    sch = s_tir.Schedule(k.func)
+    blocks = top_blocks(sch)
+    reductions = [b for b in blocks if "R" in iter_kinds(sch, b)]
+    if len(reductions) != 1 or not re.fullmatch(kinds, iter_kinds(sch, reductions[0])):
+        return None
+    return sch, blocks, reductions[0]
+
+
+def constant_read(k: Kernel, stmt, variables) -> tuple[int, int] | None:
+    """(read index, param index) of the block's read of a constant param exactly at
+    `variables` (a weight), when the block reads it and one other buffer."""
+    read = next((i for i, r in enumerate(stmt.reads) if indexed_by(r, variables)), None)
+    if read is None or len(stmt.reads) != 2:
+        return None
+    param = k.param_index(stmt.reads[read].source)
+    return (read, param) if param in k.constant_params else None
+
+
+def epilogue_of(sch: s_tir.Schedule, blocks: list, producer):
+    """Inline the injective blocks after `producer` into one epilogue block (reading the
+    producer's output) and return it; if there are none, make a copy block (cache_write) so
+    that `producer` writes an intermediate buffer whose layout the schedule may choose."""
+    after = blocks[blocks.index(producer) + 1:]
+    if not after:
+        return sch.cache_write(producer, 0, "global")
+    for block in reversed(after[1:]):
+        sch.reverse_compute_inline(block)
+    return after[0]

@@ -1,0 +1,63 @@
+"""Depthwise convolutions: vectorized along output rows, each channel's padded plane made just
+before use."""
+
+from __future__ import annotations
+
+from tvm import sym
+
+from archdsl.backends.tvm.schedules.common import (
+    Kernel,
+    Plan,
+    epilogue_of,
+    extent,
+    is_copy,
+    vector_lanes,
+)
+from archdsl.backends.tvm.schedules.conv import find_conv
+
+__all__ = ["depthwise_conv2d"]
+
+
+def depthwise_conv2d(k: Kernel) -> Plan | None:
+    """A depthwise conv, vectorized along output rows (NCHW keeps them contiguous): a tile of
+    up to 4 rows × 8 columns in registers, the 3×3 weights broadcast, parallel over (batch,
+    channel) with each channel's padded plane made right before it is used. A stride-s conv
+    reads its plane de-interleaved (columns w % s side by side), so that its loads are
+    contiguous too. (Measured on MobileNet v1: 1.1-3× faster per layer than the channel-
+    blocked NCHW8c version of the dense schedule, which re-laid out each input.)"""
+    found = find_conv(k)
+    if found is None or not found.depthwise:
+        return None
+    sch, conv = found.sch, found.block
+    stmt = sch.get(conv)
+    x = stmt.iter_vars[3].var
+    out_h, out_w = extent(sch, conv, 2), extent(sch, conv, 3)
+    lanes = vector_lanes(k.target)
+    xv = lanes if out_w % lanes == 0 else max(
+        d for d in range(1, min(out_w, 2 * lanes) + 1) if out_w % d == 0)
+    yi = max(d for d in range(1, 5) if out_h % d == 0 and d * -(-xv // lanes) <= 8)
+    data = found.data
+    stride = int(sym.detect_linear_equation(stmt.reads[found.d_read].region[3].min, [x])[0])
+    if stride > 1:  # the padded plane de-interleaved: columns w % stride side by side
+        if data is None or int(sch.get(data).writes[0].source.ty.shape[3]) % stride:
+            return None
+        sch.transform_layout(data, ("write", 0),
+                             lambda n, c, h, w: (n, c, h, w % stride, w // stride))
+    epilogue = epilogue_of(sch, found.blocks, conv)
+    ln, lf, ly, lx, lrc, lry, lrx = sch.get_loops(conv)
+    yo, yi_ = sch.split(ly, [None, yi])
+    xo, xi_ = sch.split(lx, [None, xv])
+    sch.reorder(ln, lf, yo, xo, lrc, lry, lrx, yi_, xi_)
+    outer = sch.fuse(ln, lf)
+    sch.parallel(outer)
+    sch.reverse_compute_at(epilogue, xo)
+    sch.vectorize(xi_)
+    sch.unroll(yi_)
+    sch.decompose_reduction(conv, lrc)
+    sch.vectorize(sch.get_loops(epilogue)[-1])
+    if data is not None:
+        if is_copy(sch, data):
+            sch.compute_inline(data)
+        else:
+            sch.compute_at(data, outer)
+    return Plan(sch.mod["main"])
