@@ -28,9 +28,10 @@ _TERMINAL_WORDS = {
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    # cache=True stores the analysed LALR tables on disk: building them is most of start-up time.
-    return Lark(GRAMMAR.read_text(), parser="lalr", propagate_positions=True,
-                maybe_placeholders=True, cache=True)
+    # the LALR tables ship with the package (grammar_tables.py): never a cache file that
+    # someone else could have written
+    from .grammar_tables import load
+    return load()
 
 
 MAX_SYNTAX_ERRORS = 20
