@@ -11,6 +11,7 @@ from . import syntax as S
 from ._perf import gc_paused
 from .elaborate import Elaborator, _Abort
 from .errors import ArchErrors, ErrorSink, UsageError, did_you_mean
+from .expr import WorkLimit, metered
 from .ir import Graph
 from .program import Program, load_program
 
@@ -26,18 +27,28 @@ def elaborate(program: Program, arch: str, overrides: dict[str, Any] | None = No
     """Elaborate one architecture of a loaded program into a typed graph (raises ArchErrors)."""
     sink = ErrorSink()
     graph = None
-    try:
-        with gc_paused():
-            graph = Elaborator(program, sink).arch(arch, dict(overrides or {}))
-    except _Abort:
-        pass
-    sink.check()
-    assert graph is not None
-    if graph.budgets:
-        from .analysis import analyse, check_budgets
-        for err in check_budgets(graph, analyse(graph)):
-            sink.add(err)
+    with metered() as meter:
+        try:
+            with gc_paused(), sink.collecting():
+                graph = Elaborator(program, sink).arch(arch, dict(overrides or {}))
+        except _Abort:
+            pass
+        except WorkLimit as exc:
+            with sink.collecting():
+                sink.add(exc.error)
         sink.check()
+        assert graph is not None
+        if graph.budgets:
+            from .analysis import analyse, check_budgets
+            meter.where = graph.span
+            try:
+                with sink.collecting():
+                    for err in check_budgets(graph, analyse(graph)):
+                        sink.add(err)
+            except WorkLimit as exc:
+                with sink.collecting():
+                    sink.add(exc.error)
+            sink.check()
     return graph
 
 

@@ -4,6 +4,7 @@ style questions can be answered, and errors name both the producer and the consu
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +20,9 @@ from .errors import (
     ValueError_,
     did_you_mean,
 )
-from .expr import as_int, evaluate, evaluate_value
+from .expr import as_int, charge, charge_copy, evaluate, evaluate_value, short_repr
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
+from .limits import MAX_DIM, MAX_ELEMENTS, MAX_NESTING, MAX_NODES, MAX_STEPS, exceeded
 from .ops import (
     ACTIVATIONS,
     NORMS,
@@ -36,7 +38,6 @@ from .ops import (
 from .program import Program
 
 MAX_BLOCK_DEPTH = 64
-MAX_NODES = 2_000_000
 _KERNEL_SUFFIX = re.compile(r"^([A-Za-z_]+?)(\d+)$")
 ATTACH_KEYS = ("norm", "act")
 _ALL_ATTRS = sorted({a for op in OPS.values() for a in op.attrs} | set(ATTACH_KEYS))
@@ -84,6 +85,7 @@ class Env:
     calls: tuple[str, ...] = ()  # the blocks being elaborated, outermost first
 
     def with_values(self, extra: dict[str, Any]) -> Env:
+        charge_copy(self.values)
         return Env({**self.values, **extra}, self.defaults, self.calls)
 
 
@@ -96,6 +98,14 @@ def _repetition(env: Env, item: S.Item, i: int) -> Env:
 class Elaborator:
     def __init__(self, program: Program, sink: ErrorSink) -> None:
         self.program, self.sink = program, sink
+        self.depth = 0  # bodies open inside one another (MAX_NESTING)
+        self.repeats: list[tuple[Span, int] | None] = []  # the repetitions being elaborated
+
+    @staticmethod
+    def _step(span: Span) -> None:
+        """Charge one statement elaborated to the work budget (expr.Meter, MAX_STEPS): work
+        is bounded even where it makes no nodes (`((relu x0) x1999999) x1999999`)."""
+        charge(1, span)
 
     # ------------------------------------------------------------------ architectures
     def arch(self, name: str, overrides: dict[str, Any]) -> Graph:
@@ -169,6 +179,11 @@ class Elaborator:
             except ArchError as exc:
                 self.sink.add(exc)
                 raise _Abort from None
+        try:
+            _check_size(tuple(dims), "the input")
+        except OpShapeError as exc:
+            self.sink.add(ValueError_(exc.message, stmt.span, exc.hint))
+            raise _Abort from None
         node = Node(0, "input", "input", {"shape": tuple(dims)}, tuple(dims), stmt.span, 0)
         self.graph.add_node(node, [])
         return 0
@@ -181,6 +196,7 @@ class Elaborator:
                 values[p.name] = given[p.name]
             elif p.default is not None:
                 try:
+                    charge_copy(env)
                     values[p.name] = evaluate_value(p.default, {**env, **values})
                 except ArchError as exc:
                     self.sink.add(exc)
@@ -194,12 +210,14 @@ class Elaborator:
     # ------------------------------------------------------------------ statements
     def _stmts(self, stmts: list, scope: Scope, items: list, cur: int, env: Env) -> int:
         for stmt in stmts:
+            self._step(stmt.span)
             try:
                 if isinstance(stmt, S.Defaults):
                     env = self._defaults(stmt, env)
                 elif isinstance(stmt, S.Let):
                     env = self._let(stmt, env)
                 elif isinstance(stmt, S.Budget):
+                    charge_copy(env.values)
                     self.graph.budgets.append((stmt.expr, dict(env.values)))
                 elif isinstance(stmt, S.Item):
                     cur = self._item(stmt, scope, items, cur, env)
@@ -227,24 +245,47 @@ class Elaborator:
         return Env(env.values, new, env.calls)
 
     def _body(self, body: S.Body, scope: Scope, items: list, cur: int, env: Env) -> int:
-        return self._stmts(body.stmts, scope, items, cur, env)
+        """A bracketed body (a group, a branch, a residual, a block's): every nesting passes
+        here, so MAX_NESTING bounds the recursion of this pass and of every later one."""
+        if self.depth >= MAX_NESTING:
+            self.sink.add(ValueError_(f"blocks, groups and joins nest more than {MAX_NESTING} "
+                                      "deep here", body.span,
+                                      exceeded("nesting of blocks, groups and joins",
+                                               MAX_NESTING)))
+            raise _Abort
+        self.depth += 1
+        try:
+            return self._stmts(body.stmts, scope, items, cur, env)
+        finally:
+            self.depth -= 1
 
     def _item(self, item: S.Item, scope: Scope, items: list, cur: int, env: Env) -> int:
         count = 1
         if item.repeat is not None:
             count = as_int(evaluate(item.repeat, env.values), "a repeat count", item.repeat.span,
                            minimum=0)
-            if count > MAX_NODES:
-                raise ValueError_(f"a repeat count of {count:,} makes more than {MAX_NODES:,} "
-                                  "nodes", item.repeat.span)
-        atom = item.atom
-        single = item.repeat is None
+            if count > MAX_STEPS:
+                raise ValueError_(f"a repeat count of {count:,} exceeds the budget of "
+                                  f"{MAX_STEPS:,} elaboration steps", item.repeat.span,
+                                  exceeded("elaboration steps (statements, repetitions and "
+                                           "expression operations)", MAX_STEPS))
         if count == 0:  # `x{0}`: the item is not there at all, its name included
             return cur
+        self.repeats.append((item.repeat.span, count) if count > 1 else None)
+        try:
+            return self._repeated(item, count, scope, items, cur, env)
+        finally:
+            self.repeats.pop()
+
+    def _repeated(self, item: S.Item, count: int, scope: Scope, items: list, cur: int,
+                  env: Env) -> int:
+        atom = item.atom
+        single = item.repeat is None
         if item.label_template is not None:
             return self._templated(item, count, scope, items, cur, env)
         if item.label is None:
             for i in range(count):
+                self._step(item.span)
                 cur = self._atom(atom, None, scope, items, cur, _repetition(env, item, i))
             return cur
         if single and (isinstance(atom, (S.Layer, S.Join, S.Residual, S.Gate, S.Dense))):
@@ -253,6 +294,7 @@ class Elaborator:
         full = scope.claim(item.label, item.label_span, self.sink)
         sub, sub_items = Scope(full + "."), []
         for i in range(count):
+            self._step(item.span)
             cur = self._atom(atom, None, sub, sub_items, cur, _repetition(env, item, i))
         items.append(ScopeRef(item.label, sub_items))
         return cur
@@ -261,6 +303,7 @@ class Elaborator:
                    env: Env) -> int:
         """`denselayer{i + 1}: dense_layer(32) x6` names each repetition on its own."""
         for i in range(count):
+            self._step(item.span)
             env_i = env.with_values({"i": i})
             suffix = evaluate(item.label_template, env_i.values)
             if isinstance(suffix, float) and suffix.is_integer():
@@ -355,6 +398,7 @@ class Elaborator:
                 raise NameError_(f"no op has an attribute `{attr.name}`", attr.span,
                                  did_you_mean(attr.name, _ALL_ATTRS))
             defaults[attr.name] = (attr.value, env.values)
+        charge_copy(env.values)
         inner = Env({**env.values, **values}, defaults, env.calls + (call.name,))
         if claimed is not None:
             name, short = claimed, label[0]
@@ -502,15 +546,21 @@ class Elaborator:
               layer: int | None) -> int:
         nid = self.graph.g.number_of_nodes()
         if nid >= MAX_NODES:
-            self.sink.add(ValueError_(f"the network has more than {MAX_NODES} nodes", span))
+            outer = next((r for r in self.repeats if r is not None), None)
+            notes = [] if outer is None else [(f"repeated {outer[1]:,} times here", outer[0])]
+            self.sink.add(ValueError_(f"the network has more than {MAX_NODES:,} nodes", span,
+                                      exceeded("nodes in one architecture", MAX_NODES),
+                                      notes))
             raise _Abort
         shapes = [self.graph.node(i).shape for i in inputs]
         shape = None
         if all(s is not None for s in shapes):
             try:
                 shape = tuple(OPS[op].shape(attrs, shapes))  # type: ignore[arg-type]
+                _check_size(shape, f"this {op}'s output")
             except OpShapeError as exc:
                 self.sink.add(self._shape_error(exc, span, inputs))
+                shape = None
         node = Node(nid, name, op, attrs, shape, span, nid if layer is None else layer)
         self.graph.add_node(node, inputs)
         return nid
@@ -530,6 +580,19 @@ class Elaborator:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def _check_size(shape: tuple[int, ...], what: str) -> None:
+    """Every tensor within MAX_DIM per dimension and MAX_ELEMENTS in all: the counts of
+    analysis stay plain numbers, and no backend is asked for petabytes."""
+    big = next((d for d in shape if d > MAX_DIM), None)
+    if big is not None:
+        raise OpShapeError(f"{what} has a dimension of {big:,}",
+                           exceeded("one dimension of a tensor", MAX_DIM))
+    elements = math.prod(shape)
+    if elements > MAX_ELEMENTS:
+        raise OpShapeError(f"{what} has {elements:,} elements per image",
+                           exceeded("the elements of one tensor", MAX_ELEMENTS))
+
 
 def _alias_value(arg: S.Arg, sink: ErrorSink) -> Any:
     if arg.name is None:
@@ -580,7 +643,7 @@ def _convert(spec: AttrSpec, value: Any, key: str, span: Span, owner: str) -> An
         return as_int(value, what, span, minimum=minimum)
     if spec.type == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError_(f"{what} must be a number, got {value!r}", span)
+            raise ValueError_(f"{what} must be a number, got {short_repr(value)}", span)
         if spec.minimum is not None and value < spec.minimum:
             raise ValueError_(f"{what} must be at least {spec.minimum}, got {value}", span)
         if spec.maximum is not None and value > spec.maximum:
@@ -593,12 +656,13 @@ def _convert(spec: AttrSpec, value: Any, key: str, span: Span, owner: str) -> An
             return value
         if value in (0, 1):
             return bool(value)
-        raise ValueError_(f"{what} must be true or false, got {value!r}", span)
+        raise ValueError_(f"{what} must be true or false, got {short_repr(value)}", span)
     if spec.type == "pad":
         if value in ("same", "valid"):
             return value
         if isinstance(value, str):
-            raise ValueError_(f"{what} must be same, valid or a number, got {value!r}", span,
+            raise ValueError_(f"{what} must be same, valid or a number, got {short_repr(value)}",
+                              span,
                               did_you_mean(value, ["same", "valid"]))
         return as_int(value, what, span, minimum=0)
     raise ValueError_(f"{what} cannot be set", span)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 
 from . import syntax as S
-from .errors import ArchErrors, ArchSyntaxError, ErrorSink, Span
+from .errors import ArchError, ArchErrors, ArchSyntaxError, ErrorSink, Span
+from .limits import MAX_LITERAL_DIGITS, MAX_SYNTAX_DEPTH, MAX_SYNTAX_REPARSE_BYTES, exceeded
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -43,11 +51,35 @@ def parse(text: str, file: str = "<string>") -> S.Module:
         tree = _lark().parse(text)
     except UnexpectedInput as exc:
         raise ArchErrors(_syntax_errors(exc, text, file)) from None
+    _check_depth(tree, file, text)
     sink = ErrorSink()
-    items = _Build(file, text).transform(tree)
-    module = _group(items, file, sink)
+    try:
+        items = _Build(file, text).transform(tree)
+    except VisitError as exc:  # a literal the builder refuses
+        if isinstance(exc.orig_exc, ArchError):
+            raise ArchErrors([exc.orig_exc]) from None
+        raise
+    module = S.Module(file, [], [], [])
+    with sink.collecting():
+        module = _group(items, file, sink)
     sink.check()
     return module
+
+
+def _check_depth(tree: Tree, file: str, text: str) -> None:
+    """Refuse a tree deeper than MAX_SYNTAX_DEPTH before anything walks it recursively
+    (building the syntax tree, evaluating expressions, elaborating nested groups): a chain of
+    500 `+` or 200 nested brackets would otherwise end in Python's RecursionError."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_SYNTAX_DEPTH:
+            where = _span(file, text, node.meta)
+            raise ArchErrors([ArchSyntaxError(
+                f"this nests more than {MAX_SYNTAX_DEPTH} levels deep", where,
+                exceeded("nesting (brackets, blocks and chained operators, in levels of the "
+                         "syntax tree)", MAX_SYNTAX_DEPTH) + "; split it up with `let` or blocks")])
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
 
 
 def _group(items: list, file: str, sink: ErrorSink) -> S.Module:
@@ -79,7 +111,10 @@ def _syntax_errors(first: UnexpectedInput, text: str, file: str) -> list[ArchSyn
     errors = [_syntax_error(first, text, file)]
     lines = text.split("\n")
     exc: UnexpectedInput | None = first
-    while exc is not None and len(errors) < MAX_SYNTAX_ERRORS:
+    reparsed = 0  # bounded: each attempt parses the whole text again
+    while exc is not None and len(errors) < MAX_SYNTAX_ERRORS and \
+            reparsed + len(text) <= MAX_SYNTAX_REPARSE_BYTES:
+        reparsed += len(text)
         row = errors[-1].span.line - 1  # type: ignore[union-attr]
         if not 0 <= row < len(lines) - 1 or not _balanced(lines[row]):
             break
@@ -192,7 +227,8 @@ class _Build(Transformer):
 
     def _int(self, d):
         if isinstance(d, Token):
-            return S.Expr("num", (int(d),), _tok_span(self.file, self.text, d))
+            span = _tok_span(self.file, self.text, d)
+            return S.Expr("num", (_number(d, span),), span)
         return d
 
     def defaults(self, meta, c):
@@ -257,7 +293,7 @@ class _Build(Transformer):
         return self._e("sym", (str(c[0]),), meta)
 
     def num(self, meta, c):
-        return self._e("num", (_number(c[0]),), meta)
+        return self._e("num", (_number(c[0], self._s(meta)),), meta)
 
     def str(self, meta, c):
         return self._e("str", (c[0][1:-1],), meta)
@@ -293,7 +329,7 @@ class _Build(Transformer):
 
     # ---- expressions ----
     def number(self, meta, c):
-        return self._e("num", (_number(c[0]),), meta)
+        return self._e("num", (_number(c[0], self._s(meta)),), meta)
 
     def var(self, meta, c):
         return self._e("var", (str(c[0]),), meta)
@@ -338,12 +374,23 @@ class _Build(Transformer):
 _SCALE = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 
-def _number(tok) -> int | float:
+def _number(tok, span: Span) -> int | float:
+    """A number literal's value: K/M/G/T scale it; more than MAX_LITERAL_DIGITS digits, or
+    too large for a float, is an error (Python's int() refuses 4,300 digits, with a
+    ValueError of its own)."""
     s = str(tok)
-    if s[-1] in _SCALE:
-        value = _number(s[:-1]) * _SCALE[s[-1]]
-        return int(value) if float(value).is_integer() else value
+    digits = sum(ch.isdigit() for ch in s)
+    if digits > MAX_LITERAL_DIGITS:
+        raise ArchSyntaxError(f"a number of {digits} digits", span,
+                              exceeded("the digits of a number", MAX_LITERAL_DIGITS))
+    scale = _SCALE.get(s[-1], 1)
+    s = s.rstrip("KMGT")
     try:
-        return int(s)
+        value: int | float = int(s) * scale
     except ValueError:
-        return float(s)
+        value = float(s) * scale
+        if not math.isfinite(value):
+            raise ArchSyntaxError(f"{tok} is too large a number", span) from None
+        if scale != 1 and value.is_integer():
+            value = int(value)
+    return value
