@@ -44,11 +44,11 @@ ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", help="only this arc
 def _out() -> Console:
     # Piped output keeps whole tables: a width of 80 would crop the numbers.
     wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 220
-    return Console(highlight=False, soft_wrap=False, width=wide)
+    return Console(highlight=False, soft_wrap=False, width=wide, emoji=False)
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def parse_value(text: str) -> Any:

@@ -46,7 +46,8 @@ from rich.text import Text
 from .analysis import Conventions, analyse
 from .notation import Layer, arch_labels, layer_notation, layers
 from .ops import Shape, fmt_shape
-from .report import human
+from .report import cell, human
+from .report import md_cell as _md
 
 # attributes that paper notation (conv3-64/2, maxpool3/2, FC-4096, ...) already shows, or that
 # the input/output shapes explain (a depthwise conv's groups = its input channels)
@@ -384,37 +385,34 @@ _STAGE_HEADERS = ["Stage", "Params A", "Params B", "ΔParams", "Δ%", "MACs A", 
 
 def diff_table(d: ArchDiff) -> Group:
     """A rich renderable: the layer changes, then sizes per stage with the total as footer."""
-    parts: list[Any] = [Text.assemble((d.a, "bold"), " → ", (d.b, "bold"), f": {d.summary}")]
+    parts: list[Any] = [Text.assemble(cell(d.a, "bold"), " → ", cell(d.b, "bold"),
+                                      f": {d.summary}")]
     if d.layers:
         t = Table(title="Layers", title_justify="left")
         for h in _LAYER_HEADERS:
             t.add_column(h, justify="right" if h.startswith("Δ") else "left",
                          overflow="fold", no_wrap=h in ("", "ΔParams", "ΔMACs"))
         for x in d.layers:
-            t.add_row(*(Text(c) for c in _layer_cells(x)), style=_STYLE[x.kind])
+            t.add_row(*map(cell, _layer_cells(x)), style=_STYLE[x.kind])
         parts.append(t)
     if d.renamed:
         parts.append(Text(f"{len(d.renamed)} unchanged layers renumbered "
                           f"(e.g. {d.renamed[0][0]} → {d.renamed[0][1]})", style="dim"))
     t = Table(title="Size" + (f" by stage (depth {d.depth})" if d.depth else " by layer"),
               title_justify="left", show_footer=True,
-              caption=f"A = {d.a}, B = {d.b}; MACs = multiply-accumulates",
+              caption=cell(f"A = {d.a}, B = {d.b}; MACs = multiply-accumulates", "table.caption"),
               caption_justify="left")
     for h, foot in zip(_STAGE_HEADERS, _stage_cells(d.total), strict=True):
         t.add_column(h, footer=foot, justify="left" if h == "Stage" else "right",
                      no_wrap=h != "Stage", overflow="fold")
     for s in d.stages:
-        t.add_row(*(Text(c) for c in _stage_cells(s)), style=None if s.same else "bold")
+        t.add_row(*map(cell, _stage_cells(s)), style=None if s.same else "bold")
     parts.append(t)
     return Group(*parts)
 
 
-def _md(cell: str) -> str:
-    return cell.replace("|", "\\|")
-
-
 def diff_markdown(d: ArchDiff) -> str:
-    lines = [f"### {d.a} → {d.b}", "", f"{d.summary}."]
+    lines = [f"### {_md(d.a)} → {_md(d.b)}", "", f"{d.summary}."]
     if d.layers:
         lines += ["", "| " + " | ".join(_LAYER_HEADERS) + " |",
                   "|---|---|---|---:|---:|"]
@@ -425,7 +423,7 @@ def diff_markdown(d: ArchDiff) -> str:
     lines += ["", "| " + " | ".join(_STAGE_HEADERS) + " |", "|---|" + "---:|" * 8]
     lines += ["| " + " | ".join(_md(c) for c in _stage_cells(s)) + " |" for s in d.stages]
     lines.append("| **total** | " + " | ".join(_stage_cells(d.total)[1:]) + " |")
-    lines += ["", f"_A = {d.a}, B = {d.b}; MACs = multiply-accumulates_"]
+    lines += ["", f"_A = {_md(d.a)}, B = {_md(d.b)}; MACs = multiply-accumulates_"]
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,15 @@ from .errors import (
     ValueError_,
     did_you_mean,
 )
-from .expr import as_int, charge, charge_copy, evaluate, evaluate_value, short_repr
+from .expr import (
+    as_int,
+    charge,
+    charge_copy,
+    evaluate,
+    evaluate_value,
+    short_repr,
+    user_value,
+)
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
 from .limits import MAX_DIM, MAX_ELEMENTS, MAX_NESTING, MAX_NODES, MAX_STEPS, exceeded
 from .ops import (
@@ -110,7 +118,7 @@ class Elaborator:
     # ------------------------------------------------------------------ architectures
     def arch(self, name: str, overrides: dict[str, Any]) -> Graph:
         decl = self.program.archs[name]
-        span, chain, settings = decl.span, [name], dict(overrides)
+        span, chain, settings = decl.span, [name], self._overrides(overrides)
         while isinstance(decl, S.ArchAlias):  # arch d = c(k=7); arch c = b(...): outermost wins
             base = self._alias_args(decl, name)
             settings = {**base, **settings}
@@ -127,6 +135,17 @@ class Elaborator:
             chain.append(decl.target)
             decl = target
         return self._arch_def(decl, settings, name, span)
+
+    def _overrides(self, given: dict[str, Any]) -> dict[str, Any]:
+        values = {}
+        for key, value in given.items():
+            try:
+                values[key] = user_value(value, f"the value of `{key}`")
+            except ArchError as exc:
+                self.sink.add(UsageError(exc.message, None, exc.hint))
+        if len(values) < len(given):
+            raise _Abort
+        return values
 
     def _alias_args(self, decl: S.ArchAlias, name: str) -> dict[str, Any]:
         values = {}

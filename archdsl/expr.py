@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import operator
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -287,3 +288,31 @@ def as_int(value: Value, what: str, span, minimum: int | None = 1) -> int:
     if minimum is not None and value < minimum:
         raise ValueError_(f"{what} must be at least {minimum}, got {value}", span)
     return value
+
+
+def user_value(value: Any, what: str) -> Value:
+    """A value given from outside a spec (`--set`, keyword arguments of `archdsl.load`) as the
+    spec's own values are: numpy scalars become Python numbers, integers within MAX_INT_BITS,
+    floats finite, strings writable in spec text (no quote, no control character: `format`
+    must not print a second architecture from `--set 's=x\\narch evil...'`), lists of those."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        value = int(value)
+        if value.bit_length() > MAX_INT_BITS:
+            raise ValueError_(f"{what} has {value.bit_length()} bits", None,
+                              exceeded("the size of integers", MAX_INT_BITS, " bits"))
+        return value
+    if isinstance(value, numbers.Real):
+        if not math.isfinite(float(value)):
+            raise ValueError_(f"{what} must be a finite number, got {value}", None)
+        return float(value)
+    if isinstance(value, str):
+        if '"' in value or any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value):
+            raise ValueError_(f"{what} cannot hold a quote or a control character: "
+                              f"{short_repr(value)}", None)
+        return value
+    if isinstance(value, (list, tuple)):
+        return [user_value(v, what) for v in value]
+    raise ValueError_(f"{what} must be a number, a word or a list, got a "
+                      f"{type(value).__name__}", None)

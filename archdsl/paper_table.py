@@ -37,11 +37,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.table import Table
-from rich.text import Text
 
 from .analysis import Conventions, analyse
 from .notation import Layer, arch_labels, branch_ids, layer_notation, layers, shortcut_ids
 from .ops import OPS, fmt_shape
+from .report import cell
+from .report import md_cell as _md
 
 SHOWN_CATEGORIES = ("conv", "linear", "attention", "pool", "norm")
 TIMES = "×"
@@ -189,18 +190,14 @@ def _merge(keys: list, more: list) -> list:
 # ---------------------------------------------------------------- renderers
 
 def paper_table_rich(t: PaperTable) -> Table:
-    table = Table(title="Configurations", show_lines=True, caption="; ".join(t.notes),
-                  caption_justify="left")
+    table = Table(title="Configurations", show_lines=True,
+                  caption=cell("; ".join(t.notes), "table.caption"), caption_justify="left")
     table.add_column("", no_wrap=True, style="bold")
     for c in t.columns:
-        table.add_column(c, justify="center", overflow="fold")
+        table.add_column(cell(c), justify="center", overflow="fold")
     for row in t.rows:
-        table.add_row(Text(row.label), *(Text("\n".join(lines)) for lines in row.cells))
+        table.add_row(cell(row.label), *(cell("\n".join(lines)) for lines in row.cells))
     return table
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|")
 
 
 def paper_table_markdown(t: PaperTable) -> str:

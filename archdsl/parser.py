@@ -16,7 +16,7 @@ from lark.exceptions import (
 )
 
 from . import syntax as S
-from .errors import ArchError, ArchErrors, ArchSyntaxError, ErrorSink, Span
+from .errors import ArchError, ArchErrors, ArchSyntaxError, ErrorSink, Span, printable
 from .limits import MAX_LITERAL_DIGITS, MAX_SYNTAX_DEPTH, MAX_SYNTAX_REPARSE_BYTES, exceeded
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
@@ -296,7 +296,16 @@ class _Build(Transformer):
         return self._e("num", (_number(c[0], self._s(meta)),), meta)
 
     def str(self, meta, c):
-        return self._e("str", (c[0][1:-1],), meta)
+        return self._e("str", (self._string(c[0], meta),), meta)
+
+    def _string(self, tok: Token, meta) -> str:
+        """A string's text, which may not hold control characters: they would reach a
+        terminal through tables and canonical forms (issue #13)."""
+        text = tok[1:-1]
+        if printable(text) != text:
+            raise ArchSyntaxError("a string cannot hold control characters (tabs included)",
+                                  self._s(meta), "write them out in words")
+        return text
 
     def group(self, meta, c):
         return S.Group(c[0], self._s(meta))
@@ -335,7 +344,7 @@ class _Build(Transformer):
         return self._e("var", (str(c[0]),), meta)
 
     def string(self, meta, c):
-        return self._e("str", (c[0][1:-1],), meta)
+        return self._e("str", (self._string(c[0], meta),), meta)
 
     def call(self, meta, c):
         return self._e("call", (str(c[0]), tuple(x for x in c[1:] if x is not None)), meta)

@@ -15,7 +15,21 @@ from rich.table import Table
 from rich.text import Text
 
 from .analysis import COUNTS, Conventions, Row, Stats
+from .errors import printable
 from .ops import fmt_shape
+
+
+def cell(text: str, style: str = "") -> Text:
+    """Text for a rich table (a cell, a title): never read as markup (a spec's string
+    `"[link=...]x[/link]"` would become a hyperlink, `"[/x]"` an error), control
+    characters shown as symbols."""
+    return Text(printable(text), style=style)
+
+
+def md_cell(text: str) -> str:
+    """Text for a Markdown table cell: `|` and `\\` escaped, one line, control characters
+    shown as symbols."""
+    return printable(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def conventions_text(conv: Conventions) -> str:
@@ -56,7 +70,7 @@ def _layer_columns(stats: Stats) -> list[tuple[str, str]]:
 
 def layer_table(stats: Stats, depth: int | None = None) -> Table:
     title = f"{stats.name}" + (f" ({_settings(stats)})" if stats.settings else "")
-    table = Table(title=title, caption=conventions_text(stats.conventions) +
+    table = Table(title=cell(title, "table.title"), caption=conventions_text(stats.conventions) +
                   f"; bytes as {stats.dtype}", show_footer=True, caption_justify="left")
     totals = stats.totals
     factor = _cost(stats)[1]
@@ -70,7 +84,7 @@ def layer_table(stats: Stats, depth: int | None = None) -> Table:
                          no_wrap=key != "name", min_width=12 if key == "name" else None,
                          overflow="fold")
     for row in stats.rollup(depth):
-        table.add_row(*_layer_cells(row, factor))
+        table.add_row(*map(cell, _layer_cells(row, factor)))
     return table
 
 
@@ -105,7 +119,7 @@ def comparison_table(all_stats: Sequence[Stats]) -> Group:
                          no_wrap=col != "Architecture", overflow="fold",
                          min_width=16 if col == "Architecture" else None)
     for s in all_stats:
-        table.add_row(*_cmp_cells(s))
+        table.add_row(*map(cell, _cmp_cells(s)))
     dtypes = sorted({s.dtype for s in all_stats})
     return Group(table, Text(f"MB = 2^20 bytes as {', '.join(dtypes)}", style="dim"))
 
@@ -140,10 +154,11 @@ def to_markdown(all_stats: Sequence[Stats], per_layer: bool, depth: int | None =
     if per_layer:
         factor = _cost(first)[1]
         for s in all_stats:
-            lines += [f"### {s.name}", "",
+            lines += [f"### {md_cell(s.name)}", "",
                       "| " + " | ".join(h for h, _ in _layer_columns(s)) + " |",
                       "|" + "---|" * 3 + "---:|" * 5]
-            lines += ["| " + " | ".join(_layer_cells(r, factor)) + " |" for r in s.rollup(depth)]
+            lines += ["| " + " | ".join(map(md_cell, _layer_cells(r, factor))) + " |"
+                      for r in s.rollup(depth)]
             t = {**s.totals, "macs": s.totals["macs"] * factor}
             lines.append("| **total** | | " + fmt_shape(s.output) + " | " +
                          " | ".join(f"{t[k]:,}" for k in ("units", "weights", "params",
@@ -152,7 +167,7 @@ def to_markdown(all_stats: Sequence[Stats], per_layer: bool, depth: int | None =
     else:
         cols = _cmp_columns(first)
         lines += ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1)]
-        lines += ["| " + " | ".join(_cmp_cells(s)) + " |" for s in all_stats]
+        lines += ["| " + " | ".join(map(md_cell, _cmp_cells(s))) + " |" for s in all_stats]
         lines.append("")
     lines.append(f"_{conventions_text(first.conventions)}_")
     return "\n".join(lines) + "\n"

@@ -222,3 +222,22 @@ def test_control_characters_in_include_paths(tmp_path, path):
     (err,) = errors_of(spec)
     assert err.span.line == 1 and "control characters" in err.message
     assert "\x1b" not in err.render() and "\x00" not in err.render()
+
+
+# ---------------------------------------------------------------- values from outside a spec
+
+def test_numpy_scalars_are_numbers():
+    np = pytest.importorskip("numpy")
+    arch = archdsl.load("specs/mobilenet_v1.arch", alpha=np.float32(0.5),
+                        resolution=np.int64(160))
+    assert arch.settings["resolution"] == 160 and type(arch.settings["resolution"]) is int
+    assert arch.graph.input_shape == (3, 160, 160)
+
+
+@pytest.mark.parametrize("value, message", [
+    (float("nan"), "finite"), (float("inf"), "finite"), (2**70, "bits"),
+    ("x\ny", "control character"), ('a"b', "quote"), (object(), "must be a number"),
+])
+def test_bad_values_from_outside(value, message):
+    (err,) = errors_of("specs/mobilenet_v1.arch", alpha=value)
+    assert message in err.message and "alpha" in err.message

@@ -11,9 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
 from archdsl import grammar_tables
+from archdsl.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
+RUNNER = CliRunner()
 
 
 def _python(code: str, tmp: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -68,3 +73,67 @@ def test_a_planted_lark_cache_is_never_read(tmp_path):
     assert result.returncode == 0, result.stderr
     assert not marker.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([cache.name, "net.arch"])
+
+
+# ---------------------------------------------------------------- what reaches the terminal
+
+MARKUP = ('arch m(s = "[link=https://evil.example]click[/link]", t = "[/x]", u = "a|b :smile:")\n'
+          "input 3x8x8\nconv3-4; gap; FC-2\n")
+
+
+@pytest.fixture
+def markup_spec(tmp_path):
+    spec = tmp_path / "m.arch"
+    spec.write_text(MARKUP)
+    return spec
+
+
+@pytest.mark.parametrize("args", [[], ["--per-layer"], ["-f", "markdown"], ["-f", "csv"]])
+def test_strings_in_specs_are_not_markup(markup_spec, args):
+    result = RUNNER.invoke(app, ["stats", str(markup_spec), *args], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output  # no OSC-8 hyperlink, no style
+    if args == ["--per-layer"]:
+        assert "[link=https://evil.example]click[/link]" in result.output
+    elif args == ["-f", "markdown"]:
+        assert 'u="a\\|b :smile:"' in result.output  # an escaped pipe: the row keeps its cells
+    else:
+        assert "[/x]" in result.output and ":smile:" in result.output
+
+
+def test_diff_and_table_are_not_markup(markup_spec, tmp_path):
+    other = tmp_path / "n.arch"
+    other.write_text(MARKUP.replace("arch m(", "arch n(").replace("FC-2", "FC-3"))
+    for args in (["diff", str(markup_spec), str(other)], ["table", str(markup_spec)]):
+        result = RUNNER.invoke(app, args, env={"COLUMNS": "250"})
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.output
+
+
+@pytest.mark.parametrize("value", ["x\narch evil\ninput 1x1x1", 'x"', "a\x1b[2Jb"])
+def test_set_cannot_forge_spec_text(markup_spec, value):
+    result = RUNNER.invoke(app, ["format", str(markup_spec), "--set", f"s={value}"])
+    assert result.exit_code == 1
+    assert "cannot hold a quote or a control character" in result.output
+    assert "arch evil" not in result.output.replace("\\n", "\n").split("error")[0]
+    assert "\x1b" not in result.output
+
+
+def test_control_characters_in_spec_text(tmp_path):
+    spec = tmp_path / "c.arch"
+    for text, message in (
+            (b'arch c(s = "a\x1b]8;;x\x07b")  # \x1b[31m red\r\ninput 3x8x8\ncnv3\n',
+             "a string cannot hold control characters"),
+            (b'arch c  # \x1b[2J\x00\ninput 3x8x8\ncnv3\x00\n', "unexpected character `\u2400`"),
+            (b'arch c\ninput 3x8x8\ncnv3  # \x1b[2J\x00\n', "cnv3  # \u241b[2J\u2400")):
+        spec.write_bytes(text)
+        result = RUNNER.invoke(app, ["check", str(spec)])
+        assert result.exit_code == 1 and message in result.output
+        assert not set(result.output) & {"\x1b", "\x00", "\x07", "\r"}
+
+
+def test_an_error_message_from_a_spec_is_not_markup(tmp_path):
+    spec = tmp_path / "e.arch"
+    spec.write_text('arch e\ninput 3x8x8\nFC-{error("[bold red]boom[/] [/x]")}\n')
+    result = RUNNER.invoke(app, ["check", str(spec)])
+    assert result.exit_code == 1 and "[bold red]boom[/] [/x]" in result.output
