@@ -158,6 +158,12 @@ class Architecture:
 def read_weights(path: str | os.PathLike) -> dict[str, Any]:
     """A state_dict from a file: .safetensors (read as numpy: no torch needed), or a
     torch.save file (needs torch; loaded with weights_only=True)."""
+    from .inputs import check_regular
+    try:
+        check_regular(path)  # a reader would wait on a FIFO, or read /dev/zero forever
+    except OSError as exc:
+        raise ArchErrors([UsageError(f"cannot read weights from {path}: "
+                                     f"{exc.strerror or exc}", None)]) from None
     if str(path).endswith(".safetensors"):
         try:
             from safetensors.numpy import load_file

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,8 +15,8 @@ from rich.console import Console
 
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import Architecture, elaborate, named_like_file, select_archs
-from .errors import ArchError, ArchErrors, UsageError, last_line
-from .program import Program, load_program
+from .errors import ArchError, ArchErrors, UsageError, last_line, printable
+from .program import Program, display_path, load_program
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
@@ -151,6 +152,8 @@ def _report_errors(errors: list[ArchError]) -> None:
 
 
 def run(fn) -> None:
+    """Run a command's body: errors are reported as errors (exit 1), never as tracebacks;
+    what is not an error of the input is reported as a bug in archdsl (exit 70)."""
     try:
         fn()
     except ArchErrors as exc:
@@ -160,8 +163,24 @@ def run(fn) -> None:
         _report_errors([exc])
         raise typer.Exit(1) from None
     except ImportError as exc:  # a backend whose framework is missing
-        _err().print(f"error: {exc}", markup=False)
+        _err().print(f"error: {printable(str(exc))}", markup=False)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        _err().print("interrupted", markup=False)
+        raise typer.Exit(130) from None
+    except MemoryError:
+        _err().print("error: out of memory", markup=False)
+        raise typer.Exit(1) from None
+    except OSError as exc:  # a full disk, a file that went away
+        _err().print(f"error: {printable(str(exc))}", markup=False)
+        raise typer.Exit(1) from None
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:
+        _err().print(f"internal error: {type(exc).__name__}: {printable(last_line(exc))}\n"
+                     "this is a bug in archdsl: please report it with the command and files "
+                     "that caused it", markup=False)
+        raise typer.Exit(70) from None
 
 
 @app.command()
@@ -265,9 +284,10 @@ def graph(
     """Draw the network with Graphviz: boxes per layer (or block), shapes on the edges."""
     def body() -> None:
         from .drawing import draw, render
-        g = _one_graph(spec, set_, arch, "graph").graph
-        target = output or Path(g.name + ".svg")
-        path = render(draw(g, depth, conventions=Conventions(count=count.value)), target)
+        a = _one_graph(spec, set_, arch, "graph")
+        target = output or Path(a.graph.name + ".svg")
+        path = render(draw(a.graph, depth, conventions=Conventions(count=count.value)), target,
+                      inputs=list(a.program.files))
         _out().print(f"wrote {path}", markup=False)
     run(body)
 
@@ -354,17 +374,21 @@ def export(
     """Export the PyTorch model: ONNX (checked, and compared with onnxruntime when installed),
     TorchScript, or a torch.export program. Written atomically."""
     def body() -> None:
+        from .atomic import check_output
         from .backends import load_backend
-        graph = _one_graph(spec, set_, arch, "export").graph
+        a = _one_graph(spec, set_, arch, "export")
+        graph = a.graph
         backend = load_backend("pytorch")
-        model = backend.to_torch(graph)
-        if weights is not None:
-            backend.load_weights(model, backend.read_state_dict(weights), strict=True)
         from .backends.pytorch.export import SUFFIXES
         from .backends.pytorch.export import export as do_export
         target = output or Path(graph.name + SUFFIXES[format.value])
+        inputs = [*a.program.files, *([weights] if weights else [])]
+        check_output(target, inputs)  # before the model is built and exported
+        model = backend.to_torch(graph)
+        if weights is not None:
+            backend.load_weights(model, backend.read_state_dict(weights), strict=True)
         with _err().status(f"exporting {graph.name} to {format.value}..."):
-            report = do_export(model, graph.input_shape, format.value, target)
+            report = do_export(model, graph.input_shape, format.value, target, inputs=inputs)
         diff = "" if report.max_abs_diff is None else f", max abs diff {report.max_abs_diff:.2g}"
         _out().print(f"wrote {report.path} ({report.bytes / 2**20:.1f} MiB, {report.format}; "
                      f"checked with {report.checked}{diff})", markup=False)
@@ -418,21 +442,25 @@ def compile_(
     """Compile with Apache TVM (Relax) into a deployable shared library, plus a JSON
     manifest beside it. Both are written atomically."""
     def body() -> None:
-        import hashlib
-        import json
-
-        from .atomic import atomic_path
-        if dtype not in ("float32", "float16"):
-            raise UsageError(f"unknown dtype `{dtype}`", None, "float32 or float16")
         a = _one_graph(spec, set_, arch, "compile")
-        tgt = parse_target(target)
+        build, tgt = _tvm_target(target)
+        try:
+            batch_ = build.check_build_args(batch, dtype)
+        except ValueError as exc:
+            raise UsageError(str(exc), None) from None
         out = output or Path(a.name + ".so")
+        inputs = [*a.program.files, *([weights] if weights else [])]
+        from .atomic import check_output
+        from .backends.tvm.library import manifest_path
+        for path in (out, manifest_path(out)):  # before the compile: it takes minutes
+            check_output(path, inputs)
         display = _CompileDisplay(f"compiling {a.name} for {target} with TVM")
         try:
             with display:
-                compiled = _tvm_compile(a, tgt, weights, batch, dtype, tune, tuning_db, display)
+                compiled = _tvm_compile(a, tgt, weights, batch_, dtype, tune, tuning_db, display)
                 display.building("writing the library")
-                compiled.export_library(out)
+                _write_library(compiled, out, inputs, _manifest(
+                    a, tgt, dtype, batch_, weights, compiled, display.event, tune))
         except KeyboardInterrupt:
             kept = ("" if display.event is None or not tune else
                     f"; {display.event.database} keeps every trial measured so far: "
@@ -440,32 +468,64 @@ def compile_(
             _err().print(f"interrupted: no library written{kept}", markup=False)
             raise typer.Exit(130) from None
         tuned = display.event
-        manifest = {
-            "arch": a.name, "settings": a.settings, "target": tgt, "dtype": dtype,
-            "input": [batch, *a.graph.input_shape], "output": [batch, *a.graph.output_shape],
-            "spec_sha256": hashlib.sha256(Path(spec).read_bytes()).hexdigest(),
-            "weights": str(weights) if weights else "random (seed 0)",
-            "compile_seconds": round(compiled.compile_seconds, 2),
-            "tuning": None if tuned is None else {
-                "database": str(tuned.database), "trials_per_kernel": tune,
-                "trials_this_run": tuned.trials, "kernels": tuned.tasks,
-                "kernels_from_database": tuned.applied,
-                "kernels_default_faster": tuned.defaults,
-                "per_kernel": [{"kernel": k.kernel, "uses": k.uses,
-                                "tuned_ms": _ms(k.tuned_s), "default_ms": _ms(k.default_s),
-                                "built_with": k.built_with} for k in tuned.kernels]},
-        }
-        manifest_path = out.with_suffix(out.suffix + ".json")
-        with atomic_path(manifest_path) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         how = ("" if tuned is None else
                f", {tuned.applied} of {tuned.tasks} kernels from the tuning database"
                + (f" ({tuned.defaults} more measured faster with archdsl's default schedule)"
                   if tuned.defaults else ""))
         _out().print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {compiled.device_kind}"
-                     f", compiled in {compiled.compile_seconds:.1f} s{how}) and {manifest_path}",
-                     markup=False)
+                     f", compiled in {compiled.compile_seconds:.1f} s{how}) and "
+                     f"{manifest_path(out)}", markup=False)
     run(body)
+
+
+def _tvm_target(target: str):
+    """The TVM build module and the target, checked before anything is compiled."""
+    from .backends import load_backend
+    build = load_backend("tvm.build")  # a clear message when TVM is missing
+    tgt = parse_target(target)
+    try:
+        build.make_target(tgt)
+    except ValueError as exc:
+        raise UsageError(f"--target {target}: {last_line(exc)}", None,
+                         "llvm (this CPU), cuda or cuda:sm_80 (an NVIDIA architecture), a TVM "
+                         "tag such as nvidia/nvidia-h100, or a JSON dict such as "
+                         '{"kind": "llvm", "mcpu": "x86-64-v3"}') from None
+    return build, tgt
+
+
+def _manifest(a: Architecture, tgt: Any, dtype: str, batch: int, weights: Path | None,
+              compiled, tuned, tune: int) -> dict[str, Any]:
+    """What a library's manifest says about its build (Compiled.export_library adds the
+    library's own SHA-256 and metadata)."""
+    return {
+        "arch": a.name, "settings": a.settings, "target": tgt, "dtype": dtype,
+        "input": [batch, *a.graph.input_shape], "output": [batch, *a.graph.output_shape],
+        # every file the spec is made of, not only the root (its includes)
+        "spec_sha256": a.program.sha256(),
+        "spec_files": {display_path(p): d for p, d in a.program.files.items()},
+        "weights": str(weights) if weights else "random (seed 0)",
+        "compile_seconds": round(compiled.compile_seconds, 2),
+        "tuning": None if tuned is None else {
+            "database": str(tuned.database), "trials_per_kernel": tune,
+            "trials_this_run": tuned.trials, "kernels": tuned.tasks,
+            "kernels_from_database": tuned.applied,
+            "kernels_default_faster": tuned.defaults,
+            "per_kernel": [{"kernel": k.kernel, "uses": k.uses,
+                            "tuned_ms": _ms(k.tuned_s), "default_ms": _ms(k.default_s),
+                            "built_with": k.built_with} for k in tuned.kernels]},
+    }
+
+
+def _write_library(compiled, out: Path, inputs: list, manifest: dict[str, Any]) -> None:
+    try:
+        compiled.export_library(out, manifest, inputs)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}", None) from None
+    except RuntimeError as exc:  # TVM runs a C compiler to link the library
+        raise UsageError(f"cannot write {out}: linking the library failed: "
+                         f"{last_line(exc)[:500]}", None,
+                         "TVM links with the C compiler `cc` (or $CXX): is one installed "
+                         "and working?") from None
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -478,12 +538,16 @@ def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dt
     """Architecture.compile, with tuning's errors told as a user's."""
     from .backends import load_backend
     load_backend("tvm.build")  # a clear message when TVM is missing
+    from .backends.tvm.lower import WeightsError
     from .backends.tvm.tune import TuningError
     try:
         return a.compile(tgt, weights, batch, dtype, tune=tune, tuning_db=tuning_db,
                          progress=display)
     except TuningError as exc:
         raise UsageError(str(exc), None) from None
+    except WeightsError as exc:
+        raise UsageError(str(exc), None, "the keys and shapes are the PyTorch backend's: "
+                         "compare with archdsl.load(spec).to_torch().state_dict()") from None
 
 
 class _CompileDisplay:
@@ -570,31 +634,33 @@ def run_(
     = None,
     top: Annotated[int, typer.Option(min=1, help="classes to show")] = 5,
 ) -> None:
-    """Run a compiled library (needs only the TVM runtime) and print the top classes."""
+    """Run a compiled library (needs only the TVM runtime) and print the top classes.
+    A library is code: it is loaded only if it matches the SHA-256 its manifest holds."""
     def body() -> None:
         import numpy as np
 
         from .backends import load_backend
-        if not library.exists():
-            raise UsageError(f"no such library: {library}", None)
+        runtime = load_backend("tvm.runtime")
         try:
-            compiled = load_backend("tvm.runtime").Compiled.load(library)
-        except (RuntimeError, OSError) as exc:  # not a library, or its device runtime missing
+            compiled = runtime.Compiled.load(library)
+        except runtime.LibraryError as exc:
+            raise UsageError(str(exc), None, "a library is code: run only libraries you "
+                             "compiled or trust, with the manifest written beside them "
+                             "(docs/limits.md)") from None
+        except (RuntimeError, OSError) as exc:  # its device runtime is missing
             why = last_line(exc).removeprefix(f"{library}: ")
             raise UsageError(f"cannot load {library}: {why}", None) from None
         shape = tuple(compiled.input_shape)
         if input is None:
-            x = np.random.default_rng(0).standard_normal(shape).astype(compiled.dtype)
+            x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
         else:
             try:
-                x = np.load(input)
+                x = runtime.read_input(input, shape)
             except (OSError, ValueError) as exc:
-                raise UsageError(f"cannot read {input}: {exc}", None) from None
-            if tuple(x.shape) != shape:
-                raise UsageError(f"{input} has shape {list(x.shape)}; the library takes "
-                                 f"{list(shape)}", None)
+                raise UsageError(f"cannot use {input}: {getattr(exc, 'strerror', None) or exc}",
+                                 None) from None
         try:
-            y = np.asarray(compiled(x.astype(compiled.dtype)))
+            y = np.asarray(compiled(x))
         except RuntimeError as exc:  # e.g. a CUDA library on a machine without the GPU
             raise UsageError(f"cannot run {library} on {compiled.device_kind}: "
                              f"{last_line(exc)}", None) from None
@@ -626,7 +692,13 @@ def ops() -> None:
 
 
 def main() -> None:
+    # SIGTERM unwinds like Ctrl-C does: the atomic writer removes its temporary files
+    signal.signal(signal.SIGTERM, _terminate)
     app()
+
+
+def _terminate(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any
 import graphviz
 
 from .analysis import Conventions, Row, analyse
-from .atomic import atomic_path
+from .atomic import atomic_path, check_output
 from .errors import UsageError
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
 from .ops import OPS, fmt_shape
@@ -155,10 +155,11 @@ def draw(arch_or_graph: Any, depth: int | None = None, *,
     return dot
 
 
-def render(dot: graphviz.Digraph, path: Path) -> Path:
+def render(dot: graphviz.Digraph, path: Path, inputs=()) -> Path:
     """Write a drawing to `path`, in the format its suffix names (.svg .png .pdf .dot/.gv),
-    atomically: a failed render leaves any existing file as it was."""
-    path = Path(path)
+    atomically: a failed render leaves any existing file as it was (archdsl.atomic; never
+    onto one of `inputs`)."""
+    path = check_output(path, inputs)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise UsageError(f"cannot write a drawing as `{path.name}`: unknown suffix "
@@ -182,7 +183,7 @@ def render(dot: graphviz.Digraph, path: Path) -> Path:
                 detail = detail.decode("utf-8", "replace")
             raise UsageError(f"Graphviz `dot` failed writing {path.name}: "
                              f"{(detail or str(exc)).strip()}", None) from None
-    with atomic_path(path) as tmp:
+    with atomic_path(path, inputs) as tmp:
         tmp.write_bytes(data)
     return path
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import syntax as S
 from ._perf import gc_paused
 from .errors import ArchErrors, ErrorSink, IncludeError, NameError_, Span, printable
+from .inputs import FileTooLarge, read_regular
 from .limits import MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, exceeded
 from .parser import parse
 
@@ -110,35 +110,12 @@ class _Budget:
 
 def _read_regular(path: Path, name: str, span: Span | None) -> bytes:
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise IncludeError(f"cannot {name}: {_kind(os.stat(path).st_mode)}", span,
-                               "a spec is a regular file")
-        # O_NONBLOCK: should it have become a FIFO since, opening does not wait for a writer
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        return read_regular(path, MAX_FILE_BYTES)
+    except FileTooLarge as exc:
+        raise IncludeError(f"cannot {name}: it holds {exc.size:,} bytes", span,
+                           exceeded("the size of a spec file", MAX_FILE_BYTES, " bytes")) from None
     except OSError as exc:
         raise IncludeError(f"cannot {name}: {exc.strerror or exc}", span) from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise IncludeError(f"cannot {name}: {_kind(st.st_mode)}", span)
-        if st.st_size > MAX_FILE_BYTES:
-            raise IncludeError(f"cannot {name}: it holds {st.st_size:,} bytes", span,
-                               exceeded("the size of a spec file", MAX_FILE_BYTES, " bytes"))
-        data = fh.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:  # it grew while being read
-        raise IncludeError(f"cannot {name}: it holds more than {MAX_FILE_BYTES:,} bytes",
-                           span, exceeded("the size of a spec file", MAX_FILE_BYTES, " bytes"))
-    return data
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "it is a folder"
-    if stat.S_ISFIFO(mode):
-        return "it is a FIFO (named pipe), not a file"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "it is a device, not a file"
-    return "it is not a regular file"
 
 
 def _resolve(path: Path, span: Span | None = None) -> Path:

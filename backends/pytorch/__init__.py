@@ -324,5 +324,9 @@ class SelfAttention(nn.MultiheadAttention):
 
 
 def to_torch(graph: Graph, in_place: bool = True) -> ArchModule:
-    """Build the module; `in_place=False` never overwrites a tensor (slower, same results)."""
+    """Build the module; `in_place=False` never overwrites a tensor (slower, same results).
+    Its parameters are allocated (float32): a network too large for this machine's memory is
+    refused first (archdsl.memory)."""
+    from archdsl.memory import check_fits
+    check_fits(graph, 1, 4, "building", copies=1)
     return ArchModule(graph, in_place)

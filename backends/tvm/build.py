@@ -7,10 +7,13 @@ archdsl's default CPU schedules), dlight's GPU fallback, lowering to the Relax V
 from __future__ import annotations
 
 import json
+import numbers
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -18,8 +21,10 @@ from archdsl.backends.tvm import tune
 from archdsl.backends.tvm.lower import build_module
 from archdsl.backends.tvm.runtime import META_FUNC, Compiled
 from archdsl.ir import Graph
+from archdsl.memory import check_fits
 
-__all__ = ["SCHEDULE_HOOKS", "ScheduleHook", "compile", "make_target"]
+__all__ = ["SCHEDULE_HOOKS", "ScheduleHook", "check_build_args", "check_target", "compile",
+           "make_target"]
 
 
 # ---------------------------------------------------------------- targets and building
@@ -41,7 +46,31 @@ def make_target(target: str | Mapping[str, Any] | tvm.target.Target = "llvm") ->
         t = tvm.target.Target(target)
     if t.kind.name != "llvm" and t.host is None:
         t = tvm.target.Target(t, host={"kind": "llvm", "mcpu": _host_cpu()})
+    check_target(t)
     return t
+
+
+KINDS = ("llvm", "cuda")  # the targets archdsl builds and tests (build.compile's pipelines)
+
+
+def check_target(t: tvm.target.Target) -> None:
+    """Refuse a target TVM would accept here and fail on deep in the build (issue #13): a
+    kind archdsl does not build for, a CUDA architecture that is not sm_NN, a CPU LLVM does
+    not know (for the target or its host)."""
+    from tvm.target import codegen
+    if t.kind.name not in KINDS:
+        raise ValueError(f"archdsl builds for {' and '.join(KINDS)} targets, not "
+                         f"`{t.kind.name}`")
+    arch = str(t.attrs.get("arch", ""))
+    if t.kind.name == "cuda" and not re.fullmatch(r"sm_\d{2,3}[a-z]?", arch):
+        raise ValueError(f"`{arch}` is not a CUDA architecture (sm_80, sm_90a, ...)")
+    for cpu_target in (t, t.host):
+        if cpu_target is None or cpu_target.kind.name != "llvm":
+            continue
+        cpu = str(cpu_target.attrs.get("mcpu", ""))
+        triple = str(cpu_target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
+        if cpu and not codegen.llvm_is_valid_cpu(cpu, triple):
+            raise ValueError(f"LLVM does not know the CPU `{cpu}` (for {triple})")
 
 
 def _host_cpu() -> str:
@@ -97,7 +126,10 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
     resumable database), `tuning_db` (its folder; alone, it is only applied) and `progress`
     (a callable for `TuneEvent`s) are `tune`'s."""
     started = time.perf_counter()
+    batch = check_build_args(batch, dtype)
     tgt = make_target(target)
+    # the weights are made (or converted), then held as Relax constants: two copies at least
+    check_fits(graph, batch, np.dtype(dtype).itemsize, "compiling", copies=2)
     mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed)
     meta = _meta_of(mod)
     with tgt:
@@ -112,6 +144,19 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
                            "would run on the host")
     compiled.compile_seconds = time.perf_counter() - started
     return compiled
+
+
+DTYPES = ("float32", "float16")
+
+
+def check_build_args(batch: Any, dtype: Any) -> int:
+    """A batch of at least 1 and a dtype the backend builds correctly: anything else is
+    refused (int8 built a network whose outputs were all 0; batch=0 was accepted)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"the TVM backend builds float32 or float16 networks, not {dtype!r}")
+    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
+        raise ValueError(f"batch must be a whole number of at least 1, got {batch!r}")
+    return int(batch)
 
 
 def _meta_of(mod: tvm.IRModule) -> dict[str, Any]:

@@ -82,7 +82,11 @@ def random_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
             bound = 1.0 / math.sqrt(math.prod(matrix[1:]))
             ranges = dict.fromkeys(params, (-bound, bound))
         for suffix, shape in params.items():
-            out[_key(node, suffix)] = rng.uniform(*ranges[suffix], shape).astype(np.float32)
+            low, high = ranges[suffix]
+            values = rng.random(shape, dtype=np.float32)  # float32 throughout: no float64 copy
+            values *= high - low
+            values += low
+            out[_key(node, suffix)] = values
     return out
 
 
@@ -93,10 +97,13 @@ def _check_weights(graph: Graph, weights: Mapping[str, Any], strict: bool) -> di
     unexpected = sorted(set(got) - set(need)) if strict else []
     wrong = sorted(f"{k}: expected {need[k]}, got {tuple(got[k].shape)}"
                    for k in set(need) & set(got) if tuple(got[k].shape) != need[k])
-    if missing or unexpected or wrong:
+    # a bool or integer tensor where a weight belongs is a mistake, not something to cast
+    kind = sorted(f"{k} ({got[k].dtype})" for k in set(need) & set(got)
+                  if got[k].dtype.kind != "f")
+    if missing or unexpected or wrong or kind:
         parts = []
         for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("wrong shape", wrong)):
+                             ("wrong shape", wrong), ("not floating point", kind)):
             if items:
                 shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)"
                                                 if len(items) > 8 else "")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -205,7 +207,11 @@ def test_export_library_and_load_round_trip(tmp_path):
     compiled = backend.compile(arch.graph, seed=1)
     x = np.random.default_rng(4).standard_normal(compiled.input_shape).astype(np.float32)
     path = compiled.export_library(tmp_path / "lenet5.so")
-    assert path.exists() and [p.name for p in tmp_path.iterdir()] == ["lenet5.so"]
+    # the library and its manifest (its metadata and SHA-256, checked by load), nothing else
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet5.so", "lenet5.so.json"]
+    manifest = json.loads((tmp_path / "lenet5.so.json").read_text())
+    assert manifest["library_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert manifest["input"] == [1, 1, 32, 32] and manifest["library"] == "lenet5.so"
     loaded = backend.Compiled.load(path)
     assert loaded.device_kind == "llvm" and not loaded.device_modules()
     assert loaded.meta == compiled.meta == {"arch": "lenet5", "input": [1, 1, 32, 32],
@@ -218,6 +224,7 @@ def test_failed_export_leaves_the_old_file(tmp_path, monkeypatch):
     compiled = backend.compile(arch.graph)
     target = tmp_path / "net.so"
     target.write_bytes(b"old")
+    (tmp_path / "net.so.json").write_text("old manifest")
 
     def fail(*args, **kwargs):
         raise RuntimeError("linker failed")
@@ -225,7 +232,9 @@ def test_failed_export_leaves_the_old_file(tmp_path, monkeypatch):
     monkeypatch.setattr(type(compiled.module), "export_library", fail)
     with pytest.raises(RuntimeError, match="linker failed"):
         compiled.export_library(target)
-    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["net.so"]
+    assert target.read_bytes() == b"old" and (tmp_path / "net.so.json").read_text() == \
+        "old manifest"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.so", "net.so.json"]
 
 
 def test_llvm_target_is_the_host_cpu():

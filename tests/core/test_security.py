@@ -137,3 +137,93 @@ def test_an_error_message_from_a_spec_is_not_markup(tmp_path):
     spec.write_text('arch e\ninput 3x8x8\nFC-{error("[bold red]boom[/] [/x]")}\n')
     result = RUNNER.invoke(app, ["check", str(spec)])
     assert result.exit_code == 1 and "[bold red]boom[/] [/x]" in result.output
+
+
+# ---------------------------------------------------------------- output paths (archdsl.atomic)
+
+NET = "arch net\ninput 3x8x8\nconv3-4; gap; FC-2\n"
+
+
+@pytest.fixture
+def spec(tmp_path):
+    path = tmp_path / "net.arch"
+    path.write_text(NET)
+    return path
+
+
+def test_graph_never_writes_onto_its_input_a_link_or_a_device(spec, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "link.dot").symlink_to(victim)
+    (tmp_path / "lib.arch").write_text("block b { relu }\n")
+    spec.write_text('include "lib.arch"\n' + NET)
+    cases = [(spec, "is one of this command's inputs"),
+             (tmp_path / "lib.arch", "is one of this command's inputs"),
+             (tmp_path / "link.dot", "is a symbolic link"),
+             ("/dev/null", "not a regular file"),
+             (tmp_path, "is a folder"),
+             (spec / "x.dot", "is a file, not a folder")]
+    before = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    for target, message in cases:
+        result = RUNNER.invoke(app, ["graph", str(spec), "-o", f"{target}"])
+        assert result.exit_code == 1 and message in result.output, (target, result.output)
+        assert "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    result = RUNNER.invoke(app, ["graph", str(spec), "-o", str(tmp_path / "out" / "g.dot")])
+    assert result.exit_code == 0 and (tmp_path / "out" / "g.dot").read_text().startswith("digraph")
+
+
+def test_a_pair_of_outputs_is_replaced_together(tmp_path, monkeypatch):
+    from archdsl import atomic
+    a, b = tmp_path / "x.so", tmp_path / "x.so.json"
+    a.write_text("old a")
+    b.write_text("old b")
+    real = os.replace
+    calls = []
+
+    def second_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", second_fails)
+    with pytest.raises(OSError, match="No space"):
+        with atomic.atomic_paths([a, b]) as (ta, tb):
+            ta.write_text("new a")
+            tb.write_text("new b")
+    monkeypatch.setattr(atomic.os, "replace", real)
+    assert (a.read_text(), b.read_text()) == ("old a", "old b")  # the first one undone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.so", "x.so.json"]
+
+
+def test_an_interrupted_write_leaves_nothing(tmp_path):
+    from archdsl.atomic import atomic_path
+    target = tmp_path / "out.svg"
+    target.write_text("good")
+    for exc in (KeyboardInterrupt, SystemExit(143), RuntimeError("boom")):
+        with pytest.raises(type(exc)):
+            with atomic_path(target) as tmp:
+                tmp.write_text("half")
+                raise exc
+    assert target.read_text() == "good" and [p.name for p in tmp_path.iterdir()] == ["out.svg"]
+
+
+def test_sigterm_unwinds_through_the_atomic_writer(spec, tmp_path):
+    """main() turns SIGTERM into SystemExit: temporary files are removed on the way out."""
+    code = ("import os, signal, sys\n"
+            "from archdsl import drawing\n"
+            "real = drawing.atomic_path\n"
+            "import contextlib\n"
+            "@contextlib.contextmanager\n"
+            "def slow(path, inputs=()):\n"
+            "    with real(path, inputs) as tmp:\n"
+            "        tmp.write_text('half')\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        yield tmp\n"
+            "drawing.atomic_path = slow\n"
+            "from archdsl.cli import main\n"
+            "main()\n")
+    result = _python(code, tmp_path, "graph", str(spec), "-o", str(tmp_path / "g.dot"))
+    assert result.returncode == 143 and "Traceback" not in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.arch"]
