@@ -201,7 +201,7 @@ def test_an_interrupted_write_leaves_nothing(tmp_path):
     from archdsl.atomic import atomic_path
     target = tmp_path / "out.svg"
     target.write_text("good")
-    for exc in (KeyboardInterrupt, SystemExit(143), RuntimeError("boom")):
+    for exc in (KeyboardInterrupt(), SystemExit(143), RuntimeError("boom")):
         with pytest.raises(type(exc)):
             with atomic_path(target) as tmp:
                 tmp.write_text("half")
