@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import signal
 import sys
@@ -15,7 +16,8 @@ from rich.console import Console
 
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import Architecture, elaborate, named_like_file, select_archs
-from .errors import ArchError, ArchErrors, UsageError, last_line, printable
+from .errors import ArchError, ArchErrors, ErrorLimit, UsageError, last_line, printable
+from .limits import MAX_ERRORS, MAX_SETTINGS, exceeded
 from .program import Program, display_path, load_program
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -75,6 +77,11 @@ def parse_sets(sets: list[str] | None) -> list[dict[str, Any]]:
                                          "e.g. --set alpha=0.75 or --set resolution=128,160")])
         axes.append((name.strip(), [parse_value(v) for v in value.split(",")]))
     names = [n for n, _ in axes]
+    count = math.prod(len(v) for _, v in axes)
+    if count > MAX_SETTINGS:
+        raise ArchErrors([UsageError(f"--set gives {count:,} combinations of values", None,
+                                     exceeded("architectures one command elaborates",
+                                              MAX_SETTINGS))])
     combos = itertools.product(*(v for _, v in axes))
     return [dict(zip(names, combo, strict=True)) for combo in combos]
 
@@ -103,6 +110,11 @@ def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None,
         except ArchErrors as exc:
             errors.extend(exc.errors)
             continue
+        if len(graphs) + len(errors) + len(names) * len(combos) > MAX_SETTINGS:
+            raise ArchErrors([UsageError(
+                "these files and --set values give more than "
+                f"{MAX_SETTINGS:,} architectures", None,
+                exceeded("architectures one command elaborates", MAX_SETTINGS))])
         for name in names:
             for combo in combos:
                 try:
@@ -132,7 +144,11 @@ def _unique(errors: list[ArchError]) -> list[ArchError]:
 
 def _report_errors(errors: list[ArchError]) -> None:
     console = _err()
-    for i, err in enumerate(errors):
+    # the note that a pass stopped at the error limit goes last, never cut off
+    stops = [e for e in errors if isinstance(e, ErrorLimit)][:1]
+    errors = [e for e in errors if not isinstance(e, ErrorLimit)]
+    shown = errors[:MAX_ERRORS] + stops
+    for i, err in enumerate(shown):
         if i:
             console.print()
         text = err.render()
@@ -148,6 +164,9 @@ def _report_errors(errors: list[ArchError]) -> None:
         if rest:
             console.print(rest, markup=False)
     n = len(errors)
+    if n > MAX_ERRORS:
+        console.print(f"\n... and {n - MAX_ERRORS} more errors (the first {MAX_ERRORS} are "
+                      "shown)", markup=False)
     console.print(f"{n} error{'s' if n != 1 else ''}", style="bold red")
 
 

@@ -563,6 +563,11 @@ class Elaborator:
 
     def _emit(self, op: str, attrs: dict, inputs: list[int], name: str, span: Span,
               layer: int | None) -> int:
+        if len(set(inputs)) < len(inputs):  # the graph holds one edge per pair of nodes
+            raise ValueError_(f"this {op} would take the same tensor twice: its branches (or "
+                              "its body and shortcut) are all the identity", span,
+                              "give the body or a branch a layer (found by tests/core/"
+                              "test_fuzz_grammar.py)")
         nid = self.graph.g.number_of_nodes()
         if nid >= MAX_NODES:
             outer = next((r for r in self.repeats if r is not None), None)

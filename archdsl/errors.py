@@ -135,6 +135,11 @@ class ArchErrors(Exception):
         return self.render()
 
 
+class ErrorLimit(ArchError):
+    """Not an error of the input: the note that a pass stopped at MAX_ERRORS errors (shown
+    last, however many errors are listed before it)."""
+
+
 class TooManyErrors(Exception):
     """Raised by ErrorSink.add at MAX_ERRORS: the pass stops; its caller calls `check()`."""
 
@@ -170,8 +175,8 @@ class ErrorSink:
 
     def check(self) -> None:
         if self.errors:
-            extra = [ArchError(f"stopped after {len(self.errors)} errors", None,
-                               exceeded("errors reported in one run", self.limit))
+            extra = [ErrorLimit(f"stopped after {len(self.errors)} errors", None,
+                                exceeded("errors reported in one run", self.limit))
                      ] if self.stopped else []
             raise ArchErrors(list(self.errors) + extra)
 

@@ -21,10 +21,13 @@ MAX_INT_BITS = 64                  # |integer| < 2**64 after every operation of 
 
 # ---- elaboration
 MAX_NESTING = 64                   # blocks, groups and joins inside one another
-MAX_NODES = 100_000                # graph nodes of one architecture
-MAX_STEPS = 1_000_000              # statements elaborated (repetition counted), nodes or not
+MAX_NODES = 50_000                 # graph nodes of one architecture
+MAX_STEPS = 500_000                # statements elaborated (repetition counted), nodes or not
 MAX_DIM = (1 << 31) - 1            # one dimension of a tensor (channels, height, width...)
 MAX_ELEMENTS = 1 << 40             # elements of one tensor (per image)
+
+# ---- command lines
+MAX_SETTINGS = 1_000               # architectures one command elaborates (--set a=1,2,3 ...)
 
 # ---- errors
 MAX_ERRORS = 50                    # errors collected before a pass stops
