@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from . import interrupt
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import Architecture, elaborate, named_like_file, select_archs
 from .errors import ArchError, ArchErrors, ErrorLimit, UsageError, last_line, printable
@@ -196,6 +197,9 @@ def run(fn) -> None:
     except (typer.Exit, typer.Abort, SystemExit):
         raise
     except Exception as exc:
+        if interrupt.pressed():  # a Ctrl-C that a library turned into another error
+            _err().print("interrupted", markup=False)
+            raise typer.Exit(130) from None
         _err().print(f"internal error: {type(exc).__name__}: {printable(last_line(exc))}\n"
                      "this is a bug in archdsl: please report it with the command and files "
                      "that caused it", markup=False)
@@ -536,6 +540,7 @@ def _manifest(a: Architecture, tgt: Any, dtype: str, batch: int, weights: Path |
 
 
 def _write_library(compiled, out: Path, inputs: list, manifest: dict[str, Any]) -> None:
+    interrupt.checkpoint()  # not after a Ctrl-C that was swallowed on the way
     try:
         compiled.export_library(out, manifest, inputs)
     except OSError as exc:
@@ -713,7 +718,15 @@ def ops() -> None:
 def main() -> None:
     # SIGTERM unwinds like Ctrl-C does: the atomic writer removes its temporary files
     signal.signal(signal.SIGTERM, _terminate)
+    interrupt.install()  # a Ctrl-C that a library swallows still stops the command
+    # what a library's destructors raise at exit after an interrupt (TVM's worker pools
+    # joining their own thread) is not the user's to read as a traceback
+    sys.unraisablehook = _ignore_unraisable
     app()
+
+
+def _ignore_unraisable(unraisable) -> None:
+    pass
 
 
 def _terminate(signum: int, frame) -> None:

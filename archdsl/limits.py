@@ -29,6 +29,9 @@ MAX_ELEMENTS = 1 << 40             # elements of one tensor (per image)
 # ---- command lines
 MAX_SETTINGS = 1_000               # architectures one command elaborates (--set a=1,2,3 ...)
 
+# ---- output
+MAX_TABLE_ROWS = 1_000             # rows of a rich table (text formats are not capped)
+
 # ---- errors
 MAX_ERRORS = 50                    # errors collected before a pass stops
 MAX_SYNTAX_REPARSE_BYTES = 8 << 20  # text re-parsed to find further syntax errors

@@ -41,8 +41,9 @@ from rich.table import Table
 from .analysis import Conventions, analyse
 from .notation import Layer, arch_labels, branch_ids, layer_notation, layers, shortcut_ids
 from .ops import OPS, fmt_shape
-from .report import cell
+from .report import capped, cell
 from .report import md_cell as _md
+from .sequences import merge_order
 
 SHOWN_CATEGORIES = ("conv", "linear", "attention", "pool", "norm")
 TIMES = "×"
@@ -92,7 +93,7 @@ def config_table(archs: list[Any], depth: int = 1, names: list[str] | None = Non
     per_arch = [_stages(a.graph, depth) for a in archs]
     keys: list[tuple[str, int]] = []
     for stages in per_arch:
-        keys = _merge(keys, list(stages))
+        keys = merge_order(keys, list(stages))
     counts: dict[str, int] = {}
     for group, i in keys:
         counts[group] = max(counts.get(group, 0), i + 1)
@@ -175,18 +176,6 @@ def _count_runs(entries: list[str]) -> list[str]:
     return out
 
 
-def _merge(keys: list, more: list) -> list:
-    """Both key lists, each key once, in an order that respects both."""
-    from difflib import SequenceMatcher
-    out: list = []
-    sm = SequenceMatcher(None, keys, more, autojunk=False)
-    for tag, i1, i2, j1, j2 in sm.get_opcodes():
-        out += keys[i1:i2]
-        if tag != "equal":
-            out += [k for k in more[j1:j2] if k not in keys]
-    return out
-
-
 # ---------------------------------------------------------------- renderers
 
 def paper_table_rich(t: PaperTable) -> Table:
@@ -195,8 +184,9 @@ def paper_table_rich(t: PaperTable) -> Table:
     table.add_column("", no_wrap=True, style="bold")
     for c in t.columns:
         table.add_column(cell(c), justify="center", overflow="fold")
-    for row in t.rows:
-        table.add_row(cell(row.label), *(cell("\n".join(lines)) for lines in row.cells))
+    capped(table, t.rows, lambda row: [cell(row.label),
+                                       *(cell("\n".join(lines)) for lines in row.cells)],
+           "stages")
     return table
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from archdsl import interrupt
 from archdsl.backends.tvm import tune
 from archdsl.backends.tvm.lower import build_module
 from archdsl.backends.tvm.runtime import META_FUNC, Compiled
@@ -125,19 +126,35 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
     `options` go to the schedule hooks: `tune=N` (MetaSchedule trials per kernel, kept in a
     resumable database), `tuning_db` (its folder; alone, it is only applied) and `progress`
     (a callable for `TuneEvent`s) are `tune`'s."""
+    try:
+        return _compile(graph, target, weights, batch, dtype, fold_bn, strict, seed, options)
+    except Exception:
+        # a Ctrl-C raised inside one of TVM's callbacks comes out as a RuntimeError
+        interrupt.checkpoint()
+        raise
+
+
+def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: bool,
+             strict: bool, seed: int, options: dict[str, Any]) -> Compiled:
     started = time.perf_counter()
     batch = check_build_args(batch, dtype)
     tgt = make_target(target)
     # the weights are made (or converted), then held as Relax constants: two copies at least
     check_fits(graph, batch, np.dtype(dtype).itemsize, "compiling", copies=2)
+    # checkpoint(): a Ctrl-C that a library swallowed on the way stops the build here
+    interrupt.checkpoint()
     mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed)
     meta = _meta_of(mod)
     with tgt:
         mod = tvm.transform.Sequential(_fuse_passes())(mod)
         for hook in SCHEDULE_HOOKS:
+            interrupt.checkpoint()
             mod = hook(mod, tgt, options)
+        interrupt.checkpoint()
         mod = tvm.transform.Sequential(_gpu_fallback_passes(tgt) + _lower_passes(tgt))(mod)
+    interrupt.checkpoint()
     executable = tvm.compile(mod, target=tgt, relax_pipeline=None)
+    interrupt.checkpoint()
     compiled = Compiled(executable.mod, tgt.kind.name, meta)
     if compiled.device_kind != "llvm" and not compiled.device_modules():
         raise RuntimeError(f"the {tgt.kind.name} build holds no device code: its kernels "

@@ -369,10 +369,16 @@ def _tune(tasks: list[_Task], target: tvm.target.Target, path: Path, budget: int
         report.send("start", tasks=len(tasks), tasks_to_tune=len(todo),
                     trials_total=sum(budget - t.measured for t in todo),
                     best_ms=_estimate_ms(tasks))
-        with measure.log_to(path / database.LOG) as log:
-            if todo:
-                _search(tasks, todo, target, path, db, budget, used_up, report, log)
-            _compare_defaults(tasks, target, path, report)
+        # Ctrl-C from here on stops at the next batch boundary (measure.interrupts)
+        with measure.log_to(path / database.LOG) as log, measure.interrupts(lambda: report.note(
+                "stopping after the batch being measured (its trials are kept); Ctrl-C "
+                "again stops at once")):
+            try:
+                if todo:
+                    _search(tasks, todo, target, path, db, budget, used_up, report, log)
+                _compare_defaults(tasks, target, path, report)
+            except measure.Interrupted:
+                raise KeyboardInterrupt from None
 
 
 def _search(tasks: list[_Task], todo: list[_Task], target: tvm.target.Target, path: Path, db,
@@ -381,30 +387,31 @@ def _search(tasks: list[_Task], todo: list[_Task], target: tvm.target.Target, pa
     from tvm.s_tir import meta_schedule as ms
     log.info("archdsl: tuning %d of %d tasks to %d trials each", len(todo), len(tasks), budget)
     builder, runner = measure.workers()
+    measure.check_interrupted()
     cores = ms.utils.cpu_count(logical=False)
     cost_model = ms.CostModel.create("xgb", num_tuning_cores=cores, tree_method="auto")
     progress = _Progress(tasks, todo, budget, report)
-    with measure.interrupts() as interrupted:
-        try:
-            # one scheduler run per remaining budget: MetaSchedule caps its tasks alike
-            for left in sorted({budget - t.measured for t in todo}, reverse=True):
-                progress.group = [t for t in todo if budget - t.measured == left]
-                _tune_group(progress.group, target, db, left, builder, runner, cost_model,
-                            progress, log)
-                short = {t.key for t in progress.group if t.measured < budget}
-                if short:
-                    used_up |= short
-                    database.write_note(path, database.USED_UP, sorted(used_up))
-        except BaseException as exc:
-            if interrupted:  # the workers ignore Ctrl-C: they are fine
-                raise KeyboardInterrupt from None
-            measure.drop_workers()
-            if not isinstance(exc, Exception) or isinstance(exc, TuningError):
-                raise
-            why = last_line(exc)
-            raise TuningError(f"MetaSchedule failed while tuning ({why[:300]}); the trials "
-                              f"measured before are kept; its log: "
-                              f"{path / 'logs' / 'tuning.log'}") from exc
+    try:
+        # one scheduler run per remaining budget: MetaSchedule caps its tasks alike
+        for left in sorted({budget - t.measured for t in todo}, reverse=True):
+            measure.check_interrupted()
+            progress.group = [t for t in todo if budget - t.measured == left]
+            _tune_group(progress.group, target, db, left, builder, runner, cost_model,
+                        progress, log)
+            short = {t.key for t in progress.group if t.measured < budget}
+            if short:
+                used_up |= short
+                database.write_note(path, database.USED_UP, sorted(used_up))
+    except BaseException as exc:
+        if measure.stopping():  # the workers ignore Ctrl-C: they are fine
+            raise measure.Interrupted from None
+        measure.drop_workers()
+        if not isinstance(exc, Exception) or isinstance(exc, TuningError):
+            raise
+        why = last_line(exc)
+        raise TuningError(f"MetaSchedule failed while tuning ({why[:300]}); the trials "
+                          f"measured before are kept; its log: "
+                          f"{path / 'logs' / 'tuning.log'}") from exc
 
 
 def _tune_group(group: list[_Task], target, db, trials: int, builder, runner, cost_model,

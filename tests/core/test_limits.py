@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -241,3 +242,55 @@ def test_numpy_scalars_are_numbers():
 def test_bad_values_from_outside(value, message):
     (err,) = errors_of("specs/mobilenet_v1.arch", alpha=value)
     assert message in err.message and "alpha" in err.message
+
+
+# ---------------------------------------------------------------- the documentation
+
+def test_docs_limits_states_the_budgets_as_they_are():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "limits.md").read_text()
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip()
+            for line in doc.splitlines() if line.startswith("| ") and line.count("|") >= 4}
+    assert rows["spec file size"] == f"{limits.MAX_FILE_BYTES >> 20} MiB"
+    assert rows["spec with includes"] == \
+        f"{limits.MAX_TOTAL_BYTES >> 20} MiB, {limits.MAX_FILES} files"
+    assert rows["syntax depth"] == str(limits.MAX_SYNTAX_DEPTH)
+    assert rows["number literal"] == f"{limits.MAX_LITERAL_DIGITS} digits"
+    assert rows["expression integers"] == f"{limits.MAX_INT_BITS} bits"
+    assert rows["nesting"] == str(limits.MAX_NESTING)
+    assert rows["block calls"] == f"{ELABORATE.MAX_BLOCK_DEPTH} deep"
+    assert rows["nodes"] == f"{limits.MAX_NODES:,}"
+    assert rows["elaboration steps"] == f"{limits.MAX_STEPS:,}"
+    assert rows["tensor dimension"] == "2³¹ − 1" and limits.MAX_DIM == 2**31 - 1
+    assert rows["tensor size"] == "2⁴⁰ elements" and limits.MAX_ELEMENTS == 2**40
+    assert rows["settings"] == f"{limits.MAX_SETTINGS:,}"
+    assert rows["errors"] == str(limits.MAX_ERRORS)
+    assert rows["table rows"] == f"{limits.MAX_TABLE_ROWS:,}"
+    syntax = importlib.import_module("archdsl.parser").MAX_SYNTAX_ERRORS
+    assert rows["syntax errors"] == \
+        f"{syntax}, within {limits.MAX_SYNTAX_REPARSE_BYTES >> 20} MiB re-parsed"
+
+
+# ---------------------------------------------------------------- output of large networks
+
+def test_rich_tables_are_capped_and_text_formats_are_not():
+    from rich.console import Console
+
+    from archdsl import report
+    stats = archdsl.load(HEAD + "relu; sigmoid\n" * 700).stats()  # 1,400 layers
+    console = Console(width=200, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(report.layer_table(stats))
+    shown = console.export_text()
+    assert "… 400 more layers (all of them: --format csv, markdown or json)" in shown
+    assert len(report.to_csv([stats], per_layer=True).splitlines()) == 1 + 1400
+
+
+def test_matching_long_repetitive_sequences_is_not_quadratic():
+    from archdsl.sequences import matching_pairs, merge_order
+    a = ["relu", "sigmoid"] * 12_000 + ["end"]
+    b = ["sigmoid", "relu"] * 12_000 + ["end"]
+    t = time.perf_counter()
+    pairs = matching_pairs(a, b)
+    merged = merge_order([f"s{i}" for i in range(30_000)], [f"s{i}" for i in range(1, 30_001)])
+    assert time.perf_counter() - t < 5  # difflib: minutes
+    assert pairs == [(len(a) - 1, len(b) - 1)]  # the one key unique on both sides
+    assert merged == [f"s{i}" for i in range(30_001)]
