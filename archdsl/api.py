@@ -34,8 +34,8 @@ def elaborate(program: Program, arch: str, overrides: dict[str, Any] | None = No
     sink.check()
     assert graph is not None
     if graph.budgets:
-        from .analysis import analyse, check_budgets
-        for err in check_budgets(graph, analyse(graph)):
+        from .budgets import check_budgets
+        for err in check_budgets(graph):
             sink.add(err)
         sink.check()
     return graph
@@ -131,7 +131,7 @@ class Architecture:
                 did_you_mean(unknown[0], self.graph.settings) or
                 "parameters: " + ", ".join(self.graph.settings) if self.graph.settings else
                 f"`{self.name}` takes no parameters")])
-        return Architecture(elaborate(self.program, self.name, {**self.settings, **params}),
+        return Architecture(elaborate(self.program, self.name, {**self.graph.given, **params}),
                             self.program)
 
     def format(self) -> str:
@@ -141,7 +141,7 @@ class Architecture:
     def __repr__(self) -> str:
         from .ops import fmt_shape
         return (f"Architecture({self.name!r}, input={fmt_shape(self.graph.input_shape)}, "
-                f"output={fmt_shape(self.graph.output_shape)}, nodes={len(self.graph.g)})")
+                f"output={fmt_shape(self.graph.output_shape)}, nodes={self.graph.node_count})")
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, Any]:

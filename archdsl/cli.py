@@ -14,6 +14,7 @@ from rich.console import Console
 
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import Architecture, elaborate, named_like_file, select_archs
+from .columns import COLUMNS, choose
 from .errors import ArchError, ArchErrors, UsageError, last_line
 from .program import Program, load_program
 
@@ -169,7 +170,7 @@ def check(specs: SpecArgs, set_: SetOpt = None, arch: ArchOpt = None) -> None:
     """Check specs: syntax, names, shapes. Prints nothing but errors, or one OK line."""
     def body() -> None:
         graphs = _graphs(specs, set_, arch, need_graphs=False)
-        nodes = sum(len(a.graph.g) - 1 for a in graphs)
+        nodes = sum(a.graph.node_count - 1 for a in graphs)
         _out().print(f"ok: {len(graphs)} architecture{'s' if len(graphs) != 1 else ''} "
                      f"in {len(specs)} file{'s' if len(specs) != 1 else ''}, {nodes:,} nodes",
                      markup=False)
@@ -185,6 +186,10 @@ def stats(
     depth: Annotated[int | None, typer.Option(
         "--depth", min=1, help="roll layers up into blocks/stages N name-levels deep")] = None,
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    columns: Annotated[str | None, typer.Option(
+        "--columns", "-c", metavar="NAME,...",
+        help="the table's columns, in order: " + ", ".join(COLUMNS))] = None,
+    wide: Annotated[bool, typer.Option("--wide", "-w", help="every column")] = False,
     dtype: Annotated[str, typer.Option(help="bytes per value for memory columns: "
                                        + ", ".join(DTYPE_BYTES))] = "float32",
     count: Annotated[Count, typer.Option(
@@ -194,34 +199,38 @@ def stats(
     norm: Annotated[bool, typer.Option(
         "--norm/--no-norm", help="count normalization scale/shift as parameters")] = True,
 ) -> None:
-    """Size and cost: units, weights, params, connections, MACs, memory.
+    """Size and cost: params, MACs, memory (and units, weights, connections: --wide).
 
-    Several specs (or architectures) give one comparison table, one row each.
+    Several specs (or architectures) give one comparison table, one row each. The table fits
+    the terminal; --format json/csv/markdown give every number in full.
     """
     def body() -> None:
         if dtype not in DTYPE_BYTES:
             raise UsageError(f"unknown dtype `{dtype}`", None, "one of " + ", ".join(DTYPE_BYTES))
+        per = per_layer or depth is not None
+        chosen = choose(columns, wide, per_layer=per)
         conv = Conventions(bias=bias, norm=norm, count=count.value)
         all_stats = [analyse(a.graph, dtype, conv) for a in _graphs(specs, set_, arch)]
-        _print_stats(all_stats, per_layer or depth is not None, depth, format)
+        _print_stats(all_stats, per, depth, format, chosen)
     run(body)
 
 
 def _print_stats(all_stats: list[Stats], per_layer: bool, depth: int | None,
-                 fmt: Format) -> None:
+                 fmt: Format, columns: list) -> None:
     from . import report
-    out = _out()
+    # machine formats go straight to stdout: never wrapped, never cut, and fast (a
+    # 10,000-layer JSON through rich's console took seconds)
     if fmt is Format.json:
-        out.print(report.to_json(all_stats, depth), markup=False, soft_wrap=True)
+        sys.stdout.write(report.to_json(all_stats, depth))
     elif fmt is Format.csv:
         sys.stdout.write(report.to_csv(all_stats, per_layer, depth))
     elif fmt is Format.markdown:
-        sys.stdout.write(report.to_markdown(all_stats, per_layer, depth))
+        sys.stdout.write(report.to_markdown(all_stats, per_layer, depth, columns))
     elif per_layer:
         for s in all_stats:
-            out.print(report.layer_table(s, depth))
+            _out().print(report.layer_table(s, depth, columns))
     else:
-        out.print(report.comparison_table(all_stats))
+        _out().print(report.comparison_table(all_stats, columns))
 
 
 @app.command("format")

@@ -45,8 +45,8 @@ from rich.text import Text
 
 from .analysis import Conventions, analyse
 from .notation import Layer, arch_labels, layer_notation, layers
+from .numfmt import human
 from .ops import Shape, fmt_shape
-from .report import human
 
 # attributes that paper notation (conv3-64/2, maxpool3/2, FC-4096, ...) already shows, or that
 # the input/output shapes explain (a depthwise conv's groups = its input channels)

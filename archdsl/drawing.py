@@ -25,8 +25,8 @@ from .analysis import Conventions, Row, analyse
 from .atomic import atomic_path
 from .errors import UsageError
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
+from .numfmt import human
 from .ops import OPS, fmt_shape
-from .report import human
 
 # suffix → what dot is asked for (None: the source itself, no `dot` needed)
 FORMATS: dict[str, str | None] = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": None,

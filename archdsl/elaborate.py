@@ -116,7 +116,9 @@ class Elaborator:
                 raise _Abort
             chain.append(decl.target)
             decl = target
-        return self._arch_def(decl, settings, name, span)
+        graph = self._arch_def(decl, settings, name, span)
+        graph.given = {k: graph.settings[k] for k in overrides if k in graph.settings}
+        return graph
 
     def _alias_args(self, decl: S.ArchAlias, name: str) -> dict[str, Any]:
         values = {}
@@ -500,7 +502,7 @@ class Elaborator:
 
     def _emit(self, op: str, attrs: dict, inputs: list[int], name: str, span: Span,
               layer: int | None) -> int:
-        nid = self.graph.g.number_of_nodes()
+        nid = self.graph.node_count
         if nid >= MAX_NODES:
             self.sink.add(ValueError_(f"the network has more than {MAX_NODES} nodes", span))
             raise _Abort

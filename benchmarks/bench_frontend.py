@@ -39,7 +39,7 @@ def run_once(text: str | None = None, path: Path | None = None, arch: str | None
     stats = analyse(graph)
     _ = stats.totals
     t3 = time.perf_counter()
-    return (t1 - t0, t2 - t1, t3 - t2, t3 - t0), len(graph.g) - 1, stats
+    return (t1 - t0, t2 - t1, t3 - t2, t3 - t0), graph.node_count - 1, stats
 
 
 def best(fn, repeat: int):
