@@ -15,7 +15,7 @@ from rich.console import Console
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import Architecture, elaborate, named_like_file, select_archs
 from .columns import COLUMNS, choose
-from .errors import ArchError, ArchErrors, UsageError, last_line
+from .errors import ArchError, ArchErrors, UsageError, did_you_mean, last_line
 from .program import Program, load_program
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -96,7 +96,8 @@ def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None,
     """Elaborate every selected architecture under every --set combination; collect errors."""
     combos = parse_sets(sets)
     graphs, errors = [], []
-    for program in _load(specs):
+    programs = _load(specs)
+    for program in programs:
         try:
             names = (select_archs(program, arch, allow_none=True)
                      if arch is None or arch in program.archs else [])
@@ -110,7 +111,10 @@ def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None,
                 except ArchErrors as exc:
                     errors.extend(exc.errors)
     if arch is not None and not graphs and not errors:
-        errors.append(UsageError(f"no spec defines an architecture `{arch}`", None))
+        offered = [n for p in programs for n in p.archs]
+        errors.append(UsageError(f"no spec defines an architecture `{arch}`", None,
+                                 did_you_mean(arch, offered)
+                                 or "they define: " + ", ".join(dict.fromkeys(offered))))
     elif not graphs and not errors and need_graphs:
         errors.append(UsageError("these files define blocks but no architecture", None,
                                  "name a file that has an `arch` (or includes one)"))

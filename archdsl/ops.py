@@ -314,8 +314,7 @@ def _add_shape(a: dict, ins: list[Shape]) -> Shape:
     for s in ins[1:]:
         if s != first:
             raise OpShapeError(f"cannot add {fmt_shape(first)} and {fmt_shape(s)}",
-                               "give the shortcut a projection (shortcut { conv1-N/S }) "
-                               "or make both branches end with the same shape")
+                               "make every branch end with the same shape")
     return first
 
 
