@@ -52,6 +52,15 @@ def _err() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _note(text: str) -> None:
+    """A console note on stderr (stdout keeps only the results)."""
+    _err().print(f"note: {text}", markup=False, style="yellow")
+
+
+_RANDOM_WEIGHTS = ("no --weights: the output holds seeded random weights, a stand-in for "
+                   "testing speed and deployment, not a trained network")
+
+
 def parse_value(text: str) -> Any:
     """A --set value: int, float, true/false, or a word (e.g. norm=bn)."""
     low = text.strip().lower()
@@ -373,6 +382,8 @@ def export(
         model = backend.to_torch(graph)
         if weights is not None:
             backend.load_weights(model, backend.read_state_dict(weights), strict=True)
+        else:
+            _note(_RANDOM_WEIGHTS.replace("seeded random", "PyTorch's random initial"))
         from .backends.pytorch.export import SUFFIXES
         from .backends.pytorch.export import export as do_export
         target = output or Path(graph.name + SUFFIXES[format.value])
@@ -440,6 +451,8 @@ def compile_(
         a = _one_graph(spec, set_, arch, "compile")
         tgt = parse_target(target)
         out = output or Path(a.name + ".so")
+        if weights is None:
+            _note(_RANDOM_WEIGHTS)
         display = _CompileDisplay(f"compiling {a.name} for {target} with TVM")
         try:
             with display:
@@ -575,6 +588,10 @@ def _dup_stderr():
         return sys.stderr
 
 
+# what the last layer makes, as `run` labels it (a library older than this record: scores)
+_SCORES = {"softmax": "probabilities"} | dict.fromkeys(("fc", "linear", "conv"), "logits")
+
+
 @app.command("run")
 def run_(
     library: Annotated[Path, typer.Argument(help="a library from `archdsl compile`")],
@@ -596,7 +613,12 @@ def run_(
             why = last_line(exc).removeprefix(f"{library}: ")
             raise UsageError(f"cannot load {library}: {why}", None) from None
         shape = tuple(compiled.input_shape)
+        if compiled.meta.get("weights", "given") != "given":
+            _note(f"{library} holds {compiled.meta['weights']} weights (compiled without "
+                  "--weights): its outputs mean nothing")
         if input is None:
+            _note(f"no --input: running on a random input (normal, seed 0) of shape "
+                  f"{list(shape)}")
             x = np.random.default_rng(0).standard_normal(shape).astype(compiled.dtype)
         else:
             try:
@@ -612,10 +634,11 @@ def run_(
             raise UsageError(f"cannot run {library} on {compiled.device_kind}: "
                              f"{last_line(exc)}", None) from None
         scores = y.reshape(y.shape[0], -1)
+        what = _SCORES.get(compiled.meta.get("output_op"), "scores")
         for b, row in enumerate(scores):
             best = np.argsort(-row)[:top]
-            cells = ", ".join(f"{int(i)}: {row[i]:.4g}" for i in best)
-            _out().print(f"[{b}] top-{len(best)}: {cells}", markup=False)
+            cells = ", ".join(f"class {int(i)}: {row[i]:.4g}" for i in best)
+            _out().print(f"[{b}] top-{len(best)} {what}: {cells}", markup=False)
     run(body)
 
 

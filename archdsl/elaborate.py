@@ -32,6 +32,7 @@ from .ops import (
     OpShapeError,
     fmt_shape,
     lookup,
+    spellings,
     syntax_names,
 )
 from .program import Program
@@ -639,8 +640,9 @@ def _attach_value(key: str, value: Any, span: Span) -> str | None:
     name = str(value).lower()
     op = lookup(name)
     if op is None or op.name not in choices:
-        raise ValueError_(f"`{key}={value}` is not one of: none, {', '.join(choices)}", span,
-                          did_you_mean(str(value), choices))
+        words = [w for w in spellings(choices) if w.isidentifier()]  # attribute values
+        raise ValueError_(f"`{key}={value}` is not one of: none, {', '.join(words)}", span,
+                          did_you_mean(str(value), words))
     return op.name
 
 

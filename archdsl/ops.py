@@ -493,6 +493,12 @@ def lookup(name: str) -> OpDef | None:
     return OPS.get(ALIASES.get(key, key))
 
 
+def spellings(names) -> list[str]:
+    """Each op name followed by its other spellings (`swish`, `silu`): the lists that
+    messages and docs give are made from the declarations, so none can miss one."""
+    return [w for n in names for w in (n, *(a for a, t in ALIASES.items() if t == n))]
+
+
 def syntax_names() -> list[str]:
     """Every name a spec may write for an op, for 'did you mean' hints."""
     return sorted([n for n, op in OPS.items() if op.in_syntax] + list(ALIASES))

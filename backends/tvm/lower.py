@@ -408,7 +408,8 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
                  seed: int = 0) -> tvm.IRModule:
     """The graph as a Relax IRModule: `main(x)`, weights as constants, and `archdsl_meta()`
     (the build's arch name, input/output shapes and dtype, as JSON)."""
-    if weights is None:
+    random = weights is None
+    if random:
         weights = random_weights(graph, seed)
     ctx = _Ctx(relax.BlockBuilder(), _check_weights(graph, weights, strict), dtype, batch)
     if fold_bn:
@@ -437,7 +438,10 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
             out = bb.emit_output(values[graph.output_id])
         bb.emit_func_output(out)
     meta = {"arch": graph.name, "input": [batch, *graph.input_shape],
-            "output": [batch, *graph.output_shape], "dtype": dtype}
+            "output": [batch, *graph.output_shape], "dtype": dtype,
+            # what `archdsl run` tells its user: probabilities or logits, trained or not
+            "output_op": graph.node(graph.output_id).op,
+            "weights": f"random (seed {seed})" if random else "given"}
     with bb.function(META_FUNC, []):
         bb.emit_func_output(tvm.ir.StringImm(json.dumps(meta)))
     return bb.get()

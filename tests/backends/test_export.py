@@ -72,6 +72,12 @@ def test_cli_export_with_weights(tmp_path):
     assert "wrote" in result.output and out.exists()
     loaded = torch.export.load(str(out)).module()
     assert torch.equal(loaded.state_dict()["C1.weight"], state["C1.weight"])
+    assert "random" not in result.stderr
+    result = CliRunner().invoke(app, ["export", str(SPECS / "lenet5.arch"), "-f", "exported",
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "note: no --weights: the output holds PyTorch's random initial weights" in \
+        result.stderr
 
 
 def test_cli_export_rejects_weights_that_do_not_fit(tmp_path):
