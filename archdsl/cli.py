@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from . import progress
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import Architecture, elaborate, named_like_file, select_archs
 from .columns import COLUMNS, choose
@@ -387,7 +388,7 @@ def export(
         from .backends.pytorch.export import SUFFIXES
         from .backends.pytorch.export import export as do_export
         target = output or Path(graph.name + SUFFIXES[format.value])
-        with _err().status(f"exporting {graph.name} to {format.value}..."):
+        with progress.display(f"exporting {graph.name} to {format.value}"):
             report = do_export(model, graph.input_shape, format.value, target)
         diff = "" if report.max_abs_diff is None else f", max abs diff {report.max_abs_diff:.2g}"
         _out().print(f"wrote {report.path} ({report.bytes / 2**20:.1f} MiB, {report.format}; "
@@ -453,11 +454,11 @@ def compile_(
         out = output or Path(a.name + ".so")
         if weights is None:
             _note(_RANDOM_WEIGHTS)
-        display = _CompileDisplay(f"compiling {a.name} for {target} with TVM")
+        display = progress.display(f"compiling {a.name} for {target} with TVM")
         try:
             with display:
                 compiled = _tvm_compile(a, tgt, weights, batch, dtype, tune, tuning_db, display)
-                display.building("writing the library")
+                display.stage("writing the library")
                 compiled.export_library(out)
         except KeyboardInterrupt:
             kept = ("" if display.event is None or not tune else
@@ -500,7 +501,7 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dtype: str,
-                 tune: int, tuning_db: Path | None, display: _CompileDisplay):
+                 tune: int, tuning_db: Path | None, display: Any):
     """Architecture.compile, with tuning's errors told as a user's."""
     from .backends import load_backend
     load_backend("tvm.build")  # a clear message when TVM is missing
@@ -510,82 +511,6 @@ def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dt
                          progress=display)
     except TuningError as exc:
         raise UsageError(str(exc), None) from None
-
-
-class _CompileDisplay:
-    """The compile command's live display on stderr: a spinner while compiling; while tuning,
-    trials done of planned, kernels done, the estimated network time and the elapsed time.
-    Gets the tuning's `TuneEvent`s; keeps the last in `event`."""
-
-    def __init__(self, title: str) -> None:
-        self.title = title
-        self.event = None
-        self._tuning = None
-        self._progress = None
-
-    def __enter__(self) -> _CompileDisplay:
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-        # TVM's C++ code writes to fd 2, which tuning sends to its log: show this on a copy
-        self._stream = _dup_stderr()
-        console = Console(file=self._stream, highlight=False, soft_wrap=True)
-        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                                  BarColumn(), TextColumn("{task.fields[info]}"),
-                                  TimeElapsedColumn(),
-                                  console=console, transient=True)
-        self._main = self._progress.add_task(self.title, total=None, info="")
-        self._progress.start()
-        return self
-
-    def __call__(self, event) -> None:
-        self.event = event
-        p = self._progress
-        if event.kind == "note":
-            p.console.print(f"note: {event.message}", markup=False, style="yellow")
-        elif event.kind == "start" and event.trials_total:
-            p.console.print(f"tuning {event.tasks_to_tune} of {event.tasks} kernels "
-                            f"({event.trials_total} trials); log in "
-                            f"{event.database / 'logs' / 'tuning.log'}", markup=False)
-            self._tuning = p.add_task("tuning", total=event.trials_total,
-                                      info=f"0/{event.trials_total} trials")
-        elif event.kind == "trials" and self._tuning is not None:
-            best = f", est. {event.best_ms:.2f} ms" if event.best_ms else ""
-            p.update(self._tuning, completed=event.trials,
-                     info=f"{event.trials}/{event.trials_total} trials, kernels "
-                     f"{event.tasks_done}/{event.tasks_to_tune}{best}")
-        elif event.kind == "compare":
-            self.building(event.message)
-        elif event.kind == "applied":
-            self.building("building")
-
-    def building(self, what: str) -> None:
-        if self._tuning is not None:
-            self._progress.remove_task(self._tuning)
-            self._tuning = None
-        self._progress.update(self._main, description=f"{self.title}: {what}")
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-            if self._stream is not sys.stderr:
-                self._stream.close()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _dup_stderr():
-    """A stream on a copy of fd 2 (sys.stderr itself where it has no file descriptor)."""
-    try:
-        return os.fdopen(os.dup(sys.stderr.fileno()), "w")
-    except (AttributeError, OSError, ValueError):
-        return sys.stderr
 
 
 # what the last layer makes, as `run` labels it (a library older than this record: scores)

@@ -114,3 +114,16 @@ def test_cuda_build_holds_device_code(tmp_path):
         assert result.exit_code == 1 and "Traceback" not in result.output
         assert ("holds cuda code, and TVM's runtime for cuda cannot be loaded here" in
                 result.output or "cannot run" in result.output), result.output
+
+
+def test_compile_prints_progress_lines_when_not_a_terminal(tmp_path, monkeypatch):
+    from archdsl import progress
+    monkeypatch.setattr(progress, "EVERY", 0.2)
+    result = invoke("compile", SPECS / "lenet5.arch", "-o", tmp_path / "l.so")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert "compiling lenet5 for llvm with TVM..." in lines
+    assert any("(still running, " in ln for ln in lines)
+    assert any(ln.startswith("compiling lenet5 for llvm with TVM: writing the library (")
+               for ln in lines)
+    assert result.stdout.startswith("wrote ")
