@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperArgument, TyperCommand
 
 from . import progress
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
@@ -19,9 +20,37 @@ from .columns import COLUMNS, choose
 from .errors import ArchError, ArchErrors, UsageError, did_you_mean, last_line
 from .program import Program, load_program
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="archdsl: describe, measure and compile neural-network architectures.")
+
+
+class _Command(TyperCommand):
+    """A command whose help shows an argument's metavar (SPEC...) without typer's Python
+    type after it (`<list[Path]>`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument) and param.metavar:
+                param.display_type_rich = lambda *a, **k: None  # type: ignore[method-assign]
+
+
+def command(name: str | None = None):
+    return app.command(name, cls=_Command)
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+        print(f"archdsl {version('archdsl')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="print the version and exit")]
+        = False) -> None:
+    """archdsl: describe, measure and compile neural-network architectures."""
 
 
 class Count(str, Enum):
@@ -36,11 +65,16 @@ class Format(str, Enum):
     markdown = "markdown"
 
 
-SpecArgs = Annotated[list[Path], typer.Argument(help="spec files (.arch)", show_default=False)]
+SpecArgs = Annotated[list[Path], typer.Argument(
+    help="one or more spec files (.arch)", show_default=False, metavar="SPEC")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="NAME=VALUE",
     help="override a spec parameter; NAME=v1,v2,... gives one row per value")]
-ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", help="only this architecture")]
+SetOneOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="NAME=VALUE",
+    help="override a spec parameter (one value: this command builds one architecture)")]
+ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", metavar="NAME",
+                                             help="only this architecture")]
 
 
 def _out() -> Console:
@@ -179,7 +213,7 @@ def run(fn) -> None:
         raise typer.Exit(1) from None
 
 
-@app.command()
+@command()
 def check(specs: SpecArgs, set_: SetOpt = None, arch: ArchOpt = None) -> None:
     """Check specs: syntax, names, shapes. Prints nothing but errors, or one OK line."""
     def body() -> None:
@@ -191,20 +225,21 @@ def check(specs: SpecArgs, set_: SetOpt = None, arch: ArchOpt = None) -> None:
     run(body)
 
 
-@app.command()
+@command()
 def stats(
     specs: SpecArgs,
     set_: SetOpt = None,
     arch: ArchOpt = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="one row per layer")] = False,
     depth: Annotated[int | None, typer.Option(
-        "--depth", min=1, help="roll layers up into blocks/stages N name-levels deep")] = None,
+        "--depth", min=1, metavar="N",
+        help="roll layers up into blocks/stages N name-levels deep")] = None,
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
     columns: Annotated[str | None, typer.Option(
         "--columns", "-c", metavar="NAME,...",
         help="the table's columns, in order: " + ", ".join(COLUMNS))] = None,
     wide: Annotated[bool, typer.Option("--wide", "-w", help="every column")] = False,
-    dtype: Annotated[str, typer.Option(help="bytes per value for memory columns: "
+    dtype: Annotated[str, typer.Option(metavar="DTYPE", help="bytes per value for memory columns: "
                                        + ", ".join(DTYPE_BYTES))] = "float32",
     count: Annotated[Count, typer.Option(
         "--count", help="show cost as MACs or FLOPs (= 2 × MACs)")] = Count.macs,
@@ -247,8 +282,8 @@ def _print_stats(all_stats: list[Stats], per_layer: bool, depth: int | None,
         _out().print(report.comparison_table(all_stats, columns))
 
 
-@app.command("format")
-def format_(spec: Annotated[Path, typer.Argument(help="a spec file")],
+@command("format")
+def format_(spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
             set_: SetOpt = None, arch: ArchOpt = None) -> None:
     """Print the canonical, fully expanded form of each architecture."""
     from .formatter import format_graph
@@ -272,15 +307,16 @@ def _one_graph(spec: Path, set_: list[str] | None, arch: str | None, what: str):
     return archs[0]
 
 
-@app.command()
+@command()
 def graph(
-    spec: Annotated[Path, typer.Argument(help="a spec file")],
+    spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="file to write: .svg, .png, .pdf or .dot (default: ARCH.svg)")]
+        "--output", "-o", metavar="FILE",
+        help="file to write: .svg, .png, .pdf or .dot (default: ARCH.svg)")]
     = None,
     depth: Annotated[int | None, typer.Option(
-        "--depth", min=1, help="one box per block/stage N name-levels deep")] = None,
-    set_: SetOpt = None,
+        "--depth", min=1, metavar="N", help="one box per block/stage N name-levels deep")] = None,
+    set_: SetOneOpt = None,
     arch: ArchOpt = None,
     count: Annotated[Count, typer.Option(
         "--count", help="show cost as MACs or FLOPs (= 2 × MACs)")] = Count.macs,
@@ -301,12 +337,13 @@ class TableFormat(str, Enum):
     latex = "latex"
 
 
-@app.command()
+@command()
 def table(
     specs: SpecArgs,
     set_: SetOpt = None,
     arch: ArchOpt = None,
-    depth: Annotated[int, typer.Option("--depth", min=1, help="stage = first N name parts")] = 1,
+    depth: Annotated[int, typer.Option("--depth", min=1, metavar="N",
+                                       help="stage = first N name parts")] = 1,
     format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table,
     count: Annotated[Count, typer.Option("--count")] = Count.macs,
 ) -> None:
@@ -325,17 +362,20 @@ def table(
     run(body)
 
 
-@app.command()
+@command()
 def diff(
-    a: Annotated[Path, typer.Argument(help="the first spec")],
-    b: Annotated[Path | None, typer.Argument(help="the second spec (default: the first)")]
+    a: Annotated[Path, typer.Argument(help="the first spec", metavar="A")],
+    b: Annotated[Path | None, typer.Argument(help="the second spec (default: the first)",
+                                             metavar="B")]
     = None,
-    arch_a: Annotated[str | None, typer.Option("--arch-a", help="architecture in A")] = None,
-    arch_b: Annotated[str | None, typer.Option("--arch-b", help="architecture in B")] = None,
+    arch_a: Annotated[str | None, typer.Option("--arch-a", metavar="NAME",
+                                               help="architecture in A")] = None,
+    arch_b: Annotated[str | None, typer.Option("--arch-b", metavar="NAME",
+                                               help="architecture in B")] = None,
     set_a: Annotated[list[str] | None, typer.Option("--set-a", metavar="NAME=VALUE")] = None,
     set_b: Annotated[list[str] | None, typer.Option("--set-b", metavar="NAME=VALUE")] = None,
-    depth: Annotated[int, typer.Option("--depth", min=1, help="stage = first N name parts")]
-    = 1,
+    depth: Annotated[int, typer.Option("--depth", min=1, metavar="N",
+                                       help="stage = first N name parts")] = 1,
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
 ) -> None:
     """What changed between two specs, or two settings of one: layers added, removed and
@@ -363,16 +403,17 @@ class ExportFormat(str, Enum):
     exported = "exported"
 
 
-@app.command()
+@command()
 def export(
-    spec: Annotated[Path, typer.Argument(help="a spec file")],
+    spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="file to write (default: ARCH.onnx / .ts / .pt2)")] = None,
+        "--output", "-o", metavar="FILE",
+        help="file to write (default: ARCH.onnx / .ts / .pt2)")] = None,
     format: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.onnx,
-    set_: SetOpt = None,
+    set_: SetOneOpt = None,
     arch: ArchOpt = None,
     weights: Annotated[Path | None, typer.Option(
-        help="a state_dict saved with torch.save, or a .safetensors file")] = None,
+        metavar="FILE", help="a state_dict saved with torch.save, or a .safetensors file")] = None,
 ) -> None:
     """Export the PyTorch model: ONNX (checked, and compared with onnxruntime when installed),
     TorchScript, or a torch.export program. Written atomically."""
@@ -413,17 +454,19 @@ def parse_target(text: str) -> Any:
     return text
 
 
-@app.command("compile")
+@command("compile")
 def compile_(
-    spec: Annotated[Path, typer.Argument(help="a spec file")],
+    spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
     target: Annotated[str, typer.Option(
-        "--target", "-t", help="llvm (this CPU), cuda[:sm_XX] (default sm_90), a TVM tag, "
+        "--target", "-t", metavar="TARGET",
+        help="llvm (this CPU), cuda[:sm_XX] (default sm_90), a TVM tag, "
         "or a JSON target dict")] = "llvm",
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="the library to write (default: ARCH.so)")] = None,
-    batch: Annotated[int, typer.Option(min=1, help="batch size compiled in")] = 1,
-    dtype: Annotated[str, typer.Option(help="float32 or float16")] = "float32",
+        "--output", "-o", metavar="FILE", help="the library to write (default: ARCH.so)")] = None,
+    batch: Annotated[int, typer.Option(min=1, metavar="N", help="batch size compiled in")] = 1,
+    dtype: Annotated[str, typer.Option(metavar="DTYPE", help="float32 or float16")] = "float32",
     weights: Annotated[Path | None, typer.Option(
+        metavar="FILE",
         help="a .safetensors file or a torch.save state_dict (default: seeded random)")]
     = None,
     tune: Annotated[int, typer.Option(
@@ -437,7 +480,7 @@ def compile_(
         help="the tuning database (default with --tune: "
         "$XDG_CACHE_HOME or ~/.cache, then archdsl/tuning/TARGET such as llvm-znver3); "
         "without --tune it is only applied")] = None,
-    set_: SetOpt = None,
+    set_: SetOneOpt = None,
     arch: ArchOpt = None,
 ) -> None:
     """Compile with Apache TVM (Relax) into a deployable shared library, plus a JSON
@@ -447,9 +490,11 @@ def compile_(
         import json
 
         from .atomic import atomic_path
+        from .backends import load_backend
         if dtype not in ("float32", "float16"):
             raise UsageError(f"unknown dtype `{dtype}`", None, "float32 or float16")
         a = _one_graph(spec, set_, arch, "compile")
+        load_backend("tvm.build")  # a missing TVM is said before anything else
         tgt = parse_target(target)
         out = output or Path(a.name + ".so")
         if weights is None:
@@ -503,8 +548,6 @@ def _ms(seconds: float | None) -> float | None:
 def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dtype: str,
                  tune: int, tuning_db: Path | None, display: Any):
     """Architecture.compile, with tuning's errors told as a user's."""
-    from .backends import load_backend
-    load_backend("tvm.build")  # a clear message when TVM is missing
     from .backends.tvm.tune import TuningError
     try:
         return a.compile(tgt, weights, batch, dtype, tune=tune, tuning_db=tuning_db,
@@ -517,13 +560,15 @@ def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dt
 _SCORES = {"softmax": "probabilities"} | dict.fromkeys(("fc", "linear", "conv"), "logits")
 
 
-@app.command("run")
+@command("run")
 def run_(
-    library: Annotated[Path, typer.Argument(help="a library from `archdsl compile`")],
+    library: Annotated[Path, typer.Argument(help="a library from `archdsl compile`",
+                                            metavar="LIBRARY")],
     input: Annotated[Path | None, typer.Option(
-        "--input", "-i", help="a .npy array of the compiled input shape (default: random)")]
+        "--input", "-i", metavar="FILE.npy",
+        help="a .npy array of the compiled input shape (default: random)")]
     = None,
-    top: Annotated[int, typer.Option(min=1, help="classes to show")] = 5,
+    top: Annotated[int, typer.Option(min=1, metavar="N", help="classes to show")] = 5,
 ) -> None:
     """Run a compiled library (needs only the TVM runtime) and print the top classes."""
     def body() -> None:
@@ -567,7 +612,7 @@ def run_(
     run(body)
 
 
-@app.command()
+@command()
 def ops() -> None:
     """List the ops the language knows, with their syntax."""
     from rich.table import Table

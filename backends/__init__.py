@@ -19,6 +19,8 @@ def load_backend(name: str) -> ModuleType:
     try:
         return importlib.import_module(f"archdsl.backends.{name}")
     except ImportError as exc:
+        if "pip install" in str(exc):  # the backend said what to install: say it once
+            raise BackendUnavailable(str(exc)) from exc
         extra = EXTRAS.get(name, name)
         raise BackendUnavailable(
             f"the {name} backend needs a package that is not installed ({exc.name or exc}): "
