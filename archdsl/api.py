@@ -80,6 +80,11 @@ class Architecture:
     def settings(self) -> dict[str, Any]:
         return dict(self.graph.settings)
 
+    @property
+    def warnings(self) -> list:
+        """What is valid but probably not meant (`ArchWarning`s; the CLI prints them)."""
+        return list(self.graph.warnings)
+
     def stats(self, dtype: str = "float32", conventions=None):
         """Per-layer and total counts (archdsl.analysis.Stats); `conventions` switches
         biases/normalization out of params or cost to FLOPs (analysis.Conventions)."""

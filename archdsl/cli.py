@@ -164,6 +164,7 @@ def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None,
                                  "name a file that has an `arch` (or includes one)"))
     if errors:
         raise ArchErrors(_unique(errors))
+    _report_warnings(graphs)
     return graphs
 
 
@@ -180,23 +181,46 @@ def _unique(errors: list[ArchError]) -> list[ArchError]:
 
 def _report_errors(errors: list[ArchError]) -> None:
     console = _err()
-    for i, err in enumerate(errors):
+    _print_diagnostics(console, errors)
+    n = len(errors)
+    console.print(f"{n} error{'s' if n != 1 else ''}", style="bold red")
+
+
+def _print_diagnostics(console: Console, diagnostics: list[ArchError]) -> None:
+    """Errors or warnings, compiler style: `file:line:col: error: ...` with the source
+    line, the caret, notes and a hint; a blank line between two."""
+    for i, err in enumerate(diagnostics):
         if i:
             console.print()
         text = err.render()
         head, _, rest = text.partition("\n")
-        where, sep, msg = head.partition(": error: ")
+        marker = f"{err.kind}: "
+        style = "bold red" if err.kind == "error" else "bold yellow"
+        where, sep, msg = head.partition(f": {marker}")
         if sep:
             console.print(f"{where}: ", end="", markup=False)
-            console.print("error: ", style="bold red", end="")
+            console.print(marker, style=style, end="")
             console.print(msg, markup=False)
         else:
-            console.print(head, markup=False, style="bold red" if not where.startswith(
+            console.print(head, markup=False, style=style if not where.startswith(
                 ("note", "hint")) else None)
         if rest:
             console.print(rest, markup=False)
-    n = len(errors)
-    console.print(f"{n} error{'s' if n != 1 else ''}", style="bold red")
+
+
+def _report_warnings(graphs: list) -> None:
+    """The warnings of every graph elaborated, each once (a sweep repeats them), on stderr."""
+    seen, warnings = set(), []
+    for a in graphs:
+        for w in a.graph.warnings:
+            key = (w.message, w.span and (w.span.file, w.span.line, w.span.col))
+            if key not in seen:
+                seen.add(key)
+                warnings.append(w)
+    if warnings:
+        console = _err()
+        _print_diagnostics(console, warnings)
+        console.print()
 
 
 def run(fn) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from . import syntax as S
 from .errors import (
     ArchError,
+    ArchWarning,
     ErrorSink,
     NameError_,
     ShapeError,
@@ -107,11 +108,14 @@ class _CallSink:
         self.calls: list[tuple[str, str, Span]] = []  # (instance name, block, call site)
 
     def add(self, err: ArchError) -> None:
+        self.sink.add(self.located(err))
+
+    def located(self, err: ArchError) -> ArchError:
         if self.calls and not getattr(err, "_call_notes", False):
             err.notes.extend((f"in this call to `{block}` (`{name}`)", span)
                              for name, block, span in reversed(self.calls))
             err._call_notes = True  # type: ignore[attr-defined]
-        self.sink.add(err)
+        return err
 
 
 class Elaborator:
@@ -464,6 +468,8 @@ class Elaborator:
         op, kernel = self._resolve(layer)
         attrs, attach = self._layer_attrs(layer, op, kernel, env)
         in_shape = self.graph.node(cur).shape
+        if op.advice is not None and in_shape is not None:
+            self._advise(op.advice(attrs, [in_shape]), layer.span)
         op_name = op.name
         if op.prepare is not None and in_shape is not None:
             try:
@@ -487,6 +493,16 @@ class Elaborator:
             cur_sub = self._emit(kind, sub_attrs, [items[-1].id], sub_name, layer.span, nid)
             items.append(NodeRef(cur_sub))
         return items[-1].id
+
+    def _advise(self, advice: tuple[str, str] | None, span: Span) -> None:
+        """A warning on the graph, once per place (a block called ten times warns once)."""
+        if advice is None:
+            return
+        where = (span.file, span.line, span.col) if span else None
+        if all((w.message, w.span and (w.span.file, w.span.line, w.span.col)) !=
+               (advice[0], where) for w in self.graph.warnings):
+            self.graph.warnings.append(self.sink.located(ArchWarning(advice[0], span,
+                                                                     advice[1])))
 
     def _resolve(self, layer: S.Layer) -> tuple[OpDef, int | None]:
         op = lookup(layer.name)

@@ -83,6 +83,7 @@ class Graph:
     budgets: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
     # the settings given explicitly (--set, keyword arguments), not from defaults
     given: dict[str, Any] = field(default_factory=dict)
+    warnings: list[Any] = field(default_factory=list)  # ArchWarnings, each once
     _nodes: list[Node] = field(default_factory=list, repr=False)
     _inputs: list[list[int]] = field(default_factory=list, repr=False)
     _g: Any = field(default=None, repr=False)

@@ -77,6 +77,8 @@ class OpDef:
     # ("weight", "running_mean", "out_proj.weight"; "" is a tensor registered under the
     # layer's own name, like torchvision's `class_token`); backends and tests read this
     tensors: Callable[[dict, list[Shape], Shape], dict[str, Shape]] = lambda a, ins, out: {}
+    # a layer that is valid but probably not what was meant: (warning, hint) or None
+    advice: Callable[[dict, list[Shape]], tuple[str, str] | None] | None = None
 
     def params(self, attrs: dict, ins: list[Shape], out: Shape) -> int:
         return self.weights(attrs, ins, out) + self.biases(attrs, ins, out)
@@ -157,6 +159,19 @@ def _dwconv_prepare(a: dict, ins: list[Shape]) -> tuple[str, dict]:
     if a.get("out") is None:
         a["out"] = c
     return "conv", _resolve_pad(a)
+
+
+def _dwconv_advice(a: dict, ins: list[Shape]) -> tuple[str, str] | None:
+    """`dwconv3-64` on 32 channels is valid (2 outputs per channel, a channel multiplier) but
+    reads as "a depthwise conv to 64 channels", which it is not."""
+    c = ins[0][0] if len(ins[0]) == 3 else None
+    out = a.get("out")
+    if c is None or out is None or out == c:
+        return None
+    return (f"a depthwise conv on {c} channels with {out} outputs makes "
+            f"{out / c:g} per input channel (a channel multiplier)",
+            f"drop -{out} to keep {c} channels, or say it plainly: "
+            f"conv{a['k']}-{out} groups={c}")
 
 
 def _conv_shape(a: dict, ins: list[Shape]) -> Shape:
@@ -366,7 +381,7 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
     OpDef("dwconv", "conv", "depthwise convolution (groups = input channels): dwconv3/2",
           attrs={**_CONV_ATTRS, "out": AttrSpec("int", None, 1, doc="default: input channels")},
           kernel="k", dash="out", slash="stride", attaches=True, prepare=_dwconv_prepare,
-          lowers_to="conv"),
+          lowers_to="conv", advice=_dwconv_advice),
     OpDef("fc", "linear", "fully connected layer over the flattened input: FC-4096",
           attrs={"out": AttrSpec("int", REQUIRED, 1), "bias": _CONV_ATTRS["bias"]},
           dash="out", attaches=True, default_attach=("act",), shape=_fc_shape,

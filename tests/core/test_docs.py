@@ -40,3 +40,37 @@ def test_attribute_errors_list_every_activation_spelling():
     listed = info.value.errors[0].message.split("one of: ")[1].split(", ")
     assert listed == ["none"] + [w for w in spellings(ACTIVATIONS) if w.isidentifier()]
     assert "silu" in listed and info.value.errors[0].hint == "did you mean `silu`?"
+
+
+def _section(path: str, title: str) -> str:
+    text = (ROOT / path).read_text()
+    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_gate_examples_mean_the_same_under_the_usual_defaults():
+    # language.md's squeeze-and-excitation (gate/mul) and DenseNet (dense) examples, copied
+    # into a network with `defaults norm=bn act=relu`, must not gain a norm or an activation
+    from archdsl.api import load
+    block = _section("docs/language.md", "Branches and joins").split("```")[1]
+    lines = [ln for ln in block.splitlines() if ln.startswith(("gate", "mul", "dense"))]
+    assert len(lines) == 3
+    for line in lines:
+        code = line.split("#")[0].strip()
+        ops = [[n.op for n in load(f"arch t\ninput 64x8x8\n{d}{code}\n").graph.nodes]
+               for d in ("", "defaults norm=bn act=relu\n")]
+        assert ops[0] == ops[1], line
+        assert "sigmoid" in ops[0] or "concat" in ops[0]
+
+
+def test_every_expression_function_is_documented():
+    from archdsl.expr import FUNCTIONS
+    section = _section("docs/language.md", "Expressions")
+    assert [f for f in FUNCTIONS if f"`{f}`" not in section and f"`{f}(" not in section] == []
+
+
+def test_json_schema_names_the_ops_that_make_no_units():
+    from archdsl.ops import OPS
+    row = next(ln for ln in (ROOT / "docs" / "json-schema.md").read_text().splitlines()
+               if ln.startswith("| `layers[].units`"))
+    listed = {w for w in row.split("`")[1::2] if w in OPS}
+    assert listed == {n for n, op in OPS.items() if not op.makes_units and op.name != "input"}

@@ -157,3 +157,26 @@ def test_unknown_arch_suggests_one(tmp_path):
     assert result.exit_code == 1
     assert "no spec defines an architecture `smal`" in result.stderr
     assert "did you mean `small`" in result.stderr
+
+
+# ---------------------------------------------------------------- warnings
+
+def test_a_depthwise_channel_multiplier_is_a_warning_not_a_surprise():
+    arch = load("block b(c) { dwconv3-{2 * c} }\n" + H.replace("3x32x32", "32x8x8")
+                + "dwconv3-64\nb(64)\nb(64)\nconv3-64 groups=32\ndwconv3\n")
+    assert arch.graph.output_shape == (64, 8, 8)  # valid: it builds
+    (first, second) = arch.warnings
+    assert first.message == ("a depthwise conv on 32 channels with 64 outputs makes 2 per "
+                             "input channel (a channel multiplier)")
+    assert first.hint == "drop -64 to keep 32 channels, or say it plainly: conv3-64 groups=32"
+    assert first.span.line == 4 and second.span.line == 1
+    assert second.notes[0][0] == "in this call to `b` (`1`)"
+
+
+def test_the_cli_prints_warnings_on_stderr(tmp_path):
+    spec = tmp_path / "w.arch"
+    spec.write_text("arch w\ninput 32x8x8\ndwconv3-64\n")
+    result = CliRunner().invoke(app, ["check", str(spec)])
+    assert result.exit_code == 0 and result.stdout.startswith("ok: 1 architecture")
+    assert "w.arch:3:1: warning: a depthwise conv on 32 channels" in result.stderr
+    assert "error" not in result.stderr
