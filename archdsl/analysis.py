@@ -46,13 +46,6 @@ class Conventions:
     norm: bool = True
     count: str = "macs"  # macs | flops (FLOPs = 2 × MACs)
 
-    def describe(self) -> str:
-        left_out = [w for w, on in (("biases", self.bias), ("norm scale/shift", self.norm))
-                    if not on]
-        params = "params = all trainable parameters (weights + biases + norm scale/shift)" \
-            if not left_out else "params = trainable parameters WITHOUT " + " and ".join(left_out)
-        return params
-
 
 @dataclass
 class Stats:

@@ -35,11 +35,18 @@ def conventions_text(conv: Conventions, keys: Sequence[str] = COUNTS) -> str:
     definitions = {
         "units": "units = layer outputs per image",
         "weights": "weights = multiplicative weights only",
-        "params": conv.describe(),
+        "params": _params_text(conv),
         "connections": "connections = units × fan-in (conv, FC, pooling; attention: its MACs)",
         "macs": cost,
     }
     return "; ".join(text for key, text in definitions.items() if key in keys)
+
+
+def _params_text(conv: Conventions) -> str:
+    left_out = [w for w, on in (("biases", conv.bias), ("norm scale/shift", conv.norm)) if not on]
+    if not left_out:
+        return "params = all trainable parameters (weights + biases + norm scale/shift)"
+    return "params = trainable parameters WITHOUT " + " and ".join(left_out)
 
 
 CONVENTIONS = conventions_text(Conventions())
