@@ -98,6 +98,7 @@ class FittedTable:
     footer: list[Any] | None = None
     notes: list[str] = field(default_factory=list)
     more: list[str] = field(default_factory=list)  # column keys available with --columns
+    _made: dict = field(default_factory=dict, repr=False)  # (column, short) → cells, width
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self.render(options.max_width)
@@ -137,14 +138,18 @@ class FittedTable:
         return col.abbrev if level != EXACT and col.abbrev else self.headers[j]
 
     def _cells(self, j: int, level: int) -> list[str]:
-        col, short = self.columns[j], level == SHORT
-        out = [cell(col, row[j], short) for row in self.values]
-        if self.footer is not None:
-            out.append(cell(col, self.footer[j], short))
-        return out
+        key = (j, level == SHORT)
+        if key not in self._made:  # layout asks again and again: format each column once
+            col, short = self.columns[j], level == SHORT
+            out = [cell(col, row[j], short) for row in self.values]
+            if self.footer is not None:
+                out.append(cell(col, self.footer[j], short))
+            self._made[key] = (out, max(map(cell_len, out), default=0))
+        return self._made[key][0]
 
     def _col_width(self, j: int, level: int) -> int:
-        return max(cell_len(c) for c in [self._header(j, level), *self._cells(j, level)])
+        self._cells(j, level)
+        return max(cell_len(self._header(j, level)), self._made[(j, level == SHORT)][1])
 
     def _label_widths(self) -> tuple[int, int]:
         """The first column's narrowest width (its longest word: a name is never split) and
