@@ -63,19 +63,29 @@ def arch_label(stats: Stats) -> str:
     return stats.name + (f" ({_settings(stats.given)})" if stats.given else "")
 
 
+def _signed(write):
+    return lambda v: (("+" if v > 0 else "") + write(v)) if v else "0"
+
+
+# how each kind of column writes a value: (every digit, short) — a kind with no short form
+# is written the same either way
+WRITERS: dict[str, tuple[Any, Any]] = {
+    "count": (grouped, compact),
+    "delta": (_signed(grouped), _signed(compact)),  # a signed difference: +10,803,912
+    "mib": (lambda v: f"{v / 2**20:.1f}", None),
+    "ms": (lambda v: f"{v:.2f}", None),
+    "pct": (lambda v: v if isinstance(v, str) else f"{v:+.1f}%", None),
+    "shape": (fmt_shape, None),
+    "text": (str, None),
+}
+
+
 def cell(column: Column, value: Any, short: bool = False) -> str:
     """One value as its column writes it; `short`: a count in papers' style (138.4M)."""
     if value is None:
         return "—" if column.kind != "shape" else "?"
-    if column.kind == "count":
-        return compact(value) if short else grouped(value)
-    if column.kind == "mib":
-        return f"{value / 2**20:.1f}"
-    if column.kind == "ms":
-        return f"{value:.2f}"
-    if column.kind == "shape":
-        return fmt_shape(value)
-    return str(value)
+    exact, brief = WRITERS[column.kind]
+    return (brief if short and brief else exact)(value)
 
 
 _POW = {"K": "10³", "M": "10⁶", "G": "10⁹", "T": "10¹²"}
@@ -97,7 +107,9 @@ class FittedTable:
     values: list[list[Any]]
     footer: list[Any] | None = None
     notes: list[str] = field(default_factory=list)
-    more: list[str] = field(default_factory=list)  # column keys available with --columns
+    more: list[str] | None = None  # the columns --columns could add (None: no --columns)
+    styles: list[str | None] | None = None  # per row (rich styles), if any
+    in_full: str = "--format csv"  # what shows every number in full, and every column
     _made: dict = field(default_factory=dict, repr=False)  # (column, short) → cells, width
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -131,7 +143,7 @@ class FittedTable:
         col = self.columns[j]
         if level == EXACT and col.abbrev:
             return ABBREVIATED
-        return SHORT if level < SHORT and col.kind == "count" else None
+        return SHORT if level < SHORT and WRITERS[col.kind][1] else None
 
     def _header(self, j: int, level: int) -> str:
         col = self.columns[j]
@@ -170,15 +182,16 @@ class FittedTable:
         used = [u for u in _POW if any(c.endswith(u) for j in short for c in self._cells(j, SHORT))]
         if used:
             lines.append(", ".join(used) + " = " + ", ".join(_POW[u] for u in used)
-                         + ": numbers shortened to fit (--format csv gives every digit)")
+                         + f": numbers shortened to fit ({self.in_full} for every digit)")
         abbrev = [f"{self.columns[j].abbrev} = {self.headers[j]}" for j, level in form.items()
                   if level != EXACT and self.columns[j].abbrev]
         if abbrev:
             lines.append("; ".join(abbrev))
         dropped = [self.headers[j] for j in range(len(self.columns)) if j not in form]
         if dropped:
+            choose = ", --columns" if self.more is not None else ""
             lines.append("not shown at this width: " + ", ".join(dropped)
-                         + " (a wider terminal, --columns or --format)")
+                         + f" (a wider terminal{choose} or {self.in_full})")
         if self.more:
             lines.append("more columns: " + ", ".join(self.more) + " (--columns or --wide)")
         return "\n".join(lines)
@@ -198,7 +211,8 @@ class FittedTable:
                              footer=self._cells(j, level)[-1] if total else "")
         rows = [self._cells(j, level) for j, level in form.items()]
         for i, label in enumerate(self.labels):
-            table.add_row(Text(label), *(Text(cells[i]) for cells in rows))
+            table.add_row(Text(label), *(Text(cells[i]) for cells in rows),
+                          style=self.styles[i] if self.styles else None)
         return table
 
 
