@@ -209,7 +209,8 @@ def test_export_library_and_load_round_trip(tmp_path):
     loaded = backend.Compiled.load(path)
     assert loaded.device_kind == "llvm" and not loaded.device_modules()
     assert loaded.meta == compiled.meta == {"arch": "lenet5", "input": [1, 1, 32, 32],
-                                            "output": [1, 10], "dtype": "float32"}
+                                            "output": [1, 10], "dtype": "float32",
+                                            "output_op": "fc", "weights": "random (seed 1)"}
     np.testing.assert_array_equal(loaded(x), compiled(x))
 
 
@@ -323,7 +324,7 @@ main()
                           timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     top = int(np.argmax(compiled(x)))
-    assert done.stdout.startswith(f"[0] top-5: {top}: "), done.stdout
+    assert done.stdout.startswith(f"[0] top-5 logits: class {top}: "), done.stdout
     # examples/deploy.py: the same without archdsl installed (only numpy and the runtime)
     script = f"""
 import sys
@@ -335,4 +336,5 @@ exec(open({str(SPECS.parent / "examples" / "deploy.py")!r}).read())
                           timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"[0] top-5: {top}: ") and "lenet5 batch 1 on cpu" in lines[1]
+    assert lines[0].startswith(f"[0] top-5 logits: class {top}: ")
+    assert "lenet5 batch 1 on cpu" in lines[1]
