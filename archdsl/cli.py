@@ -8,10 +8,9 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from typer.core import TyperArgument, TyperCommand
 
 from . import progress
@@ -78,13 +77,19 @@ ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", metavar="NAME",
                                              help="only this architecture")]
 
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
 def _out() -> Console:
+    from rich.console import Console  # not needed by --format json/csv: loaded when used
     # Piped output keeps whole tables: a width of 80 would crop the numbers.
     wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 220
     return Console(highlight=False, soft_wrap=False, width=wide)
 
 
 def _err() -> Console:
+    from rich.console import Console
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -291,14 +296,15 @@ def stats(
 
 def _print_stats(all_stats: list[Stats], per_layer: bool, depth: int | None,
                  fmt: Format, columns: list) -> None:
-    from . import report
     # machine formats go straight to stdout: never wrapped, never cut, and fast (a
     # 10,000-layer JSON through rich's console took seconds)
-    if fmt is Format.json:
-        sys.stdout.write(report.to_json(all_stats, depth))
-    elif fmt is Format.csv:
-        sys.stdout.write(report.to_csv(all_stats, per_layer, depth))
-    elif fmt is Format.markdown:
+    if fmt in (Format.json, Format.csv):
+        from . import writers
+        sys.stdout.write(writers.to_json(all_stats, depth) if fmt is Format.json else
+                         writers.to_csv(all_stats, per_layer, depth))
+        return
+    from . import report
+    if fmt is Format.markdown:
         sys.stdout.write(report.to_markdown(all_stats, per_layer, depth, columns))
     elif per_layer:
         for s in all_stats:

@@ -9,9 +9,6 @@ wide, the least needed columns go and the caption says which. Which columns exis
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +22,7 @@ from .analysis import COUNTS, Conventions, Stats
 from .columns import Column, choose, hidden
 from .numfmt import compact, grouped, human  # noqa: F401  (human: re-exported)
 from .ops import fmt_shape
+from .writers import settings_text
 
 
 def conventions_text(conv: Conventions, keys: Sequence[str] = COUNTS) -> str:
@@ -52,15 +50,10 @@ def _params_text(conv: Conventions) -> str:
 CONVENTIONS = conventions_text(Conventions())
 
 
-def _settings(settings: dict[str, Any]) -> str:
-    from .formatter import spec_value
-    return ", ".join(f"{k}={spec_value(v)}" for k, v in settings.items())
-
-
 def arch_label(stats: Stats) -> str:
     """A row's name: the architecture, and the parameters given to it (`--set`, keyword
     arguments) — not the defaults every row shares."""
-    return stats.name + (f" ({_settings(stats.given)})" if stats.given else "")
+    return stats.name + (f" ({settings_text(stats.given)})" if stats.given else "")
 
 
 def _signed(write):
@@ -251,50 +244,6 @@ def layer_table(stats: Stats, depth: int | None = None,
         footer=[t if t is not None else "" for t in totals],
         notes=_notes(stats, columns, [stats.dtype]),
         more=hidden(columns, per_layer=True))
-
-
-def to_json(all_stats: Sequence[Stats], depth: int | None = None) -> str:
-    """One object per architecture (a list when there are several), indented, with each
-    layer on one line: as readable, and json's C encoder only runs without indentation
-    (a 10,000-layer spec: 40 ms instead of 170)."""
-    docs = [_json_object(s.to_dict(depth), "  " if len(all_stats) > 1 else "")
-            for s in all_stats]
-    if len(docs) == 1:
-        return docs[0] + "\n"
-    return "[\n  " + ",\n  ".join(docs) + "\n]\n"
-
-
-def _json_object(data: dict[str, Any], indent: str) -> str:
-    inner = indent + "  "
-    fields = []
-    for key, value in data.items():
-        if key == "layers":
-            items = f",\n{inner}  ".join(map(json.dumps, value))
-            text = f"[\n{inner}  {items}\n{inner}]" if value else "[]"
-        else:
-            text = json.dumps(value)
-        fields.append(f"{inner}{json.dumps(key)}: {text}")
-    return "{\n" + ",\n".join(fields) + "\n" + indent + "}"
-
-
-def to_csv(all_stats: Sequence[Stats], per_layer: bool, depth: int | None = None) -> str:
-    """Every count, every digit (machine-readable; `--columns` does not apply)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    if per_layer:
-        w.writerow(["arch", "layer", "op", "shape", *COUNTS])
-        for s in all_stats:
-            for r in s.rollup(depth):
-                w.writerow([s.name, r.name, r.op, fmt_shape(r.shape).replace("×", "x"),
-                            *(getattr(r, k) for k in COUNTS)])
-    else:
-        keys = list(all_stats[0].totals) if all_stats else []
-        w.writerow(["arch", "settings", "input", "output", *keys])
-        for s in all_stats:
-            t = s.totals
-            w.writerow([s.name, _settings(s.settings), fmt_shape(s.input).replace("×", "x"),
-                        fmt_shape(s.output).replace("×", "x"), *(t[k] for k in keys)])
-    return buf.getvalue()
 
 
 def _md_rows(t: FittedTable) -> list[str]:
