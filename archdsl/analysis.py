@@ -89,9 +89,10 @@ class Stats:
             agg.ops.extend(o for o in r.ops if o not in agg.ops)
         return list(out.values())
 
-    def to_dict(self, depth: int | None = None) -> dict[str, Any]:
-        """The stable JSON form (see docs/json-schema.md)."""
-        return {
+    def to_dict(self, depth: int | None = None, layers: bool = True) -> dict[str, Any]:
+        """The stable JSON form (see docs/json-schema.md); `layers=False` leaves out the
+        per-layer list (writers.to_json writes it itself, faster)."""
+        out = {
             "conventions": {"bias": self.conventions.bias, "norm": self.conventions.norm,
                             "count": self.conventions.count},
             "name": self.name,
@@ -100,10 +101,12 @@ class Stats:
             "output": list(self.output) if self.output is not None else None,
             "dtype": self.dtype,
             "totals": self.totals,
-            "layers": [{"name": r.name, "op": r.op,
-                        "shape": list(r.shape) if r.shape is not None else None,
-                        **{k: getattr(r, k) for k in COUNTS}} for r in self.rollup(depth)],
         }
+        if layers:
+            out["layers"] = [{"name": r.name, "op": r.op,
+                              "shape": list(r.shape) if r.shape is not None else None,
+                              **{k: getattr(r, k) for k in COUNTS}} for r in self.rollup(depth)]
+        return out
 
 
 def analyse(graph: Graph, dtype: str = "float32",

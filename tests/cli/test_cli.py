@@ -369,3 +369,14 @@ def test_no_arguments_shows_help(runner):
     result = runner.invoke(app, [])
     assert "check" in result.output and "stats" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("spec", ["lenet5.arch", "googlenet.arch", "vit.arch"])
+def test_stats_json_is_the_dict_form(spec):
+    from archdsl.writers import to_json
+    archs = load_all(SPECS_DIR / spec)
+    for depth in (None, 1):
+        text = to_json([a.stats() for a in archs], depth)
+        data = json.loads(text)
+        want = [a.stats().to_dict(depth) for a in archs]
+        assert (data if len(archs) > 1 else [data]) == want
