@@ -74,3 +74,17 @@ def test_json_schema_names_the_ops_that_make_no_units():
                if ln.startswith("| `layers[].units`"))
     listed = {w for w in row.split("`")[1::2] if w in OPS}
     assert listed == {n for n, op in OPS.items() if not op.makes_units and op.name != "input"}
+
+
+def test_readme_fast_tier_is_the_slow_marker_that_pyproject_registers():
+    readme = (ROOT / "README.md").read_text()
+    assert 'python -m pytest -q -p no:cacheprovider -m "not slow"' in readme
+    assert '"slow: ' in (ROOT / "pyproject.toml").read_text()
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("suite_conftest", ROOT / "tests" / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    for entry in conftest.SLOW:  # no stale entries: each names a file, and a test in it
+        path, _, test = entry.partition("::")
+        assert (ROOT / path).exists(), entry
+        assert not test or f"def {test}(" in (ROOT / path).read_text(), entry
