@@ -98,8 +98,9 @@ def _note(text: str) -> None:
     _err().print(f"note: {text}", markup=False, style="yellow")
 
 
-_RANDOM_WEIGHTS = ("no --weights: the output holds seeded random weights, a stand-in for "
-                   "testing speed and deployment, not a trained network")
+def _random_weights(which: str) -> str:
+    return (f"no --weights: the output holds {which} weights, a stand-in for testing speed "
+            "and deployment, not a trained network")
 
 
 def parse_value(text: str) -> Any:
@@ -456,7 +457,7 @@ def export(
         if weights is not None:
             backend.load_weights(model, backend.read_state_dict(weights), strict=True)
         else:
-            _note(_RANDOM_WEIGHTS.replace("seeded random", "PyTorch's random initial"))
+            _note(_random_weights("PyTorch's random initial"))
         from .backends.pytorch.export import SUFFIXES
         from .backends.pytorch.export import export as do_export
         target = output or Path(graph.name + SUFFIXES[format.value])
@@ -529,7 +530,7 @@ def compile_(
         tgt = parse_target(target)
         out = output or Path(a.name + ".so")
         if weights is None:
-            _note(_RANDOM_WEIGHTS)
+            _note(_random_weights("seeded random"))
         display = progress.display(f"compiling {a.name} for {target} with TVM")
         try:
             with display:
