@@ -88,3 +88,15 @@ def test_readme_fast_tier_is_the_slow_marker_that_pyproject_registers():
         path, _, test = entry.partition("::")
         assert (ROOT / path).exists(), entry
         assert not test or f"def {test}(" in (ROOT / path).read_text(), entry
+
+
+def test_language_reference_shows_every_op():
+    import re
+
+    from archdsl.ops import OPS
+    section = _section("docs/language.md", "Layers")
+    written = [w.lower() for code in re.findall(r"`([^`]*)`", section)
+               for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", code)]
+    missing = [n for n, op in OPS.items() if op.in_syntax
+               and not any(w == n or (w.startswith(n) and w[len(n):].isdigit()) for w in written)]
+    assert missing == []
