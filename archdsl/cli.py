@@ -20,23 +20,34 @@ from .columns import COLUMNS, choose
 from .errors import ArchError, ArchErrors, UsageError, did_you_mean, last_line
 from .program import Program, load_program
 
-app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
-                  help="archdsl: describe, measure and compile neural-network architectures.")
-
 
 class _Command(TyperCommand):
-    """A command whose help shows an argument's metavar (SPEC...) without typer's Python
-    type after it (`<list[Path]>`)."""
+    """A command whose help shows metavars (SPEC, NAME, N), never typer's Python types
+    (`<list[Path]>`, `<str>`): an argument or option without a metavar of its own gets its
+    name in capitals; choices keep their list (`<macs|flops>`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for param in self.params:
-            if isinstance(param, TyperArgument) and param.metavar:
+            flag = getattr(param, "is_flag", False) or getattr(param, "count", False)
+            choice = getattr(getattr(param, "type_descriptor", None), "is_choice", False)
+            if flag or choice or not param.name:
+                continue
+            if param.metavar is None:
+                param.metavar = param.name.upper()
+            if isinstance(param, TyperArgument):
                 param.display_type_rich = lambda *a, **k: None  # type: ignore[method-assign]
 
 
-def command(name: str | None = None):
-    return app.command(name, cls=_Command)
+class _App(typer.Typer):
+    """Every command is a `_Command`."""
+
+    def command(self, name: str | None = None, *, cls: Any = None, **kwargs: Any):
+        return super().command(name, cls=cls or _Command, **kwargs)
+
+
+app = _App(no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+           help="archdsl: describe, measure and compile neural-network architectures.")
 
 
 def _version(show: bool) -> None:
@@ -244,7 +255,7 @@ def run(fn) -> None:
         raise typer.Exit(1) from None
 
 
-@command()
+@app.command()
 def check(specs: SpecArgs, set_: SetOpt = None, arch: ArchOpt = None) -> None:
     """Check specs: syntax, names, shapes. Prints nothing but errors, or one OK line."""
     def body() -> None:
@@ -256,7 +267,7 @@ def check(specs: SpecArgs, set_: SetOpt = None, arch: ArchOpt = None) -> None:
     run(body)
 
 
-@command()
+@app.command()
 def stats(
     specs: SpecArgs,
     set_: SetOpt = None,
@@ -314,7 +325,7 @@ def _print_stats(all_stats: list[Stats], per_layer: bool, depth: int | None,
         _out().print(report.comparison_table(all_stats, columns))
 
 
-@command("format")
+@app.command("format")
 def format_(spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
             set_: SetOpt = None, arch: ArchOpt = None) -> None:
     """Print the canonical, fully expanded form of each architecture."""
@@ -339,7 +350,7 @@ def _one_graph(spec: Path, set_: list[str] | None, arch: str | None, what: str):
     return archs[0]
 
 
-@command()
+@app.command()
 def graph(
     spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
     output: Annotated[Path | None, typer.Option(
@@ -369,7 +380,7 @@ class TableFormat(str, Enum):
     latex = "latex"
 
 
-@command()
+@app.command()
 def table(
     specs: SpecArgs,
     set_: SetOpt = None,
@@ -394,7 +405,7 @@ def table(
     run(body)
 
 
-@command()
+@app.command()
 def diff(
     a: Annotated[Path, typer.Argument(help="the first spec", metavar="A")],
     b: Annotated[Path | None, typer.Argument(help="the second spec (default: the first)",
@@ -435,7 +446,7 @@ class ExportFormat(str, Enum):
     exported = "exported"
 
 
-@command()
+@app.command()
 def export(
     spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
     output: Annotated[Path | None, typer.Option(
@@ -486,7 +497,7 @@ def parse_target(text: str) -> Any:
     return text
 
 
-@command("compile")
+@app.command("compile")
 def compile_(
     spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
     target: Annotated[str, typer.Option(
@@ -592,7 +603,7 @@ def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dt
 _SCORES = {"softmax": "probabilities"} | dict.fromkeys(("fc", "linear", "conv"), "logits")
 
 
-@command("run")
+@app.command("run")
 def run_(
     library: Annotated[Path, typer.Argument(help="a library from `archdsl compile`",
                                             metavar="LIBRARY")],
@@ -644,7 +655,7 @@ def run_(
     run(body)
 
 
-@command()
+@app.command()
 def ops() -> None:
     """List the ops the language knows, with their syntax."""
     from rich.table import Table

@@ -8,11 +8,13 @@ import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import Annotated
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from archdsl.cli import app
+from archdsl.cli import _App, app
 
 SPECS = Path(__file__).parents[2] / "specs"
 COMMANDS = [c.name or c.callback.__name__ for c in app.registered_commands]
@@ -35,6 +37,25 @@ def test_shell_completion_is_offered():
 def test_help_shows_no_python_types(command):
     out = runner.invoke(app, [command, "--help"]).stdout
     # choices read fine (<macs|flops>); Python types do not (<list[Path]>, <str>, <path>)
+    assert not [m for m in re.findall(r"<[^>]*>", out) if "|" not in m], out
+
+
+def test_a_new_command_gets_metavars_without_saying_so():
+    # a command added later (by @app.command, as any) shows names, not Python types
+    new = _App(rich_markup_mode=None)  # as archdsl.cli.app
+
+    @new.command()
+    def train(spec: Path, epochs: Annotated[int, typer.Option(min=1)] = 3,
+              out: Annotated[Path | None, typer.Option()] = None,
+              fast: Annotated[bool, typer.Option("--fast")] = False) -> None:
+        """Train."""
+
+    @new.command()
+    def other() -> None:
+        """A second command, so that `train` is a subcommand."""
+
+    out = CliRunner(env={"COLUMNS": "100"}).invoke(new, ["train", "--help"]).stdout
+    assert "--epochs EPOCHS" in out and "--out OUT" in out and "SPEC" in out
     assert not [m for m in re.findall(r"<[^>]*>", out) if "|" not in m], out
 
 
