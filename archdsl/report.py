@@ -1,4 +1,5 @@
-"""Rendering stats: rich tables for people; JSON, CSV and Markdown for programs and docs.
+"""Rendering stats for people: rich tables, and Markdown for docs (JSON and CSV, for programs,
+are writers.py's).
 
 The library never prints: these functions return renderables or strings. A table fits the
 width it is rendered at (`FittedTable`): numbers are never cut — a count column switches from
