@@ -165,3 +165,16 @@ def test_window_attributes_round_trip_through_the_formatter():
     assert "window={[3, 4]}\n" in text and "window=3\n" in text
     again = elaborate(load_spec(text), "t")
     assert again.signature() == a.graph.signature()
+
+
+def test_drawing_and_paper_notation_say_window_size_shift_and_width():
+    from archdsl.drawing import draw
+    from archdsl.notation import notation
+    a = archdsl.load(SWIN_LIKE)
+    src = draw(a).source
+    assert "window attention 3×3, 2 heads, shift 1×1" in src
+    assert "window attention 3×4, 4 heads, shift 1×2" in src and "patch merging, 32" in src
+    nodes = {n.name: n for n in a.graph.nodes}
+    assert notation(nodes["wb"]) == "window_attention(4) window={[3, 4]} shift={[1, 2]}"
+    assert notation(nodes["v2"]) == "window_attention(4) window=2 position_bias=mlp cosine=true"
+    assert notation(nodes["pv"]) == "patch_merging-48"
