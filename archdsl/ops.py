@@ -21,7 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .windows import WindowPlan, pair, relative_coords_table, relative_position_index, table_rows
+from .windows import (
+    MAX_WINDOW_TOKENS,
+    WindowPlan,
+    pair,
+    relative_coords_table,
+    relative_position_index,
+    table_rows,
+)
 
 Shape = tuple[int, ...]
 REQUIRED = object()
@@ -81,7 +88,7 @@ class OpDef:
     tensors: Callable[[dict, list[Shape], Shape], dict[str, Shape]] = lambda a, ins, out: {}
     # those of `tensors` that are computed from the attributes rather than learned (buffers
     # like Swin's relative_position_index): suffix → values, flat and row-major
-    derived: Callable[[dict, list[Shape], Shape], dict[str, list]] = lambda a, ins, out: {}
+    derived: Callable[[dict, list[Shape], Shape], dict[str, tuple]] = lambda a, ins, out: {}
 
     def params(self, attrs: dict, ins: list[Shape], out: Shape) -> int:
         return self.weights(attrs, ins, out) + self.biases(attrs, ins, out)
@@ -340,8 +347,13 @@ def _window_attention_shape(a: dict, ins: list[Shape]) -> Shape:
     c = _spatial(ins, "window_attention")[0]
     if c % a["heads"]:
         raise OpShapeError(f"{a['heads']} heads must divide the {c} channels")
-    for axis, win, shift in zip(("height", "width"), pair(a["window"]), pair(a["shift"]),
-                                strict=True):
+    window = pair(a["window"])
+    if window[0] * window[1] > MAX_WINDOW_TOKENS:
+        raise OpShapeError(f"a {window[0]}×{window[1]} window holds {window[0] * window[1]:,} "
+                           f"tokens, more than archdsl's limit of {MAX_WINDOW_TOKENS:,}",
+                           "windows are bounded (archdsl/windows.py): their relative-position "
+                           "index grows as the square of the tokens")
+    for axis, win, shift in zip(("height", "width"), window, pair(a["shift"]), strict=True):
         if shift >= win:
             raise OpShapeError(f"a shift of {shift} is not smaller than the window's {axis} "
                                f"{win}", "Swin shifts by half the window (shift=window//2)")
@@ -390,11 +402,11 @@ def _window_attention_tensors(a: dict, ins: list[Shape], out: Shape) -> dict[str
     return t
 
 
-def _window_attention_derived(a: dict, ins: list[Shape], out: Shape) -> dict[str, list]:
+def _window_attention_derived(a: dict, ins: list[Shape], out: Shape) -> dict[str, tuple]:
     window = pair(a["window"])
     if a["position_bias"] == "none":
         return {}
-    derived: dict[str, list] = {"relative_position_index": relative_position_index(window)}
+    derived: dict[str, tuple] = {"relative_position_index": relative_position_index(window)}
     if a["position_bias"] == "mlp":
         derived["relative_coords_table"] = relative_coords_table(window)
     return derived

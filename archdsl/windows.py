@@ -12,6 +12,7 @@ match torchvision's.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -106,21 +107,30 @@ def _region(x: int, size: int, window: int, shift: int) -> int:
 MASKED = -100.0  # what the mask adds to scores between regions (torchvision's value)
 
 
-def relative_position_index(window: Pair) -> list[int]:
+# A window's relative-position index has N² entries for N tokens, made here in plain Python:
+# windows are bounded (torchvision's are 7×7 and 8×8, Swin V2's at 384 pixels 24×24) so that a
+# spec cannot ask for billions of them.
+MAX_WINDOW_TOKENS = 4096
+
+
+@functools.lru_cache(maxsize=16)  # every block of a stage has the same window
+def relative_position_index(window: Pair) -> tuple[int, ...]:
     """For every pair (p, q) of a window's tokens (row-major, p·N + q), the row of the
     (2·Wh−1)·(2·Ww−1) relative-position table that holds their bias: the offset
-    (Δrow, Δcolumn) = p − q, shifted to start at 0."""
+    (Δrow, Δcolumn) = p − q, shifted to start at 0 — (Δrow + Wh − 1)·(2·Ww − 1) + Δcol + Ww − 1,
+    which is p's cell offset minus q's plus the offset of (Wh − 1, Ww − 1)."""
     wh, ww = window
-    cells = [(a, b) for a in range(wh) for b in range(ww)]
-    return [(a - c + wh - 1) * (2 * ww - 1) + (b - d + ww - 1)
-            for a, b in cells for c, d in cells]
+    cells = [a * (2 * ww - 1) + b for a in range(wh) for b in range(ww)]
+    zero = (wh - 1) * (2 * ww - 1) + ww - 1
+    return tuple(zero + p - q for p in cells for q in cells)
 
 
 def table_rows(window: Pair) -> int:
     return (2 * window[0] - 1) * (2 * window[1] - 1)
 
 
-def relative_coords_table(window: Pair) -> list[float]:
+@functools.lru_cache(maxsize=16)
+def relative_coords_table(window: Pair) -> tuple[float, ...]:
     """Swin v2's log-spaced relative coordinates, the input of its continuous position bias
     MLP (Liu et al., "Swin Transformer V2", CVPR 2022, Eq. 4): every offset (Δrow, Δcolumn)
     of the table, each scaled to [−8, 8] by the window and mapped to sign(x)·log2(1 + |x|)/3;
@@ -132,4 +142,4 @@ def relative_coords_table(window: Pair) -> list[float]:
             for d, w in ((dh, wh), (dw, ww)):
                 x = 8.0 * d / (w - 1) if w > 1 else 0.0
                 out.append(math.copysign(math.log2(abs(x) + 1.0) / 3.0, x) if x else 0.0)
-    return out
+    return tuple(out)

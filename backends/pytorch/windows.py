@@ -115,7 +115,7 @@ class WindowAttention(nn.Module):
                                       unexpected_keys, error_msgs)
 
 
-def _tensor(values: list, shape: tuple[int, ...]) -> torch.Tensor:
+def _tensor(values: tuple, shape: tuple[int, ...]) -> torch.Tensor:
     dtype = torch.int64 if values and isinstance(values[0], int) else torch.float32
     return torch.tensor(values, dtype=dtype).reshape(shape)
 

@@ -141,6 +141,7 @@ HEAD = "arch t\ninput 3x32x32\nconv-64/8 k=8 pad=0\n"
     ("window_attention(4) window={[2, 3, 4]}", "must be one number or [height, width]"),
     ("window_attention(4) window=0", "`window` of `window_attention` must be at least 1"),
     ("window_attention(4) position_bias=rel", "must be one of table, mlp, none"),
+    ("window_attention(4) window=65", "a 65×65 window holds 4,225 tokens, more than archdsl's"),
     ("tokens\nclass_token\ngrid", "17 tokens are not a square grid"),
     ("tokens\ngrid(3, 5)", "a 3×5 grid holds 15 tokens, the sequence has 16"),
     ("grid", "grid needs a sequence of tokens (L×D), got 64×4×4"),
