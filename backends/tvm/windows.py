@@ -3,7 +3,7 @@
 The geometry is `archdsl.windows`': zero padding, the cyclic shift and the window partition
 are one gather of the map's positions (and the way back one gather of the windows' tokens, which
 also crops the padding); the relative position bias and the shift mask depend only on weights and
-shapes, so they are computed here once (numpy, float64) and added as one constant.
+shapes, so they are computed here once (numpy, float64) and added as constants.
 """
 
 from __future__ import annotations
@@ -38,26 +38,25 @@ def _gathers(plan: WindowPlan) -> tuple[np.ndarray, np.ndarray]:
     return into, back
 
 
-def _bias_and_mask(ctx: _Ctx, node: Node, plan: WindowPlan, ins) -> np.ndarray | None:
-    """What is added to every window's scores: the relative position bias (heads × N × N) and,
-    for shifted windows, the mask between regions (windows × 1 × N × N)."""
-    a, n = node.attrs, plan.tokens
-    added: np.ndarray | float = 0.0
-    if a["position_bias"] != "none":
-        derived = node.opdef.derived(a, ins, node.shape)
-        index = np.asarray(derived["relative_position_index"])
-        if a["position_bias"] == "table":
-            table = ctx.weights[f"{node.name}.relative_position_bias_table"].astype(np.float64)
-        else:
-            table = _position_mlp(ctx, node, np.asarray(derived["relative_coords_table"]))
-        added = table[index].reshape(n, n, -1).transpose(2, 0, 1)
-        if a["position_bias"] == "mlp":
-            added = 16.0 / (1.0 + np.exp(-added))
-    if plan.shifted:
-        regions = np.asarray(plan.regions())
-        mask = np.where(regions[:, None, :] != regions[:, :, None], MASKED, 0.0)
-        added = added + mask[:, None]
-    return None if isinstance(added, float) else np.asarray(added)
+def _position_bias(ctx: _Ctx, node: Node, n: int, ins) -> np.ndarray | None:
+    """heads × N × N: the relative position bias every window's scores get."""
+    a = node.attrs
+    if a["position_bias"] == "none":
+        return None
+    derived = node.opdef.derived(a, ins, node.shape)
+    index = np.asarray(derived["relative_position_index"])
+    if a["position_bias"] == "table":
+        table = ctx.weights[f"{node.name}.relative_position_bias_table"].astype(np.float64)
+    else:
+        table = _position_mlp(ctx, node, np.asarray(derived["relative_coords_table"]))
+    bias = table[index].reshape(n, n, -1).transpose(2, 0, 1)
+    return 16.0 / (1.0 + np.exp(-bias)) if a["position_bias"] == "mlp" else bias
+
+
+def _mask(plan: WindowPlan) -> np.ndarray:
+    """windows × 1 × N × N: 0 between tokens of one region of the shifted map, −100 across."""
+    regions = np.asarray(plan.regions())
+    return np.where(regions[:, None, :] != regions[:, :, None], MASKED, 0.0)[:, None]
 
 
 def _position_mlp(ctx: _Ctx, node: Node, coords: np.ndarray) -> np.ndarray:
@@ -87,23 +86,11 @@ def window_attention(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
 
 
 def _attend(ctx: _Ctx, node: Node, x: relax.Expr, plan: WindowPlan, ins) -> relax.Expr:
+    """Attention within each window of a (batch·windows) × N × C tensor."""
     a, name = node.attrs, node.name
-    bw, n, c = ctx.batch * plan.windows, plan.tokens, x.ty.shape[-1]
-    c, heads = int(c), a["heads"]
+    bw, n, c, heads = ctx.batch * plan.windows, plan.tokens, ins[0][0], a["heads"]
     wide = ctx.accumulate or ctx.dtype
-    w_qkv = ctx.weights[f"{name}.qkv.weight"]
-    b_qkv = ctx.weights.get(f"{name}.qkv.bias") if a["bias"] else None
-    if b_qkv is not None and a["cosine"]:  # Swin v2 has no key bias (torchvision zeroes it)
-        b_qkv = np.concatenate([b_qkv[:c], np.zeros(c, b_qkv.dtype), b_qkv[2 * c:]])
-    qkv = []
-    for i in range(3):
-        part = slice(i * c, (i + 1) * c)
-        y = relax.op.matmul(x, ctx.const(w_qkv[part].T), out_dtype=ctx.accumulate)
-        y = ctx.emit(_bias(ctx, node, y, None if b_qkv is None else b_qkv[part], (1, 1, -1),
-                           cast=False), node)
-        y = ctx.emit(relax.op.reshape(y, (bw, n, heads, c // heads)), node)
-        qkv.append(ctx.emit(relax.op.permute_dims(y, [0, 2, 1, 3]), node))  # bw×heads×N×d
-    q, k, v = qkv
+    q, k, v = _qkv(ctx, node, x, (bw, n, c))
     if a["cosine"]:
         q, k = (_unit(ctx, node, t) for t in (q, k))
         scale = np.exp(np.minimum(ctx.weights[f"{name}.logit_scale"].astype(np.float64),
@@ -112,10 +99,12 @@ def _attend(ctx: _Ctx, node: Node, x: relax.Expr, plan: WindowPlan, ins) -> rela
     else:
         q = ctx.emit(relax.op.multiply(q, ctx.const(np.array((c // heads) ** -0.5), wide)), node)
     scores = ctx.emit(relax.op.matmul(q, relax.op.permute_dims(k, [0, 1, 3, 2])), node)
-    added = _bias_and_mask(ctx, node, plan, ins)
-    if added is not None:
+    bias = _position_bias(ctx, node, n, ins)
+    if bias is not None:
+        scores = ctx.emit(relax.op.add(scores, ctx.const(bias[None], wide)), node)
+    if plan.shifted:  # the mask differs by window, the bias by head: two constants, not one
         scores = ctx.emit(relax.op.reshape(scores, (ctx.batch, -1, heads, n, n)), node)
-        scores = ctx.emit(relax.op.add(scores, ctx.const(added, wide)), node)
+        scores = ctx.emit(relax.op.add(scores, ctx.const(_mask(plan), wide)), node)
         scores = ctx.emit(relax.op.reshape(scores, (bw, heads, n, n)), node)
     attn = ctx.emit(relax.op.nn.softmax(scores, axis=-1), node)
     out = ctx.emit(relax.op.matmul(attn, v), node)  # bw×heads×N×d
@@ -126,6 +115,25 @@ def _attend(ctx: _Ctx, node: Node, x: relax.Expr, plan: WindowPlan, ins) -> rela
                         out_dtype=ctx.accumulate)
     proj_bias = ctx.weights.get(f"{name}.proj.bias") if a["bias"] else None
     return ctx.emit(_bias(ctx, node, y, proj_bias, (1, 1, -1)), node)
+
+
+def _qkv(ctx: _Ctx, node: Node, x: relax.Expr, dims: tuple[int, int, int]) -> list[relax.Expr]:
+    """Q, K and V, each (batch·windows) × heads × N × C/heads, in the accumulation dtype."""
+    bw, n, c = dims
+    heads = node.attrs["heads"]
+    weight = ctx.weights[f"{node.name}.qkv.weight"]
+    bias = ctx.weights.get(f"{node.name}.qkv.bias") if node.attrs["bias"] else None
+    if bias is not None and node.attrs["cosine"]:  # Swin v2 has no key bias (torchvision
+        bias = np.concatenate([bias[:c], np.zeros(c, bias.dtype), bias[2 * c:]])  # zeroes it)
+    out = []
+    for i in range(3):
+        part = slice(i * c, (i + 1) * c)
+        y = relax.op.matmul(x, ctx.const(weight[part].T), out_dtype=ctx.accumulate)
+        y = ctx.emit(_bias(ctx, node, y, None if bias is None else bias[part], (1, 1, -1),
+                           cast=False), node)
+        y = ctx.emit(relax.op.reshape(y, (bw, n, heads, c // heads)), node)
+        out.append(ctx.emit(relax.op.permute_dims(y, [0, 2, 1, 3]), node))
+    return out
 
 
 def _unit(ctx: _Ctx, node: Node, t: relax.Expr) -> relax.Expr:
