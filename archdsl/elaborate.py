@@ -692,7 +692,26 @@ def _convert(spec: AttrSpec, value: Any, key: str, span: Span, owner: str) -> An
             raise ValueError_(f"{what} must be same, valid or a number, got {value!r}", span,
                               did_you_mean(value, ["same", "valid"]))
         return as_int(value, what, span, minimum=0)
+    if spec.type == "pair":
+        return _pair(spec, value, what, span)
+    if spec.type == "choice":
+        if value not in spec.choices:
+            raise ValueError_(f"{what} must be one of {', '.join(spec.choices)}, got {value!r}",
+                              span, did_you_mean(str(value), spec.choices))
+        return value
     raise ValueError_(f"{what} cannot be set", span)
+
+
+def _pair(spec: AttrSpec, value: Any, what: str, span: Span) -> int | tuple[int, int]:
+    """A size per axis: `7` or `[7, 7]` (kept as 7), `[7, 9]` (height, width)."""
+    minimum = None if spec.minimum is None else int(spec.minimum)
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError_(f"{what} must be one number or [height, width], got "
+                              f"{len(value)} values", span)
+        h, w = (as_int(v, what, span, minimum=minimum) for v in value)
+        return h if h == w else (h, w)
+    return as_int(value, what, span, minimum=minimum)
 
 
 def _defaults_of(op: OpDef) -> dict[str, Any]:

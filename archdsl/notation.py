@@ -88,6 +88,13 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
         return f"linear-{a['out']}"
     if op == "attention":
         return f"attention({a['heads']})"
+    if op == "window_attention":
+        shift = f" shift={_size(a['shift'])}" if a["shift"] else ""
+        v2 = (f" position_bias={a['position_bias']}" if a["position_bias"] != "table" else "") \
+            + (" cosine=true" if a["cosine"] else "")
+        return f"window_attention({a['heads']}) window={_size(a['window'])}{shift}{v2}"
+    if op == "patch_merging":
+        return f"patch_merging-{a['out']}"
     if op in ("maxpool", "avgpool"):
         k, s = a["k"], a["stride"]
         if k == 2 and s == 2:
@@ -103,6 +110,11 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
         p = a.get("p", 0.5)
         return "dropout" if p == 0.5 else f"dropout({p:g})"
     return op
+
+
+def _size(value: int | tuple[int, int]) -> str:
+    """A window or shift as written: `7`, or `{[7, 9]}` (height, width)."""
+    return str(value) if isinstance(value, int) else "{[" + ", ".join(map(str, value)) + "]}"
 
 
 def layer_notation(layer: Layer, stride: bool = True) -> str:

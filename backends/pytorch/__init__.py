@@ -24,6 +24,7 @@ from .weights import (
     load_weights,
     read_state_dict,
 )
+from .windows import PatchMerging, WindowAttention
 
 __all__ = ["ArchModule", "Scope", "StateDictDiff", "WeightsMismatch", "diff_state_dict", "freeze",
            "load_weights", "read_state_dict", "to_torch"]
@@ -83,8 +84,10 @@ MODULES: dict[str, Builder] = {
     "attention": lambda n, ins: SelfAttention(ins[0][1], n.attrs["heads"], n.attrs["dropout"]),
     "maxpool": _pool(nn.MaxPool2d),
     "avgpool": _pool(nn.AvgPool2d),
-    "gap": lambda n, ins: nn.AdaptiveAvgPool2d(1),
-    "gmp": lambda n, ins: nn.AdaptiveMaxPool2d(1),
+    "gap": lambda n, ins: nn.AdaptiveAvgPool2d(1) if len(ins[0]) == 3 else TokenPool("mean"),
+    "gmp": lambda n, ins: nn.AdaptiveMaxPool2d(1) if len(ins[0]) == 3 else TokenPool("amax"),
+    "window_attention": lambda n, ins: WindowAttention(n, ins[0]),
+    "patch_merging": lambda n, ins: PatchMerging(n, ins[0]),
     "adaptive_avgpool": lambda n, ins: nn.AdaptiveAvgPool2d(n.attrs["size"]),
     "bn": _bn,
     "lrn": _lrn,
@@ -111,6 +114,7 @@ FUNCTIONS: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]] = {
 # The same with the node's attributes.
 NODE_FUNCTIONS: dict[str, Callable[[Node], Callable[[list[torch.Tensor]], torch.Tensor]]] = {
     "token": lambda n: lambda xs: xs[0][:, n.attrs["index"]],
+    "grid": lambda n: lambda xs: xs[0].transpose(1, 2).unflatten(2, n.shape[1:]),
 }
 
 # Ops that hold one tensor, registered on their scope under the layer's own name as
@@ -136,6 +140,10 @@ INPLACE_FUNCTIONS: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]] = {
 OVERWRITABLE_PRODUCERS = {"conv", "fc", "linear", "layernorm", "bn", "add", "mul", "concat",
                           "maxpool", "avgpool", "gap", "gmp", "adaptive_avgpool"}
 
+# Activations that act on each value alone, so they may run on a map in its memory order
+# (`_InMemoryOrder`).
+ELEMENTWISE = {"relu", "relu6", "sigmoid", "tanh", "gelu", "swish", "hardswish"}
+
 # Ops with no lowering here, and why (none today; the coverage test reads this table).
 UNSUPPORTED: dict[str, str] = {}
 
@@ -155,6 +163,7 @@ class ArchModule(nn.Module):
         self.arch_name = graph.name
         overwritable = _overwritable(graph) if in_place else set()
         names: dict[int, str] = {}
+        in_memory_order: set[int] = set()
         steps: list[tuple[int, tuple[int, ...], Any]] = []
         for node in graph.nodes:
             if node.op == "input":
@@ -170,6 +179,8 @@ class ArchModule(nn.Module):
                     module.inplace = in_place
                 _attach(self, node.name, module)
                 names[node.id] = node.name
+                if node.op in ELEMENTWISE and len(node.shape) == 3:
+                    in_memory_order.add(node.id)
                 steps.append((node.id, ins, None))
             elif node.op in FUNCTIONS:
                 fn = INPLACE_FUNCTIONS.get(node.op) if in_place else None
@@ -193,8 +204,10 @@ class ArchModule(nn.Module):
         for i, k in last_use.items():
             if i != self._output_id:
                 frees[k].append(i)
-        self._steps = [(nid, ins, self.get_submodule(names[nid]) if nid in names else fn,
-                        fn is not None, tuple(free))
+        modules = {nid: self.get_submodule(name) for nid, name in names.items()}
+        for nid in in_memory_order:
+            modules[nid] = _InMemoryOrder(modules[nid])
+        self._steps = [(nid, ins, modules.get(nid, fn), fn is not None, tuple(free))
                        for (nid, ins, fn), free in zip(steps, frees, strict=True)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,6 +228,22 @@ def _overwritable(graph: Graph) -> set[int]:
             and g.out_degree(n.id) == 1 and n.id != graph.input_id}
 
 
+class _InMemoryOrder:
+    """Calls an elementwise module on a channels-last map as N×H×W×C, the order of its memory.
+    A per-pixel linear or LayerNorm leaves its output channels-last; on the N×C×H×W view of
+    that, PyTorch's CPU kernels take their strided path, which rounds otherwise than the
+    contiguous one a channels-last network (torchvision's Swin) runs: GELU differed by 5e-7 a
+    value, Swin-T's logits by 7e-6."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            return self.module(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.module(x)
+
+
 class StochasticDepth(nn.Module):
     """Huang et al. 2016: in training, zero a residual branch for a random subset of the
     samples and rescale the rest by 1/(1-p); the identity at inference."""
@@ -233,6 +262,20 @@ class StochasticDepth(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class TokenPool(nn.Module):
+    """Global pooling over the tokens of an N×L×D sequence: N×D (`mean` or `amax`)."""
+
+    def __init__(self, reduce: str) -> None:
+        super().__init__()
+        self.reduce = reduce
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(torch, self.reduce)(x, dim=1)
+
+    def extra_repr(self) -> str:
+        return self.reduce
 
 
 class _Flattening(nn.Linear):
