@@ -14,6 +14,7 @@ from rich.console import Console
 
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import Architecture, elaborate, named_like_file, select_archs
+from .cli_train import read_labels, register
 from .errors import ArchError, ArchErrors, UsageError, last_line
 from .program import Program, load_program
 
@@ -569,6 +570,8 @@ def run_(
         "--input", "-i", help="a .npy array of the compiled input shape (default: random)")]
     = None,
     top: Annotated[int, typer.Option(min=1, help="classes to show")] = 5,
+    labels: Annotated[Path | None, typer.Option(
+        help="class names, one a line (the labels.txt of `archdsl train`)")] = None,
 ) -> None:
     """Run a compiled library (needs only the TVM runtime) and print the top classes."""
     def body() -> None:
@@ -599,9 +602,11 @@ def run_(
             raise UsageError(f"cannot run {library} on {compiled.device_kind}: "
                              f"{last_line(exc)}", None) from None
         scores = y.reshape(y.shape[0], -1)
+        names = None if labels is None else read_labels(labels, scores.shape[1])
         for b, row in enumerate(scores):
             best = np.argsort(-row)[:top]
-            cells = ", ".join(f"{int(i)}: {row[i]:.4g}" for i in best)
+            cells = ", ".join(f"{int(i)}{f' {names[i]}' if names else ''}: {row[i]:.4g}"
+                              for i in best)
             _out().print(f"[{b}] top-{len(best)}: {cells}", markup=False)
     run(body)
 
@@ -623,6 +628,9 @@ def ops() -> None:
         table.add_row(name, op.category, _attr_hint(op).split(" is written ", 1)[1], aliases,
                       op.doc)
     _out().print(table)
+
+
+register(app)  # train and eval (cli_train.py)
 
 
 def main() -> None:
