@@ -149,6 +149,9 @@ def run_eval(config: EvalConfig) -> EvalReport:
     notes += _provenance(meta, arch, config.weights)
     recipe, stats = _preprocessing(meta, arch, notes)
     crop = tuple(arch.graph.input_shape[1:])
+    if config.ten_crop and not source.mirror:
+        notes.append(f"five of the ten crops are mirror images, and a mirrored image of "
+                     f"{config.data} is not the same class")
     from .transforms import eval_transform
     samples = Samples(source, indices, eval_transform(recipe, crop, stats, config.ten_crop))
     batches = loader(samples, ShardSampler(len(samples)), config.batch_size, config.workers,

@@ -261,3 +261,76 @@ def test_run_prints_class_names_from_a_labels_file(tmp_path):
     labels.write_text("a\nb\n")
     result = runner.invoke(app, ["run", str(lib), "--labels", str(labels)])
     assert result.exit_code == 1 and "names 2 classes; the library gives 10" in result.output
+
+
+def test_modern_recipe_interrupted_resumes_exactly_with_adamw_and_cosine(spec, tmp_path):
+    def cfg(out, **kw):
+        c = config(spec, out, epochs=2, **kw)
+        c.recipe = recipe("modern", epochs=2, batch_size=64, warmup_epochs=1)
+        return c
+    whole = train(cfg(tmp_path / "a"))
+    first = train(cfg(tmp_path / "b", max_steps=35))
+    assert first.steps == 35
+    kind, meta, tensors = ckpt.read(tmp_path / "b" / "checkpoint.safetensors")
+    assert any(k.endswith(".exp_avg_sq") for k in tensors)  # AdamW's state is kept
+    assert meta["scheduler"]["last_epoch"] == 35  # the cosine schedule steps per batch
+    train(cfg(tmp_path / "b", resume=True))
+    rows = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    # the rate at each epoch's end: warmed up after one epoch, annealed to 0 after two
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3, 0.0])
+    assert whole.stopped == "done" and _same_but_timing(tmp_path)
+    assert same(model_weights(tmp_path / "a" / "checkpoint.safetensors"),
+                model_weights(tmp_path / "b" / "checkpoint.safetensors"))
+
+
+def test_plateaus_divide_the_rate_and_end_the_run(spec, tmp_path):
+    # a learning rate too small to change anything: the error stalls from the first epoch
+    c = config(spec, tmp_path / "run", epochs=9, lr=1e-6)
+    c.recipe = c.recipe.replace(patience=0, lr_drops=1)
+    drops = []
+    result = train(c, lambda kind, info: drops.append(info["lr"]) if kind == "lr" else None)
+    assert result.stopped == "plateau" and result.epochs == 3
+    assert drops == pytest.approx([1e-7, 1e-8])
+
+
+def test_cache_dropout_and_amp_settings(spec, tmp_path):
+    from test_train_transforms import make_folder
+    root = make_folder(tmp_path / "d", classes=[str(i) for i in range(10)], per=3)
+    spec.write_text(TINY.replace("maxpool\n", "maxpool\ndropout(0.5)\n"))
+    runs = {}
+    for cache in (False, True):
+        c = config(spec, tmp_path / f"run{cache}", batch=8, epochs=1, val_fraction=0.34,
+                   cache=cache)
+        c.data, c.recipe = str(root), c.recipe.replace(dropout=0.25)
+        runs[cache] = train(c)
+    from archdsl.backends.pytorch.distributed import Env
+    from archdsl.backends.pytorch.setup import prepare
+    c.out = tmp_path / "prepared"
+    run = prepare(c, Env(0, 1, 0, torch.device("cpu")), None)
+    assert [m.p for m in run.model.modules() if isinstance(m, torch.nn.Dropout)] == [0.25]
+    assert same(model_weights(tmp_path / "runFalse" / "checkpoint.safetensors"),
+                model_weights(tmp_path / "runTrue" / "checkpoint.safetensors"))
+    c.cache_limit_mb, c.out = 0, tmp_path / "tiny-cache"
+    with pytest.raises(ArchError, match="--cache-limit"):
+        train(c)
+    c.amp, c.out = "fp16", tmp_path / "fp16"
+    with pytest.raises(ArchErrors, match="fp16 needs a GPU"):
+        train(c)
+    c.amp, c.cache, c.out = "bf16", False, tmp_path / "bf16"
+    assert train(c).stopped == "done"  # bfloat16 autocast runs on CPUs too
+
+
+def test_broken_checkpoints_are_clear_errors(spec, tmp_path):
+    from safetensors.torch import save_file
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ArchError, match="cannot read .*checkpoint.safetensors"):
+        train(config(spec, out, resume=True))
+    save_file({"x": torch.zeros(1)}, str(out / "checkpoint.safetensors"),
+              metadata={"format": "archdsl-checkpoint", "archdsl": "{oops"})
+    with pytest.raises(ArchError, match="not valid JSON"):
+        train(config(spec, out, resume=True))
+    save_file({"x": torch.zeros(1)}, str(out / "checkpoint.safetensors"))
+    with pytest.raises(ArchError, match="not a training checkpoint"):
+        train(config(spec, out, resume=True))
