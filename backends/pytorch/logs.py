@@ -11,8 +11,10 @@ from pathlib import Path
 
 from archdsl.atomic import atomic_path
 
+# `seconds`: the epoch's training steps; `elapsed`: since the run began (validation,
+# checkpoints and start-up included; a resumed run goes on counting from its checkpoint).
 COLUMNS = ("epoch", "step", "lr", "train_loss", "train_top1", "val_loss", "val_top1",
-           "val_top5", "images_per_s", "seconds")
+           "val_top5", "images_per_s", "seconds", "elapsed")
 
 
 def write_metrics(out: Path, history: list[dict]) -> list[Path]:
@@ -69,11 +71,17 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> Path | None
                        ("val_top5", "validation top-5")):
         acc_ax.plot(epochs, [100 * h[key] for h in history], label=label)
     acc_ax.set(xlabel="epoch", ylabel="%", title="accuracy")
+    # dotted lines where the learning rate was divided (the row's rate is the epoch's)
+    drops = [b["epoch"] - 0.5 for a, b in zip(history, history[1:], strict=False)
+             if b["lr"] < a["lr"] * 0.5]
     for ax in (loss_ax, acc_ax):
+        for x in drops:
+            ax.axvline(x, color="grey", linestyle=":", linewidth=1)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.02)
     return _save(fig, plt, path)
 
 

@@ -88,6 +88,7 @@ def train(config: TrainConfig, events: Events | None = None,
 class _Trainer:
     def __init__(self, config: TrainConfig, env: distributed.Env, events: Events,
                  stop: distributed.StopFlag) -> None:
+        self.start = time.perf_counter()
         self.config, self.env, self.events, self.stop = config, env, events, stop
         self.reported: set[str] = set()
         self.run = prepare(config, env, self._bad)
@@ -101,6 +102,7 @@ class _Trainer:
         self.history: list[dict] = []
         self.best = {"top1": -1.0, "epoch": 0}
         self.drops = 0
+        self.elapsed = 0.0  # seconds spent before this process started (a resumed run)
         if config.resume:
             self._restore()
 
@@ -128,6 +130,7 @@ class _Trainer:
         self.epoch, self.step, self.in_epoch = meta["epoch"], meta["step"], meta["in_epoch"]
         self.sums, self.history = meta["sums"], meta["history"]
         self.best, self.drops = meta["best"], meta["drops"]
+        self.elapsed = meta.get("elapsed", 0.0)
         if not distributed.set_rng_states(self.env, rng):
             torch.manual_seed(self.config.seed + 7919 * self.env.rank)
         self.events("resumed", {"epoch": self.epoch, "step": self.step, "path": path})
@@ -140,6 +143,9 @@ class _Trainer:
         return torch.autocast(self.env.device.type, dtype=dtype)
 
     # --- the loop ---------------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return self.elapsed + time.perf_counter() - self.start
 
     def fit(self) -> TrainResult:
         start = time.perf_counter()
@@ -249,7 +255,7 @@ class _Trainer:
                "val_loss": scores.mean_loss, "val_top1": scores.top1_accuracy,
                "val_top5": scores.top5_accuracy,
                "images_per_s": sums["n"] / max(self.sums["seconds"], 1e-9),
-               "seconds": self.sums["seconds"]}
+               "seconds": self.sums["seconds"], "elapsed": self._elapsed()}
         self.history.append(row)
         self.epoch += 1
         self.in_epoch = 0
@@ -323,7 +329,8 @@ class _Trainer:
             meta = {**self._weights_meta(None), "config": self.run.fingerprint,
                     "epoch": self.epoch, "step": self.step, "in_epoch": self.in_epoch,
                     "sums": self.sums, "history": self.history, "best": self.best,
-                    "drops": self.drops, "world": self.env.world}
+                    "drops": self.drops, "world": self.env.world,
+                    "elapsed": self._elapsed()}
             save_checkpoint(self.config.out / CHECKPOINT, self.model, self.optimizer,
                             self.scheduler, self.scaler, rng, meta)
             self.events("checkpoint", {"path": self.config.out / CHECKPOINT,
