@@ -571,7 +571,8 @@ def run_(
     = None,
     top: Annotated[int, typer.Option(min=1, help="classes to show")] = 5,
     labels: Annotated[Path | None, typer.Option(
-        help="class names, one a line (the labels.txt of `archdsl train`)")] = None,
+        metavar="FILE", help="class names, one a line (the labels.txt of `archdsl train`)")]
+    = None,
 ) -> None:
     """Run a compiled library (needs only the TVM runtime) and print the top classes."""
     def body() -> None:

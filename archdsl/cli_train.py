@@ -15,89 +15,110 @@ import typer
 from .errors import ArchError, ArchErrors, UsageError
 
 
-class RecipeName(str, Enum):
-    alexnet = "alexnet"
-    vgg = "vgg"
-    modern = "modern"
+def _choice(name: str, *values: str) -> type[Enum]:
+    """A typer choice (help shows <a|b|c>)."""
+    return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
 
 
-def _opt(help: str, *names: str, **kw):
-    return typer.Option(*names, help=help, show_default=False, **kw)
+RecipeName = _choice("RecipeName", "alexnet", "vgg", "modern")
+Optimizer = _choice("Optimizer", "sgd", "adamw")
+Schedule = _choice("Schedule", "plateau", "cosine")
+Crop = _choice("Crop", "rescale", "multiscale", "resized")
+BadImages = _choice("BadImages", "fail", "skip")
+Device = _choice("Device", "auto", "cpu", "cuda")
+Amp = _choice("Amp", "bf16", "fp16")
+Plot = _choice("Plot", "png", "svg", "pdf", "none")
 
 
+def _opt(help: str, *names: str, metavar: str | None = None, **kw):
+    """An option that defaults to the recipe's value (None: shown as no default)."""
+    return typer.Option(*names, help=help, metavar=metavar, show_default=False, **kw)
+
+
+SpecArg = Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC",
+                                         show_default=False)]
 DataOpt = Annotated[str, typer.Option(
-    "--data", "-d", help="a folder of class subfolders (or DIR/train + DIR/val), or `digits` "
-    "(scikit-learn's bundled 8×8 digits)")]
+    "--data", "-d", metavar="DIR", help="a folder of class subfolders (or DIR/train + "
+    "DIR/val), or `digits` (scikit-learn's bundled 8×8 digits)")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="NAME=VALUE", help="override a spec parameter")]
+ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", metavar="NAME",
+                                             help="the architecture")]
+DeviceOpt = Annotated[Device, typer.Option(help="where to run")]
 
 
 def train(
-    spec: Annotated[Path, typer.Argument(help="a spec file")],
+    spec: SpecArg,
     data: DataOpt,
     recipe: Annotated[RecipeName, typer.Option(
         help="the preset: alexnet (Krizhevsky et al. 2012), vgg (multi-scale, Simonyan & "
         "Zisserman 2015), modern (AdamW, cosine, label smoothing)")] = RecipeName.alexnet,
-    out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="the run's folder (default: runs/ARCH)")] = None,
+    out: Annotated[Path | None, _opt("the run's folder (default: runs/ARCH)", "--out", "-o",
+                                     metavar="DIR")] = None,
     resume: Annotated[bool, typer.Option(
         help="continue the run in --out from its checkpoint, exactly")] = False,
-    epochs: Annotated[int | None, _opt("epochs (default: the recipe's)", "--epochs")] = None,
+    epochs: Annotated[int | None, _opt("epochs (default: the recipe's; so for each of these "
+                                       "options)", "--epochs", metavar="N")] = None,
     batch_size: Annotated[int | None, _opt("the global batch, split over processes",
-                                           "--batch-size", "-b")] = None,
-    lr: Annotated[float | None, _opt("initial learning rate", "--lr")] = None,
-    momentum: Annotated[float | None, _opt("SGD momentum", "--momentum")] = None,
-    weight_decay: Annotated[float | None, _opt("weight decay", "--weight-decay")] = None,
-    optimizer: Annotated[str | None, _opt("sgd or adamw", "--optimizer")] = None,
-    schedule: Annotated[str | None, _opt("plateau (÷10 when the validation error stalls) or "
-                                         "cosine", "--schedule")] = None,
+                                           "--batch-size", "-b", metavar="N")] = None,
+    lr: Annotated[float | None, _opt("initial learning rate", "--lr", metavar="X")] = None,
+    momentum: Annotated[float | None, _opt("SGD momentum", "--momentum", metavar="X")] = None,
+    weight_decay: Annotated[float | None, _opt("weight decay", "--weight-decay", metavar="X")]
+    = None,
+    optimizer: Annotated[Optimizer | None, _opt("the optimizer", "--optimizer")] = None,
+    schedule: Annotated[Schedule | None, _opt(
+        "plateau: ÷10 when the validation error stalls; cosine: annealed", "--schedule")]
+    = None,
     patience: Annotated[int | None, _opt("plateau: epochs without improvement before ÷10",
-                                         "--patience")] = None,
-    lr_drops: Annotated[int | None, _opt("plateau: stop at the next plateau after this many "
-                                         "divisions", "--lr-drops")] = None,
-    warmup_epochs: Annotated[int | None, _opt("cosine: linear warm-up", "--warmup-epochs")]
-    = None,
-    label_smoothing: Annotated[float | None, _opt("label smoothing", "--label-smoothing")]
-    = None,
-    crop: Annotated[str | None, _opt("rescale (fixed S), multiscale (S in [scale, scale-max])"
-                                     " or resized (Inception-style)", "--crop")] = None,
+                                         "--patience", metavar="N")] = None,
+    lr_drops: Annotated[int | None, _opt("plateau: stop at the next stall after N divisions",
+                                         "--lr-drops", metavar="N")] = None,
+    warmup_epochs: Annotated[int | None, _opt("cosine: linear warm-up", "--warmup-epochs",
+                                              metavar="N")] = None,
+    label_smoothing: Annotated[float | None, _opt("label smoothing", "--label-smoothing",
+                                                  metavar="X")] = None,
+    crop: Annotated[Crop | None, _opt("training views: rescale (fixed S), multiscale (S in "
+                                      "[scale, scale-max]) or resized (Inception-style)",
+                                      "--crop")] = None,
     scale: Annotated[float | None, _opt("shorter side S as a multiple of the input size "
-                                        "(256/224)", "--scale")] = None,
+                                        "(256/224)", "--scale", metavar="X")] = None,
     scale_max: Annotated[float | None, _opt("multiscale: the largest S (512/224)",
-                                            "--scale-max")] = None,
-    test_scale: Annotated[float | None, _opt("shorter side at test time", "--test-scale")]
-    = None,
-    lighting: Annotated[float | None, _opt("σ of the PCA colour noise (0: off)", "--lighting")]
-    = None,
+                                            "--scale-max", metavar="X")] = None,
+    test_scale: Annotated[float | None, _opt("shorter side at test time", "--test-scale",
+                                             metavar="X")] = None,
+    lighting: Annotated[float | None, _opt("σ of the PCA colour noise (0: off)", "--lighting",
+                                           metavar="X")] = None,
     dropout: Annotated[float | None, _opt("rate for every dropout layer of the spec "
-                                          "(default: the spec's)", "--dropout")] = None,
+                                          "(default: the spec's)", "--dropout", metavar="P")]
+    = None,
     flip: Annotated[bool | None, _opt("horizontal flips (default: the recipe's, off for "
                                       "digits)", "--flip/--no-flip")] = None,
-    val_fraction: Annotated[float, typer.Option(help="held out for validation when the "
-                                                "data has no val folder")] = 0.1,
-    seed: Annotated[int, typer.Option(help="initial weights, split, order, augmentation")] = 0,
+    val_fraction: Annotated[float, typer.Option(
+        metavar="X", help="held out for validation when the data has no val folder")] = 0.1,
+    seed: Annotated[int, typer.Option(metavar="N", help="initial weights, split, order, "
+                                      "augmentation")] = 0,
     workers: Annotated[int | None, _opt("DataLoader worker processes per training process "
                                         "(default: up to 4, one core less than each process's "
-                                        "share)", "--workers")] = None,
+                                        "share)", "--workers", metavar="N")] = None,
     cache: Annotated[bool, typer.Option(help="decode every image once, into memory")] = False,
-    cache_limit: Annotated[int, typer.Option(help="--cache: MiB at most")] = 4096,
-    bad_images: Annotated[str, typer.Option(help="fail: stop at an unreadable image; skip: "
-                                            "report it and go on")] = "fail",
-    amp: Annotated[str | None, _opt("mixed precision: bf16 or fp16 (fp16 on GPUs)", "--amp")]
-    = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    nproc: Annotated[int, typer.Option(help="processes on this machine (DDP: gloo on CPUs, "
-                                       "NCCL on GPUs); or launch with torchrun", min=1)] = 1,
-    max_steps: Annotated[int | None, _opt("stop after this many steps, with a checkpoint",
-                                          "--max-steps")] = None,
-    checkpoint_every: Annotated[int, typer.Option(help="steps between checkpoints (0: each "
-                                                  "epoch's end)")] = 0,
-    plot: Annotated[str, typer.Option(help="the curves' picture: png, svg, pdf or none")]
-    = "png",
+    cache_limit: Annotated[int, typer.Option(metavar="MIB", help="--cache: at most")] = 4096,
+    bad_images: Annotated[BadImages, typer.Option(
+        help="fail: stop at an unreadable image; skip: report it and go on")] = BadImages.fail,
+    amp: Annotated[Amp | None, _opt("mixed precision (fp16 on GPUs only)", "--amp")] = None,
+    device: DeviceOpt = Device.auto,
+    nproc: Annotated[int, typer.Option(metavar="N", min=1, help="processes on this machine "
+                                       "(DDP: gloo on CPUs, NCCL on GPUs); or use torchrun")]
+    = 1,
+    max_steps: Annotated[int | None, _opt("stop after N steps, with a checkpoint",
+                                          "--max-steps", metavar="N")] = None,
+    checkpoint_every: Annotated[int, typer.Option(
+        metavar="N", help="steps between checkpoints (0: at each epoch's end)")] = 0,
+    plot: Annotated[Plot, typer.Option(help="the curves' picture")] = Plot.png,
     threads: Annotated[int | None, _opt("torch threads per process (default on CPUs: the "
-                                        "cores of its share its workers leave)", "--threads")]
-    = None,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", metavar="NAME=VALUE", help="override a spec parameter")] = None,
-    arch: Annotated[str | None, typer.Option("--arch", "-a", help="the architecture")] = None,
+                                        "cores of its share its workers leave)", "--threads",
+                                        metavar="N")] = None,
+    set_: SetOpt = None,
+    arch: ArchOpt = None,
 ) -> None:
     """Train the spec's network on an image-classification data set with the lectures'
     recipe: random crops of rescaled images, flips, PCA lighting, SGD with momentum and
@@ -106,11 +127,11 @@ def train(
     """
     from . import cli
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                     weight_decay=weight_decay, optimizer=optimizer, schedule=schedule,
-                     patience=patience, lr_drops=lr_drops, warmup_epochs=warmup_epochs,
-                     label_smoothing=label_smoothing, crop=crop, scale=scale,
-                     scale_max=scale_max, test_scale=test_scale, lighting=lighting,
-                     dropout=dropout)
+                     weight_decay=weight_decay, optimizer=_value(optimizer),
+                     schedule=_value(schedule), patience=patience, lr_drops=lr_drops,
+                     warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
+                     crop=_value(crop), scale=scale, scale_max=scale_max,
+                     test_scale=test_scale, lighting=lighting, dropout=dropout)
 
     def body() -> None:
         from .backends import load_backend
@@ -123,13 +144,18 @@ def train(
             spec=str(spec), arch=a.name, settings=sets, data=data,
             recipe=make_recipe(recipe.value, **overrides), seed=seed,
             val_fraction=val_fraction, out=out or Path("runs") / a.name, resume=resume,
-            workers=workers, cache=cache, cache_limit_mb=cache_limit, bad_images=bad_images,
-            amp=amp, device=device, max_steps=max_steps, checkpoint_every=checkpoint_every,
-            flip=flip, plot="" if plot == "none" else plot, threads=threads)
+            workers=workers, cache=cache, cache_limit_mb=cache_limit,
+            bad_images=bad_images.value, amp=_value(amp), device=device.value,
+            max_steps=max_steps, checkpoint_every=checkpoint_every, flip=flip,
+            plot="" if plot.value == "none" else plot.value, threads=threads)
         code = _launch(config, nproc) if nproc > 1 else _train_here(config)
         if code:
             raise typer.Exit(code)
     cli.run(body)
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
 
 
 def _train_here(config) -> int:
@@ -186,25 +212,26 @@ class EvalFormat(str, Enum):
 
 
 def evaluate(
-    spec: Annotated[Path, typer.Argument(help="a spec file")],
+    spec: SpecArg,
     weights: Annotated[Path, typer.Option(
-        help="best.safetensors or checkpoint.safetensors from `archdsl train`, or a "
-        "state_dict (.safetensors, or torch.save's)")],
+        metavar="FILE", help="best.safetensors or checkpoint.safetensors from `archdsl train`, "
+        "or a state_dict (.safetensors, or torch.save's)")],
     data: DataOpt,
     ten_crop: Annotated[bool, typer.Option(
         "--ten-crop", help="average the softmax over ten crops (corners, centre, mirrored)")]
     = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 64,
-    confusion: Annotated[Path | None, typer.Option(
-        help="the confusion matrix picture (.png, .svg, .pdf; default ARCH-confusion.png; "
-        "`none` for no picture)")] = None,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes")] = 0,
-    bad_images: Annotated[str, typer.Option(help="fail or skip")] = "fail",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, metavar="N")] = 64,
+    confusion: Annotated[Path | None, _opt(
+        "the confusion matrix picture: .png, .svg or .pdf (default: ARCH-confusion.png; "
+        "`none`: no picture)", "--confusion", metavar="FILE")] = None,
+    workers: Annotated[int, typer.Option(metavar="N", help="DataLoader worker processes")]
+    = 0,
+    bad_images: Annotated[BadImages, typer.Option(
+        help="fail: stop at an unreadable image; skip: report it and go on")] = BadImages.fail,
+    device: DeviceOpt = Device.auto,
     format: Annotated[EvalFormat, typer.Option("--format", "-f")] = EvalFormat.table,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", "-s", metavar="NAME=VALUE", help="override a spec parameter")] = None,
-    arch: Annotated[str | None, typer.Option("--arch", "-a", help="the architecture")] = None,
+    set_: SetOpt = None,
+    arch: ArchOpt = None,
 ) -> None:
     """Evaluate trained weights: top-1/top-5 accuracy, per-class accuracy and a confusion
     matrix picture, from the centre crop or averaged over ten crops."""
@@ -216,14 +243,12 @@ def evaluate(
         from .backends.pytorch.evaluate import EvalConfig, run_eval
         from .train_display import print_eval
         a = cli._one_graph(spec, set_, arch, "eval")
-        if bad_images not in ("fail", "skip"):
-            raise UsageError(f"--bad-images is fail or skip, not `{bad_images}`", None)
         picture = (None if str(confusion) == "none" else
                    confusion or Path(f"{a.name}-confusion.png"))
         report = run_eval(EvalConfig(
             spec=str(spec), arch=a.name, settings=cli.parse_sets(set_)[0], weights=weights,
             data=data, ten_crop=ten_crop, batch_size=batch_size, workers=workers,
-            bad_images=bad_images, device=device, confusion=picture))
+            bad_images=bad_images.value, device=device.value, confusion=picture))
         print_eval(report, format.value)
     cli.run(body)
 

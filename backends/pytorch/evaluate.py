@@ -127,32 +127,14 @@ class EvalReport:
 
 def run_eval(config: EvalConfig) -> EvalReport:
     """Evaluate weights on a data set (see `data.eval_source` for which images)."""
-    import archdsl
-
     from . import distributed
-    from .data import BadImageError, DataError, Samples, ShardSampler, eval_source, loader
-    from .setup import fit_classes
+    from .data import BadImageError, Samples, ShardSampler, loader
+    from .transforms import eval_transform
     env = distributed.setup(config.device)
-    base = archdsl.load(config.spec, config.arch, **config.settings)
-    meta, state = _weights(config.weights)
     notes: list[str] = []
-    source, indices, what = eval_source(config.data, base.graph.input_shape[0],
-                                        meta.get("split"))
-    classes = meta.get("classes") or source.classes
-    if source.classes != classes:
-        raise DataError(f"{config.data} has the classes {source.classes[:6]}…; "
-                        f"{config.weights} was trained on {classes[:6]}…", None)
-    arch = fit_classes(base, len(classes), notes)
-    model = arch.to_torch(logits=True)
-    from .weights import load_weights
-    load_weights(model, state, strict=True)
-    notes += _provenance(meta, arch, config.weights)
+    arch, model, classes, source, indices, what, meta = _model_and_data(config, notes)
     recipe, stats = _preprocessing(meta, arch, notes)
     crop = tuple(arch.graph.input_shape[1:])
-    if config.ten_crop and not source.mirror:
-        notes.append(f"five of the ten crops are mirror images, and a mirrored image of "
-                     f"{config.data} is not the same class")
-    from .transforms import eval_transform
     samples = Samples(source, indices, eval_transform(recipe, crop, stats, config.ten_crop))
     batches = loader(samples, ShardSampler(len(samples)), config.batch_size, config.workers,
                      env.device.type == "cuda")
@@ -173,6 +155,32 @@ def run_eval(config: EvalConfig) -> EvalReport:
                          "(pip install 'archdsl[train]')")
     return EvalReport(arch.name, config.weights, what, classes, scores, config.ten_crop,
                       picture, notes + bad)
+
+
+def _model_and_data(config: EvalConfig, notes: list[str]):
+    """The architecture fitted to the weights' classes, the model holding the weights, and the
+    images to evaluate; refuses weights that do not fit and data with other classes."""
+    import archdsl
+
+    from .data import DataError, eval_source
+    from .setup import fit_classes
+    from .weights import load_weights
+    base = archdsl.load(config.spec, config.arch, **config.settings)
+    meta, state = _weights(config.weights)
+    source, indices, what = eval_source(config.data, base.graph.input_shape[0],
+                                        meta.get("split"))
+    classes = meta.get("classes") or source.classes
+    if source.classes != classes:
+        raise DataError(f"{config.data} has the classes {source.classes[:6]}…; "
+                        f"{config.weights} was trained on {classes[:6]}…", None)
+    arch = fit_classes(base, len(classes), notes)
+    model = arch.to_torch(logits=True)
+    load_weights(model, state, strict=True)
+    notes += _provenance(meta, arch, config.weights)
+    if config.ten_crop and not source.mirror:
+        notes.append(f"five of the ten crops are mirror images, and a mirrored image of "
+                     f"{config.data} is not the same class")
+    return arch, model, classes, source, indices, what, meta
 
 
 def _weights(path: Path) -> tuple[dict, dict]:

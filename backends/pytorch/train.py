@@ -199,7 +199,8 @@ class _Trainer:
                 return why
             if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
                 self._checkpoint()
-        return "done"
+        # a Ctrl-C that stopped the loader's workers (they get it too) ends the epoch early
+        return "interrupted" if self.stop.is_set() else "done"
 
     def _batches(self, batches):
         """The loader's batches; a Ctrl-C that killed its workers ends the epoch quietly."""
