@@ -171,6 +171,15 @@ def _train_here(config) -> int:
         if rank != 0:  # every rank meets the same user error: rank 0 tells it
             return 1
         raise
+    except OSError as exc:  # a full disk, a folder that cannot be written
+        if exc.filename is None:
+            raise
+        raise UsageError(f"cannot write {exc.filename}: {exc.strerror or exc}", None,
+                         "nothing half-written was left; the last checkpoint is intact") \
+            from None
+    except KeyboardInterrupt:  # a second Ctrl-C: no waiting for the step to end
+        display.print("interrupted: the steps since the last checkpoint are lost", "yellow")
+        return 130
     if rank == 0:
         display.summary(result)
     return 130 if result.stopped == "interrupted" else 0

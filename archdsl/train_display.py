@@ -124,6 +124,11 @@ class TrainDisplay:
         self.last_line = time.perf_counter()
         self._new_task(r["epoch"])
 
+    def _on_validating(self, info: dict) -> None:
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, description=f"epoch {info['epoch'] + 1}/"
+                                 f"{self.info['epochs']}: validating on {info['images']:,}")
+
     def _on_lr(self, info: dict) -> None:
         self.print(f"learning rate ÷10 → {info['lr']:.3g} (validation error stalled; "
                    f"division {info['drops']})")

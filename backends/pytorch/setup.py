@@ -56,8 +56,14 @@ class Run:
 
 def fit_classes(arch: archdsl.Architecture, k: int, notes: list[str]) -> archdsl.Architecture:
     """The architecture with `k` outputs: through its `classes` parameter, or as written
-    when its output already has k classes."""
+    when its output already has k classes. Its input must be an image (grey or colour)."""
     graph = arch.graph
+    shape = tuple(graph.input_shape)
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise ArchErrors([UsageError(
+            f"`{arch.name}` takes {list(shape)}; training and evaluation give it images, "
+            "1×H×W (grey) or 3×H×W (colour)", graph.span,
+            "write its input as `input 3x224x224` or `input 1x32x32`")])
     if "classes" in graph.settings:
         if graph.settings["classes"] != k:
             notes.append(f"classes = {k} (the data's), not the spec's {graph.settings['classes']}")

@@ -247,6 +247,7 @@ class _Trainer:
         return None
 
     def _end_epoch(self) -> str:
+        self.events("validating", {"epoch": self.epoch, "images": len(self.run.val)})
         scores = self._validate()
         sums = self._reduced_sums()
         row = {"epoch": self.epoch + 1, "step": self.step,

@@ -334,3 +334,19 @@ def test_broken_checkpoints_are_clear_errors(spec, tmp_path):
     save_file({"x": torch.zeros(1)}, str(out / "checkpoint.safetensors"))
     with pytest.raises(ArchError, match="not a training checkpoint"):
         train(config(spec, out, resume=True))
+
+
+def test_an_input_that_is_not_an_image_is_a_located_error(tmp_path):
+    path = tmp_path / "vector.arch"
+    path.write_text("arch vector(classes = 10)\ninput 64\nFC-{classes}\n")
+    with pytest.raises(ArchErrors, match=r"takes \[64\]; training and evaluation give it "
+                                         r"images"):
+        train(config(path, tmp_path / "run"))
+
+
+def test_an_unwritable_run_folder_is_an_error_not_a_traceback(spec, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    result = runner.invoke(app, ["train", str(spec), "--data", "digits", "-o",
+                                 str(tmp_path / "file" / "run"), "--max-steps", "1"])
+    assert result.exit_code == 1 and "cannot write" in result.output
+    assert "Traceback" not in result.output
