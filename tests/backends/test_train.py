@@ -25,7 +25,6 @@ from archdsl.backends.pytorch.train import TrainConfig, train  # noqa: E402
 from archdsl.cli import app  # noqa: E402
 from archdsl.errors import ArchError, ArchErrors  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = """arch tiny(classes = 10)
 input 1x8x8
 conv3-6 act=relu
@@ -248,13 +247,12 @@ def test_eval_refuses_weights_that_do_not_fit(spec, tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_run_prints_class_names_from_a_labels_file(tmp_path):
+def test_run_prints_class_names_from_a_labels_file(spec, tmp_path):
     pytest.importorskip("tvm")
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(f"digit {i}\n" for i in range(10)))
-    lib = tmp_path / "lenet5.so"
-    assert runner.invoke(app, ["compile", str(ROOT / "specs" / "lenet5.arch"), "-o",
-                               str(lib)]).exit_code == 0
+    lib = tmp_path / "tiny.so"
+    assert runner.invoke(app, ["compile", str(spec), "-o", str(lib)]).exit_code == 0
     result = runner.invoke(app, ["run", str(lib), "--labels", str(labels), "--top", "3"])
     assert result.exit_code == 0, result.output
     assert result.output.count("digit ") == 3
