@@ -100,7 +100,7 @@ class _Trainer:
         self.epoch, self.step, self.in_epoch = 0, 0, 0
         self.sums = {"loss": 0.0, "correct": 0, "n": 0, "seconds": 0.0}
         self.history: list[dict] = []
-        self.best = {"top1": -1.0, "epoch": 0}
+        self.best = {"top1": -1.0, "loss": float("inf"), "epoch": 0}
         self.drops = 0
         self.elapsed = 0.0  # seconds spent before this process started (a resumed run)
         if config.resume:
@@ -263,8 +263,10 @@ class _Trainer:
         self.in_epoch = 0
         self.sums = {"loss": 0.0, "correct": 0, "n": 0, "seconds": 0.0}
         stopped = self._schedule(row)
-        if row["val_top1"] > self.best["top1"]:
-            self.best = {"top1": row["val_top1"], "epoch": row["epoch"]}
+        # the best weights: the highest top-1, and of equals the lowest loss
+        if (row["val_top1"], -row["val_loss"]) > (self.best["top1"], -self.best["loss"]):
+            self.best = {"top1": row["val_top1"], "loss": row["val_loss"],
+                         "epoch": row["epoch"]}
             if self.env.main:
                 save_weights(self.config.out / BEST, self.model, self._weights_meta(row))
         self._checkpoint()
