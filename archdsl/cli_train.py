@@ -229,6 +229,9 @@ def evaluate(
     ten_crop: Annotated[bool, typer.Option(
         "--ten-crop", help="average the softmax over ten crops (corners, centre, mirrored)")]
     = False,
+    dense: Annotated[bool, typer.Option(
+        "--dense", help="VGG's dense evaluation: FC layers as convolutions over the whole "
+        "image, scores averaged over space and over the image and its mirror")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, metavar="N")] = 64,
     confusion: Annotated[Path | None, _opt(
         "the confusion matrix picture: .png, .svg or .pdf (default: ARCH-confusion.png; "
@@ -256,10 +259,16 @@ def evaluate(
                    confusion or Path(f"{a.name}-confusion.png"))
         report = run_eval(EvalConfig(
             spec=str(spec), arch=a.name, settings=cli.parse_sets(set_)[0], weights=weights,
-            data=data, ten_crop=ten_crop, batch_size=batch_size, workers=workers,
+            data=data, views=_views(ten_crop, dense), batch_size=batch_size, workers=workers,
             bad_images=bad_images.value, device=device.value, confusion=picture))
         print_eval(report, format.value)
     cli.run(body)
+
+
+def _views(ten_crop: bool, dense: bool) -> str:
+    if ten_crop and dense:
+        raise UsageError("--ten-crop and --dense are two ways to evaluate: choose one", None)
+    return "ten-crop" if ten_crop else "dense" if dense else "centre"
 
 
 def read_labels(path: Path, classes: int) -> list[str]:

@@ -165,12 +165,13 @@ def print_eval(report, fmt: str = "table", console: Console | None = None) -> No
     if fmt == "json":
         out = {"arch": report.arch, "weights": str(report.weights), "data": report.data,
                "images": s.n, "top1": s.top1_accuracy, "top5": s.top5_accuracy,
-               "loss": s.mean_loss, "ten_crop": report.ten_crop, "skipped": s.bad,
+               "loss": s.mean_loss, "views": report.views, "skipped": s.bad,
                "per_class": per_class, "confusion": s.confusion.tolist(),
                "picture": str(report.picture) if report.picture else None}
         sys.stdout.write(json.dumps(out, indent=1) + "\n")
         return
-    views = "ten crops averaged" if report.ten_crop else "centre crop"
+    views = {"centre": "centre crop", "ten-crop": "ten crops averaged",
+             "dense": "dense: the whole image and its mirror"}[report.views]
     console.print(f"{report.arch} with {report.weights} on {report.data} ({views})",
                   markup=False)
     console.print(f"top-1 {_pct(s.top1_accuracy)}  top-5 {_pct(s.top5_accuracy)}  "

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archdsl.errors import UsageError
+
 
 @dataclass
 class Scores:
@@ -105,7 +107,7 @@ class EvalConfig:
     data: str
     arch: str | None = None
     settings: dict = field(default_factory=dict)
-    ten_crop: bool = False
+    views: str = "centre"  # or ten-crop, dense (transforms.eval_transform)
     batch_size: int = 64
     workers: int = 0
     bad_images: str = "fail"
@@ -120,7 +122,7 @@ class EvalReport:
     data: str  # what was evaluated, in words
     classes: list[str]
     scores: Scores
-    ten_crop: bool
+    views: str
     picture: Path | None
     notes: list[str]
 
@@ -135,8 +137,12 @@ def run_eval(config: EvalConfig) -> EvalReport:
     arch, model, classes, source, indices, what, meta = _model_and_data(config, notes)
     recipe, stats = _preprocessing(meta, arch, notes)
     crop = tuple(arch.graph.input_shape[1:])
-    samples = Samples(source, indices, eval_transform(recipe, crop, stats, config.ten_crop))
-    batches = loader(samples, ShardSampler(len(samples)), config.batch_size, config.workers,
+    samples = Samples(source, indices, eval_transform(recipe, crop, stats, config.views))
+    if config.views == "dense":  # whole images differ in size: one at a time
+        from .dense import densify
+        model = densify(model, arch.graph)
+    batch = 1 if config.views == "dense" else config.batch_size
+    batches = loader(samples, ShardSampler(len(samples)), batch, config.workers,
                      env.device.type == "cuda")
     bad: list[str] = []
 
@@ -144,7 +150,15 @@ def run_eval(config: EvalConfig) -> EvalReport:
         if config.bad_images != "skip":
             raise BadImageError(b.path, b.reason)
         bad.append(f"skipped {b.path}: {b.reason}")
-    scores = evaluate(model.to(env.device), batches, len(classes), env.device, on_bad=on_bad)
+    try:
+        scores = evaluate(model.to(env.device), batches, len(classes), env.device,
+                          on_bad=on_bad)
+    except RuntimeError as exc:
+        if config.views != "dense":
+            raise
+        raise UsageError(f"dense evaluation failed: {str(exc).splitlines()[0]}", None,
+                         "this network takes only inputs of its own size: evaluate centre "
+                         "or ten crops") from None
     picture = None
     if config.confusion is not None:
         from .logs import plot_confusion
@@ -153,7 +167,7 @@ def run_eval(config: EvalConfig) -> EvalReport:
         if picture is None:
             notes.append("no confusion picture: matplotlib is not installed "
                          "(pip install 'archdsl[train]')")
-    return EvalReport(arch.name, config.weights, what, classes, scores, config.ten_crop,
+    return EvalReport(arch.name, config.weights, what, classes, scores, config.views,
                       picture, notes + bad)
 
 
@@ -177,9 +191,10 @@ def _model_and_data(config: EvalConfig, notes: list[str]):
     model = arch.to_torch(logits=True)
     load_weights(model, state, strict=True)
     notes += _provenance(meta, arch, config.weights)
-    if config.ten_crop and not source.mirror:
-        notes.append(f"five of the ten crops are mirror images, and a mirrored image of "
-                     f"{config.data} is not the same class")
+    if config.views != "centre" and not source.mirror:
+        notes.append(f"{'five of the ten' if config.views == 'ten-crop' else 'half the'} "
+                     f"views are mirror images, and a mirrored image of {config.data} is not "
+                     "the same class")
     return arch, model, classes, source, indices, what, meta
 
 

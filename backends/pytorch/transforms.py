@@ -125,16 +125,25 @@ def train_transform(recipe: Recipe, crop: tuple[int, int], stats: PixelStats) ->
     return v2.Compose(steps)
 
 
+VIEWS = ("centre", "ten-crop", "dense")
+
+
 def eval_transform(recipe: Recipe, crop: tuple[int, int], stats: PixelStats,
-                   ten_crop: bool = False) -> v2.Compose:
-    """Rescale to the test size, then the centre crop (C×H×W) or the ten crops (10×C×H×W)."""
+                   views: str = "centre") -> v2.Compose:
+    """Rescale to the test size, then: the centre crop (C×H×W), the ten crops (10×C×H×W), or
+    for dense evaluation the whole image and its mirror (2×C×S×S')."""
     scale = sizes(recipe, crop)["test_scale"]
-    if ten_crop:
-        return v2.Compose([v2.Resize(scale, antialias=True), TenCrop(crop),
-                           v2.ToDtype(torch.float32, scale=True),
-                           v2.Normalize(stats.mean, stats.std)])
-    return v2.Compose([v2.Resize(scale, antialias=True), v2.CenterCrop(list(crop)),
+    cut = {"centre": v2.CenterCrop(list(crop)), "ten-crop": TenCrop(crop),
+           "dense": WithMirror()}[views]
+    return v2.Compose([v2.Resize(scale, antialias=True), cut,
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(stats.mean, stats.std)])
+
+
+class WithMirror(nn.Module):
+    """The image and its mirror image, stacked (VGG's dense evaluation averages both)."""
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return torch.stack([img, img.flip(-1)])
 
 
 class TenCrop(nn.Module):

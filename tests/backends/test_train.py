@@ -230,7 +230,7 @@ def test_cli_train_then_eval(spec, tmp_path):
                                  "--data", "digits", "--ten-crop", "--format", "json",
                                  "--confusion", "none"])
     report = json.loads(result.output)
-    assert report["images"] == 179 and report["ten_crop"] and 0 < report["top1"] <= 1
+    assert report["images"] == 179 and report["views"] == "ten-crop" and 0 < report["top1"] <= 1
     assert sum(map(sum, report["confusion"])) == 179
 
 
@@ -348,3 +348,16 @@ def test_an_unwritable_run_folder_is_an_error_not_a_traceback(spec, tmp_path):
                                  str(tmp_path / "file" / "run"), "--max-steps", "1"])
     assert result.exit_code == 1 and "cannot write" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cli_dense_evaluation(spec, tmp_path):
+    train(config(spec, tmp_path / "run", epochs=1, max_steps=3))
+    weights = str(tmp_path / "run" / "checkpoint.safetensors")
+    result = runner.invoke(app, ["eval", str(spec), "--weights", weights, "--data", "digits",
+                                 "--dense", "--confusion", "none"])
+    assert result.exit_code == 0, result.output
+    assert "dense: the whole image and its mirror" in result.output
+    assert "half the views are mirror images" in result.output
+    result = runner.invoke(app, ["eval", str(spec), "--weights", weights, "--data", "digits",
+                                 "--dense", "--ten-crop"])
+    assert result.exit_code == 1 and "choose one" in result.output

@@ -132,7 +132,7 @@ def test_ten_crop_evaluation_is_the_mean_of_the_ten_views_cut_by_hand():
                                 torch.nn.Linear(4 * 6 * 6, 5)).eval()
     r = Recipe(test_scale=1.5)  # S = 12 for an 8×8 crop
     img = image(h=12, w=18)
-    views = T.eval_transform(r, (8, 8), STATS, ten_crop=True)(img)
+    views = T.eval_transform(r, (8, 8), STATS, views="ten-crop")(img)
     assert views.shape == (10, 3, 8, 8)
     with torch.no_grad():
         got = probabilities(model, views[None])[0]
@@ -249,3 +249,40 @@ def test_sampler_shards_cover_the_epoch_and_skip_resumes_inside_it():
     assert dict(p for shard in shards for p in shard) == dict(list(one))  # same seeds
     one.skip = 10
     assert [p for p, _ in one] == order[10:] and len(one) == 30
+
+
+def test_dense_evaluation_averages_the_network_over_every_window():
+    import archdsl
+    from archdsl.backends.pytorch.dense import densify
+    # valid convolutions: a window of a larger image sees what the image alone would
+    # (with padding, the borders differ — as they do in VGG's dense evaluation)
+    arch = archdsl.load("arch d(classes = 5)\ninput 3x12x12\ndefaults act=relu\n"
+                        "conv3-4 pad=valid\nmaxpool\nFC-6\ndropout\nFC-{classes} act=none\n")
+    torch.manual_seed(0)
+    model = arch.to_torch(logits=True).eval()
+    dense = densify(model, arch.graph).eval()
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(dense(x), model(x), atol=1e-5)  # its own size: the same
+        big = torch.randn(1, 3, 18, 16)  # windows at every 2 pixels (the pool's stride)
+        windows = [big[..., i:i + 12, j:j + 12] for i in range(0, 7, 2) for j in range(0, 5, 2)]
+        expected = torch.stack([model(w) for w in windows]).mean(dim=0)
+        assert torch.allclose(dense(big), expected, atol=1e-5)
+    assert isinstance(model.get_submodule("3"), torch.nn.Linear)  # the original is kept
+
+
+def test_dense_evaluation_refuses_a_flatten_of_a_map():
+    import archdsl
+    from archdsl.backends.pytorch.dense import densify
+    from archdsl.errors import UsageError
+    arch = archdsl.load("arch f(classes = 5)\ninput 3x8x8\nconv3-4\nflatten\nFC-{classes}\n")
+    with pytest.raises(UsageError, match="flattens a 8×8 map"):
+        densify(arch.to_torch(), arch.graph)
+
+
+def test_dense_view_is_the_whole_image_and_its_mirror():
+    t = T.eval_transform(Recipe(test_scale=1.5), (8, 8), PLAIN, views="dense")
+    img = image(h=12, w=18)
+    out = t(img)
+    assert out.shape == (2, 3, 12, 18)
+    assert torch.allclose(out[1], out[0].flip(-1))
