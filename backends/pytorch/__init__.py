@@ -161,9 +161,7 @@ class ArchModule(nn.Module):
         overwritable = _overwritable(graph) if in_place else set()
         names: dict[int, str] = {}
         steps: list[tuple[int, tuple[int, ...], Any]] = []
-        output = graph.output_id
-        if logits and graph.node(output).op in PROBABILITIES:
-            output = graph.inputs(output)[0]
+        output = _output(graph, logits)
         for node in graph.nodes:
             if node.op == "input" or (node.id == graph.output_id and output != node.id):
                 continue
@@ -213,6 +211,14 @@ class ArchModule(nn.Module):
             for i in free:
                 del values[i]
         return values[self._output_id]
+
+
+def _output(graph: Graph, logits: bool) -> int:
+    """The node whose value the module returns: the graph's output, or with `logits` the
+    scores a final softmax would turn into probabilities."""
+    if logits and graph.node(graph.output_id).op in PROBABILITIES:
+        return graph.inputs(graph.output_id)[0]
+    return graph.output_id
 
 
 def _overwritable(graph: Graph) -> set[int]:

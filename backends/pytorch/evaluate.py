@@ -159,16 +159,22 @@ def run_eval(config: EvalConfig) -> EvalReport:
         raise UsageError(f"dense evaluation failed: {str(exc).splitlines()[0]}", None,
                          "this network takes only inputs of its own size: evaluate centre "
                          "or ten crops") from None
-    picture = None
-    if config.confusion is not None:
-        from .logs import plot_confusion
-        title = f"{arch.name}: {100 * scores.top1_accuracy:.2f}% top-1 on {scores.n} images"
-        picture = plot_confusion(scores.confusion, classes, config.confusion, title)
-        if picture is None:
-            notes.append("no confusion picture: matplotlib is not installed "
-                         "(pip install 'archdsl[train]')")
+    picture = _picture(config.confusion, arch.name, scores, classes, notes)
     return EvalReport(arch.name, config.weights, what, classes, scores, config.views,
                       picture, notes + bad)
+
+
+def _picture(path: Path | None, name: str, scores: Scores, classes: list[str],
+             notes: list[str]) -> Path | None:
+    if path is None:
+        return None
+    from .logs import plot_confusion
+    title = f"{name}: {100 * scores.top1_accuracy:.2f}% top-1 on {scores.n} images"
+    picture = plot_confusion(scores.confusion, classes, path, title)
+    if picture is None:
+        notes.append("no confusion picture: matplotlib is not installed "
+                     "(pip install 'archdsl[train]')")
+    return picture
 
 
 def _model_and_data(config: EvalConfig, notes: list[str]):
