@@ -115,7 +115,21 @@ def restore(path: Path, model, optimizer, scheduler, scaler) -> tuple[dict, dict
                               "--resume continues from the checkpoint.safetensors of a run")
     from .weights import load_weights
     load_weights(model, model_state(kind, tensors), strict=True)
-    opt = meta["optimizer"]
+    try:
+        _load_optimizer(optimizer, meta["optimizer"], tensors)
+        if scheduler is not None and meta.get("scheduler") is not None:
+            scheduler.load_state_dict(meta["scheduler"])
+        if scaler is not None and meta.get("scaler") is not None:
+            scaler.load_state_dict(meta["scaler"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: its optimizer or scheduler state does not fit this run "
+                              f"({type(exc).__name__}: {exc})", None) from None
+    rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return meta, rng
+
+
+def _load_optimizer(optimizer, opt: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """The optimizer's state_dict from its tensors (`optimizer.PARAM.NAME`) and scalars."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
@@ -125,9 +139,3 @@ def restore(path: Path, model, optimizer, scheduler, scaler) -> tuple[dict, dict
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
-    if scheduler is not None and meta.get("scheduler") is not None:
-        scheduler.load_state_dict(meta["scheduler"])
-    if scaler is not None and meta.get("scaler") is not None:
-        scaler.load_state_dict(meta["scaler"])
-    rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
-    return meta, rng

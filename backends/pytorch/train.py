@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .checkpoint import restore, save_checkpoint, save_weights
+from .checkpoint import CheckpointError, restore, save_checkpoint, save_weights
 from .data import BadImageError, SeededSampler
 from .evaluate import Scores, evaluate
 from .logs import plot_curves, write_metrics
@@ -127,10 +127,16 @@ class _Trainer:
     def _restore(self) -> None:
         path = self.config.out / CHECKPOINT
         meta, rng = restore(path, self.model, self.optimizer, self.scheduler, self.scaler)
-        self.epoch, self.step, self.in_epoch = meta["epoch"], meta["step"], meta["in_epoch"]
-        self.sums, self.history = meta["sums"], meta["history"]
-        self.best, self.drops = meta["best"], meta["drops"]
-        self.elapsed = meta.get("elapsed", 0.0)
+        try:
+            self.epoch, self.step, self.in_epoch = (int(meta["epoch"]), int(meta["step"]),
+                                                    int(meta["in_epoch"]))
+            self.sums = {k: meta["sums"][k] for k in self.sums}
+            self.history, self.drops = list(meta["history"]), int(meta["drops"])
+            self.best = {**self.best, **meta["best"]}
+            self.elapsed = float(meta.get("elapsed", 0.0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: its metadata is incomplete ({type(exc).__name__}: "
+                                  f"{exc})", None) from None
         if not distributed.set_rng_states(self.env, rng):
             torch.manual_seed(self.config.seed + 7919 * self.env.rank)
         self.events("resumed", {"epoch": self.epoch, "step": self.step, "path": path})

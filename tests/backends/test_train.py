@@ -361,3 +361,18 @@ def test_cli_dense_evaluation(spec, tmp_path):
     result = runner.invoke(app, ["eval", str(spec), "--weights", weights, "--data", "digits",
                                  "--dense", "--ten-crop"])
     assert result.exit_code == 1 and "choose one" in result.output
+
+
+def test_a_checkpoint_with_tampered_metadata_is_a_clear_error(spec, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    train(config(spec, tmp_path / "run", epochs=1, max_steps=2))
+    path = tmp_path / "run" / "checkpoint.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        header, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    for key, value in (("sums", None), ("optimizer", {"param_groups": []})):
+        meta = json.loads(header["archdsl"])
+        meta[key] = value
+        save_file(tensors, str(path), metadata={**header, "archdsl": json.dumps(meta)})
+        with pytest.raises(ArchError, match="incomplete|does not fit this run"):
+            train(config(spec, tmp_path / "run", epochs=1, resume=True))
