@@ -137,6 +137,8 @@ def run_eval(config: EvalConfig) -> EvalReport:
     arch, model, classes, source, indices, what, meta = _model_and_data(config, notes)
     recipe, stats = _preprocessing(meta, arch, notes)
     crop = tuple(arch.graph.input_shape[1:])
+    from .transforms import decode_side
+    source.min_side = decode_side(recipe, crop, train=False)
     samples = Samples(source, indices, eval_transform(recipe, crop, stats, config.views))
     if config.views == "dense":  # whole images differ in size: one at a time
         from .dense import densify

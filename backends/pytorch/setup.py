@@ -30,7 +30,14 @@ from .data import (
     split,
 )
 from .recipe import Recipe
-from .transforms import PixelStats, eval_transform, pixel_stats, stats_view, train_transform
+from .transforms import (
+    PixelStats,
+    decode_side,
+    eval_transform,
+    pixel_stats,
+    stats_view,
+    train_transform,
+)
 
 STATS_IMAGES = 1000  # images the pixel statistics are taken from (bounded start-up work)
 
@@ -101,6 +108,8 @@ def prepare(config, env, on_bad) -> Run:
         raise DataError("the validation split is empty", None,
                         "raise --val-fraction, or give DIR/train and DIR/val")
     crop = tuple(arch.graph.input_shape[1:])
+    for source in {id(train_src): train_src, id(val_src): val_src}.values():
+        source.min_side = decode_side(recipe, crop)  # JPEGs decoded no larger than needed
     if config.cache:
         limit = config.cache_limit_mb * 2**20
         held = cache_images(train_src, train_idx, limit, on_bad)

@@ -286,3 +286,17 @@ def test_dense_view_is_the_whole_image_and_its_mirror():
     out = t(img)
     assert out.shape == (2, 3, 12, 18)
     assert torch.allclose(out[1], out[0].flip(-1))
+
+
+def test_jpegs_are_decoded_no_larger_than_the_transforms_need(tmp_path):
+    from PIL import Image
+    arr = image(c=3, h=300, w=400).permute(1, 2, 0).numpy()
+    Image.fromarray(arr).save(tmp_path / "a.jpg")
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    assert D.decode(str(tmp_path / "a.jpg"), "RGB").shape == (3, 300, 400)
+    assert D.decode(str(tmp_path / "a.jpg"), "RGB", min_side=64).shape == (3, 75, 100)  # 1/4
+    assert D.decode(str(tmp_path / "a.jpg"), "RGB", min_side=200).shape == (3, 300, 400)
+    assert D.decode(str(tmp_path / "a.png"), "RGB", min_side=64).shape == (3, 300, 400)
+    vgg = RECIPES["vgg"]
+    assert T.decode_side(vgg, (224, 224)) == 512 and T.decode_side(vgg, (224, 224), False) == 384
+    assert T.decode_side(RECIPES["modern"], (224, 224)) is None  # resized crops zoom in
