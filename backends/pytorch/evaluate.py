@@ -138,7 +138,7 @@ def run_eval(config: EvalConfig) -> EvalReport:
     recipe, stats = _preprocessing(meta, arch, notes)
     crop = tuple(arch.graph.input_shape[1:])
     from .transforms import decode_side
-    source.min_side = decode_side(recipe, crop, train=False)
+    source.min_side = decode_side(recipe, crop)
     samples = Samples(source, indices, eval_transform(recipe, crop, stats, config.views))
     if config.views == "dense":  # whole images differ in size: one at a time
         from .dense import densify

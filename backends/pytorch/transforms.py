@@ -105,12 +105,11 @@ def sizes(recipe: Recipe, crop: tuple[int, int]) -> dict[str, int]:
             "test_scale": math.ceil(recipe.test_scale * side)}
 
 
-def decode_side(recipe: Recipe, crop: tuple[int, int], train: bool = True) -> int | None:
+def decode_side(recipe: Recipe, crop: tuple[int, int]) -> int | None:
     """The shorter side images need before the transforms resize them (so JPEGs may be
-    decoded smaller, `data.decode`); None when random-resized crops may zoom in anywhere."""
+    decoded smaller, `data.decode`); None when random-resized crops may zoom in anywhere.
+    Training and evaluation decode alike, so that `eval` measures what training did."""
     s = sizes(recipe, crop)
-    if not train:
-        return s["test_scale"]
     if recipe.crop == "resized":
         return None
     return max(s["scale_max"] if recipe.crop == "multiscale" else s["scale"], s["test_scale"])
