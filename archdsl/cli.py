@@ -16,6 +16,7 @@ from typer.core import TyperArgument, TyperCommand
 from . import progress
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import Architecture, elaborate, named_like_file, select_archs
+from .cli_train import read_labels, register
 from .columns import COLUMNS, choose
 from .errors import ArchError, ArchErrors, UsageError, did_you_mean, last_line
 from .program import Program, load_program
@@ -612,6 +613,9 @@ def run_(
         help="a .npy array of the compiled input shape (default: random)")]
     = None,
     top: Annotated[int, typer.Option(min=1, metavar="N", help="classes to show")] = 5,
+    labels: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="class names, one a line (the labels.txt of `archdsl train`)")]
+    = None,
 ) -> None:
     """Run a compiled library (needs only the TVM runtime) and print the top classes."""
     def body() -> None:
@@ -648,9 +652,11 @@ def run_(
                              f"{last_line(exc)}", None) from None
         scores = y.reshape(y.shape[0], -1)
         what = _SCORES.get(compiled.meta.get("output_op"), "scores")
+        names = None if labels is None else read_labels(labels, scores.shape[1])
         for b, row in enumerate(scores):
             best = np.argsort(-row)[:top]
-            cells = ", ".join(f"class {int(i)}: {row[i]:.4g}" for i in best)
+            cells = ", ".join(f"class {int(i)}{f' ({names[i]})' if names else ''}: "
+                              f"{row[i]:.4g}" for i in best)
             _out().print(f"[{b}] top-{len(best)} {what}: {cells}", markup=False)
     run(body)
 
@@ -672,6 +678,9 @@ def ops() -> None:
         table.add_row(name, op.category, _attr_hint(op).split(" is written ", 1)[1], aliases,
                       op.doc)
     _out().print(table)
+
+
+register(app)  # train and eval (cli_train.py)
 
 
 def main() -> None:

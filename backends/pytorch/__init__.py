@@ -144,6 +144,11 @@ OVERWRITABLE_PRODUCERS = {"conv", "fc", "linear", "layernorm", "bn", "add", "mul
 # (`_InMemoryOrder`).
 ELEMENTWISE = {"relu", "relu6", "sigmoid", "tanh", "gelu", "swish", "hardswish"}
 
+# Ops that turn a classifier's scores into probabilities: `logits=True` leaves a final one out,
+# since training's cross-entropy applies its own log-softmax (VGG's and AlexNet's specs end
+# with `softmax`, as their papers' tables do).
+PROBABILITIES = {"softmax"}
+
 # Ops with no lowering here, and why (none today; the coverage test reads this table).
 UNSUPPORTED: dict[str, str] = {}
 
@@ -158,15 +163,16 @@ def _fold(fn, xs: list[torch.Tensor]) -> torch.Tensor:
 class ArchModule(nn.Module):
     """An archdsl graph as a PyTorch module; submodules sit at their spec names."""
 
-    def __init__(self, graph: Graph, in_place: bool = True) -> None:
+    def __init__(self, graph: Graph, in_place: bool = True, logits: bool = False) -> None:
         super().__init__()
         self.arch_name = graph.name
         overwritable = _overwritable(graph) if in_place else set()
         names: dict[int, str] = {}
         in_memory_order: set[int] = set()
         steps: list[tuple[int, tuple[int, ...], Any]] = []
+        output = _output(graph, logits)
         for node in graph.nodes:
-            if node.op == "input":
+            if node.op == "input" or (node.id == graph.output_id and output != node.id):
                 continue
             ins = tuple(graph.inputs(node.id))
             shapes = [graph.node(i).shape for i in ins]
@@ -197,7 +203,7 @@ class ArchModule(nn.Module):
                 raise NotImplementedError(f"{node.name}: op `{node.op}` has no PyTorch lowering: "
                                           f"{UNSUPPORTED.get(node.op, 'not implemented')}")
         self._input_id = graph.input_id
-        self._output_id = graph.output_id
+        self._output_id = output
         # free each intermediate tensor after its last use, as a hand-written forward would
         last_use = {i: k for k, (_, ins, _) in enumerate(steps) for i in ins}
         frees: list[list[int]] = [[] for _ in steps]
@@ -218,6 +224,14 @@ class ArchModule(nn.Module):
             for i in free:
                 del values[i]
         return values[self._output_id]
+
+
+def _output(graph: Graph, logits: bool) -> int:
+    """The node whose value the module returns: the graph's output, or with `logits` the
+    scores a final softmax would turn into probabilities."""
+    if logits and graph.node(graph.output_id).op in PROBABILITIES:
+        return graph.inputs(graph.output_id)[0]
+    return graph.output_id
 
 
 def _overwritable(graph: Graph) -> set[int]:
@@ -366,6 +380,7 @@ class SelfAttention(nn.MultiheadAttention):
         return super().forward(x, x, x, need_weights=False)[0]
 
 
-def to_torch(graph: Graph, in_place: bool = True) -> ArchModule:
-    """Build the module; `in_place=False` never overwrites a tensor (slower, same results)."""
-    return ArchModule(graph, in_place)
+def to_torch(graph: Graph, in_place: bool = True, logits: bool = False) -> ArchModule:
+    """Build the module; `in_place=False` never overwrites a tensor (slower, same results);
+    `logits=True` leaves out a final softmax (the module gives scores, for training)."""
+    return ArchModule(graph, in_place, logits)
