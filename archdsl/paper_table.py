@@ -36,12 +36,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.cells import cell_len
 from rich.table import Table
 
 from .analysis import Conventions, analyse
 from .notation import Layer, arch_labels, branch_ids, layer_notation, layers, shortcut_ids
 from .ops import OPS, fmt_shape
-from .report import capped, cell
+from .report import capped, plain
 from .report import md_cell as _md
 from .sequences import merge_order
 
@@ -178,16 +179,48 @@ def _count_runs(entries: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------- renderers
 
-def paper_table_rich(t: PaperTable) -> Table:
-    table = Table(title="Configurations", show_lines=True,
-                  caption=cell("; ".join(t.notes), "table.caption"), caption_justify="left")
-    table.add_column("", no_wrap=True, style="bold")
-    for c in t.columns:
-        table.add_column(cell(c), justify="center", overflow="fold")
-    capped(table, t.rows, lambda row: [cell(row.label),
-                                       *(cell("\n".join(lines)) for lines in row.cells)],
-           "stages")
-    return table
+def paper_table_rich(t: PaperTable) -> PaperTableRich:
+    return PaperTableRich(t)
+
+
+@dataclass
+class PaperTableRich:
+    """The table as rich renders it, at the width it is given: a cell line is never broken;
+    when the architectures do not all fit side by side, they come in several tables of as
+    many columns as fit, each with the stage names (`Configurations (columns 1–4 of 10)`)."""
+
+    table: PaperTable
+
+    def __rich_console__(self, console: Any, options: Any):
+        groups = self.groups(options.max_width)
+        for k, group in enumerate(groups):
+            yield self._part(group, k == len(groups) - 1, len(groups) > 1)
+
+    def groups(self, width: int) -> list[list[int]]:
+        t = self.table
+        label = max([cell_len(r.label) for r in t.rows] + [0]) + 3  # padding, one rule
+        widths = [max([cell_len(t.columns[j])] + [cell_len(x) for r in t.rows for x in r.cells[j]])
+                  + 3 for j in range(len(t.columns))]
+        groups: list[list[int]] = [[]]
+        for j, w in enumerate(widths):
+            if groups[-1] and 1 + label + sum(widths[i] for i in groups[-1]) + w > width:
+                groups.append([])
+            groups[-1].append(j)
+        return groups
+
+    def _part(self, group: list[int], last: bool, several: bool) -> Table:
+        t = self.table
+        title = "Configurations" + (f" (columns {group[0] + 1}–{group[-1] + 1} of "
+                                    f"{len(t.columns)})" if several else "")
+        table = Table(title=title, show_lines=True, caption_justify="left",
+                      caption=plain("; ".join(t.notes), "table.caption") if last else None)
+        table.add_column("", no_wrap=True, style="bold")
+        for j in group:
+            table.add_column(plain(t.columns[j]), justify="center", no_wrap=True)
+        capped(table, t.rows, lambda row: [plain(row.label),
+                                           *(plain("\n".join(row.cells[j])) for j in group)],
+               "stages")
+        return table
 
 
 def paper_table_markdown(t: PaperTable) -> str:

@@ -122,17 +122,23 @@ def freeze(model: nn.Module, train: Iterable[str] | None = None,
 
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """A state_dict from a `.safetensors` file or a `torch.save` file (loaded with
-    weights_only=True, so no pickled code runs)."""
+    """A state_dict from a `.safetensors` file (a training checkpoint gives its model's) or
+    a `torch.save` file (loaded with weights_only=True, so no pickled code runs)."""
     from pathlib import Path
 
     from archdsl.inputs import check_regular
     p = Path(path)
     try:
         check_regular(p)  # torch.load would read a FIFO or /dev/zero until memory ran out
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            return load_file(str(p))
+    except FileNotFoundError:
+        raise ArchError(f"no such weights file: {p}", None) from None
+    except OSError as exc:
+        raise ArchError(f"cannot read weights from {p}: {exc.strerror or exc}", None) from None
+    if p.suffix == ".safetensors":  # archdsl's weights and checkpoints, or anyone's
+        from .checkpoint import model_state, read
+        kind, _, tensors = read(p)
+        return model_state(kind, tensors)
+    try:
         data = torch.load(str(p), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ArchError(f"no such weights file: {p}", None) from None

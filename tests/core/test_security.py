@@ -79,6 +79,9 @@ def test_a_planted_lark_cache_is_never_read(tmp_path):
 
 MARKUP = ('arch m(s = "[link=https://evil.example]click[/link]", t = "[/x]", u = "a|b :smile:")\n'
           "input 3x8x8\nconv3-4; gap; FC-2\n")
+# tables show the parameters given (not the defaults): give the same strings on the command line
+GIVEN = ["--set", "s=[link=https://evil.example]click[/link]", "--set", "t=[/x]",
+         "--set", "u=a|b :smile:"]
 
 
 @pytest.fixture
@@ -90,7 +93,8 @@ def markup_spec(tmp_path):
 
 @pytest.mark.parametrize("args", [[], ["--per-layer"], ["-f", "markdown"], ["-f", "csv"]])
 def test_strings_in_specs_are_not_markup(markup_spec, args):
-    result = RUNNER.invoke(app, ["stats", str(markup_spec), *args], env={"COLUMNS": "250"})
+    result = RUNNER.invoke(app, ["stats", str(markup_spec), *args, *GIVEN],
+                           env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output  # no OSC-8 hyperlink, no style
     if args == ["--per-layer"]:
@@ -104,7 +108,7 @@ def test_strings_in_specs_are_not_markup(markup_spec, args):
 def test_diff_and_table_are_not_markup(markup_spec, tmp_path):
     other = tmp_path / "n.arch"
     other.write_text(MARKUP.replace("arch m(", "arch n(").replace("FC-2", "FC-3"))
-    for args in (["diff", str(markup_spec), str(other)], ["table", str(markup_spec)]):
+    for args in (["diff", str(markup_spec), str(other)], ["table", str(markup_spec), *GIVEN]):
         result = RUNNER.invoke(app, args, env={"COLUMNS": "250"})
         assert result.exit_code == 0, result.output
         assert "\x1b" not in result.output
