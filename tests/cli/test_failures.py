@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from archdsl import atomic
 
 CLI = importlib.import_module("archdsl.cli")
+SHELL = importlib.import_module("archdsl.cli_shell")  # where every command loads its specs
 GOOD = "arch net\ninput 3x8x8\nc1: conv3-4 act=relu\ngap\nfc: FC-3\n"
 BROKEN = "arch net\ninput 3x8x8\nc1: conv3-4 act=relu )\n"
 
@@ -108,7 +109,7 @@ def test_interrupted_out_of_space_out_of_memory_or_a_bug(command, monkeypatch, e
     def fail(*a, **k):
         raise exc
 
-    monkeypatch.setattr(CLI, "_load", fail)
+    monkeypatch.setattr(SHELL, "_load", fail)
     before = _files(tmp)
     _ends_cleanly(invoke(args), status, message, tmp, before)
 
