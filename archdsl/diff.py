@@ -45,7 +45,7 @@ from rich.text import Text
 
 from .analysis import Conventions, analyse
 from .notation import Layer, arch_labels, layer_notation, layers
-from .ops import Shape, fmt_shape
+from .ops import Shape, fmt_shape, same_pad
 from .report import human
 
 # attributes that paper notation (conv3-64/2, maxpool3/2, FC-4096, ...) already shows, or that
@@ -333,7 +333,7 @@ def _details(x: Layer, y: Layer) -> list[str]:
 
 def _same_pad(a: dict) -> bool:
     """`pad` is the kernel's `same` padding (conv3 pad=1, conv1 pad=0): not worth a mention."""
-    return "k" in a and a.get("pad") == a.get("dilation", 1) * (a["k"] - 1) // 2
+    return "k" in a and a.get("pad") == same_pad(a)
 
 
 def _shapes(shapes: tuple) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import syntax as S
+from .attrs import convert
 from .errors import (
     ArchError,
     ErrorSink,
@@ -23,10 +24,10 @@ from .expr import as_int, evaluate, evaluate_value
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
 from .ops import (
     ACTIVATIONS,
+    ATTR_SPELLINGS,
     NORMS,
     OPS,
     REQUIRED,
-    AttrSpec,
     OpDef,
     OpShapeError,
     fmt_shape,
@@ -37,7 +38,8 @@ from .program import Program
 
 MAX_BLOCK_DEPTH = 64
 MAX_NODES = 2_000_000
-_KERNEL_SUFFIX = re.compile(r"^([A-Za-z_]+?)(\d+)$")
+# conv3, maxpool2, conv1x7 (height × width): the kernel as a suffix of the op's name
+_KERNEL_SUFFIX = re.compile(r"^([A-Za-z_]+?)(\d+)(?:x(\d+))?$")
 ATTACH_KEYS = ("norm", "act")
 _ALL_ATTRS = sorted({a for op in OPS.values() for a in op.attrs} | set(ATTACH_KEYS))
 
@@ -262,12 +264,11 @@ class Elaborator:
         """`denselayer{i + 1}: dense_layer(32) x6` names each repetition on its own."""
         for i in range(count):
             env_i = env.with_values({"i": i})
-            suffix = evaluate(item.label_template, env_i.values)
-            if isinstance(suffix, float) and suffix.is_integer():
-                suffix = int(suffix)
-            label = f"{item.label}{suffix}"
-            if not label.isidentifier():
-                raise ValueError_(f"`{label}` is not a valid name", item.label_span)
+            label = item.label + "".join(_label_part(p, env_i) for p in item.label_template)
+            if not VALID_LABEL.match(label):
+                raise ValueError_(f"`{label}` is not a valid name", item.label_span,
+                                  "a name is letters, digits and `_`, in parts joined by `-` "
+                                  "(`layer1`, `block1-0`); no `.`, spaces or other signs")
             atom = item.atom
             if isinstance(atom, S.Layer) and atom.name not in self.program.blocks or \
                     isinstance(atom, (S.Join, S.Residual, S.Gate, S.Dense)):
@@ -417,7 +418,7 @@ class Elaborator:
             items.append(NodeRef(cur_sub))
         return items[-1].id
 
-    def _resolve(self, layer: S.Layer) -> tuple[OpDef, int | None]:
+    def _resolve(self, layer: S.Layer) -> tuple[OpDef, int | tuple[int, int] | None]:
         op = lookup(layer.name)
         if op is not None and op.in_syntax:
             return op, None
@@ -425,14 +426,15 @@ class Elaborator:
         if m:
             op = lookup(m.group(1))
             if op is not None and op.in_syntax and op.kernel:
-                return op, int(m.group(2))
+                k = int(m.group(2))
+                return op, (k if m.group(3) is None else (k, int(m.group(3))))
             if op is not None and op.in_syntax:
                 raise ValueError_(f"`{m.group(1)}` takes no kernel size", layer.name_span,
                                   f"write `{m.group(1)}` without the digits")
         raise NameError_(f"unknown op or block `{layer.name}`", layer.name_span,
                          _suggest(layer.name, self.program.blocks))
 
-    def _layer_attrs(self, layer: S.Layer, op: OpDef, kernel: int | None,
+    def _layer_attrs(self, layer: S.Layer, op: OpDef, kernel: int | tuple[int, int] | None,
                      env: Env) -> tuple[dict[str, Any], dict[str, str | None]]:
         raw: dict[str, tuple[Any, Span, dict]] = {}  # attr → (expr or value, span, env)
 
@@ -442,7 +444,7 @@ class Elaborator:
             raw[key] = (value, span, where)
 
         if kernel is not None:
-            put(op.kernel, S.Expr("num", (kernel,), layer.name_span), layer.name_span, {})
+            put(op.kernel, kernel, layer.name_span, {})
         for part, slot, what in ((layer.channels, op.dash, "-N count"),
                                  (layer.stride, op.slash, "/S stride")):
             if part is not None:
@@ -476,7 +478,7 @@ class Elaborator:
                 if key in ATTACH_KEYS:
                     attach[key] = _attach_value(key, value, span)
                 else:
-                    values[key] = _convert(op.attrs[key], value, key, span, layer.name)
+                    values[key] = convert(op.attrs[key], value, key, span, layer.name)
             elif key in op.attrs:
                 spec = op.attrs[key]
                 if spec.default is REQUIRED:
@@ -489,8 +491,9 @@ class Elaborator:
 
     def _check_attr_name(self, name: str, allowed: set[str], op: OpDef, span: Span) -> None:
         if name not in allowed:
+            hint = ATTR_SPELLINGS.get(name) if allowed & {"k", "pad", "stride", "out"} else None
             raise NameError_(f"`{op.name}` has no attribute `{name}`", span,
-                             did_you_mean(name, allowed) or _attr_hint(op))
+                             hint or did_you_mean(name, allowed) or _attr_hint(op))
 
     # ------------------------------------------------------------------ nodes
     def _name(self, label, scope: Scope) -> str:
@@ -531,6 +534,20 @@ class Elaborator:
 
 # ---------------------------------------------------------------------- helpers
 
+# what a label may be: torchvision's module names (`layer1`, `0`, `block1-0`)
+VALID_LABEL = re.compile(r"^[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*$")
+
+
+def _label_part(part: str | S.Expr, env: Env) -> str:
+    """A word of a label template as it is, an expression's value as text (2.0 → 2)."""
+    if isinstance(part, str):
+        return part
+    value = evaluate(part, env.values)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
 def _alias_value(arg: S.Arg, sink: ErrorSink) -> Any:
     if arg.name is None:
         return None
@@ -569,39 +586,6 @@ def _attach_value(key: str, value: Any, span: Span) -> str | None:
         raise ValueError_(f"`{key}={value}` is not one of: none, {', '.join(choices)}", span,
                           did_you_mean(str(value), choices))
     return op.name
-
-
-def _convert(spec: AttrSpec, value: Any, key: str, span: Span, owner: str) -> Any:
-    what = f"`{key}` of `{owner}`"
-    if spec.type == "int":
-        if value is None and spec.default is None:
-            return None
-        minimum = None if spec.minimum is None else int(spec.minimum)
-        return as_int(value, what, span, minimum=minimum)
-    if spec.type == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError_(f"{what} must be a number, got {value!r}", span)
-        if spec.minimum is not None and value < spec.minimum:
-            raise ValueError_(f"{what} must be at least {spec.minimum}, got {value}", span)
-        if spec.maximum is not None and value > spec.maximum:
-            raise ValueError_(f"{what} must be at most {spec.maximum}, got {value}", span)
-        return float(value)
-    if spec.type == "bias" and value == "auto":
-        return value
-    if spec.type in ("bool", "bias"):
-        if isinstance(value, bool):
-            return value
-        if value in (0, 1):
-            return bool(value)
-        raise ValueError_(f"{what} must be true or false, got {value!r}", span)
-    if spec.type == "pad":
-        if value in ("same", "valid"):
-            return value
-        if isinstance(value, str):
-            raise ValueError_(f"{what} must be same, valid or a number, got {value!r}", span,
-                              did_you_mean(value, ["same", "valid"]))
-        return as_int(value, what, span, minimum=0)
-    raise ValueError_(f"{what} cannot be set", span)
 
 
 def _defaults_of(op: OpDef) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
-from .ops import OPS
+from .ops import OPS, fmt_axes
 
 INDENT = "  "
 
@@ -82,13 +82,21 @@ def layer_text(node: Node) -> str:
     a = dict(node.attrs)
     text = node.op
     if op.kernel:
-        text += str(a.pop(op.kernel))
+        text += attr_value(op.kernel, a.pop(op.kernel))
     if op.dash:
         text += f"-{a.pop(op.dash)}"
-    if op.slash:
+    if op.slash and not isinstance(a[op.slash], tuple):  # a per-axis stride: stride=1x2
         text += f"/{a.pop(op.slash)}"
-    rest = " ".join(f"{k}={spec_value(v)}" for k, v in sorted(a.items()))
+    rest = " ".join(f"{k}={attr_value(k, v)}" for k, v in sorted(a.items()))
     return f"{text} {rest}" if rest else text
+
+
+def attr_value(key: str, v: Any) -> str:
+    """An attribute's value as spec text: per-axis pairs as the paper writes them (`k=1x7`,
+    and padding as PyTorch does, `pad=0,3`)."""
+    if isinstance(v, tuple) and len(v) == 2 and all(type(x) is int for x in v):
+        return fmt_axes(v, "," if key == "pad" else "x")
+    return spec_value(v)
 
 
 def spec_value(v: Any) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from .formatter import attr_value
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
 from .ops import OPS, Shape
 
@@ -71,12 +72,13 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
     if op == "conv":
         k, out, s, g = a["k"], a["out"], a.get("stride", 1), a.get("groups", 1)
         cin = in_shape[0] if in_shape else None
+        k = attr_value("k", k)
         if g > 1 and g == cin:
             text = f"dwconv{k}" + ("" if out == cin else f"-{out}")
         else:
             text = f"conv{k}-{out}"
         if stride and s != 1:
-            text += f"/{s}"
+            text += f"/{attr_value('stride', s)}"
         if g > 1 and g != cin:
             text += f" groups={g}"
         if a.get("dilation", 1) != 1:
@@ -92,7 +94,7 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
         k, s = a["k"], a["stride"]
         if k == 2 and s == 2:
             return op
-        return f"{op}{k}" + (f"/{s}" if stride else "")
+        return f"{op}{attr_value('k', k)}" + (f"/{attr_value('stride', s)}" if stride else "")
     if op == "adaptive_avgpool":
         return f"adaptive_avgpool({a['size']})"
     if op == "lrn":

@@ -107,6 +107,12 @@ def _spatial(ins: list[Shape], op: str) -> tuple[int, int, int]:
                     "move this layer before the FC/flatten")
 
 
+def pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    """A per-axis attribute (kernel, stride, padding, dilation) as (height, width): the
+    attributes hold an int when both axes agree (`3`), else the pair (`(1, 7)`)."""
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
+
+
 def _window(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
     span = dilation * (k - 1) + 1
     num = size + 2 * pad - span
@@ -120,28 +126,41 @@ def _window(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool)
 
 def _conv_like(a: dict, ins: list[Shape], op: str, channels: int) -> Shape:
     c, h, w = _spatial(ins, op)
-    k, s, p, d = a["k"], a["stride"], a["pad"], a.get("dilation", 1)
+    k, s, p, d = (pair(a.get(key, 1)) for key in ("k", "stride", "pad", "dilation"))
     ceil = a.get("ceil", False)
-    ho, wo = (_window(x, k, s, p, d, ceil) for x in (h, w))
+    ho, wo = (_window(x, *axis, ceil)
+              for x, axis in zip((h, w), zip(k, s, p, d, strict=True), strict=True))
     if ho < 1 or wo < 1:
         raise OpShapeError(
-            f"spatial size shrinks below 1: a {k}×{k} window with stride {s} and padding {p} "
-            f"on a {h}×{w} input gives {max(ho, 0)}×{max(wo, 0)}",
+            f"spatial size shrinks below 1: a {fmt_axes(k)} window with stride "
+            f"{fmt_axes(s)} and padding {fmt_axes(p, ',')} on a {h}×{w} input gives "
+            f"{max(ho, 0)}×{max(wo, 0)}",
             "use a larger input resolution, padding (pad=same), or fewer downsampling layers")
     return (channels, ho, wo)
 
 
-def _same_pad(a: dict) -> int:
-    return (a.get("dilation", 1) * (a["k"] - 1)) // 2
+def axes(values: tuple[int, int]) -> int | tuple[int, int]:
+    """The canonical form of a per-axis attribute: an int when both axes agree."""
+    return values[0] if values[0] == values[1] else values
+
+
+def same_pad(a: dict) -> int | tuple[int, int]:
+    d, k = pair(a.get("dilation", 1)), pair(a["k"])
+    return axes((d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2))
 
 
 def _resolve_pad(a: dict) -> dict:
     pad = a["pad"]
     if pad == "same":
-        a["pad"] = _same_pad(a)
+        a["pad"] = same_pad(a)
     elif pad == "valid":
         a["pad"] = 0
     return a
+
+
+def kernel_area(a: dict) -> int:
+    kh, kw = pair(a["k"])
+    return kh * kw
 
 
 # ---------------------------------------------------------------- conv / fc
@@ -169,17 +188,17 @@ def _conv_shape(a: dict, ins: list[Shape]) -> Shape:
 
 
 def _conv_weights(a: dict, ins: list[Shape], out: Shape) -> int:
-    return a["k"] * a["k"] * (ins[0][0] // a["groups"]) * a["out"]
+    return kernel_area(a) * (ins[0][0] // a["groups"]) * a["out"]
 
 
 _CONV_ATTRS = {
     "out": AttrSpec("int", REQUIRED, 1, doc="output channels (conv3-64)"),
-    "k": AttrSpec("int", REQUIRED, 1, doc="kernel size (the digits in conv3)"),
-    "stride": AttrSpec("int", 1, 1, doc="stride (conv7-64/2)"),
-    "pad": AttrSpec("pad", "same", doc="same | valid | N"),
-    "dilation": AttrSpec("int", 1, 1),
+    "k": AttrSpec("axes", REQUIRED, 1, doc="kernel size: the digits in conv3, or conv1x7"),
+    "stride": AttrSpec("axes", 1, 1, doc="stride (conv7-64/2; stride=1x2 per axis)"),
+    "pad": AttrSpec("pad", "same", doc="same | valid | N | H,W"),
+    "dilation": AttrSpec("axes", 1, 1),
     "groups": AttrSpec("int", 1, 1),
-    "bias": AttrSpec("bias", "auto", doc="auto: a bias unless a norm follows"),
+    "bias": AttrSpec("bias", "auto", doc="auto: a bias unless a batch norm follows"),
 }
 
 
@@ -200,15 +219,16 @@ def _pool_prepare(name: str) -> Callable[[dict, list[Shape]], tuple[str, dict]]:
 
 def _pool_shape(a: dict, ins: list[Shape]) -> Shape:
     c = _spatial(ins, "pooling")[0]
-    if a["pad"] * 2 > a["k"]:
-        raise OpShapeError(f"pooling padding {a['pad']} is more than half the window {a['k']}")
+    if any(p * 2 > k for p, k in zip(pair(a["pad"]), pair(a["k"]), strict=True)):
+        raise OpShapeError(f"pooling padding {fmt_axes(a['pad'], ',')} is more than half the "
+                           f"window {fmt_axes(a['k'])}")
     return _conv_like(a, ins, "pooling", c)
 
 
 _POOL_ATTRS = {
-    "k": AttrSpec("int", 2, 1, doc="window (maxpool3)"),
-    "stride": AttrSpec("int", None, 1, doc="stride (maxpool3/2); default: the window"),
-    "pad": AttrSpec("pad", "valid", doc="valid (default) | same | N"),
+    "k": AttrSpec("axes", 2, 1, doc="window (maxpool3, maxpool1x3)"),
+    "stride": AttrSpec("axes", None, 1, doc="stride (maxpool3/2); default: the window"),
+    "pad": AttrSpec("pad", "valid", doc="valid (default) | same | N | H,W"),
     "ceil": AttrSpec("bool", False, doc="round the output size up (PyTorch ceil_mode)"),
 }
 
@@ -360,9 +380,9 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           attrs=_CONV_ATTRS, kernel="k", dash="out", slash="stride", attaches=True,
           prepare=_conv_prepare, shape=_conv_shape, weights=_conv_weights,
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
-          fan_in=lambda a, ins, out: a["k"] * a["k"] * ins[0][0] // a["groups"], weighted=True,
+          fan_in=lambda a, ins, out: kernel_area(a) * ins[0][0] // a["groups"], weighted=True,
           tensors=lambda a, ins, out: {
-              "weight": (a["out"], ins[0][0] // a["groups"], a["k"], a["k"]),
+              "weight": (a["out"], ins[0][0] // a["groups"], *pair(a["k"])),
               **({"bias": (a["out"],)} if a["bias"] else {})}),
     OpDef("dwconv", "conv", "depthwise convolution (groups = input channels): dwconv3/2",
           attrs={**_CONV_ATTRS, "out": AttrSpec("int", None, 1, doc="default: input channels")},
@@ -387,10 +407,10 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           tensors=lambda a, ins, out: _matrix(a, features(ins[0]))),
     OpDef("maxpool", "pool", "max pooling: maxpool (2×2/2), maxpool3/2", attrs=_POOL_ATTRS,
           kernel="k", slash="stride", prepare=_pool_prepare("maxpool"), shape=_pool_shape,
-          fan_in=lambda a, ins, out: a["k"] * a["k"]),
+          fan_in=lambda a, ins, out: kernel_area(a)),
     OpDef("avgpool", "pool", "average pooling (padding counted, as in PyTorch): avgpool2/2",
           attrs=_POOL_ATTRS, kernel="k", slash="stride", prepare=_pool_prepare("avgpool"),
-          shape=_pool_shape, fan_in=lambda a, ins, out: a["k"] * a["k"]),
+          shape=_pool_shape, fan_in=lambda a, ins, out: kernel_area(a)),
     OpDef("gap", "pool", "global average pooling to C×1×1", shape=_global_shape,
           fan_in=lambda a, ins, out: ins[0][1] * ins[0][2]),
     OpDef("gmp", "pool", "global max pooling to C×1×1", shape=_global_shape,
@@ -484,6 +504,19 @@ ALIASES: dict[str, str] = {
     "depthwise": "dwconv", "stochastic_depth": "droppath", "drop_path": "droppath",
 }
 
+# Attribute names other tools use, and how archdsl writes them (a hint on an unknown attribute).
+ATTR_SPELLINGS: dict[str, str] = {
+    **dict.fromkeys(("kh", "kw", "kernel_h", "kernel_w", "kernel_size", "kernel"),
+                    "the kernel is `k`, one number or one per axis: k=3, k=1x7 (or conv1x7-C)"),
+    **dict.fromkeys(("padding", "pad_h", "pad_w", "ph", "pw"),
+                    "padding is `pad`: same, valid, a number or one per axis: pad=0,3"),
+    **dict.fromkeys(("strides", "stride_h", "stride_w", "sh", "sw"),
+                    "the stride is `/S` or `stride`, one per axis: stride=1x2"),
+    "out_channels": "output channels are written `-N` (conv3-64) or `out=N`",
+    "out_features": "output features are written `-N` (FC-1000) or `out=N`",
+    "num_groups": "groups are `groups=G`",
+}
+
 ACTIVATIONS = tuple(n for n, op in OPS.items() if op.category == "act")
 NORMS = ("bn", "lrn", "layernorm")
 
@@ -501,3 +534,11 @@ def syntax_names() -> list[str]:
 
 def fmt_shape(shape: Shape | None) -> str:
     return "?" if shape is None else "×".join(str(d) for d in shape)
+
+
+def fmt_axes(value: int | tuple[int, int], sep: str = "×", collapse: bool = False) -> str:
+    """A per-axis attribute for people: 3 → 3×3 (3 with `collapse`), (1, 7) → 1×7 (`sep`
+    between the axes)."""
+    if collapse and isinstance(value, int):
+        return str(value)
+    return sep.join(str(v) for v in pair(value))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -218,8 +219,24 @@ class _Build(Transformer):
     def keyword(self, meta, c):
         return c[0]
 
+    block_word = keyword
+
     def label_template(self, meta, c):
-        return str(c[0]), self._s(meta), c[1]
+        """`block1-0:` is a plain name; with `{...}` parts it is a template: its parts, words
+        and expressions, are joined per repetition."""
+        parts: list = []
+        for x in c:
+            if isinstance(x, Token):
+                text = "-" if x.type == "LABEL_DASH" else str(x)
+                if parts and isinstance(parts[-1], str):
+                    parts[-1] += text
+                else:
+                    parts.append(text)
+            else:
+                parts.append(x)
+        if len(parts) == 1:
+            return parts[0], self._s(meta), None
+        return str(parts[0]), self._s(meta), tuple(parts[1:])
 
     def repeat(self, meta, c):
         return self._int(c[1])
@@ -303,8 +320,25 @@ class _Build(Transformer):
     def call(self, meta, c):
         return self._e("call", (str(c[0]), tuple(x for x in c[1:] if x is not None)), meta)
 
-    def list(self, meta, c):
+    def list_lit(self, meta, c):
         return self._e("list", tuple(x for x in c if x is not None), meta)
+
+    def listcomp(self, meta, c):
+        """[element for a, b in iterable if condition]"""
+        element, *names, iterable, condition = c
+        return self._e("listcomp", (element, tuple(str(n) for n in names), iterable, condition),
+                       meta)
+
+    def numbers(self, meta, c):
+        """pad=0,3: a list of numbers written without brackets"""
+        return self._e("list", tuple(
+            S.Expr("num", (_number(t),), _tok_span(self.file, self.text, t)) for t in c), meta)
+
+    def axes(self, meta, c):
+        """k=1x7: a list of integers, one per axis"""
+        values = re.split("[x×]", str(c[0]))
+        return self._e("list", tuple(S.Expr("num", (int(v),), self._s(meta)) for v in values),
+                       meta)
 
     def index(self, meta, c):
         return self._e("index", (c[0], c[1]), meta)

@@ -102,8 +102,10 @@ class Item:
     atom: Atom
     repeat: Expr | None
     span: Span
-    # `denselayer{i + 1}: ... x6`: a name per repetition, `i` counting repetitions from 0
-    label_template: Expr | None = None
+    # `denselayer{i + 1}: ... x6`, `block{s}-{i}: ...`: a name per repetition, `i` counting
+    # repetitions from 0; `label` is the first word, these the parts that follow it (words and
+    # expressions, joined in order)
+    label_template: tuple[str | Expr, ...] | None = None
 
 
 @dataclass

@@ -18,6 +18,7 @@ import pytest
 from archdsl.analysis import analyse
 from archdsl.api import load
 from archdsl.ir import validate
+from archdsl.ops import pair
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -62,6 +63,16 @@ CONV_CASES = [
     ("dwconv3-64", (32, 16, 16), lambda: nn.Conv2d(32, 64, 3, padding=1, groups=32)),
     ("dwconv5 pad=valid bias=false", (16, 9, 9),
      lambda: nn.Conv2d(16, 16, 5, groups=16, bias=False)),
+    # kernels, strides, padding and dilation per axis (Inception v3's 1×7 and 7×1)
+    ("conv1x7-192", (128, 17, 17), lambda: nn.Conv2d(128, 192, (1, 7), padding=(0, 3))),
+    ("conv7x1-192 pad=3,0", (128, 17, 17), lambda: nn.Conv2d(128, 192, (7, 1), padding=(3, 0))),
+    ("conv-8 k=1x3", (4, 9, 9), lambda: nn.Conv2d(4, 8, (1, 3), padding=(0, 1))),
+    ("conv-8 k=[3, 1] pad=valid", (4, 9, 9), lambda: nn.Conv2d(4, 8, (3, 1))),
+    ("conv3x5-8/2 dilation=1x2", (4, 16, 16),
+     lambda: nn.Conv2d(4, 8, (3, 5), stride=2, padding=(1, 4), dilation=(1, 2))),
+    ("conv3-8 stride=1x2 pad=0,1", (4, 9, 9),
+     lambda: nn.Conv2d(4, 8, 3, stride=(1, 2), padding=(0, 1))),
+    ("dwconv1x5/2", (6, 10, 10), lambda: nn.Conv2d(6, 6, (1, 5), 2, (0, 2), groups=6)),
 ]
 
 
@@ -74,12 +85,14 @@ def test_conv_against_torch(line, shape, make):
     assert node.shape == torch_shape(layer, shape)
     assert row.params == torch_params(layer)
     assert row.weights == layer.weight.numel()
-    k, cin, cout, groups = node.attrs["k"], shape[0], node.attrs["out"], node.attrs["groups"]
-    assert (groups, node.attrs["stride"]) == (layer.groups, layer.stride[0])
-    assert row.weights == k * k * (cin // groups) * cout
+    kh, kw = layer.kernel_size
+    cin, cout, groups = shape[0], node.attrs["out"], node.attrs["groups"]
+    assert groups == layer.groups and pair(node.attrs["stride"]) == layer.stride
+    assert pair(node.attrs["pad"]) == layer.padding
+    assert row.weights == kh * kw * (cin // groups) * cout
     units = math.prod(node.shape)
     assert row.units == units
-    assert row.connections == units * k * k * cin // groups
+    assert row.connections == units * kh * kw * cin // groups
     assert row.macs == row.connections
     assert stats.totals["flops"] == 2 * row.macs
 
@@ -158,6 +171,8 @@ POOL_CASES = [
     ("avgpool5/3 pad=valid", (512, 14, 14), lambda: nn.AvgPool2d(5, 3)),
     ("avgpool3/2 pad=1 ceil=true", (4, 8, 8), lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True)),
     ("avgpool3", (4, 9, 9), lambda: nn.AvgPool2d(3)),
+    ("maxpool1x3/1 pad=0,1", (4, 9, 9), lambda: nn.MaxPool2d((1, 3), 1, (0, 1))),
+    ("avgpool3x2 stride=2x1", (4, 9, 9), lambda: nn.AvgPool2d((3, 2), (2, 1))),
 ]
 
 
@@ -171,7 +186,8 @@ def test_pooling_against_torch(line, shape, make):
     assert row.params == torch_params(layer) == 0 and row.weights == 0
     units = math.prod(node.shape)
     assert row.units == units
-    assert row.connections == units * node.attrs["k"] ** 2
+    kh, kw = pair(node.attrs["k"])
+    assert row.connections == units * kh * kw
     assert row.macs == 0
 
 

@@ -567,7 +567,7 @@ def test_repeated_items_see_their_index():
 
 def test_label_template_must_make_a_name():
     with pytest.raises(ArchErrors, match="is not a valid name"):
-        load("arch a\ninput 3x8x8\nx{-1}: conv1-2 x2\n")
+        load("arch a\ninput 3x8x8\nx{0.5}: conv1-2 x2\n")
 
 
 def test_keywords_can_be_labels():
