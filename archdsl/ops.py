@@ -373,6 +373,63 @@ def _act(name: str, doc: str, **attrs: AttrSpec) -> OpDef:
     return OpDef(name, "act", doc, attrs=dict(attrs), positional=tuple(attrs))
 
 
+def _prelu_slopes(a: dict, ins: list[Shape]) -> int:
+    return ins[0][0] if a["per_channel"] else 1
+
+
+def _prelu_shape(a: dict, ins: list[Shape]) -> Shape:
+    if a["per_channel"] and len(ins[0]) == 2:  # PyTorch's slopes follow dim 1: the tokens
+        raise OpShapeError("a slope per channel needs a C×H×W map or a vector, got a sequence "
+                           f"{fmt_shape(ins[0])}", "use one slope (per_channel=false)")
+    return ins[0]
+
+
+def _celu_shape(a: dict, ins: list[Shape]) -> Shape:
+    if a["alpha"] == 0:
+        raise OpShapeError("celu's alpha must not be 0 (it divides by it)")
+    return ins[0]
+
+
+_ALPHA = AttrSpec("float", 1.0, doc="the scale of the negative part")
+
+# The activations of torch.nn that classifiers use, each usable as a layer and as `act=`.
+# They compute elementwise (softmax and log_softmax over channels), make C·H·W units and have
+# no weights, except prelu's learned slopes (one, or one per channel: params).
+ACTIVATION_OPS = [
+    _act("relu", "rectified linear unit"),
+    _act("relu6", "ReLU capped at 6 (MobileNet)"),
+    _act("sigmoid", "logistic sigmoid"),
+    _act("tanh", "hyperbolic tangent"),
+    _act("gelu", "Gaussian error linear unit; approximate=tanh for its tanh form",
+         approximate=AttrSpec("choice", "none", choices=("none", "tanh"))),
+    _act("swish", "x·sigmoid(x), a.k.a. SiLU"),
+    _act("hardswish", "x·relu6(x+3)/6 (MobileNetV3)"),
+    _act("hardsigmoid", "relu6(x+3)/6 (MobileNetV3's squeeze-and-excitation gate)"),
+    _act("hardtanh", "x clipped to [min_val, max_val]: hardtanh(-1, 1)",
+         min_val=AttrSpec("float", -1.0), max_val=AttrSpec("float", 1.0)),
+    _act("leakyrelu", "x, or negative_slope·x below 0: leakyrelu(0.2)",
+         negative_slope=AttrSpec("float", 0.01)),
+    _act("elu", "x, or alpha·(exp(x) − 1) below 0 (Clevert et al. 2016)", alpha=_ALPHA),
+    OpDef("celu", "act", "max(0, x) + min(0, alpha·(exp(x/alpha) − 1)) (Barron 2017)",
+          attrs={"alpha": AttrSpec("float", 1.0, doc="not 0")}, positional=("alpha",),
+          shape=_celu_shape),
+    _act("selu", "scale·elu(x, alpha) with SNNs' fixed constants (Klambauer et al. 2017)"),
+    _act("softplus", "log(1 + exp(beta·x))/beta, x itself where beta·x > threshold",
+         beta=AttrSpec("float", 1.0), threshold=AttrSpec("float", 20.0)),
+    _act("mish", "x·tanh(softplus(x)) (Misra 2019)"),
+    _act("softsign", "x / (1 + |x|)"),
+    _act("logsigmoid", "log(sigmoid(x))"),
+    OpDef("prelu", "act", "x, or a learned slope·x below 0 (He et al. 2015); "
+          "per_channel=true learns one slope per channel",
+          attrs={"per_channel": AttrSpec("bool", False),
+                 "init": AttrSpec("float", 0.25, doc="initial slope")}, shape=_prelu_shape,
+          weights=lambda a, ins, out: _prelu_slopes(a, ins),
+          tensors=lambda a, ins, out: {"weight": (_prelu_slopes(a, ins),)}),
+    _act("softmax", "softmax over channels"),
+    _act("log_softmax", "log of the softmax over channels"),
+]
+
+
 OPS: dict[str, OpDef] = {op.name: op for op in [
     OpDef("input", "source", "the network's input", attrs={"shape": AttrSpec("shape")},
           arity=(0, 0), in_syntax=False, makes_units=False, shape=lambda a, ins: a["shape"]),
@@ -446,14 +503,7 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           "inference): droppath(0.2)",
           attrs={"p": AttrSpec("float", 0.0, 0, maximum=1)}, positional=("p",),
           makes_units=False),
-    _act("relu", "rectified linear unit"),
-    _act("relu6", "ReLU capped at 6 (MobileNet)"),
-    _act("sigmoid", "logistic sigmoid"),
-    _act("tanh", "hyperbolic tangent"),
-    _act("gelu", "Gaussian error linear unit"),
-    _act("swish", "x·sigmoid(x), a.k.a. SiLU"),
-    _act("hardswish", "x·relu6(x+3)/6 (MobileNetV3)"),
-    _act("softmax", "softmax over channels"),
+    *ACTIVATION_OPS,
     OpDef("flatten", "shape", "flatten C×H×W to a vector", shape=_flatten_shape,
           makes_units=False),
     OpDef("tokens", "shape",
@@ -499,7 +549,10 @@ ALIASES: dict[str, str] = {
     "layer_scale": "layerscale", "mhsa": "attention", "self_attention": "attention",
     "cls_token": "class_token", "position_embedding": "pos_embedding",
     "batchnorm": "bn", "soft-max": "softmax",
-    "silu": "swish", "globalavgpool": "gap", "global_avgpool": "gap", "gavgpool": "gap",
+    "silu": "swish", "hard_swish": "hardswish", "hswish": "hardswish",
+    "hard_sigmoid": "hardsigmoid", "hsigmoid": "hardsigmoid", "hard_tanh": "hardtanh",
+    "leaky_relu": "leakyrelu", "lrelu": "leakyrelu", "logsoftmax": "log_softmax",
+    "log_sigmoid": "logsigmoid", "globalavgpool": "gap", "global_avgpool": "gap", "gavgpool": "gap",
     "global_maxpool": "gmp", "max_pool": "maxpool", "avg_pool": "avgpool",
     "depthwise": "dwconv", "stochastic_depth": "droppath", "drop_path": "droppath",
 }

@@ -22,6 +22,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from archdsl.backends.tvm.activations import LOWERINGS as ACTIVATIONS
 from archdsl.backends.tvm.runtime import META_FUNC, _to_numpy
 from archdsl.ir import Graph, Node
 
@@ -64,6 +65,7 @@ _RANGES = {
     "layerscale": {"": _NEAR_ONE},
     "class_token": {"": _SMALL},
     "pos_embedding": {"": _SMALL},
+    "prelu": {"weight": (0.0, 0.5)},
 }
 
 
@@ -147,7 +149,8 @@ _ACCUMULATE = {"float16": "float32"}
 # (`_ACCUMULATE`) they run wholly in that dtype, between two casts that fuse into their kernels.
 # A float16 softmax over 1,000 classes summed its exponentials in float16: MobileNet v1's
 # probabilities were 4.4% (of the largest) off float32, PyTorch's float16 0.05%.
-_WIDE_OPS = frozenset({"softmax", "layernorm", "gap", "avgpool", "adaptive_avgpool", "lrn"})
+_WIDE_OPS = frozenset({"softmax", "log_softmax", "layernorm", "gap", "avgpool",
+                       "adaptive_avgpool", "lrn"})
 
 
 def _lower(rule: Lowering, ctx: _Ctx, node: Node, xs: list[relax.Expr],
@@ -251,12 +254,6 @@ def _lrn(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
                      node)
     denom = ctx.emit(relax.op.power(denom, ctx.const(np.array(a["beta"]))), node)
     return relax.op.divide(x, denom)
-
-
-def _hardswish(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
-    x = xs[0]
-    r6 = ctx.emit(relax.op.clip(relax.op.add(x, ctx.const(np.array(3.0))), 0.0, 6.0), node)
-    return relax.op.multiply(x, relax.op.divide(r6, ctx.const(np.array(6.0))))
 
 
 def _feature_view(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -367,14 +364,7 @@ LOWERINGS: dict[str, Lowering] = {
     "layerscale": _layerscale,
     "dropout": lambda ctx, n, xs, ins: xs[0],
     "droppath": lambda ctx, n, xs, ins: xs[0],  # stochastic depth: the identity at inference
-    "relu": lambda ctx, n, xs, ins: relax.op.nn.relu(xs[0]),
-    "relu6": lambda ctx, n, xs, ins: relax.op.clip(xs[0], 0.0, 6.0),
-    "sigmoid": lambda ctx, n, xs, ins: relax.op.sigmoid(xs[0]),
-    "tanh": lambda ctx, n, xs, ins: relax.op.tanh(xs[0]),
-    "gelu": lambda ctx, n, xs, ins: relax.op.nn.gelu(xs[0]),  # erf form, as nn.GELU()
-    "swish": lambda ctx, n, xs, ins: relax.op.nn.silu(xs[0]),
-    "hardswish": _hardswish,
-    "softmax": lambda ctx, n, xs, ins: relax.op.nn.softmax(xs[0], axis=1),
+    **ACTIVATIONS,
     "flatten": lambda ctx, n, xs, ins: relax.op.reshape(xs[0], (ctx.batch, math.prod(ins[0]))),
     "add": _fold(relax.op.add),
     "mul": _fold(relax.op.multiply),

@@ -254,3 +254,20 @@ def test_parameter_ops_read_their_parameter_at_call_time(tmp_path):
     path.write_text("arch t\ninput 4x2x2\nscale: layerscale(0.5)\n")
     scaled = archdsl.load(path).to_torch()
     assert torch.equal(scaled(x), 0.5 * x)
+
+
+@pytest.mark.parametrize("act", sorted(n for n, op in OPS.items() if op.category == "act"))
+def test_every_activation_trains_in_place_as_out_of_place(act):
+    """After a conv, an activation may run in place (its input is dead after it): outputs and
+    gradients equal those of a copy that never writes in place."""
+    arch = archdsl.load(f"arch t\ninput 3x5x5\nc: conv3-4 act={act}\n")
+    model = backend.to_torch(arch.graph).train()
+    reference = backend.to_torch(arch.graph, in_place=False).train()
+    reference.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 5, 5)
+    outs = [m(x) for m in (model, reference)]
+    assert torch.allclose(outs[0], outs[1])
+    for out in outs:
+        out.square().mean().backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name

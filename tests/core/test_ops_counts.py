@@ -269,15 +269,28 @@ def test_lrn():
 @pytest.mark.parametrize("name,make", [
     ("relu", nn.ReLU), ("relu6", nn.ReLU6), ("sigmoid", nn.Sigmoid), ("tanh", nn.Tanh),
     ("gelu", nn.GELU), ("swish", nn.SiLU), ("hardswish", nn.Hardswish),
-    ("softmax", lambda: nn.Softmax(dim=1))])
+    ("softmax", lambda: nn.Softmax(dim=1)), ("hardsigmoid", nn.Hardsigmoid),
+    ("hardtanh(-2, 3)", lambda: nn.Hardtanh(-2, 3)), ("leakyrelu(0.2)", lambda: nn.LeakyReLU(0.2)),
+    ("elu", nn.ELU), ("celu(2)", lambda: nn.CELU(2.0)), ("selu", nn.SELU),
+    ("softplus(2, 10)", lambda: nn.Softplus(2, 10)), ("mish", nn.Mish), ("softsign", nn.Softsign),
+    ("logsigmoid", nn.LogSigmoid), ("log_softmax", lambda: nn.LogSoftmax(dim=1)),
+    ("gelu approximate=tanh", lambda: nn.GELU(approximate="tanh")),
+    ("prelu", nn.PReLU), ("prelu per_channel=true", lambda: nn.PReLU(8))])
 def test_activations(name, make):
     shape = (8, 5, 3)
     g, _, row = build(shape, name)
-    assert g.nodes[1].op == name
+    assert g.nodes[1].op == name.split("(")[0].split()[0]
     assert g.output_shape == torch_shape(make(), shape) == shape
-    assert row.params == torch_params(make()) == 0
+    assert row.params == row.weights == torch_params(make())  # prelu's slopes, else none
     assert row.units == 8 * 5 * 3
-    assert row.weights == row.connections == row.macs == 0
+    assert row.connections == row.macs == 0
+
+
+@pytest.mark.parametrize("alias,op", [("silu", "swish"), ("hard_sigmoid", "hardsigmoid"),
+                                      ("hswish", "hardswish"), ("leaky_relu", "leakyrelu")])
+def test_activation_spellings(alias, op):
+    g, _, _ = build((4, 3, 3), alias, f"conv1-4 act={alias}")
+    assert [n.op for n in g.nodes[1:]] == [op, "conv", op]
 
 
 def test_dropout_and_flatten_make_no_units():
