@@ -80,6 +80,12 @@ class Architecture:
     def settings(self) -> dict[str, Any]:
         return dict(self.graph.settings)
 
+    @property
+    def warnings(self) -> list:
+        """What the spec says that is legal but likely not meant (archdsl.errors.ArchWarning:
+        located, rendered like errors), e.g. a `defaults` attribute no layer takes."""
+        return list(self.graph.warnings)
+
     def stats(self, dtype: str = "float32", conventions=None):
         """Per-layer and total counts (archdsl.analysis.Stats); `conventions` switches
         biases/normalization out of params or cost to FLOPs (analysis.Conventions)."""

@@ -115,7 +115,22 @@ def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None,
                                  "name a file that has an `arch` (or includes one)"))
     if errors:
         raise ArchErrors(_unique(errors))
+    _report_warnings([w for a in graphs for w in a.graph.warnings])
     return graphs
+
+
+def _report_warnings(warnings: list[ArchError]) -> None:
+    """Warnings go to stderr and leave the exit status alone (a file several archs share
+    warns once)."""
+    console = _err()
+    for warning in _unique(warnings):
+        head, _, rest = warning.render().partition("\n")
+        where, sep, msg = head.partition(": warning: ")
+        console.print(f"{where}: " if sep else "", end="", markup=False)
+        console.print("warning: ", style="bold yellow", end="")
+        console.print(msg if sep else head, markup=False)
+        if rest:
+            console.print(rest, markup=False)
 
 
 def _unique(errors: list[ArchError]) -> list[ArchError]:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import syntax as S
-from .attrs import convert
 from .errors import (
     ArchError,
+    ArchWarning,
     ErrorSink,
     NameError_,
     ShapeError,
@@ -22,12 +22,9 @@ from .errors import (
 )
 from .expr import as_int, evaluate, evaluate_value
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
+from .layer_attrs import Default, gather, known_attrs
 from .ops import (
-    ACTIVATIONS,
-    ATTR_SPELLINGS,
-    NORMS,
     OPS,
-    REQUIRED,
     OpDef,
     OpShapeError,
     fmt_shape,
@@ -40,8 +37,6 @@ MAX_BLOCK_DEPTH = 64
 MAX_NODES = 2_000_000
 # conv3, maxpool2, conv1x7 (height × width): the kernel as a suffix of the op's name
 _KERNEL_SUFFIX = re.compile(r"^([A-Za-z_]+?)(\d+)(?:x(\d+))?$")
-ATTACH_KEYS = ("norm", "act")
-_ALL_ATTRS = sorted({a for op in OPS.values() for a in op.attrs} | set(ATTACH_KEYS))
 
 
 class _Abort(Exception):
@@ -82,7 +77,7 @@ class Env:
     """What a statement sees: variable values and the network defaults in force."""
 
     values: dict[str, Any]
-    defaults: dict[str, tuple[S.Expr, dict[str, Any]]]  # attr → (expr, env it is evaluated in)
+    defaults: dict[str, Default]  # attribute → its value in force
     calls: tuple[str, ...] = ()  # the blocks being elaborated, outermost first
 
     def with_values(self, extra: dict[str, Any]) -> Env:
@@ -98,6 +93,10 @@ def _repetition(env: Env, item: S.Item, i: int) -> Env:
 class Elaborator:
     def __init__(self, program: Program, sink: ErrorSink) -> None:
         self.program, self.sink = program, sink
+        # the `defaults` attributes met (by id), and those some layer took: the rest apply
+        # to nothing, which is worth a warning
+        self.seen_defaults: dict[int, S.Attr] = {}
+        self.used_defaults: set[int] = set()
 
     # ------------------------------------------------------------------ architectures
     def arch(self, name: str, overrides: dict[str, Any]) -> Graph:
@@ -161,7 +160,20 @@ class Elaborator:
         top.names["input"] = None
         cur = self._stmts(stmts, top, self.graph.structure, cur, env)
         self.graph.output_id = cur
+        _resolve_auto_biases(self.graph)
+        self._warn_unused_defaults()
         return self.graph
+
+    def _warn_unused_defaults(self) -> None:
+        """A `defaults` attribute (or one written on a block call) that no layer took: a
+        misspelt intent (`eps` where no layer has a norm) that would otherwise be silent."""
+        for key, attr in self.seen_defaults.items():
+            if key not in self.used_defaults:
+                self.graph.warnings.append(ArchWarning(
+                    f"`{attr.name}={_shown(attr.value)}` applies to no layer", attr.span,
+                    f"no layer after it, in this body or the blocks it calls, takes "
+                    f"`{attr.name}` from defaults; remove it, or write it on the layers "
+                    "that should have it"))
 
     def _input(self, stmt: S.Input, env: Env) -> int:
         dims = []
@@ -221,12 +233,16 @@ class Elaborator:
     def _defaults(self, stmt: S.Defaults, env: Env) -> Env:
         new = dict(env.defaults)
         for attr in stmt.attrs:
-            if attr.name not in _ALL_ATTRS:
+            if attr.name not in known_attrs():
                 self.sink.add(NameError_(f"no op has an attribute `{attr.name}`", attr.span,
-                                         did_you_mean(attr.name, _ALL_ATTRS)))
+                                         did_you_mean(attr.name, known_attrs())))
                 continue
-            new[attr.name] = (attr.value, env.values)
+            new[attr.name] = self._default(attr, env.values)
         return Env(env.values, new, env.calls)
+
+    def _default(self, attr: S.Attr, values: dict[str, Any]) -> Default:
+        self.seen_defaults.setdefault(id(attr), attr)
+        return Default(attr.value, values, attr)
 
     def _body(self, body: S.Body, scope: Scope, items: list, cur: int, env: Env) -> int:
         return self._stmts(body.stmts, scope, items, cur, env)
@@ -352,10 +368,10 @@ class Elaborator:
         values = self._bind_params(block.params, given, env.values, call.span, call.name)
         defaults = dict(env.defaults)
         for attr in call.attrs:  # attributes on a block call become defaults inside it
-            if attr.name not in _ALL_ATTRS:
+            if attr.name not in known_attrs():
                 raise NameError_(f"no op has an attribute `{attr.name}`", attr.span,
-                                 did_you_mean(attr.name, _ALL_ATTRS))
-            defaults[attr.name] = (attr.value, env.values)
+                                 did_you_mean(attr.name, known_attrs()))
+            defaults[attr.name] = self._default(attr, env.values)
         inner = Env({**env.values, **values}, defaults, env.calls + (call.name,))
         if claimed is not None:
             name, short = claimed, label[0]
@@ -393,7 +409,9 @@ class Elaborator:
     def _layer(self, layer: S.Layer, label, scope: Scope, items: list, cur: int,
                env: Env) -> int:
         op, kernel = self._resolve(layer)
-        attrs, attach = self._layer_attrs(layer, op, kernel, env)
+        gathered = gather(layer, op, kernel, env.defaults, env.values)
+        self.used_defaults.update(id(d.attr) for d in gathered.used)
+        attrs = gathered.values
         in_shape = self.graph.node(cur).shape
         op_name = op.name
         if op.prepare is not None and in_shape is not None:
@@ -407,13 +425,9 @@ class Elaborator:
         name = scope.claim(primary_label, label[1] if label else None, self.sink)
         nid = self._emit(op_name, attrs, [cur], name, layer.span, None)
         items.append(NodeRef(nid))
-        for key in ATTACH_KEYS:
-            kind = attach.get(key)
-            if kind is None:
-                continue
+        for kind, sub_attrs in gathered.attached:
             sub_label = _attached_label(primary_label, kind, scope, label is not None)
             sub_name = scope.claim(sub_label, layer.span, self.sink)
-            sub_attrs = _defaults_of(OPS[kind])
             cur_sub = self._emit(kind, sub_attrs, [items[-1].id], sub_name, layer.span, nid)
             items.append(NodeRef(cur_sub))
         return items[-1].id
@@ -433,67 +447,6 @@ class Elaborator:
                                   f"write `{m.group(1)}` without the digits")
         raise NameError_(f"unknown op or block `{layer.name}`", layer.name_span,
                          _suggest(layer.name, self.program.blocks))
-
-    def _layer_attrs(self, layer: S.Layer, op: OpDef, kernel: int | tuple[int, int] | None,
-                     env: Env) -> tuple[dict[str, Any], dict[str, str | None]]:
-        raw: dict[str, tuple[Any, Span, dict]] = {}  # attr → (expr or value, span, env)
-
-        def put(key: str, value, span: Span, where: dict) -> None:
-            if key in raw:
-                raise ValueError_(f"`{key}` is given twice", span)
-            raw[key] = (value, span, where)
-
-        if kernel is not None:
-            put(op.kernel, kernel, layer.name_span, {})
-        for part, slot, what in ((layer.channels, op.dash, "-N count"),
-                                 (layer.stride, op.slash, "/S stride")):
-            if part is not None:
-                if slot is None:
-                    raise ValueError_(f"`{layer.name}` takes no {what}", part.span)
-                put(slot, part, part.span, env.values)
-        allowed = set(op.attrs) | (set(ATTACH_KEYS) if op.attaches else set())
-        for i, arg in enumerate(layer.args or []):
-            if arg.name is None:
-                if i >= len(op.positional):
-                    raise ValueError_(f"`{layer.name}` takes {len(op.positional)} positional "
-                                      f"argument(s)", arg.span,
-                                      _attr_hint(op) if op.positional else "use name=value")
-                put(op.positional[i], arg.value, arg.span, env.values)
-            else:
-                self._check_attr_name(arg.name, allowed, op, arg.span)
-                put(arg.name, arg.value, arg.span, env.values)
-        for attr in layer.attrs:
-            self._check_attr_name(attr.name, allowed, op, attr.span)
-            put(attr.name, attr.value, attr.span, env.values)
-        from_defaults = set(op.attrs) | set(op.default_attach if op.attaches else ())
-        for key, (expr, where) in env.defaults.items():
-            if key in from_defaults and key not in raw:
-                raw[key] = (expr, expr.span, where)
-        values: dict[str, Any] = {}
-        attach: dict[str, str | None] = {}
-        for key in sorted(allowed):
-            if key in raw:
-                expr, span, where = raw[key]
-                value = evaluate(expr, where) if isinstance(expr, S.Expr) else expr
-                if key in ATTACH_KEYS:
-                    attach[key] = _attach_value(key, value, span)
-                else:
-                    values[key] = convert(op.attrs[key], value, key, span, layer.name)
-            elif key in op.attrs:
-                spec = op.attrs[key]
-                if spec.default is REQUIRED:
-                    raise ValueError_(f"`{layer.name}` needs {_describe(key, op)}", layer.span,
-                                      _attr_hint(op))
-                values[key] = spec.default
-        if values.get("bias") == "auto":  # a bias is redundant before a normalization
-            values["bias"] = attach.get("norm") is None
-        return values, attach
-
-    def _check_attr_name(self, name: str, allowed: set[str], op: OpDef, span: Span) -> None:
-        if name not in allowed:
-            hint = ATTR_SPELLINGS.get(name) if allowed & {"k", "pad", "stride", "out"} else None
-            raise NameError_(f"`{op.name}` has no attribute `{name}`", span,
-                             hint or did_you_mean(name, allowed) or _attr_hint(op))
 
     # ------------------------------------------------------------------ nodes
     def _name(self, label, scope: Scope) -> str:
@@ -533,6 +486,28 @@ class Elaborator:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def _resolve_auto_biases(graph: Graph) -> None:
+    """`bias=auto` where no norm is attached: a bias, unless the output feeds only layers that
+    cancel it (batch norms written as layers of their own)."""
+    consumers: dict[int, list[str]] = {}
+    for node in graph.nodes:
+        for src in graph.inputs(node.id):
+            consumers.setdefault(src, []).append(node.op)
+    for node in graph.nodes:
+        if node.attrs.get("bias") == "auto":
+            ops = consumers.get(node.id, [])
+            node.attrs["bias"] = not (ops and all(OPS[op].cancels_bias for op in ops))
+
+
+def _shown(value: S.Expr) -> str:
+    """An attribute's value as written, for messages."""
+    span = value.span
+    line = span.source_line()
+    if span.end_line == span.line and line:
+        return line[span.col - 1:span.end_col - 1]
+    return "..."
+
 
 # what a label may be: torchvision's module names (`layer1`, `0`, `block1-0`)
 VALID_LABEL = re.compile(r"^[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*$")
@@ -574,43 +549,6 @@ def _attached_label(primary: str, kind: str, scope: Scope, labelled: bool) -> st
     if m:
         return kind + m.group(1)
     return f"{primary}_{kind}"
-
-
-def _attach_value(key: str, value: Any, span: Span) -> str | None:
-    choices = NORMS if key == "norm" else ACTIVATIONS
-    if value in (None, False, "none"):
-        return None
-    name = str(value).lower()
-    op = lookup(name)
-    if op is None or op.name not in choices:
-        raise ValueError_(f"`{key}={value}` is not one of: none, {', '.join(choices)}", span,
-                          did_you_mean(str(value), choices))
-    return op.name
-
-
-def _defaults_of(op: OpDef) -> dict[str, Any]:
-    return {k: s.default for k, s in op.attrs.items() if s.default is not REQUIRED}
-
-
-def _describe(key: str, op: OpDef) -> str:
-    if key == op.dash:
-        return f"a -N count ({key})"
-    if key == op.kernel:
-        return f"a kernel size ({key})"
-    return f"`{key}`"
-
-
-def _attr_hint(op: OpDef) -> str:
-    parts = [op.name + ("K" if op.kernel else "") + ("-N" if op.dash else "")
-             + ("/S" if op.slash else "")]
-    if op.positional:
-        parts[0] += "(" + ", ".join(op.positional) + ")"
-    names = [k for k in op.attrs if k not in (op.kernel, op.dash, op.slash)]
-    if op.attaches:
-        names += list(ATTACH_KEYS)
-    if names:
-        parts.append("attributes: " + ", ".join(names))
-    return f"{op.name} is written {parts[0]}" + (f"; {parts[1]}" if len(parts) > 1 else "")
 
 
 def _suggest(name: str, blocks) -> str | None:

@@ -85,6 +85,12 @@ class UsageError(ArchError):
     """A mistake in how the spec is used (unknown --set name, missing --arch...)."""
 
 
+class ArchWarning(ArchError):
+    """Not a mistake, but likely not what was meant (a `defaults` attribute no layer takes)."""
+
+    kind = "warning"
+
+
 class ArchErrors(Exception):
     """Several errors found in one run; raised once all of them have been collected."""
 

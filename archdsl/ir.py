@@ -78,6 +78,8 @@ class Graph:
     span: Span | None = None
     # `assert` conditions on the analysed totals, with the values they may refer to
     budgets: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
+    # what elaboration found suspicious but legal (archdsl.errors.ArchWarning), in source order
+    warnings: list = field(default_factory=list)
 
     def node(self, nid: int) -> Node:
         return self.g.nodes[nid]["node"]

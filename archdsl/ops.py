@@ -73,6 +73,9 @@ class OpDef:
     total_connections: Callable[[dict, list[Shape], Shape], int] | None = None
     makes_units: bool = True
     weighted: bool = False  # MACs = connections
+    # subtracts a per-channel mean (batch norm): a bias on the layer before has no effect, so
+    # `bias=auto` there means none, even when the norm is written as a layer of its own
+    cancels_bias: bool = False
     # the tensors a layer holds at inference, suffix → shape, keyed like PyTorch's state_dict
     # ("weight", "running_mean", "out_proj.weight"; "" is a tensor registered under the
     # layer's own name, like torchvision's `class_token`); backends and tests read this
@@ -198,7 +201,7 @@ _CONV_ATTRS = {
     "pad": AttrSpec("pad", "same", doc="same | valid | N | H,W"),
     "dilation": AttrSpec("axes", 1, 1),
     "groups": AttrSpec("int", 1, 1),
-    "bias": AttrSpec("bias", "auto", doc="auto: a bias unless a batch norm follows"),
+    "bias": AttrSpec("bias", "auto", doc="auto: none with norm=, or before a batch norm"),
 }
 
 
@@ -477,7 +480,7 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           shape=_adaptive_shape, total_connections=_adaptive_connections),
     OpDef("bn", "norm", "batch normalization (inference: scale and shift per channel)",
           attrs={"eps": AttrSpec("float", 1e-5, 0), "momentum": AttrSpec("float", 0.1, 0)},
-          biases=lambda a, ins, out: 2 * ins[0][0],
+          cancels_bias=True, biases=lambda a, ins, out: 2 * ins[0][0],
           tensors=lambda a, ins, out: {k: (ins[0][0],) for k in (
               "weight", "bias", "running_mean", "running_var")}),
     OpDef("layernorm", "norm",
@@ -570,8 +573,10 @@ ATTR_SPELLINGS: dict[str, str] = {
     "num_groups": "groups are `groups=G`",
 }
 
-ACTIVATIONS = tuple(n for n, op in OPS.items() if op.category == "act")
-NORMS = ("bn", "lrn", "layernorm")
+def attachable(key: str | None = None) -> tuple[str, ...]:
+    """The ops `norm=` (key "norm") or `act=` (key "act") may name; both without a key."""
+    categories = ("norm", "act") if key is None else (key,)
+    return tuple(n for n, op in OPS.items() if op.category in categories and op.in_syntax)
 
 
 def lookup(name: str) -> OpDef | None:
