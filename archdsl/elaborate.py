@@ -4,6 +4,7 @@ style questions can be answered, and errors name both the producer and the consu
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,14 +24,7 @@ from .errors import (
 from .expr import as_int, evaluate, evaluate_value
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
 from .layer_attrs import Default, gather, known_attrs
-from .ops import (
-    OPS,
-    OpDef,
-    OpShapeError,
-    fmt_shape,
-    lookup,
-    syntax_names,
-)
+from .ops import OPS, OpDef, OpShapeError, chunk_bounds, features, fmt_shape, lookup, syntax_names
 from .program import Program
 
 MAX_BLOCK_DEPTH = 64
@@ -265,7 +259,7 @@ class Elaborator:
             for i in range(count):
                 cur = self._atom(atom, None, scope, items, cur, _repetition(env, item, i))
             return cur
-        if single and (isinstance(atom, (S.Layer, S.Join, S.Residual, S.Gate, S.Dense))):
+        if single and (isinstance(atom, (S.Layer, S.Join, S.Residual, S.Gate, S.Dense, S.Split))):
             # the label names the layer (or block instance, or join node) itself
             return self._atom(atom, (item.label, item.label_span), scope, items, cur, env)
         full = scope.claim(item.label, item.label_span, self.sink)
@@ -287,7 +281,7 @@ class Elaborator:
                                   "(`layer1`, `block1-0`); no `.`, spaces or other signs")
             atom = item.atom
             if isinstance(atom, S.Layer) and atom.name not in self.program.blocks or \
-                    isinstance(atom, (S.Join, S.Residual, S.Gate, S.Dense)):
+                    isinstance(atom, (S.Join, S.Residual, S.Gate, S.Dense, S.Split)):
                 cur = self._atom(atom, (label, item.label_span), scope, items, cur, env_i)
             else:  # a block call or a group: a scope per repetition
                 full = scope.claim(label, item.label_span, self.sink)
@@ -311,6 +305,8 @@ class Elaborator:
             return self._residual(atom, label, scope, items, cur, env)
         if isinstance(atom, S.Join):
             return self._join(atom.kind, atom.branches, label, atom.span, scope, items, cur, env)
+        if isinstance(atom, S.Split):
+            return self._split(atom, label, scope, items, cur, env)
         if isinstance(atom, S.Gate):
             empty = S.Body([], atom.span)
             return self._join("mul", [empty, atom.body], label, atom.span, scope, items, cur, env)
@@ -319,18 +315,50 @@ class Elaborator:
 
     # ------------------------------------------------------------------ joins
     def _join(self, kind: str, branches: list[S.Body], label, span: Span, scope: Scope,
-              items: list, cur: int, env: Env) -> int:
+              items: list, cur: int, env: Env, parts: list[dict] | None = None) -> int:
+        """Branches from `cur` joined by `kind`; with `parts`, each branch starts from a
+        slice of the channels (`split`)."""
         if len(branches) < 2:
-            raise ValueError_(f"`{kind}` needs at least two branches separated by `|`", span,
-                              f"an empty branch is the identity: {kind} {{ | ... }}")
+            what = "split" if parts is not None else kind
+            raise ValueError_(f"`{what}` needs at least two branches separated by `|`", span,
+                              f"an empty branch is the identity: {what} {{ | ... }}")
         outs, refs = [], []
-        for br in branches:
+        for i, br in enumerate(branches):
             br_items: list = []
-            outs.append(self._body(br, scope, br_items, cur, env))
+            start = cur
+            if parts is not None:
+                start = self._emit("slice", parts[i], [cur], self._name(None, scope), span,
+                                   None)
+                br_items.append(NodeRef(start))
+            outs.append(self._body(br, scope, br_items, start, env))
             refs.append(br_items)
         nid = self._emit(kind, {}, outs, self._name(label, scope), span, None)
         items.append(JoinRef(nid, refs))
         return nid
+
+    def _split(self, sp: S.Split, label, scope: Scope, items: list, cur: int, env: Env) -> int:
+        """ShuffleNet's channel split: branch i gets the i-th part of the channels, the parts
+        are concatenated (torch.chunk's equal parts, or the sizes given)."""
+        shape = self.graph.node(cur).shape
+        if shape is None:  # the error that hid it is reported already
+            return cur
+        channels, n = features(shape), len(sp.branches)
+        if sp.sizes:
+            sizes = [as_int(evaluate(a.value, env.values), "a part's size", a.span)
+                     for a in sp.sizes]
+            if len(sizes) != n or sum(sizes) != channels:
+                raise ShapeError(f"split({', '.join(map(str, sizes))}) cannot cut {channels} "
+                                 f"channels into {n} branches", sp.span,
+                                 f"give {n} sizes that add up to {channels}")
+            ends = list(itertools.accumulate(sizes))
+            parts = [{"start": e - s, "end": e} for s, e in zip(sizes, ends, strict=True)]
+        else:
+            try:
+                parts = [dict(zip(("start", "end"), chunk_bounds(channels, n, i), strict=True))
+                         for i in range(n)]
+            except OpShapeError as exc:
+                raise self._shape_error(exc, sp.span, [cur]) from None
+        return self._join("concat", sp.branches, label, sp.span, scope, items, cur, env, parts)
 
     def _residual(self, res: S.Residual, label, scope: Scope, items: list, cur: int,
                   env: Env) -> int:

@@ -364,6 +364,76 @@ def _concat_shape(a: dict, ins: list[Shape]) -> Shape:
     return (sum(s[0] for s in ins),) + tuple(first[1:])
 
 
+# ---------------------------------------------------------------- channel routing
+
+def _slice_shape(a: dict, ins: list[Shape]) -> Shape:
+    n, start, end = features(ins[0]), a["start"], a["end"]
+    if not start < end <= n:
+        raise OpShapeError(f"channels {start} to {end} (end excluded) are not a part of the "
+                           f"{n} of a {fmt_shape(ins[0])} input",
+                           f"give 0 <= start < end <= {n}")
+    return _with_features(ins[0], end - start)
+
+
+def chunk_bounds(channels: int, n: int, index: int) -> tuple[int, int]:
+    """Where the `index`-th of `n` chunks starts and ends, as torch.chunk cuts: ceil(C/n)
+    channels each, the last one what is left."""
+    size = -(-channels // n)
+    start = index * size
+    if start >= channels:
+        raise OpShapeError(f"{channels} channels make {-(-channels // size)} chunks of {size}, "
+                           f"not {index + 1}", "torch.chunk gives fewer chunks when the "
+                           "channels run out; use slice(start, end)")
+    return start, min(channels, start + size)
+
+
+def _chunk_prepare(a: dict, ins: list[Shape]) -> tuple[str, dict]:
+    if a["index"] >= a["n"]:
+        raise OpShapeError(f"chunk {a['index']} of {a['n']} does not exist",
+                           f"chunks are numbered 0 to {a['n'] - 1}")
+    start, end = chunk_bounds(features(ins[0]), a["n"], a["index"])
+    return "slice", {"start": start, "end": end}
+
+
+def _shuffle_shape(a: dict, ins: list[Shape]) -> Shape:
+    c = _spatial(ins, "channel_shuffle")[0]
+    if c % a["groups"]:
+        raise OpShapeError(f"{a['groups']} groups must divide the {c} channels")
+    return ins[0]
+
+
+def _affine_shape(a: dict, ins: list[Shape]) -> Shape:
+    n = features(ins[0])
+    for key in ("scale", "shift"):
+        if len(a[key]) not in (1, n):
+            raise OpShapeError(f"`{key}` has {len(a[key])} values for {n} channels",
+                               "give one value, or one per channel")
+    return ins[0]
+
+
+CHANNEL_OPS = [
+    OpDef("slice", "shape",
+          "channels start to end (end excluded) of a C×H×W map; of each token's features, or "
+          "of a vector: slice(0, 58)",
+          attrs={"start": AttrSpec("int", REQUIRED, 0), "end": AttrSpec("int", REQUIRED, 1)},
+          positional=("start", "end"), shape=_slice_shape, makes_units=False),
+    OpDef("chunk", "shape",
+          "the index-th of n parts of the channels, as torch.chunk cuts them: chunk(2, 1)",
+          attrs={"n": AttrSpec("int", REQUIRED, 1), "index": AttrSpec("int", REQUIRED, 0)},
+          positional=("n", "index"), prepare=_chunk_prepare, lowers_to="slice"),
+    OpDef("channel_shuffle", "shape",
+          "ShuffleNet's shuffle: the channels as G groups, transposed: channel_shuffle(2)",
+          attrs={"groups": AttrSpec("int", REQUIRED, 1)}, positional=("groups",),
+          shape=_shuffle_shape, makes_units=False),
+    OpDef("affine", "scale",
+          "a fixed scale and shift per channel, x·scale + shift (torchvision's GoogLeNet and "
+          "Inception transform_input): affine(scale=[0.458, 0.448, 0.45], shift=[...])",
+          attrs={"scale": AttrSpec("floats", (1.0,), doc="one value, or one per channel"),
+                 "shift": AttrSpec("floats", (0.0,), doc="one value, or one per channel")},
+          positional=("scale", "shift"), shape=_affine_shape),
+]
+
+
 def _flatten_shape(a: dict, ins: list[Shape]) -> Shape:
     return (math.prod(ins[0]),)
 
@@ -507,6 +577,7 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           attrs={"p": AttrSpec("float", 0.0, 0, maximum=1)}, positional=("p",),
           makes_units=False),
     *ACTIVATION_OPS,
+    *CHANNEL_OPS,
     OpDef("flatten", "shape", "flatten C×H×W to a vector", shape=_flatten_shape,
           makes_units=False),
     OpDef("tokens", "shape",

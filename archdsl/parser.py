@@ -298,6 +298,9 @@ class _Build(Transformer):
     def shortcut(self, meta, c):
         return (str(c[0]) if c[0] else None), c[1]
 
+    def split(self, meta, c):
+        return S.Split(c[0], c[1], self._s(meta))
+
     def gate(self, meta, c):
         return S.Gate(c[0], self._s(meta))
 

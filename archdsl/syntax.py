@@ -81,6 +81,15 @@ class Residual:
 
 
 @dataclass
+class Split:
+    """`split { | b }`, `split(24, 40) { a | b }`: each branch gets its part of the channels."""
+
+    sizes: list[Arg] | None
+    branches: list[Body]
+    span: Span
+
+
+@dataclass
 class Gate:
     body: Body
     span: Span
@@ -92,7 +101,7 @@ class Dense:
     span: Span
 
 
-Atom = Layer | Group | Join | Residual | Gate | Dense
+Atom = Layer | Group | Join | Residual | Gate | Dense | Split
 
 
 @dataclass

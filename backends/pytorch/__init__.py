@@ -111,6 +111,7 @@ MODULES: dict[str, Builder] = {
                                      n.attrs["init"]),
     "softmax": lambda n, ins: nn.Softmax(dim=1),
     "log_softmax": lambda n, ins: nn.LogSoftmax(dim=1),
+    "affine": lambda n, ins: ChannelAffine(n.attrs["scale"], n.attrs["shift"], len(ins[0])),
     "flatten": lambda n, ins: nn.Flatten(1),
 }
 
@@ -121,9 +122,25 @@ FUNCTIONS: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]] = {
     "concat": lambda xs: torch.cat(xs, dim=1),
     "tokens": lambda xs: xs[0].flatten(2).transpose(1, 2),
 }
+
+
+def _slice(node: Node) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    start, length = node.attrs["start"], node.attrs["end"] - node.attrs["start"]
+    # the features of each token of a batch of sequences are dim 2; channels, entries dim 1
+    return lambda xs: xs[0].narrow(2 if xs[0].dim() == 3 else 1, start, length)
+
+
+def _channel_shuffle(node: Node) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    """torchvision's channel_shuffle: N×C×H×W as N×G×(C/G)×H×W, the group axes swapped."""
+    groups = node.attrs["groups"]
+    return lambda xs: xs[0].unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
+
+
 # The same with the node's attributes.
 NODE_FUNCTIONS: dict[str, Callable[[Node], Callable[[list[torch.Tensor]], torch.Tensor]]] = {
     "token": lambda n: lambda xs: xs[0][:, n.attrs["index"]],
+    "slice": _slice,
+    "channel_shuffle": _channel_shuffle,
 }
 
 # Ops that hold one tensor, registered on their scope under the layer's own name as
@@ -304,6 +321,23 @@ class _OwnParameter:
 
     def __call__(self, xs: list[torch.Tensor]) -> torch.Tensor:
         return self.act(xs[0], getattr(self.scope, self.name))
+
+
+class ChannelAffine(nn.Module):
+    """x·scale + shift with a fixed value per channel (feature): torchvision's GoogLeNet and
+    Inception `transform_input`. The values are buffers outside the state_dict (constants of
+    the architecture, not weights), so they follow `.to()` without changing the keys."""
+
+    def __init__(self, scale: tuple[float, ...], shift: tuple[float, ...], rank: int) -> None:
+        super().__init__()
+        view = {3: (1, -1, 1, 1), 2: (1, 1, -1), 1: (1, -1)}[rank]
+        for name, values in (("scale", scale), ("shift", shift)):
+            tensor = torch.tensor(values, dtype=torch.float32)
+            self.register_buffer(name, tensor.view(view) if len(values) > 1 else tensor[0],
+                                 persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
 
 
 class LayerNorm2d(nn.LayerNorm):

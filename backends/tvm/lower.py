@@ -23,6 +23,8 @@ import tvm
 from tvm import relax
 
 from archdsl.backends.tvm.activations import LOWERINGS as ACTIVATIONS
+from archdsl.backends.tvm.channel_ops import LOWERINGS as CHANNEL_OPS
+from archdsl.backends.tvm.channel_ops import feature_view
 from archdsl.backends.tvm.runtime import META_FUNC, _to_numpy
 from archdsl.ir import Graph, Node
 
@@ -256,12 +258,6 @@ def _lrn(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
     return relax.op.divide(x, denom)
 
 
-def _feature_view(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """How a per-feature vector broadcasts against a batch of `shape` (archdsl's
-    `ops.features`: channels of a map, features of each token, a vector's entries)."""
-    return {3: (1, -1, 1, 1), 2: (1, 1, -1), 1: (1, -1)}[len(shape)]
-
-
 def _bias(ctx: _Ctx, node: Node, y: relax.Expr, bias: np.ndarray | None,
           view: tuple[int, ...], cast: bool = True) -> relax.Expr:
     """A convolution's or matrix product's `y` (in `ctx.accumulate` where there is one) plus its
@@ -281,7 +277,7 @@ def _linear(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
                                out_dtype=ctx.accumulate)
     else:
         y = relax.op.matmul(xs[0], ctx.const(weight.T), out_dtype=ctx.accumulate)
-    return _bias(ctx, node, y, bias, _feature_view(ins[0]))
+    return _bias(ctx, node, y, bias, feature_view(ins[0]))
 
 
 def _layernorm(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
@@ -292,7 +288,7 @@ def _layernorm(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
 
 
 def _layerscale(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
-    scale = ctx.weights[node.name].reshape(_feature_view(ins[0]))
+    scale = ctx.weights[node.name].reshape(feature_view(ins[0]))
     return relax.op.multiply(xs[0], ctx.const(scale))
 
 
@@ -365,6 +361,7 @@ LOWERINGS: dict[str, Lowering] = {
     "dropout": lambda ctx, n, xs, ins: xs[0],
     "droppath": lambda ctx, n, xs, ins: xs[0],  # stochastic depth: the identity at inference
     **ACTIVATIONS,
+    **CHANNEL_OPS,
     "flatten": lambda ctx, n, xs, ins: relax.op.reshape(xs[0], (ctx.batch, math.prod(ins[0]))),
     "add": _fold(relax.op.add),
     "mul": _fold(relax.op.multiply),

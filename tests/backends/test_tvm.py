@@ -26,7 +26,8 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 # conv/FC and BN standing alone (mixbn, fcbn), a conv with a bias before its BN, softmax over
 # channels on a C×H×W tensor, every activation (with their attributes), and the sequence ops:
 # linear and layernorm over the channels of a map and over tokens, layer scale, tokens, class
-# token, position embedding, multi-head attention on a residual, one token picked.
+# token, position embedding, multi-head attention on a residual, one token picked; channel
+# routing: split, slice, chunk, channel shuffle, a fixed affine per channel.
 EVERY_OP = r"""
 arch every_op(classes = 10)
 input 3x16x16
@@ -43,6 +44,9 @@ acts: concat { hardsigmoid | hardtanh(-0.5, 0.5) | leakyrelu(0.1) | elu(0.9) | c
              | selu | softplus(2, 1) | mish | softsign | logsigmoid | prelu per_channel=true \
              | prelu | gelu approximate=tanh | log_softmax }
 squeeze: conv1-24 act=none
+shuf: split(8, 16) { affine(scale=[0.5, 1, 2, 3, -1, 1, 1, 2], shift=0.25) | conv1-16 act=none }
+cs: channel_shuffle(3)
+ck: concat { chunk(2, 1) | slice(0, 12); affine(scale=2, shift=[0.5]) }
 se: gate { gap; conv1-4 norm=none; conv1-24 norm=none act=sigmoid }
 attn: softmax
 sum: add { conv3-24 act=tanh | }
