@@ -23,21 +23,32 @@ SMALL = {"resolution": 96}
 # vgg_a_lrn (the only LRN network of that size) always runs. Compile time also grows with the
 # number of kernels: a network of over 300 nodes runs in CI only as the first of its file
 # (DenseNet-121 and EfficientNet-B0 stand for the deeper members of their families, which
-# add depth, not new kernels, at 10-30 s each).
+# add depth, not new kernels, at 10-30 s each). A network that is an earlier one of its file
+# at other widths (the same ops, wired the same way: ShuffleNet V2 x0.5 ... x2.0) is stood for
+# by that one.
 HEAVY_MACS = 7e9
 MANY_NODES = 300
 ALWAYS = {"vgg_a_lrn"}
 FULL = os.environ.get("ARCHDSL_FULL_ZOO") == "1"
 
 
+def _structure(graph) -> tuple:
+    """A network without its widths: each node's op and inputs."""
+    return tuple((n.op, tuple(graph.inputs(n.id))) for n in graph.nodes)
+
+
 def _archs():
-    params, files = [], set()
+    params, files, structures = [], set(), set()
     for spec, name in unique_archs(SPECS, distinct=True):
         arch = archdsl.load(spec, arch=name)
         first, files = spec not in files, files | {spec}
+        structure = (spec, _structure(arch.graph))
         reason = ("over 7 GMACs" if arch.stats().totals["macs"] > HEAVY_MACS
                   else f"over {MANY_NODES} nodes; the first network of its file stands for it"
-                  if len(arch.graph.nodes) > MANY_NODES and not first else None)
+                  if len(arch.graph.nodes) > MANY_NODES and not first
+                  else "an earlier network of its file at other widths stands for it"
+                  if structure in structures else None)
+        structures.add(structure)
         run = FULL or reason is None or name in ALWAYS
         marks = [] if run else [pytest.mark.skip(reason=f"{reason}; set ARCHDSL_FULL_ZOO=1 "
                                                         "to run it")]
