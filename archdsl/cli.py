@@ -15,11 +15,26 @@ from rich.console import Console
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import Architecture, elaborate, named_like_file, select_archs
 from .errors import ArchError, ArchErrors, UsageError, last_line
+from .plugins import PluginError, load_plugin
 from .program import Program, load_program
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
                   help="archdsl: describe, measure and compile neural-network architectures.")
+
+
+@app.callback()
+def _options(plugin: Annotated[list[str] | None, typer.Option(
+        "--plugin", metavar="MODULE|FILE.py",
+        help="import a module or .py file that registers its own ops (archdsl.plugins); "
+             "repeatable")] = None) -> None:
+    """archdsl: describe, measure and compile neural-network architectures."""
+    for target in plugin or []:
+        try:
+            load_plugin(target)
+        except PluginError as exc:
+            _err().print(f"error: {exc}", markup=False)
+            raise typer.Exit(1) from None
 
 
 class Count(str, Enum):
@@ -626,7 +641,7 @@ def ops() -> None:
     """List the ops the language knows, with their syntax."""
     from rich.table import Table
 
-    from .elaborate import _attr_hint
+    from .layer_attrs import attr_hint
     from .ops import ALIASES, OPS
     table = Table(title="archdsl ops")
     for col in ("Op", "Category", "Written", "Aliases", "What it is"):
@@ -635,7 +650,7 @@ def ops() -> None:
         if not op.in_syntax:
             continue
         aliases = ", ".join(a for a, t in ALIASES.items() if t == name)
-        table.add_row(name, op.category, _attr_hint(op).split(" is written ", 1)[1], aliases,
+        table.add_row(name, op.category, attr_hint(op).split(" is written ", 1)[1], aliases,
                       op.doc)
     _out().print(table)
 

@@ -25,6 +25,7 @@ from .expr import as_int, evaluate, evaluate_value
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
 from .layer_attrs import Default, gather, known_attrs
 from .ops import OPS, OpDef, OpShapeError, chunk_bounds, features, fmt_shape, lookup, syntax_names
+from .plugins import PluginError, lookup_or_load
 from .program import Program
 
 MAX_BLOCK_DEPTH = 64
@@ -461,7 +462,10 @@ class Elaborator:
         return items[-1].id
 
     def _resolve(self, layer: S.Layer) -> tuple[OpDef, int | tuple[int, int] | None]:
-        op = lookup(layer.name)
+        try:
+            op = lookup_or_load(layer.name)
+        except PluginError as exc:
+            raise NameError_(str(exc), layer.name_span) from None
         if op is not None and op.in_syntax:
             return op, None
         m = _KERNEL_SUFFIX.match(layer.name)

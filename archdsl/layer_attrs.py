@@ -11,7 +11,8 @@ from . import syntax as S
 from .attrs import convert
 from .errors import NameError_, Span, ValueError_, did_you_mean
 from .expr import evaluate
-from .ops import ATTR_SPELLINGS, OPS, REQUIRED, OpDef, attachable, lookup
+from .ops import ATTR_SPELLINGS, OPS, REQUIRED, OpDef, attachable
+from .plugins import PluginError, lookup_or_load
 
 ATTACH_KEYS = ("norm", "act")
 
@@ -145,7 +146,11 @@ def _attach_value(key: str, value: Any, span: Span) -> str | None:
     choices = attachable(key)
     if value in (None, False, "none"):
         return None
-    op = lookup(str(value).lower())
+    try:
+        op = lookup_or_load(str(value))
+    except PluginError as exc:
+        raise ValueError_(str(exc), span) from None
+    choices = attachable(key)
     if op is None or op.name not in choices:
         raise ValueError_(f"`{key}={value}` is not one of: none, {', '.join(choices)}", span,
                           did_you_mean(str(value), choices))

@@ -80,6 +80,9 @@ class OpDef:
     # ("weight", "running_mean", "out_proj.weight"; "" is a tensor registered under the
     # layer's own name, like torchvision's `class_token`); backends and tests read this
     tensors: Callable[[dict, list[Shape], Shape], dict[str, Shape]] = lambda a, ins, out: {}
+    # a user-defined op's own lowerings, by backend ("pytorch", "tvm"); the built-in ops'
+    # are in each backend's table (archdsl.plugins.register_op)
+    lowerings: dict[str, Callable] = field(default_factory=dict)
 
     def params(self, attrs: dict, ins: list[Shape], out: Shape) -> int:
         return self.weights(attrs, ins, out) + self.biases(attrs, ins, out)

@@ -170,6 +170,25 @@ OVERWRITABLE_PRODUCERS = {"conv", "fc", "linear", "layernorm", "bn", "add", "mul
 UNSUPPORTED: dict[str, str] = {}
 
 
+def _builder(node: Node) -> Builder | None:
+    """The op's module builder: the table's, or a user-defined op's own (archdsl.plugins)."""
+    if node.op in MODULES:
+        return MODULES[node.op]
+    user = node.opdef.lowerings.get("pytorch")
+    return None if user is None else lambda n, shapes: _checked(user(n, shapes), n, shapes)
+
+
+def _checked(module: nn.Module, node: Node, shapes) -> nn.Module:
+    """A user-defined op's module must hold the tensors its declaration states: the counts,
+    TVM and the key-for-key checks all read the declaration."""
+    declared = node.opdef.tensors(node.attrs, list(shapes), node.shape)
+    got = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    if got != declared:
+        raise ValueError(f"{node.name}: the PyTorch module of the user-defined op `{node.op}` "
+                         f"holds {got}, its declaration (OpDef.tensors) says {declared}")
+    return module
+
+
 def _fold(fn, xs: list[torch.Tensor]) -> torch.Tensor:
     out = xs[0]
     for x in xs[1:]:
@@ -192,8 +211,9 @@ class ArchModule(nn.Module):
             ins = tuple(graph.inputs(node.id))
             shapes = [graph.node(i).shape for i in ins]
             in_place = bool(ins) and ins[0] in overwritable
-            if node.op in MODULES:
-                module = MODULES[node.op](node, shapes)
+            builder = _builder(node)
+            if builder is not None:
+                module = builder(node, shapes)
                 if node.op == "fc" and len(shapes[0]) > 1:
                     module = _Flattening(module)
                 if hasattr(module, "inplace") and node.opdef.category == "act":

@@ -81,10 +81,10 @@ def random_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for node, params in _weighted_nodes(graph):
         ranges = _RANGES.get(node.op)
-        if ranges is None:
-            matrix = next(shape for suffix, shape in params.items() if len(shape) >= 2)
-            bound = 1.0 / math.sqrt(math.prod(matrix[1:]))
-            ranges = dict.fromkeys(params, (-bound, bound))
+        if ranges is None:  # a matrix's bound for all its tensors; vectors only: near 1
+            matrix = next((shape for shape in params.values() if len(shape) >= 2), None)
+            bound = 1.0 / math.sqrt(math.prod(matrix[1:])) if matrix else None
+            ranges = dict.fromkeys(params, (-bound, bound) if bound else _NEAR_ONE)
         for suffix, shape in params.items():
             out[_key(node, suffix)] = rng.uniform(*ranges[suffix], shape).astype(np.float32)
     return out
@@ -373,6 +373,9 @@ LOWERINGS: dict[str, Lowering] = {
     "token": _token,
 }
 
+_NO_USER_LOWERING = ("a user-defined op registered without one "
+                     "(archdsl.plugins.register_op(..., tvm=...))")
+
 # Ops with no Relax lowering here, and why (none today; the coverage test reads this table).
 UNSUPPORTED: dict[str, str] = {}
 
@@ -409,11 +412,11 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
                 if node.op == "input":
                     continue
                 ins = graph.inputs(node.id)
-                rule = LOWERINGS.get(node.op)
+                rule = LOWERINGS.get(node.op) or node.opdef.lowerings.get("tvm")
                 if rule is None:
                     raise NotImplementedError(
                         f"{node.name}: op `{node.op}` has no TVM lowering: "
-                        f"{UNSUPPORTED.get(node.op, 'not implemented')}")
+                        f"{UNSUPPORTED.get(node.op, _NO_USER_LOWERING)}")
                 expr = _lower(rule, ctx, node, [values[i] for i in ins],
                               [graph.node(i).shape for i in ins])
                 values[node.id] = expr if isinstance(expr, relax.Var) else ctx.emit(expr, node)
