@@ -402,6 +402,8 @@ class Elaborator:
                                  did_you_mean(attr.name, known_attrs()))
             defaults[attr.name] = self._default(attr, env.values)
         inner = Env({**env.values, **values}, defaults, env.calls + (call.name,))
+        if block.inline and label is None and claimed is None:  # as if written here
+            return self._body(block.body, scope, items, cur, inner)
         if claimed is not None:
             name, short = claimed, label[0]
         elif label is None:

@@ -23,7 +23,8 @@ _TERMINAL_WORDS = {
     "LSQB": "`[`", "RSQB": "`]`", "$END": "end of file", "PLUS": "`+`", "STAR": "`*`",
     "SOFT_MAX": "`soft-max`", "POW": "`**`", "ADD_OP": "`+` or `-`",
     "MUL_OP": "`*`, `/`, `//` or `%`",
-    "COMP_OP": "a comparison", "DOT": "`.`",
+    "COMP_OP": "a comparison", "DOT": "`.`", "DIMS": "a size per axis (`1x7`)",
+    "LABEL_DASH": "`-` (in a name)",
 }
 
 
@@ -122,7 +123,10 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> ArchSyntaxError
         lines = text.splitlines() or [""]
         line, col = len(lines), len(lines[-1]) + 1
     span = Span(file, line, col, line, col + width, text)
-    return ArchSyntaxError(msg, span, f"expected {expected}" if expected else _hint_for(text, span))
+    hint = f"expected {expected}" if expected else None
+    extra = _line_break_hint(exc, span)
+    hint = f"{extra}; {hint}" if hint and extra else hint or extra
+    return ArchSyntaxError(msg, span, hint)
 
 
 def _expected(names) -> str:
@@ -132,7 +136,18 @@ def _expected(names) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def _hint_for(text: str, span: Span) -> str | None:
+def _line_break_hint(exc: UnexpectedInput, span: Span) -> str | None:
+    """A statement cut by a line break: one that stops where more was needed (`let x = 1 +`),
+    or an attribute written on a line of its own (`  act=relu` under its layer)."""
+    if not isinstance(exc, UnexpectedToken):
+        return None
+    if exc.token.type == "_NL":
+        return ("a line break ends a statement: end the line with `\\` to continue it (inside "
+                "( ), [ ] or { } of an expression a line continues by itself)")
+    before = span.source_line()[:span.col - 1]
+    if exc.token.type == "EQUAL" and re.fullmatch(r"\s*[A-Za-z_]\w*", before):
+        return ("an attribute on a line of its own: it belongs to the layer it follows on the "
+                "same line; to continue the line above, end it with `\\`")
     return None
 
 
@@ -168,8 +183,8 @@ class _Build(Transformer):
         return S.Include(c[0][1:-1], self._s(meta))
 
     def blockdef(self, meta, c):
-        name, params, body = c
-        return S.BlockDef(str(name), params or [], body, self._s(meta))
+        inline, name, params, body = c
+        return S.BlockDef(str(name), params or [], body, self._s(meta), inline is not None)
 
     def archdef(self, meta, c):
         return S.ArchDef(str(c[0]), c[1] or [], self._s(meta))

@@ -156,6 +156,7 @@ class BlockDef:
     params: list[Param]
     body: Body
     span: Span
+    inline: bool = False  # `inline block`: its items are named in the caller's scope
 
 
 @dataclass

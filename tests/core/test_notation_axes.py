@@ -138,3 +138,38 @@ def test_expressions_are_bounded():
         load("arch a\ninput 4x8x8\nconv1-{len([a for a, b in [1, 2]])}\n")
     with pytest.raises(ArchErrors, match="cannot iterate"):
         load("arch a\ninput 4x8x8\nconv1-{len([a for a in 3])}\n")
+
+
+@pytest.mark.parametrize("text,hint", [
+    ("let x = 1 +\n  2\n", "end the line with `\\` to continue it"),
+    ("conv3-64\n  act=relu\n", "an attribute on a line of its own"),
+])
+def test_a_statement_cut_by_a_line_break_says_how_to_continue(text, hint):
+    with pytest.raises(ArchErrors) as info:
+        load("arch a\ninput 3x8x8\n" + text)
+    assert hint in info.value.errors[0].hint
+
+
+# ---------------------------------------------------------------- names and indices
+
+def test_inline_blocks_name_their_items_in_the_callers_scope():
+    n = nodes("inline block pair(c) { conv3-{c}; relu }\nblock one(c) { conv1-{c} }\n"
+              "inline block row(c, k) { one(c) x{k} }\narch a\ninput 3x8x8\n"
+              "features: (pair(4); row(8, 2); row(16, 1))\nnamed: row(4, 1)\n")
+    assert [k for k in n if k != "input"] == [
+        "features.0", "features.1", "features.2.0", "features.3.0", "features.4.0",
+        "named.0.0"]  # a named call of an inline block is a scope, as a named group is
+
+
+def test_inline_block_names_clash_when_called_twice():
+    with pytest.raises(ArchErrors, match="name `c` is used twice"):
+        load("inline block b() { c: conv1-4 }\narch a\ninput 3x8x8\nb(); b()\n")
+
+
+def test_a_residual_in_a_sequence_takes_an_index_per_body_layer_and_one_for_the_add():
+    # documented in docs/language.md, "Names and indices"
+    n = nodes("block unit() { residual { conv3-8 } }\narch a\ninput 8x4x4\n"
+              "features: (conv3-8; residual { conv3-8 }; conv3-8; unit())\n")
+    assert [(k, v.op) for k, v in n.items()][1:] == [
+        ("features.0", "conv"), ("features.1", "conv"), ("features.2", "add"),
+        ("features.3", "conv"), ("features.4.0", "conv"), ("features.4.1", "add")]

@@ -43,7 +43,7 @@ OFFERS: dict[str, list[str]] = {
     "vgg_e.arch": ["vgg_e", "vgg19_bn"],
     "vgg.arch": ["vgg_a", "vgg11_bn", "vgg_a_lrn", "vgg_b", "vgg13_bn", "vgg_c", "vgg_d",
                  "vgg16_bn", "vgg_e", "vgg19_bn"],
-    "googlenet.arch": ["googlenet"],
+    "googlenet.arch": ["googlenet", "googlenet_torchvision"],
     "resnet_common.arch": ["resnet"],
     "resnet.arch": ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
     "resnet18.arch": ["resnet18"],
@@ -63,6 +63,11 @@ OFFERS: dict[str, list[str]] = {
     "convnext.arch": ["convnext", "convnext_tiny", "convnext_small", "convnext_base",
                       "convnext_large"],
     "vit.arch": ["vit", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"],
+    # tests/core/test_zoo_torchvision_more.py
+    "shufflenet_v2.arch": ["shufflenet_v2", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+                           "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"],
+    "mobilenet_v3.arch": ["mobilenet_v3_large", "mobilenet_v3_small"],
+    "inception_v3.arch": ["inception_v3"],
 }
 DEFAULT_CLASSES = {"lenet5": 10}  # all others: the 1000 ImageNet classes
 
