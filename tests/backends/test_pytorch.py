@@ -9,6 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from zoo_sampling import sampled_zoo  # noqa: E402
+
 import archdsl  # noqa: E402
 from archdsl.api import unique_archs  # noqa: E402
 from archdsl.backends import pytorch as backend  # noqa: E402
@@ -81,6 +83,8 @@ TORCHVISION_TWINS = [
                 "shufflenet_v2_x2_0")],
     ("mobilenet_v3.arch", "mobilenet_v3_large", "mobilenet_v3_large", False),
     ("mobilenet_v3.arch", "mobilenet_v3_small", "mobilenet_v3_small", False),
+    ("regnet.arch", "regnet_y_400mf", "regnet_y_400mf", False),
+    ("regnet.arch", "regnet_x_400mf", "regnet_x_400mf", False),
     # without the training-time auxiliary classifiers; with and without transform_input
     *[(spec, name, tv_name, False, {"aux_logits": False, "init_weights": False, **t}, t)
       for spec, name, tv_name in (("googlenet.arch", "googlenet_torchvision", "googlenet"),
@@ -119,24 +123,7 @@ def test_loads_torchvision_weights_and_agrees(twin):
     assert (got - expected).abs().max().item() < 1e-5
 
 
-def _one_per_structure():
-    """The zoo less the networks that are an earlier one of their file at other widths
-    (ShuffleNet V2 x0.5 ... x2.0: the same ops wired the same way), which export as that one
-    does; ARCHDSL_FULL_ZOO=1 keeps them."""
-    seen, params = set(), []
-    skip = pytest.mark.skip(reason="an earlier network of its file at other widths stands for "
-                                   "it; set ARCHDSL_FULL_ZOO=1 to run it")
-    for spec, name in unique_archs(SPECS, distinct=True):
-        graph = archdsl.load(spec, arch=name).graph
-        key = (spec, tuple((n.op, tuple(graph.inputs(n.id))) for n in graph.nodes))
-        repeat = key in seen and os.environ.get("ARCHDSL_FULL_ZOO") != "1"
-        seen.add(key)
-        params.append(pytest.param(spec, name, id=f"{spec.stem}:{name}",
-                                   marks=[skip] if repeat else []))
-    return params
-
-
-@pytest.mark.parametrize("spec,name", _one_per_structure())
+@pytest.mark.parametrize("spec,name", sampled_zoo(SPECS))
 def test_module_exports_as_one_graph(spec, name):
     """torch.export captures every spec whole (no graph breaks) and computes the same."""
     arch = archdsl.load(spec, arch=name)

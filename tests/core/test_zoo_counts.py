@@ -68,6 +68,11 @@ OFFERS: dict[str, list[str]] = {
                            "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"],
     "mobilenet_v3.arch": ["mobilenet_v3_large", "mobilenet_v3_small"],
     "inception_v3.arch": ["inception_v3"],
+    # tests/core/test_regnet.py
+    "regnet.arch": ["regnet", *[f"regnet_y_{s}" for s in ("400mf", "800mf", "1_6gf", "3_2gf",
+                                                          "8gf", "16gf", "32gf", "128gf")],
+                    *[f"regnet_x_{s}" for s in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf",
+                                                 "16gf", "32gf")]],
 }
 DEFAULT_CLASSES = {"lenet5": 10}  # all others: the 1000 ImageNet classes
 
