@@ -25,6 +25,7 @@ from .analysis import Conventions, Row, analyse
 from .atomic import atomic_path
 from .errors import UsageError
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
+from .notation import call_notation
 from .ops import OPS, fmt_axes, fmt_shape
 from .report import human
 
@@ -325,7 +326,7 @@ def _describe(node: Node, graph: Graph) -> str:
         return f"adaptive_avgpool {a['size']}×{a['size']}"
     if op == "dropout":
         return f"dropout {a['p']:g}"
-    return op
+    return call_notation(node)
 
 
 def _cost(row: Row | None, kind: tuple[str, int]) -> str:

@@ -104,7 +104,17 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
     if op == "dropout":
         p = a.get("p", 0.5)
         return "dropout" if p == 0.5 else f"dropout({p:g})"
-    return op
+    return call_notation(node)
+
+
+def call_notation(node: Node) -> str:
+    """Any other op as it is called, with its positional arguments where they are not the
+    defaults: `channel_shuffle(2)`, `slice(0, 58)`, `leakyrelu(0.2)`, `relu`."""
+    opdef = OPS[node.op]
+    args = [(k, node.attrs.get(k)) for k in opdef.positional]
+    if all(v == opdef.attrs[k].default for k, v in args):
+        return node.op
+    return f"{node.op}({', '.join(attr_value(k, v) for k, v in args)})"
 
 
 def layer_notation(layer: Layer, stride: bool = True) -> str:

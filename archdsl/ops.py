@@ -3,12 +3,14 @@
 Analysis and every backend ask these declarations; nothing else switches on op names.
 Counting conventions (Grosse & Ba, CSC421 "Convolutional networks", and DESIGN.md):
 
-- units: output activations of a layer, C·H·W per image (0 for ops that only re-view data).
-- weights: multiplicative weights only (K·K·Cin/groups·Cout for conv, in·out for FC, 4·D² for
-  attention's projections, one per feature for a layer scale) and learned embeddings (class
-  token, position embedding).
+- units: output activations of a layer, C·H·W per image (0 for ops that only re-view or route
+  data: flatten, tokens, token, slice, channel_shuffle, concat, dropout).
+- weights: multiplicative weights only (Kh·Kw·Cin/groups·Cout for conv, in·out for FC, 4·D² for
+  attention's projections, one per feature for a layer scale, prelu's learned slopes) and
+  learned embeddings (class token, position embedding).
 - params: every trainable parameter: weights + biases + normalization scale/shift.
-- connections: units × fan-in, for conv (K·K·Cin/groups), FC (in) and pooling windows (K·K).
+- connections: units × fan-in, for conv (Kh·Kw·Cin/groups), FC (in) and pooling windows
+  (Kh·Kw).
 - MACs: multiply-accumulates of weighted layers (the MobileNet paper's Mult-Adds,
   torchvision's "GFLOPS"); for attention the projections plus QKᵀ and A·V (L²·D each);
   FLOPs = 2 × MACs.
