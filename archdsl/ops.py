@@ -647,6 +647,7 @@ ATTR_SPELLINGS: dict[str, str] = {
     "out_channels": "output channels are written `-N` (conv3-64) or `out=N`",
     "out_features": "output features are written `-N` (FC-1000) or `out=N`",
     "num_groups": "groups are `groups=G`",
+    "shuffle": "a channel shuffle is a layer of its own: channel_shuffle(G)",
 }
 
 def attachable(key: str | None = None) -> tuple[str, ...]:

@@ -44,6 +44,7 @@ acts: concat { hardsigmoid | hardtanh(-0.5, 0.5) | leakyrelu(0.1) | elu(0.9) | c
              | selu | softplus(2, 1) | mish | softsign | logsigmoid | prelu per_channel=true \
              | prelu | gelu approximate=tanh | log_softmax }
 squeeze: conv1-24 act=none
+asym: conv3x1-24 dilation=2x1 act=none
 shuf: split(8, 16) { affine(scale=[0.5, 1, 2, 3, -1, 1, 1, 2], shift=0.25) | conv1-16 act=none }
 cs: channel_shuffle(3)
 ck: concat { chunk(2, 1) | slice(0, 12); affine(scale=2, shift=[0.5]) }
