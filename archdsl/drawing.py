@@ -323,7 +323,7 @@ def _describe(node: Node, graph: Graph) -> str:
     if op in ("maxpool", "avgpool"):
         return f"{op} {fmt_axes(a['k'])}/{fmt_axes(a['stride'], collapse=True)}"
     if op == "adaptive_avgpool":
-        return f"adaptive_avgpool {a['size']}×{a['size']}"
+        return f"adaptive_avgpool {fmt_axes(a['size'])}"
     if op == "dropout":
         return f"dropout {a['p']:g}"
     return call_notation(node)

@@ -96,7 +96,7 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
             return op
         return f"{op}{attr_value('k', k)}" + (f"/{attr_value('stride', s)}" if stride else "")
     if op == "adaptive_avgpool":
-        return f"adaptive_avgpool({a['size']})"
+        return f"adaptive_avgpool({attr_value('size', a['size'])})"
     if op == "lrn":
         return "LRN"
     if op == "softmax":

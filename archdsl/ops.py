@@ -254,13 +254,14 @@ def _adaptive_window_sum(size: int, out: int) -> int:
 
 def _adaptive_shape(a: dict, ins: list[Shape]) -> Shape:
     c, h, w = _spatial(ins, "adaptive pooling")
-    return (c, a["size"], a["size"])
+    return (c, *pair(a["size"]))
 
 
 def _adaptive_connections(a: dict, ins: list[Shape], out: Shape) -> int:
     # PyTorch's adaptive windows differ in size; sum them exactly over all units
     c, h, w = ins[0]
-    return c * _adaptive_window_sum(h, a["size"]) * _adaptive_window_sum(w, a["size"])
+    oh, ow = pair(a["size"])
+    return c * _adaptive_window_sum(h, oh) * _adaptive_window_sum(w, ow)
 
 
 # ---------------------------------------------------------------- features, tokens
@@ -550,8 +551,9 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           fan_in=lambda a, ins, out: ins[0][1] * ins[0][2]),
     OpDef("gmp", "pool", "global max pooling to C×1×1", shape=_global_shape,
           fan_in=lambda a, ins, out: ins[0][1] * ins[0][2]),
-    OpDef("adaptive_avgpool", "pool", "adaptive average pooling to C×S×S: adaptive_avgpool(7)",
-          attrs={"size": AttrSpec("int", REQUIRED, 1)}, positional=("size",),
+    OpDef("adaptive_avgpool", "pool",
+          "adaptive average pooling to C×S×S, or C×H×W: adaptive_avgpool(7), adaptive_avgpool(4x6)",
+          attrs={"size": AttrSpec("axes", REQUIRED, 1)}, positional=("size",),
           shape=_adaptive_shape, total_connections=_adaptive_connections),
     OpDef("bn", "norm", "batch normalization (inference: scale and shift per channel)",
           attrs={"eps": AttrSpec("float", 1e-5, 0), "momentum": AttrSpec("float", 0.1, 0)},

@@ -27,6 +27,7 @@ from archdsl.backends.tvm.channel_ops import LOWERINGS as CHANNEL_OPS
 from archdsl.backends.tvm.channel_ops import feature_view
 from archdsl.backends.tvm.runtime import META_FUNC, _to_numpy
 from archdsl.ir import Graph, Node
+from archdsl.ops import pair
 
 __all__ = ["LOWERINGS", "UNSUPPORTED", "WeightsError", "build_module", "random_weights",
            "weight_shapes"]
@@ -353,7 +354,7 @@ LOWERINGS: dict[str, Lowering] = {
     "gap": lambda ctx, n, xs, ins: relax.op.mean(xs[0], axis=[2, 3], keepdims=True),
     "gmp": lambda ctx, n, xs, ins: relax.op.max(xs[0], axis=[2, 3], keepdims=True),
     "adaptive_avgpool": lambda ctx, n, xs, ins: relax.op.nn.adaptive_avg_pool2d(
-        xs[0], (n.attrs["size"], n.attrs["size"])),
+        xs[0], pair(n.attrs["size"])),
     "bn": _bn,
     "lrn": _lrn,
     "layernorm": _layernorm,

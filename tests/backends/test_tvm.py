@@ -54,7 +54,7 @@ sum: add { conv3-24 act=tanh | }
 gm: mul { | gmp }
 pool2: avgpool3/2 pad=1 ceil=true
 pool3: maxpool2/3 pad=1 ceil=true
-ap: adaptive_avgpool(3)
+ap: adaptive_avgpool(3x2)
 lin: linear-16 act=gelu
 ln1: layernorm
 ls: layerscale(0.5)

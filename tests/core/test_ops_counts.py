@@ -210,14 +210,17 @@ def torch_adaptive_window_total(size: int, out: int) -> int:
 
 @pytest.mark.parametrize("shape,size", [((512, 14, 14), 7), ((256, 13, 13), 6),
                                         ((256, 6, 6), 6), ((8, 7, 5), 3), ((3, 3, 3), 5),
-                                        ((16, 1, 1), 7), ((4, 10, 10), 1)])
+                                        ((16, 1, 1), 7), ((4, 10, 10), 1), ((4, 10, 9), (3, 4)),
+                                        ((2, 5, 7), (7, 2))])
 def test_adaptive_pooling(shape, size):
     layer = nn.AdaptiveAvgPool2d(size)
-    g, _, row = build(shape, f"adaptive_avgpool({size})")
+    written = size if isinstance(size, int) else "x".join(map(str, size))
+    g, _, row = build(shape, f"adaptive_avgpool({written})")
     assert g.output_shape == torch_shape(layer, shape)
     assert row.units == math.prod(g.output_shape) and row.params == 0 and row.macs == 0
     c, h, w = shape
-    expected = c * torch_adaptive_window_total(h, size) * torch_adaptive_window_total(w, size)
+    oh, ow = (size, size) if isinstance(size, int) else size
+    expected = c * torch_adaptive_window_total(h, oh) * torch_adaptive_window_total(w, ow)
     assert row.connections == expected
 
 
