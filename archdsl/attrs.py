@@ -24,8 +24,8 @@ def _per_axis(spec: AttrSpec, value: Any, what: str, span: Span) -> Any:
     if not isinstance(value, (list, tuple)):
         return _int(spec, value, what, span)
     if len(value) != 2:
-        raise ValueError_(f"{what} takes one value, or two (height and width), got {len(value)}",
-                          span, "e.g. 3, 1x7 or 0,3")
+        raise ValueError_(f"{what} must be one number or [height, width], got {len(value)} "
+                          "values", span, "e.g. 3, 1x7, [1, 7] or (padding) 0,3")
     minimum = None if spec.minimum is None else int(spec.minimum)
     h, w = (as_int(v, what, span, minimum=minimum) for v in value)
     return axes((h, w))
@@ -78,7 +78,7 @@ def _choice(spec: AttrSpec, value: Any, what: str, span: Span) -> str:
 
 
 CONVERTERS: dict[str, Callable[[AttrSpec, Any, str, Span], Any]] = {
-    "int": _int, "axes": _per_axis, "float": _float, "floats": _floats, "bool": _bool,
+    "int": _int, "pair": _per_axis, "float": _float, "floats": _floats, "bool": _bool,
     "bias": _bias, "pad": _pad, "choice": _choice,
 }
 

@@ -86,7 +86,7 @@ class UsageError(ArchError):
 
 
 class ArchWarning(ArchError):
-    """Not a mistake, but likely not what was meant (a `defaults` attribute no layer takes)."""
+    """Valid, but probably not what was meant (reported, never raised)."""
 
     kind = "warning"
 

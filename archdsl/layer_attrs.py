@@ -11,7 +11,7 @@ from . import syntax as S
 from .attrs import convert
 from .errors import NameError_, Span, ValueError_, did_you_mean
 from .expr import evaluate
-from .ops import ATTR_SPELLINGS, OPS, REQUIRED, OpDef, attachable
+from .ops import ATTR_SPELLINGS, OPS, REQUIRED, OpDef, attachable, spellings
 from .plugins import PluginError, lookup_or_load
 
 ATTACH_KEYS = ("norm", "act")
@@ -62,8 +62,10 @@ def gather(layer: S.Layer, op: OpDef, kernel, defaults: dict[str, Default],
     for i, arg in enumerate(layer.args or []):
         if arg.name is None:
             if i >= len(op.positional):
-                raise ValueError_(f"`{layer.name}` takes {len(op.positional)} positional "
-                                  f"argument(s)", arg.span,
+                got = sum(a.name is None for a in layer.args or [])
+                raise ValueError_(f"`{layer.name}` takes "
+                                  f"{count(len(op.positional), 'positional argument')}"
+                                  f", got {got}", arg.span,
                                   attr_hint(op) if op.positional else "use name=value")
             put(op.positional[i], arg.value, arg.span, values)
         else:
@@ -152,9 +154,14 @@ def _attach_value(key: str, value: Any, span: Span) -> str | None:
         raise ValueError_(str(exc), span) from None
     choices = attachable(key)
     if op is None or op.name not in choices:
-        raise ValueError_(f"`{key}={value}` is not one of: none, {', '.join(choices)}", span,
-                          did_you_mean(str(value), choices))
+        words = [w for w in spellings(choices) if w.isidentifier()]  # attribute values
+        raise ValueError_(f"`{key}={value}` is not one of: none, {', '.join(words)}", span,
+                          did_you_mean(str(value), words))
     return op.name
+
+
+def count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def check_name(name: str, allowed: set[str], op: OpDef, span: Span) -> None:

@@ -11,7 +11,7 @@ from tvm import relax
 from archdsl.ir import Node
 
 if TYPE_CHECKING:
-    from .lower import Lowering, _Ctx
+    from .context import Lowering, _Ctx
 
 # nn.SELU's constants (Klambauer et al. 2017, eq. 14)
 _SELU_ALPHA = 1.6732632423543772848170429916717

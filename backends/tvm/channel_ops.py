@@ -8,22 +8,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tvm import relax
 
+from archdsl.backends.tvm.context import _feature_view
 from archdsl.ir import Node
 
 if TYPE_CHECKING:
-    from .lower import Lowering, _Ctx
+    from .context import Lowering, _Ctx
 
 
 def _feature_axis(shape: tuple[int, ...]) -> int:
     """The batched axis `ops.features` means: a map's channels, a vector's entries (1) or the
     features of each token of a sequence (2)."""
     return 2 if len(shape) == 2 else 1
-
-
-def feature_view(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """How a per-feature vector broadcasts against a batch of `shape` (archdsl's
-    `ops.features`: channels of a map, features of each token, a vector's entries)."""
-    return {3: (1, -1, 1, 1), 2: (1, 1, -1), 1: (1, -1)}[len(shape)]
 
 
 def _slice(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
@@ -43,7 +38,7 @@ def _channel_shuffle(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
 
 def _affine(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
     scale, shift = (np.array(node.attrs[k], dtype=np.float64).reshape(
-                        feature_view(ins[0]) if len(node.attrs[k]) > 1 else ())
+                        _feature_view(ins[0]) if len(node.attrs[k]) > 1 else ())
                     for k in ("scale", "shift"))
     y = ctx.emit(relax.op.multiply(xs[0], ctx.const(scale)), node)
     return relax.op.add(y, ctx.const(shift))

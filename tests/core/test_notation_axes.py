@@ -46,7 +46,7 @@ def test_padding_stride_dilation_per_axis():
 
 
 @pytest.mark.parametrize("line,message", [
-    ("conv-8 k=1x2x3", "takes one value, or two"),
+    ("conv-8 k=1x2x3", "must be one number or \\[height, width\\]"),
     ("conv-8 k=0x3", "at least 1"),
     ("conv3-8 pad=1,-1", "at least 0"),
     ("maxpool1x3 pad=1,1", "more than half the window"),
