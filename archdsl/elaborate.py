@@ -115,6 +115,9 @@ class Elaborator:
         # to nothing, which is worth a warning
         self.seen_defaults: dict[int, S.Attr] = {}
         self.used_defaults: set[int] = set()
+        # `bias=auto` with no norm attached: a bias unless every reader cancels it (a separate
+        # batch norm); node id → the ops that read it, settled once the graph is made
+        self.auto_bias: dict[int, list[str]] = {}
 
     # ------------------------------------------------------------------ architectures
     def arch(self, name: str, overrides: dict[str, Any]) -> Graph:
@@ -181,7 +184,9 @@ class Elaborator:
         top.names["input"] = None
         cur = self._stmts(stmts, top, self.graph.structure, cur, env)
         self.graph.output_id = cur
-        _resolve_auto_biases(self.graph)
+        for nid, readers in self.auto_bias.items():  # bias=auto, no norm attached
+            self.graph.node(nid).attrs["bias"] = not (
+                readers and all(OPS[op].cancels_bias for op in readers))
         self._warn_unused_defaults()
         return self.graph
 
@@ -549,15 +554,18 @@ class Elaborator:
                                                                      advice[1])))
 
     def _resolve(self, layer: S.Layer) -> tuple[OpDef, int | tuple[int, int] | None]:
-        try:
-            op = lookup_or_load(layer.name)
-        except PluginError as exc:
-            raise NameError_(str(exc), layer.name_span) from None
+        """The op a layer names, and the kernel its name's suffix gives (`conv1x7`): a
+        registered op first, then an installed plugin's (whose lookup reads every installed
+        package's entry points: only for a name nothing else explains)."""
+        op = lookup(layer.name)
         if op is not None and op.in_syntax:
             return op, None
         m = _KERNEL_SUFFIX.match(layer.name)
-        if m:
-            op = lookup(m.group(1))
+        for find in (lookup, lambda name: self._plugin(name, layer)):
+            op = find(layer.name)
+            if op is not None and op.in_syntax:
+                return op, None
+            op = find(m.group(1)) if m else None
             if op is not None and op.in_syntax and op.kernel:
                 k = int(m.group(2))
                 return op, (k if m.group(3) is None else (k, int(m.group(3))))
@@ -566,6 +574,13 @@ class Elaborator:
                                   f"write `{m.group(1)}` without the digits")
         raise NameError_(f"unknown op or block `{layer.name}`", layer.name_span,
                          _suggest(layer.name, self.program.blocks))
+
+    @staticmethod
+    def _plugin(name: str, layer: S.Layer) -> OpDef | None:
+        try:
+            return lookup_or_load(name)
+        except PluginError as exc:
+            raise NameError_(str(exc), layer.name_span) from None
 
     # ------------------------------------------------------------------ nodes
     def _name(self, label, scope: Scope) -> str:
@@ -588,6 +603,11 @@ class Elaborator:
                 self.sink.add(self._shape_error(exc, span, inputs, hint))
         node = Node(nid, name, op, attrs, shape, span, nid if layer is None else layer)
         self.graph.add_node(node, inputs)
+        for i in inputs:  # what reads a layer whose bias=auto is still open
+            if i in self.auto_bias:
+                self.auto_bias[i].append(op)
+        if attrs.get("bias") == "auto":
+            self.auto_bias[nid] = []
         return nid
 
     def _shape_error(self, exc: OpShapeError, span: Span, inputs: list[int],
@@ -606,19 +626,6 @@ class Elaborator:
 
 
 # ---------------------------------------------------------------------- helpers
-
-def _resolve_auto_biases(graph: Graph) -> None:
-    """`bias=auto` where no norm is attached: a bias, unless the output feeds only layers that
-    cancel it (batch norms written as layers of their own)."""
-    consumers: dict[int, list[str]] = {}
-    for node in graph.nodes:
-        for src in graph.inputs(node.id):
-            consumers.setdefault(src, []).append(node.op)
-    for node in graph.nodes:
-        if node.attrs.get("bias") == "auto":
-            ops = consumers.get(node.id, [])
-            node.attrs["bias"] = not (ops and all(OPS[op].cancels_bias for op in ops))
-
 
 def _shown(value: S.Expr) -> str:
     """An attribute's value as written, for messages."""

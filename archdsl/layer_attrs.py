@@ -11,12 +11,13 @@ from . import syntax as S
 from .attrs import convert
 from .errors import NameError_, Span, ValueError_, did_you_mean
 from .expr import evaluate
-from .ops import ATTR_SPELLINGS, OPS, REQUIRED, OpDef, attachable, spellings
+from .ops import ATTR_SPELLINGS, OPS, REQUIRED, OpDef, attachable, cached_on_ops, spellings
 from .plugins import PluginError, lookup_or_load
 
 ATTACH_KEYS = ("norm", "act")
 
 
+@cached_on_ops
 def known_attrs() -> list[str]:
     """Every attribute some op takes (what a `defaults` line may set)."""
     return sorted({a for op in OPS.values() for a in op.attrs} | set(ATTACH_KEYS))
@@ -42,7 +43,26 @@ class LayerAttrs:
 def gather(layer: S.Layer, op: OpDef, kernel, defaults: dict[str, Default],
            values: dict[str, Any]) -> LayerAttrs:
     """What `layer` (an `op`, `kernel` from its name's suffix) sets, checked and converted."""
-    raw: dict[str, tuple[Any, Span, dict]] = {}  # attr → (expr or value, span, its values)
+    allowed, take, routable = _names(op.name)
+    raw = _written(layer, op, kernel, values, allowed)
+    used: list[Default] = []
+    _from_defaults(raw, take, defaults, used)
+    attach = {key: _attach_value(key, _value(raw[key]), raw[key][1])
+              for key in ATTACH_KEYS if key in raw}
+    own = _convert_all(op, {k: v for k, v in raw.items() if k in op.attrs}, layer.name,
+                       layer.span)
+    attached = (_attached(op, attach, raw, routable, defaults, used, layer)
+                if attach or not routable.isdisjoint(raw) else [])
+    if own.get("bias") == "auto" and attach.get("norm"):
+        own["bias"] = False  # torchvision's Conv2dNormActivation: a bias only without a norm
+    return LayerAttrs(own, attached, used)
+
+
+def _written(layer: S.Layer, op: OpDef, kernel, values: dict[str, Any],
+             allowed: frozenset[str]) -> dict[str, tuple[Any, Span, dict]]:
+    """The attributes the layer writes: its token's parts, its arguments, its `name=value`s;
+    attribute → (expression or value, span, the values it is evaluated with)."""
+    raw: dict[str, tuple[Any, Span, dict]] = {}
 
     def put(key: str, value, span: Span, where: dict) -> None:
         if key in raw:
@@ -57,8 +77,6 @@ def gather(layer: S.Layer, op: OpDef, kernel, defaults: dict[str, Default],
             if slot is None:
                 raise ValueError_(f"`{layer.name}` takes no {what}", part.span)
             put(slot, part, part.span, values)
-    routable = _routable(op)
-    allowed = set(op.attrs) | routable | (set(ATTACH_KEYS) if op.attaches else set())
     for i, arg in enumerate(layer.args or []):
         if arg.name is None:
             if i >= len(op.positional):
@@ -74,17 +92,18 @@ def gather(layer: S.Layer, op: OpDef, kernel, defaults: dict[str, Default],
     for attr in layer.attrs:
         check_name(attr.name, allowed, op, attr.span)
         put(attr.name, attr.value, attr.span, values)
-    used: list[Default] = []
-    take = set(op.attrs) | set(op.default_attach if op.attaches else ())
-    _from_defaults(raw, take, defaults, used)
-    attach = {key: _attach_value(key, _value(raw[key]), raw[key][1])
-              for key in ATTACH_KEYS if key in raw}
-    own = _convert_all(op, {k: v for k, v in raw.items() if k in op.attrs}, layer.name,
-                       layer.span)
-    attached = _attached(op, attach, raw, routable, defaults, used, layer)
-    if own.get("bias") == "auto" and attach.get("norm"):
-        own["bias"] = False  # torchvision's Conv2dNormActivation: a bias only without a norm
-    return LayerAttrs(own, attached, used)
+    return raw
+
+
+@cached_on_ops
+def _names(name: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """For op `name`: the attributes a layer may write, those it takes from `defaults`, and
+    those it passes on to an attached norm or activation."""
+    op = OPS[name]
+    routable = _routable(op)
+    attach = frozenset(ATTACH_KEYS) if op.attaches else frozenset()
+    take = frozenset(op.attrs) | frozenset(op.default_attach if op.attaches else ())
+    return frozenset(op.attrs) | routable | attach, take, routable
 
 
 def _value(entry: tuple[Any, Span, dict]) -> Any:
@@ -112,12 +131,15 @@ def _convert_all(op: OpDef, raw: dict, owner: str, span: Span | None = None) -> 
     return values
 
 
-def _routable(op: OpDef) -> set[str]:
+def _routable(op: OpDef) -> frozenset[str]:
     """Attributes a layer passes on to its attached norm or activation (`eps`, `momentum`,
     `negative_slope`...): those of the ops it can attach that it does not take itself."""
-    if not op.attaches:
-        return set()
-    return {a for kind in attachable() for a in OPS[kind].attrs} - set(op.attrs)
+    return _routable_for(op.name) if op.attaches else frozenset()
+
+
+@cached_on_ops
+def _routable_for(name: str) -> frozenset[str]:
+    return frozenset(a for kind in attachable() for a in OPS[kind].attrs) - set(OPS[name].attrs)
 
 
 def _attached(op: OpDef, attach: dict[str, str | None], raw: dict, routable: set[str],

@@ -18,6 +18,7 @@ Counting conventions (Grosse & Ba, CSC421 "Convolutional networks", and DESIGN.m
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,15 +150,16 @@ def _window(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool)
 
 def _conv_like(a: dict, ins: list[Shape], op: str, channels: int) -> Shape:
     c, h, w = _spatial(ins, op)
-    k, s, p, d = (pair(a.get(key, 1)) for key in ("k", "stride", "pad", "dilation"))
+    (kh, kw), (sh, sw), (ph, pw) = pair(a["k"]), pair(a["stride"]), pair(a["pad"])
+    dh, dw = pair(a.get("dilation", 1))
     ceil = a.get("ceil", False)
-    ho, wo = (_window(x, *axis, ceil)
-              for x, axis in zip((h, w), zip(k, s, p, d, strict=True), strict=True))
+    ho, wo = _window(h, kh, sh, ph, dh, ceil), _window(w, kw, sw, pw, dw, ceil)
     if ho < 1 or wo < 1:
         raise OpShapeError(
-            f"spatial size shrinks below 1: a {fmt_axes(k)} window with stride "
-            f"{fmt_axes(s)} and padding {fmt_axes(p, ',')} on a {h}×{w} input gives "
-            f"{max(ho, 0)}×{max(wo, 0)}",
+            f"spatial size shrinks below 1: a {fmt_axes(a['k'])} window with stride "
+            f"{fmt_axes(a['stride'], collapse=True)} and padding "
+            f"{fmt_axes(a['pad'], ',', collapse=True)} on a {h}×{w} "
+            f"input gives {max(ho, 0)}×{max(wo, 0)}",
             "use a larger input resolution, padding (pad=same), or fewer downsampling layers")
     return (channels, ho, wo)
 
@@ -857,10 +859,28 @@ ATTR_SPELLINGS: dict[str, str] = {
     "shuffle": "a channel shuffle is a layer of its own: channel_shuffle(G)",
 }
 
+@functools.cache
 def attachable(key: str | None = None) -> tuple[str, ...]:
-    """The ops `norm=` (key "norm") or `act=` (key "act") may name; both without a key."""
+    """The ops `norm=` (key "norm") or `act=` (key "act") may name; both without a key.
+    (Asked for every layer: cached, and forgotten when an op is registered: `ops_changed`.)"""
     categories = ("norm", "act") if key is None else (key,)
     return tuple(n for n, op in OPS.items() if op.category in categories and op.in_syntax)
+
+
+_CACHED: list = [attachable]
+
+
+def cached_on_ops(fn):
+    """A function of the registered ops alone, computed once until an op is registered or
+    removed (archdsl.plugins calls `ops_changed`)."""
+    fn = functools.cache(fn)
+    _CACHED.append(fn)
+    return fn
+
+
+def ops_changed() -> None:
+    for fn in _CACHED:
+        fn.cache_clear()
 
 
 def lookup(name: str) -> OpDef | None:

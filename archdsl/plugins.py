@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .attrs import CONVERTERS
-from .ops import ALIASES, OPS, OpDef, lookup
+from .ops import ALIASES, OPS, OpDef, lookup, ops_changed
 
 ENTRY_POINT_GROUP = "archdsl.ops"
 CATEGORIES = ("conv", "linear", "attention", "pool", "norm", "scale", "act", "regularizer",
@@ -67,6 +67,7 @@ def register_op(op: OpDef, *, pytorch: Callable | None = None, tvm: Callable | N
     op = dataclasses.replace(op, lowerings={**op.lowerings, **lowerings})
     OPS[op.name] = op
     ALIASES.update((a.lower(), op.name) for a in aliases)
+    ops_changed()
     return op
 
 
@@ -77,6 +78,7 @@ def unregister_op(name: str) -> None:
     OPS.pop(name, None)
     for alias in [a for a, target in ALIASES.items() if target == name]:
         del ALIASES[alias]
+    ops_changed()
 
 
 def load_plugin(target: str) -> list[str]:
