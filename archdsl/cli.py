@@ -26,6 +26,7 @@ from .cli_shell import (
 from .cli_train import read_labels, register
 from .columns import COLUMNS, choose
 from .errors import UsageError, last_line
+from .plugins import PluginError, load_plugin
 from .program import display_path
 
 
@@ -68,8 +69,18 @@ def _version(show: bool) -> None:
 @app.callback()
 def _main(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="print the version and exit")]
-        = False) -> None:
+        = False,
+        plugin: Annotated[list[str] | None, typer.Option(
+            "--plugin", metavar="MODULE|FILE.py",
+            help="import a module or .py file that registers its own ops (archdsl.plugins); "
+                 "repeatable")] = None) -> None:
     """archdsl: describe, measure and compile neural-network architectures."""
+    for target in plugin or []:
+        try:
+            load_plugin(target)
+        except PluginError as exc:
+            _err().print(f"error: {exc}", markup=False)
+            raise typer.Exit(1) from None
 
 
 class Count(str, Enum):
@@ -545,7 +556,7 @@ def ops() -> None:
     """List the ops the language knows, with their syntax."""
     from rich.table import Table
 
-    from .elaborate import _attr_hint
+    from .layer_attrs import attr_hint
     from .ops import ALIASES, OPS
     table = Table(title="archdsl ops")
     for col in ("Op", "Category", "Written", "Aliases", "What it is"):
@@ -554,7 +565,7 @@ def ops() -> None:
         if not op.in_syntax:
             continue
         aliases = ", ".join(a for a, t in ALIASES.items() if t == name)
-        table.add_row(name, op.category, _attr_hint(op).split(" is written ", 1)[1], aliases,
+        table.add_row(name, op.category, attr_hint(op).split(" is written ", 1)[1], aliases,
                       op.doc)
     _out().print(table)
 

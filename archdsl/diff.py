@@ -45,7 +45,7 @@ from .analysis import Conventions, analyse
 from .columns import Column
 from .notation import Layer, arch_labels, layer_notation, layers
 from .numfmt import human
-from .ops import Shape, fmt_shape
+from .ops import Shape, fmt_shape, same_pad
 from .report import FittedTable, capped, plain
 from .report import md_cell as _md
 from .sequences import matching_pairs, merge_order
@@ -292,7 +292,7 @@ def _details(x: Layer, y: Layer) -> list[str]:
 
 def _same_pad(a: dict) -> bool:
     """`pad` is the kernel's `same` padding (conv3 pad=1, conv1 pad=0): not worth a mention."""
-    return "k" in a and a.get("pad") == a.get("dilation", 1) * (a["k"] - 1) // 2
+    return "k" in a and a.get("pad") == same_pad(a)
 
 
 def _shapes(shapes: tuple) -> str:

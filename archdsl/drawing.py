@@ -25,8 +25,9 @@ from .analysis import Conventions, Row, analyse
 from .atomic import atomic_path, check_output
 from .errors import UsageError
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
+from .notation import call_notation
 from .numfmt import human
-from .ops import OPS, fmt_shape
+from .ops import OPS, fmt_axes, fmt_shape
 from .windows import pair
 
 # suffix → what dot is asked for (None: the source itself, no `dot` needed)
@@ -306,7 +307,8 @@ def _describe(node: Node, graph: Graph) -> str:
     """What a layer does, as papers print it: `conv 7×7/2, 64`, `maxpool 3×3/2`, `fc 1000`."""
     a, op = node.attrs, node.op
     if op == "conv":
-        text = f"conv {a['k']}×{a['k']}" + (f"/{a['stride']}" if a["stride"] != 1 else "")
+        text = f"conv {fmt_axes(a['k'])}" + (f"/{fmt_axes(a['stride'], collapse=True)}"
+                                             if a["stride"] != 1 else "")
         ins = graph.inputs(node.id)
         cin = graph.node(ins[0]).shape[0] if ins and graph.node(ins[0]).shape else None
         if a["groups"] > 1 and a["groups"] == cin:
@@ -327,12 +329,12 @@ def _describe(node: Node, graph: Graph) -> str:
     if op == "patch_merging":
         return f"patch merging, {a['out']}"
     if op in ("maxpool", "avgpool"):
-        return f"{op} {a['k']}×{a['k']}/{a['stride']}"
+        return f"{op} {fmt_axes(a['k'])}/{fmt_axes(a['stride'], collapse=True)}"
     if op == "adaptive_avgpool":
-        return f"adaptive_avgpool {a['size']}×{a['size']}"
+        return f"adaptive_avgpool {fmt_axes(a['size'])}"
     if op == "dropout":
         return f"dropout {a['p']:g}"
-    return op
+    return call_notation(node)
 
 
 def _cost(row: Row | None, kind: tuple[str, int]) -> str:

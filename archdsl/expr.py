@@ -6,6 +6,7 @@ import contextlib
 import math
 import numbers
 import operator
+from collections import ChainMap
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
@@ -34,6 +35,30 @@ def _round_half_even(x: float, ndigits: int | None = None) -> float | int:
     return round(x, ndigits) if ndigits is not None else round(x)
 
 
+# The longest list an expression may make (range, comprehensions, zip): specs need tens of
+# entries (a list per stage or per block); a million would only cost memory and time.
+MAX_LIST = 100_000
+
+
+def _range(*args: int) -> list[int]:
+    if not all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+        raise TypeError("range takes integers")
+    r = range(*args)
+    if len(r) > MAX_LIST:
+        raise ValueError(f"a list of {len(r):,} items is longer than the limit of {MAX_LIST:,}")
+    return list(r)
+
+
+def _log(x: float, base: float | None = None) -> float:
+    return math.log(x) if base is None else math.log(x, base)
+
+
+def _lists(*seqs) -> list:
+    if not all(isinstance(s, list) for s in seqs):
+        raise TypeError("takes lists")
+    return list(seqs)
+
+
 FUNCTIONS: dict[str, Callable[..., Value]] = {
     "int": lambda x: int(x),
     "float": lambda x: float(x),
@@ -44,7 +69,15 @@ FUNCTIONS: dict[str, Callable[..., Value]] = {
     "max": max,
     "abs": abs,
     "sqrt": math.sqrt,
+    "log": _log,
+    "log2": math.log2,
+    "log10": math.log10,
+    "exp": math.exp,
     "len": len,
+    "sum": lambda xs: sum(_lists(xs)[0]),
+    "range": _range,
+    "enumerate": lambda xs: [[i, x] for i, x in enumerate(_lists(xs)[0])],
+    "zip": lambda *xs: [list(t) for t in zip(*_lists(*xs), strict=False)],
     "make_divisible": make_divisible,
     "error": None,  # handled in _call
 }
@@ -177,9 +210,12 @@ def _call(e: Expr, env) -> Value:
     values = [evaluate(a, env) for a in args]
     charge(sum(len(v) for v in values if isinstance(v, (list, str))))
     try:
-        return _sized(fn(*values), e)
+        result = _sized(fn(*values), e)
     except (TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
         raise ValueError_(f"`{fname}` cannot take {_show(values)}: {exc}", e.span) from None
+    if isinstance(result, float) and not math.isfinite(result):
+        raise ValueError_(f"`{fname}({_show(values)})` is not a finite number", e.span)
+    return result
 
 
 def _binop(e: Expr, env) -> Value:
@@ -237,6 +273,29 @@ def _index(e: Expr, env) -> Value:
     return seq[idx]
 
 
+def _listcomp(e: Expr, env) -> Value:
+    """[element for a, b in iterable if condition]: the names are bound for each item (a list
+    of as many values when there are several names, as zip and enumerate make)."""
+    element, names, iterable, condition = e.args
+    items = evaluate(iterable, env)
+    if not isinstance(items, list):
+        raise ValueError_(f"cannot iterate over {_show([items])}", iterable.span,
+                          "iterate over a list, e.g. range(n)")
+    out = []
+    for item in items:
+        if len(names) == 1:
+            bound = {names[0]: item}
+        elif isinstance(item, list) and len(item) == len(names):
+            bound = dict(zip(names, item, strict=True))
+        else:
+            raise ValueError_(f"cannot unpack {_show([item])} into {len(names)} names",
+                              e.span)
+        inner = ChainMap(bound, env)
+        if condition is None or evaluate(condition, inner):
+            out.append(evaluate(element, inner))
+    return out
+
+
 def _ifelse(e: Expr, env) -> Value:
     cond, a, b = e.args
     return evaluate(a, env) if evaluate(cond, env) else evaluate(b, env)
@@ -256,6 +315,7 @@ _EVAL: dict[str, Callable[[Expr, Mapping[str, Value]], Value]] = {
     "list": lambda e, env: [evaluate(a, env) for a in e.args],
     "index": _index,
     "ifelse": _ifelse,
+    "listcomp": _listcomp,
 }
 
 

@@ -3,12 +3,14 @@
 Analysis and every backend ask these declarations; nothing else switches on op names.
 Counting conventions (Grosse & Ba, CSC421 "Convolutional networks", and DESIGN.md):
 
-- units: output activations of a layer, C·H·W per image (0 for ops that only re-view data).
-- weights: multiplicative weights only (K·K·Cin/groups·Cout for conv, in·out for FC, 4·D² for
-  attention's projections, one per feature for a layer scale) and learned embeddings (class
-  token, position embedding).
+- units: output activations of a layer, C·H·W per image (0 for ops that only re-view or route
+  data: flatten, tokens, token, slice, channel_shuffle, concat, dropout).
+- weights: multiplicative weights only (Kh·Kw·Cin/groups·Cout for conv, in·out for FC, 4·D² for
+  attention's projections, one per feature for a layer scale, prelu's learned slopes) and
+  learned embeddings (class token, position embedding).
 - params: every trainable parameter: weights + biases + normalization scale/shift.
-- connections: units × fan-in, for conv (K·K·Cin/groups), FC (in) and pooling windows (K·K).
+- connections: units × fan-in, for conv (Kh·Kw·Cin/groups), FC (in) and pooling windows
+  (Kh·Kw).
 - MACs: multiply-accumulates of weighted layers (the MobileNet paper's Mult-Adds,
   torchvision's "GFLOPS"); for attention the projections plus QKᵀ and A·V (L²·D each);
   FLOPs = 2 × MACs.
@@ -16,6 +18,7 @@ Counting conventions (Grosse & Ba, CSC421 "Convolutional networks", and DESIGN.m
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +85,9 @@ class OpDef:
     total_connections: Callable[[dict, list[Shape], Shape], int] | None = None
     makes_units: bool = True
     weighted: bool = False  # MACs = connections
+    # subtracts a per-channel mean (batch norm): a bias on the layer before has no effect, so
+    # `bias=auto` there means none, even when the norm is written as a layer of its own
+    cancels_bias: bool = False
     # the tensors a layer holds at inference, suffix → shape, keyed like PyTorch's state_dict
     # ("weight", "running_mean", "out_proj.weight"; "" is a tensor registered under the
     # layer's own name, like torchvision's `class_token`); backends and tests read this
@@ -91,6 +97,9 @@ class OpDef:
     # those of `tensors` that are computed from the attributes rather than learned (buffers
     # like Swin's relative_position_index): suffix → values, flat and row-major
     derived: Callable[[dict, list[Shape], Shape], dict[str, tuple]] = lambda a, ins, out: {}
+    # a user-defined op's own lowerings, by backend ("pytorch", "tvm"); the built-in ops'
+    # are in each backend's table (archdsl.plugins.register_op)
+    lowerings: dict[str, Callable] = field(default_factory=dict)
 
     def params(self, attrs: dict, ins: list[Shape], out: Shape) -> int:
         return self.weights(attrs, ins, out) + self.biases(attrs, ins, out)
@@ -141,28 +150,42 @@ def _window(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool)
 
 def _conv_like(a: dict, ins: list[Shape], op: str, channels: int) -> Shape:
     c, h, w = _spatial(ins, op)
-    k, s, p, d = a["k"], a["stride"], a["pad"], a.get("dilation", 1)
+    (kh, kw), (sh, sw), (ph, pw) = pair(a["k"]), pair(a["stride"]), pair(a["pad"])
+    dh, dw = pair(a.get("dilation", 1))
     ceil = a.get("ceil", False)
-    ho, wo = (_window(x, k, s, p, d, ceil) for x in (h, w))
+    ho, wo = _window(h, kh, sh, ph, dh, ceil), _window(w, kw, sw, pw, dw, ceil)
     if ho < 1 or wo < 1:
         raise OpShapeError(
-            f"spatial size shrinks below 1: a {k}×{k} window with stride {s} and padding {p} "
-            f"on a {h}×{w} input gives {max(ho, 0)}×{max(wo, 0)}",
+            f"spatial size shrinks below 1: a {fmt_axes(a['k'])} window with stride "
+            f"{fmt_axes(a['stride'], collapse=True)} and padding "
+            f"{fmt_axes(a['pad'], ',', collapse=True)} on a {h}×{w} "
+            f"input gives {max(ho, 0)}×{max(wo, 0)}",
             "use a larger input resolution, padding (pad=same), or fewer downsampling layers")
     return (channels, ho, wo)
 
 
-def _same_pad(a: dict) -> int:
-    return (a.get("dilation", 1) * (a["k"] - 1)) // 2
+def axes(values: tuple[int, int]) -> int | tuple[int, int]:
+    """The canonical form of a per-axis attribute: an int when both axes agree."""
+    return values[0] if values[0] == values[1] else values
+
+
+def same_pad(a: dict) -> int | tuple[int, int]:
+    d, k = pair(a.get("dilation", 1)), pair(a["k"])
+    return axes((d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2))
 
 
 def _resolve_pad(a: dict) -> dict:
     pad = a["pad"]
     if pad == "same":
-        a["pad"] = _same_pad(a)
+        a["pad"] = same_pad(a)
     elif pad == "valid":
         a["pad"] = 0
     return a
+
+
+def kernel_area(a: dict) -> int:
+    kh, kw = pair(a["k"])
+    return kh * kw
 
 
 # ---------------------------------------------------------------- conv / fc
@@ -203,17 +226,17 @@ def _conv_shape(a: dict, ins: list[Shape]) -> Shape:
 
 
 def _conv_weights(a: dict, ins: list[Shape], out: Shape) -> int:
-    return a["k"] * a["k"] * (ins[0][0] // a["groups"]) * a["out"]
+    return kernel_area(a) * (ins[0][0] // a["groups"]) * a["out"]
 
 
 _CONV_ATTRS = {
     "out": AttrSpec("int", REQUIRED, 1, doc="output channels (conv3-64)"),
-    "k": AttrSpec("int", REQUIRED, 1, doc="kernel size (the digits in conv3)"),
-    "stride": AttrSpec("int", 1, 1, doc="stride (conv7-64/2)"),
-    "pad": AttrSpec("pad", "same", doc="same | valid | N"),
-    "dilation": AttrSpec("int", 1, 1),
+    "k": AttrSpec("pair", REQUIRED, 1, doc="kernel size: the digits in conv3, or conv1x7"),
+    "stride": AttrSpec("pair", 1, 1, doc="stride (conv7-64/2; stride=1x2 per axis)"),
+    "pad": AttrSpec("pad", "same", doc="same | valid | N | H,W"),
+    "dilation": AttrSpec("pair", 1, 1),
     "groups": AttrSpec("int", 1, 1),
-    "bias": AttrSpec("bias", "auto", doc="auto: a bias unless a norm follows"),
+    "bias": AttrSpec("bias", "auto", doc="auto: none with norm=, or before a batch norm"),
 }
 
 
@@ -234,15 +257,16 @@ def _pool_prepare(name: str) -> Callable[[dict, list[Shape]], tuple[str, dict]]:
 
 def _pool_shape(a: dict, ins: list[Shape]) -> Shape:
     c = _spatial(ins, "pooling")[0]
-    if a["pad"] * 2 > a["k"]:
-        raise OpShapeError(f"pooling padding {a['pad']} is more than half the window {a['k']}")
+    if any(p * 2 > k for p, k in zip(pair(a["pad"]), pair(a["k"]), strict=True)):
+        raise OpShapeError(f"pooling padding {fmt_axes(a['pad'], ',')} is more than half the "
+                           f"window {fmt_axes(a['k'])}")
     return _conv_like(a, ins, "pooling", c)
 
 
 _POOL_ATTRS = {
-    "k": AttrSpec("int", 2, 1, doc="window (maxpool3)"),
-    "stride": AttrSpec("int", None, 1, doc="stride (maxpool3/2); default: the window"),
-    "pad": AttrSpec("pad", "valid", doc="valid (default) | same | N"),
+    "k": AttrSpec("pair", 2, 1, doc="window (maxpool3, maxpool1x3)"),
+    "stride": AttrSpec("pair", None, 1, doc="stride (maxpool3/2); default: the window"),
+    "pad": AttrSpec("pad", "valid", doc="valid (default) | same | N | H,W"),
     "ceil": AttrSpec("bool", False, doc="round the output size up (PyTorch ceil_mode)"),
 }
 
@@ -269,13 +293,14 @@ def _adaptive_window_sum(size: int, out: int) -> int:
 
 def _adaptive_shape(a: dict, ins: list[Shape]) -> Shape:
     c, h, w = _spatial(ins, "adaptive pooling")
-    return (c, a["size"], a["size"])
+    return (c, *pair(a["size"]))
 
 
 def _adaptive_connections(a: dict, ins: list[Shape], out: Shape) -> int:
     # PyTorch's adaptive windows differ in size; sum them exactly over all units
     c, h, w = ins[0]
-    return c * _adaptive_window_sum(h, a["size"]) * _adaptive_window_sum(w, a["size"])
+    oh, ow = pair(a["size"])
+    return c * _adaptive_window_sum(h, oh) * _adaptive_window_sum(w, ow)
 
 
 # ---------------------------------------------------------------- features, tokens
@@ -508,6 +533,76 @@ def _concat_shape(a: dict, ins: list[Shape]) -> Shape:
     return (sum(s[0] for s in ins),) + tuple(first[1:])
 
 
+# ---------------------------------------------------------------- channel routing
+
+def _slice_shape(a: dict, ins: list[Shape]) -> Shape:
+    n, start, end = features(ins[0]), a["start"], a["end"]
+    if not start < end <= n:
+        raise OpShapeError(f"channels {start} to {end} (end excluded) are not a part of the "
+                           f"{n} of a {fmt_shape(ins[0])} input",
+                           f"give 0 <= start < end <= {n}")
+    return _with_features(ins[0], end - start)
+
+
+def chunk_bounds(channels: int, n: int, index: int) -> tuple[int, int]:
+    """Where the `index`-th of `n` chunks starts and ends, as torch.chunk cuts: ceil(C/n)
+    channels each, the last one what is left."""
+    size = -(-channels // n)
+    start = index * size
+    if start >= channels:
+        raise OpShapeError(f"{channels} channels make {-(-channels // size)} chunks of {size}, "
+                           f"not {index + 1}", "torch.chunk gives fewer chunks when the "
+                           "channels run out; use slice(start, end)")
+    return start, min(channels, start + size)
+
+
+def _chunk_prepare(a: dict, ins: list[Shape]) -> tuple[str, dict]:
+    if a["index"] >= a["n"]:
+        raise OpShapeError(f"chunk {a['index']} of {a['n']} does not exist",
+                           f"chunks are numbered 0 to {a['n'] - 1}")
+    start, end = chunk_bounds(features(ins[0]), a["n"], a["index"])
+    return "slice", {"start": start, "end": end}
+
+
+def _shuffle_shape(a: dict, ins: list[Shape]) -> Shape:
+    c = _spatial(ins, "channel_shuffle")[0]
+    if c % a["groups"]:
+        raise OpShapeError(f"{a['groups']} groups must divide the {c} channels")
+    return ins[0]
+
+
+def _affine_shape(a: dict, ins: list[Shape]) -> Shape:
+    n = features(ins[0])
+    for key in ("scale", "shift"):
+        if len(a[key]) not in (1, n):
+            raise OpShapeError(f"`{key}` has {len(a[key])} values for {n} channels",
+                               "give one value, or one per channel")
+    return ins[0]
+
+
+CHANNEL_OPS = [
+    OpDef("slice", "shape",
+          "channels start to end (end excluded) of a C×H×W map; of each token's features, or "
+          "of a vector: slice(0, 58)",
+          attrs={"start": AttrSpec("int", REQUIRED, 0), "end": AttrSpec("int", REQUIRED, 1)},
+          positional=("start", "end"), shape=_slice_shape, makes_units=False),
+    OpDef("chunk", "shape",
+          "the index-th of n parts of the channels, as torch.chunk cuts them: chunk(2, 1)",
+          attrs={"n": AttrSpec("int", REQUIRED, 1), "index": AttrSpec("int", REQUIRED, 0)},
+          positional=("n", "index"), prepare=_chunk_prepare, lowers_to="slice"),
+    OpDef("channel_shuffle", "shape",
+          "ShuffleNet's shuffle: the channels as G groups, transposed: channel_shuffle(2)",
+          attrs={"groups": AttrSpec("int", REQUIRED, 1)}, positional=("groups",),
+          shape=_shuffle_shape, makes_units=False),
+    OpDef("affine", "scale",
+          "a fixed scale and shift per channel, x·scale + shift (torchvision's GoogLeNet and "
+          "Inception transform_input): affine(scale=[0.458, 0.448, 0.45], shift=[...])",
+          attrs={"scale": AttrSpec("floats", (1.0,), doc="one value, or one per channel"),
+                 "shift": AttrSpec("floats", (0.0,), doc="one value, or one per channel")},
+          positional=("scale", "shift"), shape=_affine_shape),
+]
+
+
 def _flatten_shape(a: dict, ins: list[Shape]) -> Shape:
     return (math.prod(ins[0]),)
 
@@ -520,6 +615,63 @@ def _act(name: str, doc: str, **attrs: AttrSpec) -> OpDef:
     return OpDef(name, "act", doc, attrs=dict(attrs), positional=tuple(attrs))
 
 
+def _prelu_slopes(a: dict, ins: list[Shape]) -> int:
+    return ins[0][0] if a["per_channel"] else 1
+
+
+def _prelu_shape(a: dict, ins: list[Shape]) -> Shape:
+    if a["per_channel"] and len(ins[0]) == 2:  # PyTorch's slopes follow dim 1: the tokens
+        raise OpShapeError("a slope per channel needs a C×H×W map or a vector, got a sequence "
+                           f"{fmt_shape(ins[0])}", "use one slope (per_channel=false)")
+    return ins[0]
+
+
+def _celu_shape(a: dict, ins: list[Shape]) -> Shape:
+    if a["alpha"] == 0:
+        raise OpShapeError("celu's alpha must not be 0 (it divides by it)")
+    return ins[0]
+
+
+_ALPHA = AttrSpec("float", 1.0, doc="the scale of the negative part")
+
+# The activations of torch.nn that classifiers use, each usable as a layer and as `act=`.
+# They compute elementwise (softmax and log_softmax over channels), make C·H·W units and have
+# no weights, except prelu's learned slopes (one, or one per channel: params).
+ACTIVATION_OPS = [
+    _act("relu", "rectified linear unit"),
+    _act("relu6", "ReLU capped at 6 (MobileNet)"),
+    _act("sigmoid", "logistic sigmoid"),
+    _act("tanh", "hyperbolic tangent"),
+    _act("gelu", "Gaussian error linear unit; approximate=tanh for its tanh form",
+         approximate=AttrSpec("choice", "none", choices=("none", "tanh"))),
+    _act("swish", "x·sigmoid(x), a.k.a. SiLU"),
+    _act("hardswish", "x·relu6(x+3)/6 (MobileNetV3)"),
+    _act("hardsigmoid", "relu6(x+3)/6 (MobileNetV3's squeeze-and-excitation gate)"),
+    _act("hardtanh", "x clipped to [min_val, max_val]: hardtanh(-1, 1)",
+         min_val=AttrSpec("float", -1.0), max_val=AttrSpec("float", 1.0)),
+    _act("leakyrelu", "x, or negative_slope·x below 0: leakyrelu(0.2)",
+         negative_slope=AttrSpec("float", 0.01)),
+    _act("elu", "x, or alpha·(exp(x) − 1) below 0 (Clevert et al. 2016)", alpha=_ALPHA),
+    OpDef("celu", "act", "max(0, x) + min(0, alpha·(exp(x/alpha) − 1)) (Barron 2017)",
+          attrs={"alpha": AttrSpec("float", 1.0, doc="not 0")}, positional=("alpha",),
+          shape=_celu_shape),
+    _act("selu", "scale·elu(x, alpha) with SNNs' fixed constants (Klambauer et al. 2017)"),
+    _act("softplus", "log(1 + exp(beta·x))/beta, x itself where beta·x > threshold",
+         beta=AttrSpec("float", 1.0), threshold=AttrSpec("float", 20.0)),
+    _act("mish", "x·tanh(softplus(x)) (Misra 2019)"),
+    _act("softsign", "x / (1 + |x|)"),
+    _act("logsigmoid", "log(sigmoid(x))"),
+    OpDef("prelu", "act", "x, or a learned slope·x below 0 (He et al. 2015); "
+          "per_channel=true learns one slope per channel",
+          attrs={"per_channel": AttrSpec("bool", False),
+                 "init": AttrSpec("float", 0.25, doc="initial slope")}, shape=_prelu_shape,
+          weights=lambda a, ins, out: _prelu_slopes(a, ins),
+          tensors=lambda a, ins, out: {"weight": (_prelu_slopes(a, ins),)}),
+    _act("softmax", "softmax over channels"),
+    _act("log_softmax", "log of the softmax over channels"),
+]
+
+
 OPS: dict[str, OpDef] = {op.name: op for op in [
     OpDef("input", "source", "the network's input", attrs={"shape": AttrSpec("shape")},
           arity=(0, 0), in_syntax=False, makes_units=False, shape=lambda a, ins: a["shape"]),
@@ -527,9 +679,9 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           attrs=_CONV_ATTRS, kernel="k", dash="out", slash="stride", attaches=True,
           prepare=_conv_prepare, shape=_conv_shape, weights=_conv_weights,
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
-          fan_in=lambda a, ins, out: a["k"] * a["k"] * ins[0][0] // a["groups"], weighted=True,
+          fan_in=lambda a, ins, out: kernel_area(a) * ins[0][0] // a["groups"], weighted=True,
           tensors=lambda a, ins, out: {
-              "weight": (a["out"], ins[0][0] // a["groups"], a["k"], a["k"]),
+              "weight": (a["out"], ins[0][0] // a["groups"], *pair(a["k"])),
               **({"bias": (a["out"],)} if a["bias"] else {})}),
     OpDef("dwconv", "conv", "depthwise convolution (groups = input channels): dwconv3/2",
           attrs={**_CONV_ATTRS, "out": AttrSpec("int", None, 1, doc="default: input channels")},
@@ -554,20 +706,21 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           tensors=lambda a, ins, out: _matrix(a, features(ins[0]))),
     OpDef("maxpool", "pool", "max pooling: maxpool (2×2/2), maxpool3/2", attrs=_POOL_ATTRS,
           kernel="k", slash="stride", prepare=_pool_prepare("maxpool"), shape=_pool_shape,
-          fan_in=lambda a, ins, out: a["k"] * a["k"]),
+          fan_in=lambda a, ins, out: kernel_area(a)),
     OpDef("avgpool", "pool", "average pooling (padding counted, as in PyTorch): avgpool2/2",
           attrs=_POOL_ATTRS, kernel="k", slash="stride", prepare=_pool_prepare("avgpool"),
-          shape=_pool_shape, fan_in=lambda a, ins, out: a["k"] * a["k"]),
+          shape=_pool_shape, fan_in=lambda a, ins, out: kernel_area(a)),
     OpDef("gap", "pool", "global average pooling: C×H×W to C×1×1, or L×D tokens to their "
           "mean D-vector", shape=_global_shape, fan_in=_global_fan_in),
     OpDef("gmp", "pool", "global max pooling: C×H×W to C×1×1, or L×D tokens to a D-vector",
           shape=_global_shape, fan_in=_global_fan_in),
-    OpDef("adaptive_avgpool", "pool", "adaptive average pooling to C×S×S: adaptive_avgpool(7)",
-          attrs={"size": AttrSpec("int", REQUIRED, 1)}, positional=("size",),
+    OpDef("adaptive_avgpool", "pool",
+          "adaptive average pooling to C×S×S, or C×H×W: adaptive_avgpool(7), adaptive_avgpool(4x6)",
+          attrs={"size": AttrSpec("pair", REQUIRED, 1)}, positional=("size",),
           shape=_adaptive_shape, total_connections=_adaptive_connections),
     OpDef("bn", "norm", "batch normalization (inference: scale and shift per channel)",
           attrs={"eps": AttrSpec("float", 1e-5, 0), "momentum": AttrSpec("float", 0.1, 0)},
-          biases=lambda a, ins, out: 2 * ins[0][0],
+          cancels_bias=True, biases=lambda a, ins, out: 2 * ins[0][0],
           tensors=lambda a, ins, out: {k: (ins[0][0],) for k in (
               "weight", "bias", "running_mean", "running_var")}),
     OpDef("layernorm", "norm",
@@ -593,14 +746,8 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           "inference): droppath(0.2)",
           attrs={"p": AttrSpec("float", 0.0, 0, maximum=1)}, positional=("p",),
           makes_units=False),
-    _act("relu", "rectified linear unit"),
-    _act("relu6", "ReLU capped at 6 (MobileNet)"),
-    _act("sigmoid", "logistic sigmoid"),
-    _act("tanh", "hyperbolic tangent"),
-    _act("gelu", "Gaussian error linear unit"),
-    _act("swish", "x·sigmoid(x), a.k.a. SiLU"),
-    _act("hardswish", "x·relu6(x+3)/6 (MobileNetV3)"),
-    _act("softmax", "softmax over channels"),
+    *ACTIVATION_OPS,
+    *CHANNEL_OPS,
     OpDef("flatten", "shape", "flatten C×H×W to a vector", shape=_flatten_shape,
           makes_units=False),
     OpDef("tokens", "shape",
@@ -687,7 +834,10 @@ ALIASES: dict[str, str] = {
     "layer_scale": "layerscale", "mhsa": "attention", "self_attention": "attention",
     "cls_token": "class_token", "position_embedding": "pos_embedding",
     "batchnorm": "bn", "soft-max": "softmax",
-    "silu": "swish", "globalavgpool": "gap", "global_avgpool": "gap", "gavgpool": "gap",
+    "silu": "swish", "hard_swish": "hardswish", "hswish": "hardswish",
+    "hard_sigmoid": "hardsigmoid", "hsigmoid": "hardsigmoid", "hard_tanh": "hardtanh",
+    "leaky_relu": "leakyrelu", "lrelu": "leakyrelu", "logsoftmax": "log_softmax",
+    "log_sigmoid": "logsigmoid", "globalavgpool": "gap", "global_avgpool": "gap", "gavgpool": "gap",
     "global_maxpool": "gmp", "max_pool": "maxpool", "avg_pool": "avgpool",
     "depthwise": "dwconv", "stochastic_depth": "droppath", "drop_path": "droppath",
     "shifted_window_attention": "window_attention", "w_msa": "window_attention",
@@ -695,8 +845,42 @@ ALIASES: dict[str, str] = {
     "untokens": "grid", "to_map": "grid",
 }
 
-ACTIVATIONS = tuple(n for n, op in OPS.items() if op.category == "act")
-NORMS = ("bn", "lrn", "layernorm")
+# Attribute names other tools use, and how archdsl writes them (a hint on an unknown attribute).
+ATTR_SPELLINGS: dict[str, str] = {
+    **dict.fromkeys(("kh", "kw", "kernel_h", "kernel_w", "kernel_size", "kernel"),
+                    "the kernel is `k`, one number or one per axis: k=3, k=1x7 (or conv1x7-C)"),
+    **dict.fromkeys(("padding", "pad_h", "pad_w", "ph", "pw"),
+                    "padding is `pad`: same, valid, a number or one per axis: pad=0,3"),
+    **dict.fromkeys(("strides", "stride_h", "stride_w", "sh", "sw"),
+                    "the stride is `/S` or `stride`, one per axis: stride=1x2"),
+    "out_channels": "output channels are written `-N` (conv3-64) or `out=N`",
+    "out_features": "output features are written `-N` (FC-1000) or `out=N`",
+    "num_groups": "groups are `groups=G`",
+    "shuffle": "a channel shuffle is a layer of its own: channel_shuffle(G)",
+}
+
+@functools.cache
+def attachable(key: str | None = None) -> tuple[str, ...]:
+    """The ops `norm=` (key "norm") or `act=` (key "act") may name; both without a key.
+    (Asked for every layer: cached, and forgotten when an op is registered: `ops_changed`.)"""
+    categories = ("norm", "act") if key is None else (key,)
+    return tuple(n for n, op in OPS.items() if op.category in categories and op.in_syntax)
+
+
+_CACHED: list = [attachable]
+
+
+def cached_on_ops(fn):
+    """A function of the registered ops alone, computed once until an op is registered or
+    removed (archdsl.plugins calls `ops_changed`)."""
+    fn = functools.cache(fn)
+    _CACHED.append(fn)
+    return fn
+
+
+def ops_changed() -> None:
+    for fn in _CACHED:
+        fn.cache_clear()
 
 
 def lookup(name: str) -> OpDef | None:
@@ -718,3 +902,11 @@ def syntax_names() -> list[str]:
 
 def fmt_shape(shape: Shape | None) -> str:
     return "?" if shape is None else "×".join(str(d) for d in shape)
+
+
+def fmt_axes(value: int | tuple[int, int], sep: str = "×", collapse: bool = False) -> str:
+    """A per-axis attribute for people: 3 → 3×3 (3 with `collapse`), (1, 7) → 1×7 (`sep`
+    between the axes)."""
+    if collapse and isinstance(value, int):
+        return str(value)
+    return sep.join(str(v) for v in pair(value))

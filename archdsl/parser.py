@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ _TERMINAL_WORDS = {
     "LSQB": "`[`", "RSQB": "`]`", "$END": "end of file", "PLUS": "`+`", "STAR": "`*`",
     "SOFT_MAX": "`soft-max`", "POW": "`**`", "ADD_OP": "`+` or `-`",
     "MUL_OP": "`*`, `/`, `//` or `%`",
-    "COMP_OP": "a comparison", "DOT": "`.`",
+    "COMP_OP": "a comparison", "DOT": "`.`", "DIMS": "a size per axis (`1x7`)",
+    "LABEL_DASH": "`-` (in a name)",
 }
 
 
@@ -174,7 +176,10 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> ArchSyntaxError
         lines = text.splitlines() or [""]
         line, col = len(lines), len(lines[-1]) + 1
     span = Span(file, line, col, line, col + width, text)
-    return ArchSyntaxError(msg, span, f"expected {expected}" if expected else _hint_for(text, span))
+    hint = f"expected {expected}" if expected else None
+    extra = _line_break_hint(exc, span)
+    hint = f"{extra}; {hint}" if hint and extra else hint or extra
+    return ArchSyntaxError(msg, span, hint)
 
 
 def _expected(names) -> str:
@@ -184,7 +189,18 @@ def _expected(names) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def _hint_for(text: str, span: Span) -> str | None:
+def _line_break_hint(exc: UnexpectedInput, span: Span) -> str | None:
+    """A statement cut by a line break: one that stops where more was needed (`let x = 1 +`),
+    or an attribute written on a line of its own (`  act=relu` under its layer)."""
+    if not isinstance(exc, UnexpectedToken):
+        return None
+    if exc.token.type == "_NL":
+        return ("a line break ends a statement: end the line with `\\` to continue it (inside "
+                "( ), [ ] or { } of an expression a line continues by itself)")
+    before = span.source_line()[:span.col - 1]
+    if exc.token.type == "EQUAL" and re.fullmatch(r"\s*[A-Za-z_]\w*", before):
+        return ("an attribute on a line of its own: it belongs to the layer it follows on the "
+                "same line; to continue the line above, end it with `\\`")
     return None
 
 
@@ -235,8 +251,8 @@ class _Build(Transformer):
         return S.Include(c[0][1:-1], self._s(meta))
 
     def blockdef(self, meta, c):
-        name, params, body = c
-        return S.BlockDef(str(name), params or [], body, self._s(meta))
+        inline, name, params, body = c
+        return S.BlockDef(str(name), params or [], body, self._s(meta), inline is not None)
 
     def archdef(self, meta, c):
         return S.ArchDef(str(c[0]), c[1] or [], self._s(meta))
@@ -287,8 +303,24 @@ class _Build(Transformer):
     def keyword(self, meta, c):
         return c[0]
 
+    block_word = keyword
+
     def label_template(self, meta, c):
-        return str(c[0]), self._s(meta), c[1]
+        """`block1-0:` is a plain name; with `{...}` parts it is a template: its parts, words
+        and expressions, are joined per repetition."""
+        parts: list = []
+        for x in c:
+            if isinstance(x, Token):
+                text = "-" if x.type == "LABEL_DASH" else str(x)
+                if parts and isinstance(parts[-1], str):
+                    parts[-1] += text
+                else:
+                    parts.append(text)
+            else:
+                parts.append(x)
+        if len(parts) == 1:
+            return parts[0], self._s(meta), None
+        return str(parts[0]), self._s(meta), tuple(parts[1:])
 
     def repeat(self, meta, c):
         return self._int(c[1])
@@ -359,6 +391,9 @@ class _Build(Transformer):
     def shortcut(self, meta, c):
         return (str(c[0]) if c[0] else None), c[1]
 
+    def split(self, meta, c):
+        return S.Split(c[0], c[1], self._s(meta))
+
     def gate(self, meta, c):
         return S.Gate(c[0], self._s(meta))
 
@@ -381,8 +416,26 @@ class _Build(Transformer):
     def call(self, meta, c):
         return self._e("call", (str(c[0]), tuple(x for x in c[1:] if x is not None)), meta)
 
-    def list(self, meta, c):
+    def list_lit(self, meta, c):
         return self._e("list", tuple(x for x in c if x is not None), meta)
+
+    def listcomp(self, meta, c):
+        """[element for a, b in iterable if condition]"""
+        element, *names, iterable, condition = c
+        return self._e("listcomp", (element, tuple(str(n) for n in names), iterable, condition),
+                       meta)
+
+    def numbers(self, meta, c):
+        """pad=0,3: a list of numbers written without brackets"""
+        spans = [_tok_span(self.file, self.text, t) for t in c]
+        return self._e("list", tuple(S.Expr("num", (_number(t, span),), span)
+                                     for t, span in zip(c, spans, strict=True)), meta)
+
+    def axes(self, meta, c):
+        """k=1x7: a list of integers, one per axis"""
+        values = re.split("[x×]", str(c[0]))
+        return self._e("list", tuple(S.Expr("num", (int(v),), self._s(meta)) for v in values),
+                       meta)
 
     def index(self, meta, c):
         return self._e("index", (c[0], c[1]), meta)

@@ -81,6 +81,15 @@ class Residual:
 
 
 @dataclass
+class Split:
+    """`split { | b }`, `split(24, 40) { a | b }`: each branch gets its part of the channels."""
+
+    sizes: list[Arg] | None
+    branches: list[Body]
+    span: Span
+
+
+@dataclass
 class Gate:
     body: Body
     span: Span
@@ -92,7 +101,7 @@ class Dense:
     span: Span
 
 
-Atom = Layer | Group | Join | Residual | Gate | Dense
+Atom = Layer | Group | Join | Residual | Gate | Dense | Split
 
 
 @dataclass
@@ -102,8 +111,10 @@ class Item:
     atom: Atom
     repeat: Expr | None
     span: Span
-    # `denselayer{i + 1}: ... x6`: a name per repetition, `i` counting repetitions from 0
-    label_template: Expr | None = None
+    # `denselayer{i + 1}: ... x6`, `block{s}-{i}: ...`: a name per repetition, `i` counting
+    # repetitions from 0; `label` is the first word, these the parts that follow it (words and
+    # expressions, joined in order)
+    label_template: tuple[str | Expr, ...] | None = None
 
 
 @dataclass
@@ -145,6 +156,7 @@ class BlockDef:
     params: list[Param]
     body: Body
     span: Span
+    inline: bool = False  # `inline block`: its items are named in the caller's scope
 
 
 @dataclass

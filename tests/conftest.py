@@ -34,6 +34,7 @@ SLOW = (
     "tests/backends/test_export.py::test_sequence_ops_export_to_onnx",
     "tests/backends/test_export.py::test_each_format_reloads_and_agrees",
     "tests/backends/test_export.py::test_onnx_runs_in_onnxruntime_with_another_batch",
+    "tests/backends/test_export.py::test_channel_and_activation_ops_export_to_onnx",
     "tests/examples/",  # each runs a script that builds, trains or compiles
 )
 

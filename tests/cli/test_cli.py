@@ -122,6 +122,15 @@ def test_check_reports_errors_from_every_file(runner, specs, tmp_path):
     assert result.stderr.rstrip().endswith("3 errors")
 
 
+def test_check_prints_warnings_and_succeeds(runner, tmp_path):
+    spec = tmp_path / "w.arch"
+    spec.write_text("arch w\ninput 3x8x8\ndefaults eps=0.001\nconv3-4\n")
+    result = invoke(runner, "check", spec)
+    assert result.stdout.startswith("ok: 1 architecture")
+    assert "w.arch:3:10: warning: `eps=0.001` applies to no layer" in result.stderr
+    assert "    defaults eps=0.001\n             ^^^^^^^^^\n" in result.stderr
+
+
 def test_check_syntax_error(runner, tmp_path):
     spec = tmp_path / "syn.arch"
     spec.write_text("arch s\ninput 3x8x8\nconv3-4 )\n")
