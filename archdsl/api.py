@@ -196,6 +196,26 @@ def _declared(program: Program, name: str, params: dict[str, Any]) -> dict[str, 
     return {k: v for k, v in params.items() if k in names}
 
 
+def from_torch(module: Any, input_shape: tuple[int, ...], name: str | None = None,
+               partial: bool = False):
+    """A PyTorch `nn.Module` as an archdsl spec (needs the [torch] extra): returns an
+    `Imported` whose `.text` is the spec and `.load()` the Architecture. `input_shape` is one
+    image's (3, 224, 224). Raises ImportFailed (an ArchError) naming every part archdsl cannot
+    express; `partial=True` writes the network up to the first of them instead."""
+    from .backends import load_backend
+    return load_backend("pytorch.importer").from_torch(module, input_shape, name, partial)
+
+
+def import_model(source: str, input_shape: tuple[int, ...] | None = None,
+                 partial: bool = False, **args: Any):
+    """`archdsl import` in Python: "torchvision:resnet50", "timm:resnet50d" (with timm
+    installed) or "package.module:callable" — which imports and runs that code — called with
+    `args`."""
+    from .backends import load_backend
+    return load_backend("pytorch.importer").import_source(source, args, input_shape,
+                                                          partial=partial)
+
+
 def unique_archs(paths: list[Path]) -> list[tuple[Path, str]]:
     """(file, architecture) for every architecture the files offer, each name once (index
     files such as specs/vgg.arch repeat the architectures of the files they include)."""

@@ -625,6 +625,11 @@ def ops() -> None:
     _out().print(table)
 
 
+from .cli_import import import_command  # noqa: E402 — registered after the shared helpers
+
+app.command("import")(import_command)
+
+
 def main() -> None:
     app()
 

@@ -34,17 +34,17 @@ def _items(graph: Graph, items: list, depth: int) -> list[str]:
         if isinstance(it, NodeRef):
             node = graph.node(it.id)
             attached = _attached(graph, items, i)
-            out.append(pad + f"{node.label}: {layer_text(node)}" +
+            out.append(pad + f"{label_text(node.label)}: {layer_text(node)}" +
                        "".join(f" {k}={graph.node(a.id).op}" for k, a in attached))
             i += 1 + len(attached)
             continue
         if isinstance(it, ScopeRef):
-            out.append(pad + f"{it.label}: (")
+            out.append(pad + f"{label_text(it.label)}: (")
             out.extend(_items(graph, it.items, depth + 1))
             out.append(pad + ")")
         elif isinstance(it, JoinRef):
             node = graph.node(it.id)
-            out.append(pad + f"{node.label}: {node.op} {{")
+            out.append(pad + f"{label_text(node.label)}: {node.op} {{")
             for b, branch in enumerate(it.branches):
                 if b:
                     out.append(pad + "|")
@@ -89,6 +89,12 @@ def layer_text(node: Node) -> str:
         text += f"/{a.pop(op.slash)}"
     rest = " ".join(f"{k}={spec_value(v)}" for k, v in sorted(a.items()))
     return f"{text} {rest}" if rest else text
+
+
+def label_text(label: str) -> str:
+    """A label as spec text writes it: quoted unless it is a name or an index
+    (torchvision's RegNet names its blocks `block1-0`)."""
+    return label if label.isidentifier() or label.isdigit() else f'"{label}"'
 
 
 def spec_value(v: Any) -> str:

@@ -6,7 +6,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 
 from . import syntax as S
 from .errors import ArchErrors, ArchSyntaxError, ErrorSink, Span
@@ -43,7 +49,12 @@ def parse(text: str, file: str = "<string>") -> S.Module:
     except UnexpectedInput as exc:
         raise ArchErrors(_syntax_errors(exc, text, file)) from None
     sink = ErrorSink()
-    items = _Build(file, text).transform(tree)
+    try:
+        items = _Build(file, text).transform(tree)
+    except VisitError as exc:  # a rule's own check (a quoted name with a `.`)
+        if isinstance(exc.orig_exc, ArchSyntaxError):
+            raise ArchErrors([exc.orig_exc]) from None
+        raise
     module = _group(items, file, sink)
     sink.check()
     return module
@@ -213,7 +224,15 @@ class _Build(Transformer):
 
     def label(self, meta, c):
         tok = c[0]
-        return str(tok), _tok_span(self.file, self.text, tok), None
+        span = _tok_span(self.file, self.text, tok)
+        if getattr(tok, "type", "") != "STRING":
+            return str(tok), span, None
+        name = str(tok)[1:-1]
+        if not name or "." in name or not name.isprintable():
+            raise ArchSyntaxError(f"`{tok}` cannot be a name", span,
+                                  "a quoted name may hold any characters but `.` (which "
+                                  "separates scopes)")
+        return name, span, None
 
     def keyword(self, meta, c):
         return c[0]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-EXTRAS = {"pytorch": "torch", "tvm": "tvm", "tvm.build": "tvm", "tvm.runtime": "tvm"}
+EXTRAS = {"pytorch": "torch", "pytorch.importer": "torch", "tvm": "tvm", "tvm.build": "tvm",
+          "tvm.runtime": "tvm"}
 
 
 class BackendUnavailable(ImportError):
