@@ -22,7 +22,7 @@ from .doc import build
 from .flat import FlatNet, FlatNode, Unmapped
 from .forms import Call, Defaults, Group, Join, Layer, Stmt
 from .render import Binding, render
-from .structure import StructureError, decompose, group
+from .structure import StructureError, decompose, group, lift_out_of_layers
 from .verify import differences
 
 __all__ = ["FlatNet", "FlatNode", "Recovered", "StructureError", "Unmapped", "recover"]
@@ -38,6 +38,7 @@ class Recovered:
 def recover(net: FlatNet, header: list[str] | None = None) -> Recovered:
     """Spec text for the network (raises StructureError where archdsl's nesting cannot
     write its wiring)."""
+    lift_out_of_layers(net)
     tree = group(net, decompose(net))
     last = None
     for use_blocks in (True, False):

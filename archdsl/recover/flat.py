@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ops import Shape
+from ..ops import OPS, REQUIRED, Shape
 
 
 @dataclass
@@ -63,6 +63,41 @@ class FlatNet:
 
     def node(self, nid: int) -> FlatNode:
         return self.nodes[self._index()[nid]]
+
+    def add(self, op: str, attrs: dict[str, Any], inputs: list[int], name: str | None = None,
+            scope: tuple[str, ...] | None = None) -> FlatNode:
+        """Append a node: attributes completed with the op's defaults and prepared as
+        elaboration does (`pad=same` made a number, dwconv made a conv), its shape from the
+        op's declaration (OpShapeError if it rejects the inputs), its scope from its name
+        unless given. Node 0, the input, is made with the net."""
+        full = {}
+        for key, spec in OPS[op].attrs.items():
+            if key in attrs:
+                full[key] = attrs[key]
+            elif spec.default is not REQUIRED:
+                full[key] = spec.default
+            else:
+                raise KeyError(f"{op} needs `{key}`")
+        if full.get("bias") == "auto":
+            raise KeyError(f"{op} needs `bias` (true or false): a flat graph has no attached "
+                           "norm to decide it")
+        ins = [self.node(i).shape for i in inputs]
+        if OPS[op].prepare is not None:
+            op, full = OPS[op].prepare(full, ins)
+        op_def = OPS[op]
+        shape = tuple(op_def.shape(full, ins))
+        keep = name is not None and bool(op_def.tensors(full, ins, shape))
+        if scope is None:
+            scope = tuple(name.split(".")[:-1]) if name else ()
+        node = FlatNode(len(self.nodes), op, full, list(inputs), shape, name, scope, keep)
+        self.nodes.append(node)
+        return node
+
+    @classmethod
+    def start(cls, name: str, input_shape: Shape, **kw: Any) -> FlatNet:
+        """An empty network: its input node only."""
+        shape = tuple(input_shape)
+        return cls(name, shape, [FlatNode(0, "input", {"shape": shape}, [], shape)], 0, **kw)
 
     def _index(self) -> dict[int, int]:
         if getattr(self, "_idx", None) is None or len(self._idx) != len(self.nodes):

@@ -14,6 +14,7 @@ adds the features, wherever its `torch.cat` was written).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import networkx as nx
@@ -45,6 +46,19 @@ class ScopeIt:
     label: str
     items: list
     path: tuple[str, ...] = ()
+
+
+def lift_out_of_layers(net: FlatNet) -> None:
+    """A module that holds weights it applies itself (timm's BatchNormAct2d: F.batch_norm,
+    then its `act` child) is a layer in archdsl, and a layer cannot also be a scope: the
+    weightless work inside it moves out, beside the layer, under no name of its own."""
+    layers = {n.name for n in net.nodes if n.keep_name}
+    for node in net.nodes:
+        for k in range(len(node.scope), 0, -1):
+            if ".".join(node.scope[:k]) in layers and not node.keep_name:
+                node.scope = node.scope[:k - 1]
+                node.name = None
+                break
 
 
 def decompose(net: FlatNet) -> list:
@@ -82,67 +96,118 @@ def decompose(net: FlatNet) -> list:
     return seq(net.nodes[0].id, net.output)
 
 
-def item_path(net: FlatNet, item, cache: dict[int, tuple[str, ...]] | None = None
-              ) -> tuple[str, ...]:
-    """The scope an item is named in: a node's own; a join's, the common scope of what its
-    branches hold (the join node itself is only a sum or a concatenation)."""
-    if isinstance(item, NodeIt):
-        return net.node(item.id).scope
-    if cache is not None and id(item) in cache:
-        return cache[id(item)]
-    path = _join_path(net, item, cache)
-    if cache is not None:
-        cache[id(item)] = path
-    return path
+class _Paths:
+    """Which scope each item is named in (joins' computed once)."""
+
+    def __init__(self, net: FlatNet) -> None:
+        self.net = net
+        self.cache: dict[int, tuple[str, ...]] = {}
+        self.under: Counter[tuple[str, ...]] = Counter()  # scope → nodes within it
+        for node in net.nodes:
+            for k in range(len(node.scope) + 1):
+                self.under[node.scope[:k]] += 1
+
+    def of(self, item) -> tuple[str, ...]:
+        """A node's own scope; a join's, where its sum or concatenation is written."""
+        if isinstance(item, NodeIt):
+            return self.net.node(item.id).scope
+        if id(item) not in self.cache:
+            self.cache[id(item)] = self._join(item)
+        return self.cache[id(item)]
+
+    def _join(self, item: JoinIt) -> tuple[str, ...]:
+        own = self.net.node(item.id).scope
+        # a function called by the parent's forward in the middle of a block's modules
+        # (F.gelu between two Linear children) can sit anywhere: it has no name to keep
+        items = [x for br in item.branches for x in br]
+        paths = [self.of(x) for x in items if not self.free(x)] or \
+            [self.of(x) for x in items]
+        if not paths:
+            return own
+        common = paths[0]
+        for p in paths[1:]:
+            n = 0
+            while n < min(len(common), len(p)) and common[n] == p[n]:
+                n += 1
+            common = common[:n]
+        # The module whose forward made the join, when the branches' common scope lies
+        # wholly inside the join (InvertedResidual's `conv` Sequential holds just the body);
+        # otherwise that common scope: it holds the join (a block written as a ModuleDict
+        # and driven by its parent's forward), or the join concatenates its own input with
+        # what the scope adds (DenseNet's torch.cat, written in the next layer).
+        # Two branches opening the same scope there (a ModuleList of branches) also put it
+        # in their common scope.
+        dense = self.net.node(item.id).op == "concat" and not item.branches[0]
+        inside = self.under[common] == _count_nodes(item.branches)
+        if common[:len(own)] == own and inside and not dense and \
+                not self._shared_heads(item, own):
+            return own
+        return common
+
+    def free(self, item) -> bool:
+        """A node whose scope does not matter: no weights, no module of its own."""
+        if not isinstance(item, NodeIt):
+            return False
+        node = self.net.node(item.id)
+        return node.name is None and not node.keep_name
+
+    def _shared_heads(self, item: JoinIt, base: tuple[str, ...]) -> bool:
+        seen: set[str] = set()
+        for br in item.branches:
+            heads = {p[len(base)] for p in map(self.of, br) if len(p) > len(base)}
+            if heads & seen:
+                return True
+            seen |= heads
+        return False
 
 
-def _join_path(net: FlatNet, item: JoinIt, cache: dict | None) -> tuple[str, ...]:
-    own = net.node(item.id).scope
-    paths = [item_path(net, x, cache) for br in item.branches for x in br]
-    if not paths:
-        return own
-    common = paths[0]
-    for p in paths[1:]:
-        n = 0
-        while n < min(len(common), len(p)) and common[n] == p[n]:
-            n += 1
-        common = common[:n]
-    # the module whose forward made the join, when it holds the branches (a residual's
-    # block); but a concatenation with its own input belongs to what adds the new part
-    # (DenseNet's torch.cat, written in the next layer or in the dense block)
-    dense = net.node(item.id).op == "concat" and not item.branches[0]
-    return own if common[:len(own)] == own and not dense else common
+def _count_nodes(branches: list[list]) -> int:
+    n = 0
+    for br in branches:
+        for x in br:
+            n += 1 + (_count_nodes(x.branches) if isinstance(x, JoinIt) else 0)
+    return n
 
 
-def group(net: FlatNet, items: list, base: tuple[str, ...] = (),
-          cache: dict[int, tuple[str, ...]] | None = None) -> list:
+def group(net: FlatNet, items: list) -> list:
     """Lay scopes over a sequence: consecutive items under the same module path become a
     ScopeIt; a join's branches are grouped within the join's own scope."""
-    cache = {} if cache is None else cache
+    return _group(_Paths(net), items, ())
+
+
+def _group(paths: _Paths, items: list, base: tuple[str, ...]) -> list:
     out: list = []
     used: set[str] = set()
     i = 0
     while i < len(items):
-        path = item_path(net, items[i], cache)
+        path = paths.of(items[i])
         rel = path[len(base):] if path[:len(base)] == base else ()
         if not rel:
             it = items[i]
             if isinstance(it, JoinIt):
-                here = item_path(net, it, cache)
-                it = JoinIt(it.id, [group(net, br, here, cache) for br in it.branches])
+                it = JoinIt(it.id, [_group(paths, br, paths.of(it)) for br in it.branches])
             out.append(it)
             i += 1
             continue
         head = rel[0]
         j = i
-        while j < len(items) and \
-                item_path(net, items[j], cache)[len(base):len(base) + 1] == (head,):
-            j += 1
+        while j < len(items):
+            if paths.of(items[j])[len(base):len(base) + 1] == (head,):
+                j += 1
+                continue
+            # free nodes between two items of the scope go in with them
+            k = j
+            while k < len(items) and paths.free(items[k]):
+                k += 1
+            if k == j or k == len(items) or \
+                    paths.of(items[k])[len(base):len(base) + 1] != (head,):
+                break
+            j = k
         if head in used:
             raise StructureError(f"module `{'.'.join(base + (head,))}` is called in two "
                                  "separate places", items[i].id)
         used.add(head)
-        out.append(_scope(net, head, group(net, items[i:j], base + (head,), cache),
+        out.append(_scope(paths.net, head, _group(paths, items[i:j], base + (head,)),
                           base + (head,)))
         i = j
     return out

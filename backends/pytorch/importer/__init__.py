@@ -83,10 +83,16 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower() or "imported"
 
 
+def _held(key: str, held: set[str]) -> bool:
+    """Is this state_dict key a tensor of an imported layer (`attn.out_proj.weight` is
+    one of `attn`'s)?"""
+    parts = key.split(".")
+    return any(".".join(parts[:k]) in held for k in range(1, len(parts) + 1))
+
+
 def _used_params(module: nn.Module, net: FlatNet) -> int:
     held = {n.name for n in net.nodes if n.keep_name}
-    return sum(p.numel() for key, p in module.named_parameters()
-               if key in held or key.rsplit(".", 1)[0] in held)
+    return sum(p.numel() for key, p in module.named_parameters() if _held(key, held))
 
 
 def _unused(module: nn.Module, net: FlatNet) -> list[str]:
@@ -95,8 +101,7 @@ def _unused(module: nn.Module, net: FlatNet) -> list[str]:
     held = {n.name for n in net.nodes if n.keep_name}
     missing: dict[str, int] = {}
     for key, tensor in module.state_dict().items():
-        owner = key.rsplit(".", 1)[0] if "." in key else key
-        if owner not in held and key not in held:
+        if not _held(key, held):
             top = key.split(".")[0]
             missing[top] = missing.get(top, 0) + tensor.numel()
     if not missing:

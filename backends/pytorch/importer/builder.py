@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from archdsl.ops import OPS, REQUIRED, OpShapeError, Shape, fmt_shape
-from archdsl.recover.flat import FlatNet, FlatNode, Unmapped
+from archdsl.ops import OpShapeError, Shape, fmt_shape
+from archdsl.recover.flat import FlatNet, Unmapped
 
 
 class Unmappable(Exception):
@@ -67,18 +67,14 @@ class Builder:
     def __init__(self, gm: fx.GraphModule, values: dict[fx.Node, Any], input_shape: Shape,
                  name: str, original: nn.Module | None = None) -> None:
         self.gm, self.recorded, self.original = gm, values, original
-        self.net = FlatNet(name, tuple(input_shape), [], 0)
+        self.net = FlatNet.start(name, input_shape)
         self.values: dict[fx.Node, Any] = {}
         self.used_names: set[str] = set()
         self.flat_nodes: dict[int, int] = {}  # map nid → its flatten node, made once
         self.concats: dict[tuple[int, ...], int] = {}  # leaves → concat node
         self.node: fx.Node | None = None  # the fx node being mapped
-        self._add(FlatNode(0, "input", {"shape": tuple(input_shape)}, [], tuple(input_shape)))
 
     # ------------------------------------------------------------------ nodes
-    def _add(self, node: FlatNode) -> None:
-        self.net.nodes.append(node)
-
     def shape(self, t: Ten) -> Shape:
         return self.net.nodes[t.nid].shape
 
@@ -88,23 +84,18 @@ class Builder:
     def emit(self, op: str, attrs: dict[str, Any], inputs: list[Ten], name: str | None = None,
              scope: tuple[str, ...] | None = None, layout: str = "std") -> Ten:
         """Add an archdsl node; its shape comes from the op's declaration."""
-        attrs = complete_attrs(op, attrs)
-        in_shapes = [self.shape(t) for t in inputs]
+        if name is not None and name in self.used_names:
+            raise Unmappable("the module is called more than once (shared weights)",
+                             "archdsl gives every layer its own weights; unshare them")
+        if scope is None and name is None:
+            scope = self.scope_of(self.node)
         try:
-            shape = tuple(OPS[op].shape(attrs, in_shapes))
+            node = self.net.add(op, attrs, [t.nid for t in inputs], name, scope)
         except OpShapeError as exc:
             raise Unmappable(f"archdsl's {op} rejects it: {exc.message}") from None
-        keep = name is not None and bool(OPS[op].tensors(attrs, in_shapes, shape))
-        if keep:
-            if name in self.used_names:
-                raise Unmappable("the module is called more than once (shared weights)",
-                                 "archdsl gives every layer its own weights; unshare them")
-            self.used_names.add(name)
-        if scope is None:
-            scope = self.scope_of(self.node) if name is None else tuple(name.split(".")[:-1])
-        nid = len(self.net.nodes)
-        self._add(FlatNode(nid, op, attrs, [t.nid for t in inputs], shape, name, scope, keep))
-        return Ten(nid, layout)
+        if node.keep_name:
+            self.used_names.add(str(name))
+        return Ten(node.id, layout)
 
     def module_name(self) -> str | None:
         return self.node.target if self.node is not None and self.node.op == "call_module" \
@@ -207,19 +198,6 @@ class _Downstream(Exception):
 
 _LAYOUTS = {"last": "channels-last (N×H×W×C)", "cl": "as N×C×(H·W)",
             "flat": "flattened", "std": "as archdsl's"}
-
-
-def complete_attrs(op: str, attrs: dict[str, Any]) -> dict[str, Any]:
-    """Every attribute of the op, as elaboration gives them (defaults filled in)."""
-    out = {}
-    for key, spec in OPS[op].attrs.items():
-        if key in attrs:
-            out[key] = attrs[key]
-        elif spec.default is not REQUIRED:
-            out[key] = spec.default
-        else:
-            raise KeyError(f"{op} needs {key}")
-    return out
 
 
 def describe_shapes(builder: Builder, node: fx.Node) -> str:

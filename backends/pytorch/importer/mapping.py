@@ -21,6 +21,9 @@ def build(gm: fx.GraphModule, recorded: dict[fx.Node, Any], input_shape: tuple[i
     placeholders = 0
     for node in gm.graph.nodes:
         b.node = node
+        if node.op == "placeholder" and not isinstance(b.recorded.get(node), torch.Tensor):
+            b.values[node] = b.recorded.get(node)  # an optional argument left at its default
+            continue
         if node.op == "placeholder":
             placeholders += 1
             b.values[node] = Ten(0) if placeholders == 1 else Opaque("a second input")
