@@ -22,7 +22,13 @@ from .doc import build
 from .flat import FlatNet, FlatNode, Unmapped
 from .forms import Call, Defaults, Group, Join, Layer, Stmt
 from .render import Binding, render
-from .structure import StructureError, decompose, group, lift_out_of_layers
+from .structure import (
+    StructureError,
+    decompose,
+    group,
+    lift_out_of_layers,
+    name_function_modules,
+)
 from .verify import differences
 
 __all__ = ["FlatNet", "FlatNode", "Recovered", "StructureError", "Unmapped", "recover"]
@@ -39,6 +45,7 @@ def recover(net: FlatNet, header: list[str] | None = None) -> Recovered:
     """Spec text for the network (raises StructureError where archdsl's nesting cannot
     write its wiring)."""
     lift_out_of_layers(net)
+    name_function_modules(net)
     tree = group(net, decompose(net))
     last = None
     for use_blocks in (True, False):

@@ -61,6 +61,20 @@ def lift_out_of_layers(net: FlatNet) -> None:
                 break
 
 
+def name_function_modules(net: FlatNet) -> None:
+    """A module whose forward is one function of no weights (torchvision's StochasticDepth,
+    calling stochastic_depth()) is that node, under the module's name."""
+    inside: Counter[tuple[str, ...]] = Counter()
+    for node in net.nodes:
+        for k in range(1, len(node.scope) + 1):
+            inside[node.scope[:k]] += 1
+    for node in net.nodes:
+        if node.scope and node.name is None and inside[node.scope] == 1 and \
+                ".".join(node.scope) in net.classes:
+            node.name = ".".join(node.scope)
+            node.scope = node.scope[:-1]
+
+
 def decompose(net: FlatNet) -> list:
     """The output's sequence of NodeIt/JoinIt (branches nested), from the input."""
     g = nx.DiGraph()
@@ -138,7 +152,8 @@ class _Paths:
         # Two branches opening the same scope there (a ModuleList of branches) also put it
         # in their common scope.
         dense = self.net.node(item.id).op == "concat" and not item.branches[0]
-        inside = self.under[common] == _count_nodes(item.branches)
+        inside = self.under[common] == sum(
+            1 for n in _nodes(item.branches) if self.net.node(n).scope[:len(common)] == common)
         if common[:len(own)] == own and inside and not dense and \
                 not self._shared_heads(item, own):
             return own
@@ -161,12 +176,12 @@ class _Paths:
         return False
 
 
-def _count_nodes(branches: list[list]) -> int:
-    n = 0
+def _nodes(branches: list[list]):
     for br in branches:
         for x in br:
-            n += 1 + (_count_nodes(x.branches) if isinstance(x, JoinIt) else 0)
-    return n
+            yield x.id
+            if isinstance(x, JoinIt):
+                yield from _nodes(x.branches)
 
 
 def group(net: FlatNet, items: list) -> list:
@@ -207,19 +222,6 @@ def _group(paths: _Paths, items: list, base: tuple[str, ...]) -> list:
             raise StructureError(f"module `{'.'.join(base + (head,))}` is called in two "
                                  "separate places", items[i].id)
         used.add(head)
-        out.append(_scope(paths.net, head, _group(paths, items[i:j], base + (head,)),
-                          base + (head,)))
+        out.append(ScopeIt(head, _group(paths, items[i:j], base + (head,)), base + (head,)))
         i = j
     return out
-
-
-def _scope(net: FlatNet, label: str, items: list, path: tuple[str, ...]):
-    """A scope, or — for a module whose forward is one function of no weights
-    (torchvision's StochasticDepth) — that node under the module's name."""
-    if len(items) == 1 and isinstance(items[0], NodeIt):
-        node = net.node(items[0].id)
-        if node.name is None and not node.keep_name:
-            node.name = ".".join(path)
-            node.scope = path[:-1]
-            return items[0]
-    return ScopeIt(label, items, path)
