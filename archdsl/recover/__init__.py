@@ -20,7 +20,7 @@ from ..ops import OPS
 from .blocks import Block, compact, extract
 from .doc import build
 from .flat import FlatNet, FlatNode, Unmapped
-from .forms import Call, Defaults, Group, Join, Layer, Stmt
+from .forms import Call, Defaults, Group, Layer, Stmt, bodies, nested
 from .render import Binding, render
 from .structure import (
     StructureError,
@@ -129,24 +129,8 @@ def _arch_name(name: str) -> str:
 
 
 def _bodies(stmts: list[Stmt], blocks: list[Block]) -> list[list[Stmt]]:
-    """Every statement list (arch body, groups, branches, block bodies), innermost first."""
-    out: list[list[Stmt]] = []
-
-    def walk(body: list[Stmt]) -> None:
-        for s in body:
-            if isinstance(s, Group):
-                walk(s.body)
-            elif isinstance(s, Join):
-                for b in s.branches:
-                    walk(b)
-                if s.shortcut is not None:
-                    walk(s.shortcut[1])
-        out.append(body)
-
-    for block in blocks:
-        walk(block.body)
-    walk(stmts)
-    return out
+    """Every statement list (block bodies, arch body, groups, branches), innermost first."""
+    return [b for block in blocks for b in bodies(block.body)] + bodies(stmts)
 
 
 def choose_defaults(stmts: list[Stmt]) -> Defaults:
@@ -192,16 +176,12 @@ def _attr_defaults(stmts: list[Stmt]) -> tuple:
 
 
 def _layers(stmts: list[Stmt]):
+    """The layers outside block calls, in order."""
     for s in stmts:
         if isinstance(s, Layer):
             yield s
-        elif isinstance(s, Group):
-            yield from _layers(s.body)
-        elif isinstance(s, Join):
-            for b in s.branches:
-                yield from _layers(b)
-            if s.shortcut is not None:
-                yield from _layers(s.shortcut[1])
+        for b in nested(s):
+            yield from _layers(b)
 
 
 def _bind_classes(net: FlatNet, stmts: list[Stmt], defaults: Defaults,

@@ -27,6 +27,7 @@ from .forms import (
     Slot,
     Stmt,
     body_slots,
+    nested,
     skeleton,
     slots,
 )
@@ -68,12 +69,8 @@ def _places(body: list, depth: int = 0, out: list | None = None) -> list[_Place]
     for stmt in body:
         if isinstance(stmt, Group):
             out.append(_Place(stmt, body, depth))
-            _places(stmt.body, depth + 1, out)
-        elif isinstance(stmt, Join):
-            for b in stmt.branches:
-                _places(b, depth, out)
-            if stmt.shortcut is not None:
-                _places(stmt.shortcut[1], depth + 1, out)
+        for inner in nested(stmt):
+            _places(inner, depth + 1, out)
     return out
 
 

@@ -185,6 +185,22 @@ def _attach_text(layer: Layer, defaults: Defaults) -> list[str]:
     return out
 
 
+def nested(stmt: Stmt) -> list[list[Stmt]]:
+    """The statement lists inside a statement: a group's body; a join's branches, then its
+    shortcut's body."""
+    if isinstance(stmt, Group):
+        return [stmt.body]
+    if isinstance(stmt, Join):
+        return list(stmt.branches) + ([stmt.shortcut[1]] if stmt.shortcut else [])
+    return []
+
+
+def bodies(body: list[Stmt]) -> list[list[Stmt]]:
+    """Every statement list within `body`, innermost first, `body` last."""
+    out = [inner for stmt in body for b in nested(stmt) for inner in bodies(b)]
+    return out + [body]
+
+
 # ---------------------------------------------------------------- skeletons and slots
 
 def skeleton(stmt: Stmt, defaults: Defaults) -> tuple:

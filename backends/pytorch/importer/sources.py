@@ -66,6 +66,9 @@ def _torchvision(name: str, args: dict[str, Any]) -> Built:
                          did_you_mean(name, names) or "see torchvision.models.list_models()")
     fn = torchvision.models.get_model_builder(name)
     module = _call(lambda **kw: _construct(fn, kw), args, f"torchvision:{name}")
+    size = getattr(module, "image_size", None)  # a ViT built for it (ViT-H/14: 224, not the
+    if isinstance(size, int):                   # 518 of its SWAG weights)
+        return Built(module, name, (3, size, size))
     return Built(module, name, _torchvision_shape(name))
 
 
