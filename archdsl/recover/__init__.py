@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ..ops import OPS
-from .blocks import Block, compact, extract
+from .blocks import Block, compact, extract, progressions
 from .doc import build
 from .flat import FlatNet, FlatNode, Unmapped
 from .forms import Call, Defaults, Group, Layer, Stmt, bodies, nested
@@ -73,7 +73,7 @@ def _write(net: FlatNet, stmts: list[Stmt], use_blocks: bool,
             stmt.label, stmt.repeat, stmt.template = saved
 
     for body in _bodies(stmts, blocks):
-        body[:] = compact(body, text_of)
+        body[:] = compact(progressions(body, defaults), text_of)
     blocks = _inline(stmts, blocks)
     lines = list(header)
     for block in blocks:

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..formatter import spec_value
 from ..ops import OPS
 from .forms import (
     NOVALUE,
@@ -24,6 +25,7 @@ from .forms import (
     Defaults,
     Group,
     Join,
+    Layer,
     Slot,
     Stmt,
     body_slots,
@@ -246,6 +248,70 @@ class _Texts:
         if id(stmt) not in self.cache:
             self.cache[id(stmt)] = self.render(stmt)
         return self.cache[id(stmt)]
+
+
+def progressions(body: list[Stmt], defaults: Defaults) -> list[Stmt]:
+    """Consecutive statements that differ in one number only, which grows by a fixed step
+    — the stochastic depth rate `p * b / D` of block b — → one statement `x N` whose number
+    is written over the repetition index `i`, in the arithmetic that made it (so that it
+    elaborates to the same float)."""
+    out: list[Stmt] = []
+    k = 0
+    while k < len(body):
+        run, pos = _run(body, k, defaults)
+        for n in range(len(run), 1, -1):
+            values = [slots(s, defaults)[pos].value for s in run[:n]]
+            formula = _formula(values)
+            if formula is not None:
+                slots(run[0], defaults)[pos].expr = formula
+                run[0].repeat = n
+                out.append(run[0])
+                k += n
+                break
+        else:
+            out.append(body[k])
+            k += 1
+    return out
+
+
+def _run(body: list[Stmt], k: int, defaults: Defaults) -> tuple[list[Stmt], int]:
+    """The statements from k on that differ from body[k] in one float, and its position."""
+    first = body[k]
+    if not isinstance(first, (Call, Layer)) or first.label is not None or first.repeat != 1:
+        return [first], -1
+    head, values = skeleton(first, defaults), [s.value for s in slots(first, defaults)]
+    run, pos = [first], -1
+    for stmt in body[k + 1:]:
+        if stmt.label is not None or stmt.repeat != 1 or skeleton(stmt, defaults) != head:
+            break
+        other = [s.value for s in slots(stmt, defaults)]
+        diff = [j for j, (a, b) in enumerate(zip(values, other, strict=True)) if not _eq(a, b)]
+        if len(diff) != 1 or (pos != -1 and diff[0] != pos) or \
+                not isinstance(other[diff[0]], float):
+            break
+        pos = diff[0]
+        run.append(stmt)
+    return run, pos
+
+
+def _formula(values: list[float]) -> str | None:
+    """`p * (b + i) / d` giving exactly these values (i = 0, 1, ...), with p a short decimal
+    and b, d integers; None if there is none."""
+    step = values[1] - values[0]
+    if not step > 0:
+        return None
+    found = []
+    for d in range(1, 1001):
+        p = float(f"{step * d:.6g}")
+        b = values[0] * d / p
+        if abs(b - round(b)) > 1e-6:
+            continue
+        b = round(b)
+        if all(p * (b + j) / d == v for j, v in enumerate(values)):
+            index = f"({b} + i)" if b else "i"
+            found.append(f"{spec_value(p)} * {index}" + (f" / {d}" if d > 1 else ""))
+    # the shortest: 0.2 * (6 + i) / 16 (torchvision's own arithmetic) over 0.0125 * (6 + i)
+    return min(found, key=lambda f: (len(f.split(" * ")[0]), len(f))) if found else None
 
 
 def compact(body: list[Stmt], text: Any) -> list[Stmt]:
