@@ -31,7 +31,12 @@ from .structure import (
 )
 from .verify import differences
 
-__all__ = ["FlatNet", "FlatNode", "Recovered", "StructureError", "Unmapped", "recover"]
+__all__ = ["FlatNet", "FlatNode", "RecoverFailed", "Recovered", "StructureError", "Unmapped",
+           "recover"]
+
+
+class RecoverFailed(Exception):
+    """A bug in recovery: the text written does not elaborate to the network."""
 
 
 @dataclass
@@ -54,7 +59,7 @@ def recover(net: FlatNet, header: list[str] | None = None) -> Recovered:
         last = _check(text, net)
         if last is None:
             return Recovered(text, n, "blocks" if use_blocks else "groups")
-    raise AssertionError(f"recovered spec does not reproduce the network: {last}")
+    raise RecoverFailed(f"no spec archdsl could write reproduces the network: {last}")
 
 
 def _write(net: FlatNet, stmts: list[Stmt], use_blocks: bool,

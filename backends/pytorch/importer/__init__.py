@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from archdsl.errors import UsageError
-from archdsl.recover import StructureError, recover
+from archdsl.recover import RecoverFailed, StructureError, recover
 from archdsl.recover.flat import FlatNet, Unmapped
 from archdsl.recover.result import Imported, ImportFailed, partial_comment, truncate
 
@@ -75,6 +75,10 @@ def from_torch(module: nn.Module, input_shape: tuple[int, ...], name: str | None
         raise ImportFailed(source, [Unmapped(where, node.op, "", str(exc),
                                              "archdsl's nesting writes series-parallel "
                                              "graphs: residual, concat and gate")]) from None
+    except RecoverFailed as exc:
+        raise UsageError(f"cannot import {source}: {exc}", None,
+                         "this is a bug in archdsl import: please report it with the model")\
+            from None
     return Imported(name, source, rec.text, list(net.unmapped), notes, rec.blocks,
                     tuple(input_shape), _used_params(module, net), module)
 
