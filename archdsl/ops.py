@@ -45,6 +45,32 @@ class AttrSpec:
     doc: str = ""
 
 
+def _nothing(a: dict, ins: list[Shape], out: Shape) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class Keeps:
+    """What an op keeps for its backward pass when it trains, as PyTorch's autograd does
+    (measured with saved_tensors_hooks; tests/backends/test_training_memory.py): what the
+    gradient of its input needs (`for_input`), and what the gradients of its own parameters
+    need (`for_params`) — "inputs" (its input tensors), "output", "extra" (tensors of its
+    own: `extra` values per image in the activation dtype plus `extra_bytes` per image, such
+    as max pooling's int64 indices, and `per_batch` values however large the batch: batch
+    norm's batch mean and 1/σ)."""
+
+    for_input: tuple[str, ...] = ()
+    for_params: tuple[str, ...] = ()
+    extra: Callable[[dict, list[Shape], Shape], int] = _nothing
+    extra_bytes: Callable[[dict, list[Shape], Shape], int] = _nothing
+    per_batch: Callable[[dict, list[Shape], Shape], int] = _nothing
+
+
+_INPUTS = Keeps(("inputs",))
+_OUTPUT = Keeps(("output",))
+_FOR_WEIGHTS = Keeps((), ("inputs",))  # conv/FC/linear: their input, for the weight gradient
+
+
 @dataclass(frozen=True)
 class OpDef:
     name: str
@@ -77,6 +103,8 @@ class OpDef:
     # ("weight", "running_mean", "out_proj.weight"; "" is a tensor registered under the
     # layer's own name, like torchvision's `class_token`); backends and tests read this
     tensors: Callable[[dict, list[Shape], Shape], dict[str, Shape]] = lambda a, ins, out: {}
+    keeps: Keeps = Keeps()  # what it keeps for backward in training
+    view: bool = False  # its output is a view of its input (no memory of its own)
 
     def params(self, attrs: dict, ins: list[Shape], out: Shape) -> int:
         return self.weights(attrs, ins, out) + self.biases(attrs, ins, out)
@@ -349,8 +377,25 @@ def _in_features(ins: list[Shape]) -> int:
     return math.prod(ins[0])
 
 
-def _act(name: str, doc: str, **attrs: AttrSpec) -> OpDef:
-    return OpDef(name, "act", doc, attrs=dict(attrs), positional=tuple(attrs))
+def _act(name: str, doc: str, keeps: Keeps = _INPUTS, **attrs: AttrSpec) -> OpDef:
+    return OpDef(name, "act", doc, attrs=dict(attrs), positional=tuple(attrs), keeps=keeps)
+
+
+def _positions(shape: Shape) -> int:
+    """Positions a per-position op normalizes over: pixels of a map, tokens, or 1."""
+    return math.prod(shape) // features(shape)
+
+
+def _keeps_dropped(a: dict, ins: list[Shape], out: Shape) -> int:
+    # PyTorch's CPU dropout keeps a mask of the activation dtype (CUDA's: 1 byte a value)
+    return math.prod(out) if a["p"] > 0 else 0
+
+
+def _attention_kept(a: dict, ins: list[Shape], out: Shape) -> int:
+    """Q, K, V and the heads' output (L·D each) and one log-sum-exp per head and token, as
+    PyTorch's fused attention keeps them (without attention dropout)."""
+    n, d = ins[0]
+    return 4 * n * d + a["heads"] * n
 
 
 OPS: dict[str, OpDef] = {op.name: op for op in [
@@ -361,7 +406,7 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           prepare=_conv_prepare, shape=_conv_shape, weights=_conv_weights,
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
           fan_in=lambda a, ins, out: a["k"] * a["k"] * ins[0][0] // a["groups"], weighted=True,
-          tensors=lambda a, ins, out: {
+          keeps=_FOR_WEIGHTS, tensors=lambda a, ins, out: {
               "weight": (a["out"], ins[0][0] // a["groups"], a["k"], a["k"]),
               **({"bias": (a["out"],)} if a["bias"] else {})}),
     OpDef("dwconv", "conv", "depthwise convolution (groups = input channels): dwconv3/2",
@@ -373,7 +418,7 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           dash="out", attaches=True, default_attach=("act",), shape=_fc_shape,
           weights=lambda a, ins, out: _in_features(ins) * a["out"],
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
-          fan_in=lambda a, ins, out: _in_features(ins), weighted=True,
+          fan_in=lambda a, ins, out: _in_features(ins), weighted=True, keeps=_FOR_WEIGHTS,
           tensors=lambda a, ins, out: _matrix(a, _in_features(ins))),
     OpDef("linear", "linear",
           "fully connected layer at every position: over the channels of each pixel of a "
@@ -383,24 +428,28 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           dash="out", attaches=True, default_attach=("act",), shape=_linear_shape,
           weights=lambda a, ins, out: features(ins[0]) * a["out"],
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
-          fan_in=lambda a, ins, out: features(ins[0]), weighted=True,
+          fan_in=lambda a, ins, out: features(ins[0]), weighted=True, keeps=_FOR_WEIGHTS,
           tensors=lambda a, ins, out: _matrix(a, features(ins[0]))),
     OpDef("maxpool", "pool", "max pooling: maxpool (2×2/2), maxpool3/2", attrs=_POOL_ATTRS,
           kernel="k", slash="stride", prepare=_pool_prepare("maxpool"), shape=_pool_shape,
-          fan_in=lambda a, ins, out: a["k"] * a["k"]),
+          fan_in=lambda a, ins, out: a["k"] * a["k"],
+          keeps=Keeps(("inputs", "extra"), extra_bytes=lambda a, ins, out: 8 * math.prod(out))),
     OpDef("avgpool", "pool", "average pooling (padding counted, as in PyTorch): avgpool2/2",
           attrs=_POOL_ATTRS, kernel="k", slash="stride", prepare=_pool_prepare("avgpool"),
-          shape=_pool_shape, fan_in=lambda a, ins, out: a["k"] * a["k"]),
+          shape=_pool_shape, fan_in=lambda a, ins, out: a["k"] * a["k"], keeps=_INPUTS),
     OpDef("gap", "pool", "global average pooling to C×1×1", shape=_global_shape,
           fan_in=lambda a, ins, out: ins[0][1] * ins[0][2]),
     OpDef("gmp", "pool", "global max pooling to C×1×1", shape=_global_shape,
-          fan_in=lambda a, ins, out: ins[0][1] * ins[0][2]),
+          fan_in=lambda a, ins, out: ins[0][1] * ins[0][2],
+          keeps=Keeps(("inputs", "extra"), extra_bytes=lambda a, ins, out: 8 * out[0])),
     OpDef("adaptive_avgpool", "pool", "adaptive average pooling to C×S×S: adaptive_avgpool(7)",
           attrs={"size": AttrSpec("int", REQUIRED, 1)}, positional=("size",),
-          shape=_adaptive_shape, total_connections=_adaptive_connections),
+          shape=_adaptive_shape, total_connections=_adaptive_connections, keeps=_INPUTS),
     OpDef("bn", "norm", "batch normalization (inference: scale and shift per channel)",
           attrs={"eps": AttrSpec("float", 1e-5, 0), "momentum": AttrSpec("float", 0.1, 0)},
           biases=lambda a, ins, out: 2 * ins[0][0],
+          keeps=Keeps(("inputs", "extra"), ("inputs", "extra"),
+                      per_batch=lambda a, ins, out: 2 * ins[0][0]),
           tensors=lambda a, ins, out: {k: (ins[0][0],) for k in (
               "weight", "bias", "running_mean", "running_var")}),
     OpDef("layernorm", "norm",
@@ -408,37 +457,42 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           "of each pixel of a C×H×W map (ConvNeXt), the features of each token (ViT), or a "
           "vector: layernorm eps=1e-6",
           attrs={"eps": AttrSpec("float", 1e-5, 0)},
-          biases=lambda a, ins, out: 2 * features(ins[0]), tensors=_norm_tensors),
+          biases=lambda a, ins, out: 2 * features(ins[0]), tensors=_norm_tensors,
+          keeps=Keeps(("inputs", "extra"), ("inputs", "extra"),  # and a mean and 1/σ each
+                      extra=lambda a, ins, out: 2 * _positions(ins[0]))),
     OpDef("layerscale", "scale",
           "a learned scale per feature, initialised to `init` (CaiT, ConvNeXt): layerscale(1e-6)",
           attrs={"init": AttrSpec("float", 1e-6, doc="initial value of every scale")},
           positional=("init",), weights=lambda a, ins, out: features(ins[0]),
-          tensors=lambda a, ins, out: {"": _scale_shape(ins)}),
+          keeps=_FOR_WEIGHTS, tensors=lambda a, ins, out: {"": _scale_shape(ins)}),
     OpDef("lrn", "norm", "local response normalization across channels (Krizhevsky et al.)",
           attrs={"size": AttrSpec("int", 5, 1), "alpha": AttrSpec("float", 1e-4),
                  "beta": AttrSpec("float", 0.75), "k": AttrSpec("float", 2.0)},
-          positional=("size",)),
+          # PyTorch's LocalResponseNorm is a composite: four tensors of the input's size
+          positional=("size",), keeps=Keeps(("inputs", "extra"),
+                                            extra=lambda a, ins, out: 4 * math.prod(out))),
     OpDef("dropout", "regularizer", "dropout (identity at inference): dropout, dropout(0.4)",
           attrs={"p": AttrSpec("float", 0.5, 0, maximum=1)}, positional=("p",),
-          makes_units=False),
+          makes_units=False, keeps=Keeps(("extra",), extra=_keeps_dropped)),
     OpDef("droppath", "regularizer",
           "stochastic depth: drops a residual branch per sample in training (identity at "
           "inference): droppath(0.2)",
           attrs={"p": AttrSpec("float", 0.0, 0, maximum=1)}, positional=("p",),
-          makes_units=False),
-    _act("relu", "rectified linear unit"),
+          makes_units=False,  # keeps one mask value per sample
+          keeps=Keeps(("extra",), extra=lambda a, ins, out: 1 if a["p"] > 0 else 0)),
+    _act("relu", "rectified linear unit", _OUTPUT),
     _act("relu6", "ReLU capped at 6 (MobileNet)"),
-    _act("sigmoid", "logistic sigmoid"),
-    _act("tanh", "hyperbolic tangent"),
+    _act("sigmoid", "logistic sigmoid", _OUTPUT),
+    _act("tanh", "hyperbolic tangent", _OUTPUT),
     _act("gelu", "Gaussian error linear unit"),
     _act("swish", "x·sigmoid(x), a.k.a. SiLU"),
     _act("hardswish", "x·relu6(x+3)/6 (MobileNetV3)"),
-    _act("softmax", "softmax over channels"),
+    _act("softmax", "softmax over channels", _OUTPUT),
     OpDef("flatten", "shape", "flatten C×H×W to a vector", shape=_flatten_shape,
-          makes_units=False),
+          makes_units=False, view=True),
     OpDef("tokens", "shape",
           "a C×H×W map as a sequence of H·W tokens of C features (row by row; ViT's patches)",
-          shape=_tokens_shape, makes_units=False),
+          shape=_tokens_shape, makes_units=False, view=True),
     OpDef("class_token", "sequence",
           "prepends a learned token to an L×D sequence (BERT's [class], ViT): L+1 × D",
           shape=_class_token_shape, makes_units=False,
@@ -459,16 +513,17 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           weights=lambda a, ins, out: 4 * ins[0][1] ** 2,
           biases=lambda a, ins, out: 4 * ins[0][1],
           total_connections=_attention_macs, weighted=True,
+          keeps=Keeps(("extra",), ("inputs", "extra"), extra=_attention_kept),
           tensors=lambda a, ins, out: {
               "in_proj_weight": (3 * ins[0][1], ins[0][1]), "in_proj_bias": (3 * ins[0][1],),
               "out_proj.weight": (ins[0][1], ins[0][1]), "out_proj.bias": (ins[0][1],)}),
     OpDef("token", "shape", "one token of an L×D sequence as a D-vector: token(0)",
           attrs={"index": AttrSpec("int", REQUIRED, 0)}, positional=("index",),
-          shape=_token_shape, makes_units=False),
+          shape=_token_shape, makes_units=False, view=True),
     OpDef("add", "join", "elementwise sum of branches (residual join)", arity=(2, 0),
           in_syntax=False, shape=_add_shape),
     OpDef("mul", "join", "elementwise product with broadcasting (gating)", arity=(2, 0),
-          in_syntax=False, shape=_mul_shape),
+          in_syntax=False, shape=_mul_shape, keeps=_INPUTS),
     OpDef("concat", "join", "concatenation along channels", arity=(2, 0), in_syntax=False,
           shape=_concat_shape, makes_units=False),
 ]}
