@@ -188,6 +188,23 @@ class Result:
     stderr: str
 
 
+def test_a_users_module_class_imports_as_the_op_registered_for_it():
+    from archdsl.backends.pytorch.importer import modules, register_module
+
+    class Swish(nn.Module):  # traced, it would be a gate: x * sigmoid(x)
+        def forward(self, x):
+            return x * torch.sigmoid(x)
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), Swish())
+    assert "gate {" in archdsl.from_torch(net, (3, 8, 8)).text
+    register_module(Swish, "swish", lambda m: {})
+    try:
+        imported = archdsl.from_torch(net, (3, 8, 8))
+        assert "act=swish" in imported.text and check_counts(imported).ok
+    finally:
+        del modules.MODULES[Swish]
+
+
 def cli(*args: str, cwd: Path | None = None, monkeypatch=None) -> Result:
     """The command in this process (typer's runner); `cwd` is where a user's module is."""
     from typer.testing import CliRunner

@@ -24,11 +24,12 @@ from archdsl.recover.result import Imported, ImportFailed, partial_comment, trun
 from . import modules as M
 from .check import CountCheck, check_counts
 from .mapping import build
+from .modules import register_module
 from .sources import build as build_source
 from .trace import TraceFailed, on_meta, parameters_on_meta, record, trace
 
 __all__ = ["CountCheck", "ImportFailed", "Imported", "TraceFailed", "Unmapped", "check_counts",
-           "flat_net", "from_torch", "import_source", "parameters_on_meta"]
+           "flat_net", "from_torch", "import_source", "parameters_on_meta", "register_module"]
 
 
 def import_source(source: str, args: dict[str, Any] | None = None,

@@ -10,6 +10,8 @@ from typing import Any
 
 from torch import nn
 
+from archdsl.ops import OPS
+
 from .builder import Builder, Opaque, Ten, Unmappable
 
 Handler = Callable[..., Any]
@@ -260,6 +262,24 @@ MODULES: dict[type, Handler] = {
     nn.MultiheadAttention: attention,
     nn.Identity: identity,
 }
+
+def register_module(cls: type, op: str, attrs: Callable[[nn.Module], dict[str, Any]]
+                    ) -> None:
+    """Import every module of class `cls` (exactly that class) as the archdsl op `op`, with
+    the attributes `attrs(module)` gives, instead of tracing into it: how a module of one's own
+    that an archdsl op describes — or that a user-defined op declares — is imported. The op's
+    declared tensors must be the module's state_dict entries (the import's parameter check
+    compares their sizes)."""
+    if op not in OPS:
+        raise KeyError(f"no archdsl op `{op}`")
+    per_value = OPS[op].category in ("act", "regularizer")
+
+    def handle(b: Builder, m: nn.Module, x: Any, *rest: Any, **kw: Any) -> Ten:
+        if per_value:
+            return elementwise(b, op, attrs(m), x, b.module_name())
+        return b.emit(op, attrs(m), [b.std(x, op)], b.module_name())
+    MODULES[cls] = handle
+
 
 # modules archdsl does not have yet, and what to say about them
 SUGGESTIONS: dict[str, str] = {
