@@ -39,9 +39,19 @@ class LayerCost:
 
 
 @dataclass
+class KindCost(LayerCost):
+    """The same, summed over the nodes of one kind of op (OpDef.category)."""
+
+    params: int = 0
+    macs: int = 0  # forward
+    nodes: int = 0
+
+
+@dataclass
 class Training:
     dtype_bytes: int
     layers: dict[str, LayerCost] = field(default_factory=dict)  # by layer (Stats row) name
+    kinds: dict[str, KindCost] = field(default_factory=dict)  # conv, linear, norm, act...
 
     @property
     def kept(self) -> int:
@@ -120,24 +130,31 @@ def costs(graph: Graph, dtype_bytes: int, trains: set[str] | None = None) -> Tra
         ins = graph.inputs(node.id)
         if op.view:
             storage[node.id] = storage[ins[0]]
-        cost = out.layers.setdefault(layer_names[node.layer], LayerCost())
         params = _params(graph, node)
         trains_here = params > 0 and (trains is None or node.name in trains)
-        cost.trainable += params if trains_here else 0
-        cost.frozen += 0 if trains_here else params
         needs_input = any(grad[i] for i in ins)
         grad[node.id] = needs_input or trains_here
-        macs = op.macs(node.attrs, [graph.node(i).shape for i in ins], node.shape) \
-            if node.shape is not None else 0
-        cost.train_macs += macs * (1 + needs_input + trains_here)
+        shapes = [graph.node(i).shape for i in ins]
+        macs = op.macs(node.attrs, shapes, node.shape) if node.shape is not None else 0
         what = (op.keeps.for_input if needs_input else ()) + \
             (op.keeps.for_params if trains_here else ())
-        cost.kept += _kept(graph, node, what, ins, storage, kept, dtype_bytes)
-        if "extra" in what and node.shape is not None:
-            shapes = [graph.node(i).shape for i in ins]
-            cost.kept_per_batch += op.keeps.per_batch(node.attrs, shapes, node.shape) * \
-                dtype_bytes
+        mine = LayerCost(
+            _kept(graph, node, what, ins, storage, kept, dtype_bytes),
+            op.keeps.per_batch(node.attrs, shapes, node.shape) * dtype_bytes
+            if "extra" in what and node.shape is not None else 0,
+            macs * (1 + needs_input + trains_here),
+            params if trains_here else 0, 0 if trains_here else params)
+        _add(out.layers.setdefault(layer_names[node.layer], LayerCost()), mine)
+        kind = out.kinds.setdefault(op.category, KindCost())
+        _add(kind, mine)
+        kind.params, kind.macs, kind.nodes = kind.params + params, kind.macs + macs, \
+            kind.nodes + 1
     return out
+
+
+def _add(total: LayerCost, part: LayerCost) -> None:
+    for key in ("kept", "kept_per_batch", "train_macs", "trainable", "frozen"):
+        setattr(total, key, getattr(total, key) + getattr(part, key))
 
 
 def _kept(graph: Graph, node, what: tuple[str, ...], ins: list[int], storage: dict[int, int],
