@@ -16,9 +16,11 @@ SOURCE_HELP = (
 
 
 def import_command(
-    source: Annotated[str, typer.Argument(help=SOURCE_HELP, show_default=False)],
+    source: Annotated[str, typer.Argument(help=SOURCE_HELP, show_default=False,
+                                          metavar="SOURCE")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="the spec to write (default: print it)")] = None,
+        "--output", "-o", metavar="FILE", help="the spec to write (default: print it)")]
+    = None,
     input_: Annotated[str | None, typer.Option(
         "--input", metavar="CxHxW",
         help="one image's shape (default: the model's own, e.g. 3x299x299 for Inception v3; "
@@ -27,7 +29,8 @@ def import_command(
         "--args", metavar="NAME=VALUE",
         help="an argument for the model's constructor (repeatable): --args num_classes=10")]
     = None,
-    name: Annotated[str | None, typer.Option(help="the architecture's name in the spec")]
+    name: Annotated[str | None, typer.Option(
+        metavar="NAME", help="the architecture's name in the spec (default: the model's)")]
     = None,
     partial: Annotated[bool, typer.Option(
         "--partial", help="where archdsl lacks an op, write the network up to it and list "
