@@ -78,7 +78,7 @@ def _map(b: Builder, node: fx.Node) -> Any:
         handler = M.MODULES.get(type(module))
         if handler is None:
             raise Unmappable(f"archdsl has no op for {type(module).__name__}",
-                             M.SUGGESTIONS.get(type(module).__name__, _REGISTER))
+                             M.SUGGESTIONS.get(type(module).__name__, _REGISTER_MODULE))
         _check_inputs(args, kwargs)
         return handler(b, module, *args, **kwargs)
     if node.op == "call_function":
@@ -98,6 +98,8 @@ def _map(b: Builder, node: fx.Node) -> Any:
 
 
 _REGISTER = "archdsl has no such op (`archdsl ops` lists those it has)"
+_REGISTER_MODULE = ("if an archdsl op does what this module does, register_module(cls, op, "
+                    "attrs) from archdsl.backends.pytorch.importer imports it as that op")
 
 
 def _check_inputs(args: Any, kwargs: Any) -> None:
