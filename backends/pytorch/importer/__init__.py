@@ -84,6 +84,22 @@ def from_torch(module: nn.Module, input_shape: tuple[int, ...], name: str | None
                     tuple(input_shape), _used_params(module, net), module)
 
 
+def _library_notrace(module: nn.Module) -> tuple[tuple[type, ...], tuple[Any, ...]]:
+    """What the model's library says torch.fx cannot trace into (timm registers its modules
+    and functions with data-dependent Python): traced whole, they are reported where archdsl
+    has no op for them instead of stopping the trace. Modules archdsl traces into itself (a
+    batch norm with its activation) stay out."""
+    if not type(module).__module__.startswith("timm."):
+        return (), ()
+    try:
+        from timm.layers import _fx
+    except ImportError:
+        return (), ()
+    leaves = tuple(m for m in _fx.get_notrace_modules()
+                   if not issubclass(m, nn.modules.batchnorm._BatchNorm))
+    return leaves, tuple(_fx.get_notrace_functions())
+
+
 def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower() or "imported"
 
@@ -123,7 +139,13 @@ def flat_net(module: nn.Module, input_shape: tuple[int, ...], name: str = "impor
     was_training = meta.training
     meta.eval()
     try:
-        gm = trace(meta, tuple(M.MODULES))
+        try:
+            gm = trace(meta, tuple(M.MODULES))
+        except TraceFailed:
+            leaves, functions = _library_notrace(meta)
+            if not leaves and not functions:
+                raise
+            gm = trace(meta, tuple(M.MODULES), leaves, functions)
         values = record(gm, torch.empty(2, *input_shape, device="meta"))
     finally:
         meta.train(was_training)
