@@ -1,9 +1,10 @@
 """`archdsl import`: a PyTorch classifier → a spec (the body of the command; cli.py
-registers it)."""
+registers it, handing over its shared helpers so that this module need not import it)."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,15 @@ SOURCE_HELP = (
     "torchvision:NAME (e.g. torchvision:resnet50), timm:NAME (when timm is installed), or "
     "package.module:callable — which IMPORTS AND RUNS that Python code (the callable is "
     "called with --args and must return an nn.Module); only name code you trust")
+
+
+def register(app: typer.Typer, run: Callable, err: Callable, parse_sets: Callable) -> None:
+    """Add `import` to the CLI; `run`, `err` and `parse_sets` are cli.py's."""
+    _SHELL.update(run=run, err=err, parse_sets=parse_sets)
+    app.command("import")(import_command)
+
+
+_SHELL: dict[str, Callable] = {}
 
 
 def import_command(
@@ -40,7 +50,7 @@ def import_command(
     concat / gate for their joins, the module's state_dict names as labels. The spec is
     checked to elaborate to the traced network; its parameters and MACs are compared with
     the model's (PyTorch's FlopCounterMode)."""
-    from .cli import _err, parse_sets, run
+    run, _err, parse_sets = _SHELL["run"], _SHELL["err"], _SHELL["parse_sets"]
 
     def body() -> None:
         from .backends import load_backend
