@@ -28,6 +28,7 @@ from .structure import (
     group,
     lift_out_of_layers,
     name_function_modules,
+    unshare,
 )
 from .verify import differences
 
@@ -50,6 +51,7 @@ def recover(net: FlatNet, header: list[str] | None = None) -> Recovered:
     """Spec text for the network (raises StructureError where archdsl's nesting cannot
     write its wiring)."""
     lift_out_of_layers(net)
+    unshare(net)
     name_function_modules(net)
     tree = group(net, decompose(net))
     last = None

@@ -251,19 +251,19 @@ class _Texts:
 
 
 def progressions(body: list[Stmt], defaults: Defaults) -> list[Stmt]:
-    """Consecutive statements that differ in one number only, which grows by a fixed step
-    — the stochastic depth rate `p * b / D` of block b — → one statement `x N` whose number
-    is written over the repetition index `i`, in the arithmetic that made it (so that it
-    elaborates to the same float)."""
+    """Consecutive statements that differ only in numbers that follow the repetition —
+    the stochastic depth rate `p * b / D` of block b, Swin's shift alternating 0, 3, 0, 3 —
+    → one statement `x N` with those numbers written over the repetition index `i`, in the
+    arithmetic that made them (so that they elaborate to the same floats)."""
     out: list[Stmt] = []
     k = 0
     while k < len(body):
-        run, pos = _run(body, k, defaults)
+        run, positions = _run(body, k, defaults)
         for n in range(len(run), 1, -1):
-            values = [slots(s, defaults)[pos].value for s in run[:n]]
-            formula = _formula(values)
-            if formula is not None:
-                slots(run[0], defaults)[pos].expr = formula
+            exprs = [_series([slots(s, defaults)[p].value for s in run[:n]]) for p in positions]
+            if positions and all(e is not None for e in exprs):
+                for p, e in zip(positions, exprs, strict=True):
+                    slots(run[0], defaults)[p].expr = e
                 run[0].repeat = n
                 out.append(run[0])
                 k += n
@@ -274,24 +274,43 @@ def progressions(body: list[Stmt], defaults: Defaults) -> list[Stmt]:
     return out
 
 
-def _run(body: list[Stmt], k: int, defaults: Defaults) -> tuple[list[Stmt], int]:
-    """The statements from k on that differ from body[k] in one float, and its position."""
+def _run(body: list[Stmt], k: int, defaults: Defaults) -> tuple[list[Stmt], list[int]]:
+    """The statements from k on that have body[k]'s skeleton, and the positions of the
+    numbers that differ among them."""
     first = body[k]
     if not isinstance(first, (Call, Layer)) or first.label is not None or first.repeat != 1:
-        return [first], -1
+        return [first], []
     head, values = skeleton(first, defaults), [s.value for s in slots(first, defaults)]
-    run, pos = [first], -1
+    run, positions = [first], set()
     for stmt in body[k + 1:]:
         if stmt.label is not None or stmt.repeat != 1 or skeleton(stmt, defaults) != head:
             break
         other = [s.value for s in slots(stmt, defaults)]
-        diff = [j for j, (a, b) in enumerate(zip(values, other, strict=True)) if not _eq(a, b)]
-        if len(diff) != 1 or (pos != -1 and diff[0] != pos) or \
-                not isinstance(other[diff[0]], float):
+        diff = {j for j, (a, b) in enumerate(zip(values, other, strict=True)) if not _eq(a, b)}
+        if not all(isinstance(other[j], (int, float)) and not isinstance(other[j], bool)
+                   for j in diff):
             break
-        pos = diff[0]
+        positions |= diff
         run.append(stmt)
-    return run, pos
+    return run, sorted(positions)
+
+
+def _series(values: list) -> str | None:
+    """An expression over `i` giving these values: a constant, `a + b * i`, an alternation
+    `[x, y][i % 2]` (`y * (i % 2)` when x is 0), or a rate `p * (b + i) / d`."""
+    if all(_eq(v, values[0]) for v in values):
+        return spec_value(values[0])
+    if all(type(v) is int for v in values):
+        step = values[1] - values[0]
+        if all(v == values[0] + step * j for j, v in enumerate(values)):
+            return f"{values[0]} + {step} * i" if values[0] else f"{step} * i"
+        if all(v == values[j % 2] for j, v in enumerate(values)):
+            return f"{values[1]} * (i % 2)" if values[0] == 0 else \
+                f"[{values[0]}, {values[1]}][i % 2]"
+        return None
+    if all(isinstance(v, float) for v in values):
+        return _formula(values)
+    return None
 
 
 def _formula(values: list[float]) -> str | None:

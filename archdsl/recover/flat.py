@@ -60,6 +60,9 @@ class FlatNet:
     unmapped: list[Unmapped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cut: int | None = None  # the last node made before the first unmapped op
+    # module paths called more than once (torchvision's Swin block runs its one
+    # `stochastic_depth` twice): a scope cannot be opened twice, so what they make has none
+    shared: set[str] = field(default_factory=set)
 
     def node(self, nid: int) -> FlatNode:
         return self.nodes[self._index()[nid]]

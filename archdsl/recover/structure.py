@@ -61,6 +61,15 @@ def lift_out_of_layers(net: FlatNet) -> None:
                 break
 
 
+def unshare(net: FlatNet) -> None:
+    """What a module called more than once computes sits, nameless, in its parent's scope."""
+    for node in net.nodes:
+        for k in range(1, len(node.scope) + 1):
+            if ".".join(node.scope[:k]) in net.shared and not node.keep_name:
+                node.scope, node.name = node.scope[:k - 1], None
+                break
+
+
 def name_function_modules(net: FlatNet) -> None:
     """A module whose forward is one function of no weights (torchvision's StochasticDepth,
     calling stochastic_depth()) is that node, under the module's name."""

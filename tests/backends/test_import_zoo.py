@@ -41,8 +41,6 @@ STOPS = {
     "inception_v3": "Conv2d",  # 1×7 and 7×1 kernels: archdsl's kernels are square
     **{f"shufflenet_v2_x{w}": "Tensor.chunk" for w in ("0_5", "1_0", "1_5", "2_0")},
     "mobilenet_v3_large": "Hardsigmoid", "mobilenet_v3_small": "Hardsigmoid",
-    **{n: "shifted_window_attention" for n in ("swin_t", "swin_s", "swin_b", "swin_v2_t",
-                                                 "swin_v2_s", "swin_v2_b")},
     "maxvit_t": "einsum",  # and its window partitions: reshapes archdsl has no op for
 }
 # one or two per family, each stop kind once
@@ -50,7 +48,7 @@ SAMPLE = {"alexnet", "vgg11_bn", "resnet18", "resnet50", "resnext50_32x4d", "wid
           "googlenet", "densenet121", "mobilenet_v2", "mnasnet0_5", "efficientnet_b0",
           "efficientnet_v2_s", "regnet_x_400mf", "regnet_y_400mf", "squeezenet1_1",
           "convnext_tiny", "vit_b_16", "inception_v3", "shufflenet_v2_x0_5",
-          "mobilenet_v3_small", "swin_t", "maxvit_t"}
+          "mobilenet_v3_small", "swin_t", "swin_v2_t", "maxvit_t"}
 
 
 def _params(names, sample):
@@ -99,6 +97,8 @@ TWINS = [
     *[("convnext.arch", f"convnext_{v}", f"convnext_{v}")
       for v in ("tiny", "small", "base", "large")],
     *[("vit.arch", n, n) for n in ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")],
+    *[("swin.arch", n, n) for n in ("swin_t", "swin_s", "swin_b")],
+    *[("swin_v2.arch", n, n) for n in ("swin_v2_t", "swin_v2_s", "swin_v2_b")],
 ]
 # Where the hand-written spec is not torchvision's network, and how: layers only it has.
 PAPER_ONLY = {f"vgg{n}{bn}": {"softmax"} for n in (11, 13, 16, 19) for bn in ("", "_bn")}
@@ -107,7 +107,7 @@ PAPER_ONLY = {f"vgg{n}{bn}": {"softmax"} for n in (11, 13, 16, 19) for bn in (""
 # so the import (faithful to torchvision) differs in every batch norm there.
 NOT_TWINS = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7"}
 TWIN_SAMPLE = {"resnet50", "alexnet", "vgg16_bn", "resnext50_32x4d", "mobilenet_v2",
-               "densenet121", "efficientnet_b0", "convnext_tiny", "vit_b_16"}
+               "densenet121", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t"}
 
 
 def _lines(path: Path) -> int:
@@ -133,9 +133,10 @@ def test_imported_twin_is_the_hand_written_graph_in_few_lines(spec, arch, name):
 # Models built for real (random weights) and run at 64×64 (ViT at its 224): the spec's
 # module takes their state_dict strictly and gives the same logits.
 LOGITS_SAMPLE = {"resnet18", "mobilenet_v2", "squeezenet1_1", "efficientnet_b0", "googlenet",
-                 "convnext_tiny"}
+                 "swin_t", "convnext_tiny"}
 HEAVY = {"vit_h_14", "regnet_y_128gf", "regnet_y_32gf", "regnet_x_32gf", "vit_l_16",
-         "vit_l_32", "efficientnet_v2_l", "convnext_large", "resnext101_64x4d",
+         "vit_l_32", "efficientnet_v2_l", "convnext_large", "resnext101_64x4d", "swin_b",
+         "swin_v2_b",
          "resnext101_32x8d", "wide_resnet101_2", "efficientnet_b7", "vgg19_bn", "vgg19"}
 
 

@@ -140,12 +140,12 @@ def flat_net(module: nn.Module, input_shape: tuple[int, ...], name: str = "impor
     meta.eval()
     try:
         try:
-            gm = trace(meta, tuple(M.MODULES))
+            gm = trace(meta, tuple(M.MODULES), named=frozenset(M.NAMED_MODULES))
         except TraceFailed:
             leaves, functions = _library_notrace(meta)
             if not leaves and not functions:
                 raise
-            gm = trace(meta, tuple(M.MODULES), leaves, functions)
+            gm = trace(meta, tuple(M.MODULES), leaves, functions, frozenset(M.NAMED_MODULES))
         values = record(gm, torch.empty(2, *input_shape, device="meta"))
     finally:
         meta.train(was_training)

@@ -89,6 +89,7 @@ class Builder:
                              "archdsl gives every layer its own weights; unshare them")
         if scope is None and name is None:
             scope = self.scope_of(self.node)
+            self._note_shared(self.node)
         try:
             node = self.net.add(op, attrs, [t.nid for t in inputs], name, scope)
         except OpShapeError as exc:
@@ -110,6 +111,13 @@ class Builder:
         if node.op == "call_module":  # the module itself is the last entry
             path = ".".join(node.target.split(".")[:-1])  # type: ignore[union-attr]
         return tuple(p for p in str(path).split(".") if p)
+
+    def _note_shared(self, node: fx.Node | None) -> None:
+        """torch.fx keys a module's second and later calls `path@N`."""
+        for key, (path, _) in (node.meta.get("nn_module_stack") or {}).items() \
+                if node is not None else ():
+            if "@" in str(key):
+                self.net.shared.add(str(path))
 
     # ------------------------------------------------------------------ layouts
     def std(self, v: Any, what: str = "this op") -> Ten:

@@ -75,7 +75,7 @@ def _map(b: Builder, node: fx.Node) -> Any:
         return recorded  # sizes, asserts: computed by PyTorch already
     if node.op == "call_module":
         module = b.gm.get_submodule(str(node.target))
-        handler = M.MODULES.get(type(module))
+        handler = M.handler_for(type(module))
         if handler is None:
             raise Unmappable(f"archdsl has no op for {type(module).__name__}",
                              M.SUGGESTIONS.get(type(module).__name__, _REGISTER_MODULE))

@@ -234,6 +234,40 @@ def attention(b: Builder, m: nn.MultiheadAttention, q: Any, k: Any = None, v: An
     return (out, Opaque("attention weights") if need_weights else None)
 
 
+def window_attention(b: Builder, m: Any, x: Any) -> Ten:
+    """torchvision's ShiftedWindowAttention(V2), on a channels-last map, as archdsl's
+    window_attention (Swin): heads, window, shift; v2's cosine attention and bias MLP."""
+    t = b.tensor(x, "window attention")
+    if t.layout != "last":
+        raise Unmappable("window attention over a map not held channels-last")
+    v2 = hasattr(m, "cpb_mlp")
+    bias = m.qkv.bias is not None
+    if bias != (m.proj.bias is not None):
+        raise Unmappable("window attention with biases on only one of its projections")
+    attrs = {"heads": m.num_heads, "window": _pair(m.window_size),
+             "shift": _pair(m.shift_size), "bias": bias,
+             "position_bias": "mlp" if v2 else "table", "cosine": v2,
+             "dropout": float(m.attention_dropout), "proj_dropout": float(m.dropout)}
+    if v2:
+        attrs["mlp_hidden"] = m.cpb_mlp[0].out_features
+    return b.emit("window_attention", attrs, [Ten(t.nid)], b.module_name(), layout="last")
+
+
+def patch_merging(b: Builder, m: Any, x: Any) -> Ten:
+    """torchvision's PatchMerging(V2) on a channels-last map: Swin's downsampling."""
+    t = b.tensor(x, "patch merging")
+    if t.layout != "last":
+        raise Unmappable("patch merging of a map not held channels-last")
+    attrs = {"out": m.reduction.out_features, "eps": float(m.norm.eps),
+             "post_norm": type(m).__name__.endswith("V2")}
+    return b.emit("patch_merging", attrs, [Ten(t.nid)], b.module_name(), layout="last")
+
+
+def _pair(value: Any) -> Any:
+    h, w = (value, value) if isinstance(value, int) else tuple(value)
+    return int(h) if h == w else [int(h), int(w)]
+
+
 def identity(b: Builder, m: nn.Module, x: Any, *rest: Any, **kw: Any) -> Any:
     return x
 
@@ -279,6 +313,18 @@ def register_module(cls: type, op: str, attrs: Callable[[nn.Module], dict[str, A
             return elementwise(b, op, attrs(m), x, b.module_name())
         return b.emit(op, attrs(m), [b.std(x, op)], b.module_name())
     MODULES[cls] = handle
+
+
+# modules of other libraries, by "module.ClassName" (they need not be imported here)
+NAMED_MODULES: dict[str, Handler] = {
+    f"torchvision.models.swin_transformer.{name}": handler for name, handler in (
+        ("ShiftedWindowAttention", window_attention),
+        ("ShiftedWindowAttentionV2", window_attention),
+        ("PatchMerging", patch_merging), ("PatchMergingV2", patch_merging))}
+
+
+def handler_for(cls: type) -> Handler | None:
+    return MODULES.get(cls) or NAMED_MODULES.get(f"{cls.__module__}.{cls.__qualname__}")
 
 
 # modules archdsl does not have yet, and what to say about them

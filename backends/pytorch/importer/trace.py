@@ -23,13 +23,16 @@ class TraceFailed(Exception):
 
 class _Tracer(fx.Tracer):
     def __init__(self, leaves: tuple[type, ...], extra_leaves: tuple[type, ...] = (),
-                 autowrap: tuple[Callable, ...] = ()) -> None:
+                 autowrap: tuple[Callable, ...] = (), named: frozenset[str] = frozenset()
+                 ) -> None:
         super().__init__(autowrap_functions=autowrap)
         self.leaves = leaves
         self.extra_leaves = extra_leaves
+        self.named = named  # leaves of other libraries, by "module.ClassName"
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if type(m) in self.leaves or isinstance(m, self.extra_leaves):
+        if type(m) in self.leaves or isinstance(m, self.extra_leaves) or \
+                f"{type(m).__module__}.{type(m).__qualname__}" in self.named:
             return True
         # torch.nn's own modules are leaves (reported when archdsl has no mapping for them);
         # a subclass defined elsewhere is traced into: it may change what the base does
@@ -37,8 +40,9 @@ class _Tracer(fx.Tracer):
 
 
 def trace(module: nn.Module, leaves: tuple[type, ...], extra_leaves: tuple[type, ...] = (),
-          autowrap: tuple[Callable, ...] = ()) -> fx.GraphModule:
-    tracer = _Tracer(leaves, extra_leaves, autowrap)
+          autowrap: tuple[Callable, ...] = (), named: frozenset[str] = frozenset()
+          ) -> fx.GraphModule:
+    tracer = _Tracer(leaves, extra_leaves, autowrap, named)
     try:
         graph = tracer.trace(module)
     except Exception as exc:  # fx raises many types: TraceError, TypeError, NotImplementedError
