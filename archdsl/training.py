@@ -178,3 +178,47 @@ def _kept(graph: Graph, node, what: tuple[str, ...], ins: list[int], storage: di
         total += op.keeps.extra(node.attrs, shapes, node.shape) * dtype_bytes
         total += op.keeps.extra_bytes(node.attrs, shapes, node.shape)
     return total
+
+
+# ---------------------------------------------------------------- for `archdsl stats`
+
+def attach(stats, graph: Graph, batch: int = 1, trains: set[str] | None = None) -> Training:
+    """Count the training costs of `graph` into `stats.extra` (what the training columns,
+    JSON and CSV read): "training" (a Training) and "batch"."""
+    from .analysis import DTYPE_BYTES
+    training = costs(graph, DTYPE_BYTES[stats.dtype], trains)
+    stats.extra.update(training=training, batch=batch)
+    return training
+
+
+def for_stats(stats, graph: Graph, batch: int = 1, freeze: bool = False,
+              train_last: int = 0) -> Training:
+    """`attach`, with the layers that train chosen as `stats --freeze [--train-last N]`
+    chooses them: the head (and the last N stages), or all."""
+    trains = trainable_names(graph, last_stages=train_last) if freeze or train_last else None
+    return attach(stats, graph, batch, trains)
+
+
+# the training columns `stats --training` adds to the default ones
+DEFAULT_COLUMNS = ("trainable", "train_macs", "kept_mb", "adam_mb")
+
+
+def of_layers(stats, name: str) -> LayerCost:
+    """The costs of one layer, or of all the layers a rolled-up row (`layer1`) holds."""
+    layers: dict[str, LayerCost] = stats.extra["training"].layers
+    if name in layers:
+        return layers[name]
+    total = LayerCost()
+    for key, cost in layers.items():
+        if key.startswith(name + "."):
+            _add(total, cost)
+    return total
+
+
+def definitions(batch: int) -> str:
+    """What the training columns mean, for the table's caption."""
+    per = "a batch of 1" if batch == 1 else f"a batch of {batch}"
+    return (f"Kept = activations kept for backward, for {per}; Grad = parameter gradients; "
+            "SGD/Adam = parameters + gradients + optimizer state (momentum; 2 moments) + Kept; "
+            "Train MACs = forward + backward: 3 × forward, less the gradients nothing needs "
+            "(the images', a frozen layer's weights')")
