@@ -419,6 +419,29 @@ def _window_attention_macs(a: dict, ins: list[Shape], out: Shape) -> int:
     return macs
 
 
+def _window_attention_kept(a: dict, ins: list[Shape], out: Shape) -> int:
+    """What torchvision's shifted_window_attention keeps, per image, over the P positions of
+    the padded map in windows of N tokens: the qkv projection's input, Q, K and V, the
+    output projection's input (P·C each) and the attention weights (P·N per head); v2's
+    cosine attention also Q, K and V as one tensor, normalized Q and K with their norms, and
+    the unscaled weights (measured: tests/backends/test_training_memory.py)."""
+    plan = _window_plan(a, ins)
+    positions, c, heads = plan.padded[0] * plan.padded[1], ins[0][0], a["heads"]
+    kept = 5 * positions * c + positions * plan.tokens * heads
+    if a["cosine"]:
+        kept += 3 * positions * c + 4 * positions * heads + positions * plan.tokens * heads
+    return kept
+
+
+def _window_attention_per_batch(a: dict, ins: list[Shape], out: Shape) -> int:
+    """v2's position-bias MLP runs once per batch: its hidden layer over the offset table,
+    the bias it makes (per head, N×N) and the logit scale."""
+    if a["position_bias"] != "mlp":
+        return 0
+    plan = _window_plan(a, ins)
+    return table_rows(plan.window) * a["mlp_hidden"] + a["heads"] * (plan.tokens ** 2 + 1)
+
+
 def _window_attention_tensors(a: dict, ins: list[Shape], out: Shape) -> dict[str, Shape]:
     """Keyed and ordered as torchvision's ShiftedWindowAttention(V2) state_dict: the module's
     own parameters (v1's relative-position table; v2's logit scale), its buffers (v2's
@@ -608,7 +631,11 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           "mean D-vector", shape=_global_shape, fan_in=_global_fan_in),
     OpDef("gmp", "pool", "global max pooling: C×H×W to C×1×1, or L×D tokens to a D-vector",
           shape=_global_shape, fan_in=_global_fan_in,
-          keeps=Keeps(("inputs", "extra"), extra_bytes=lambda a, ins, out: 8 * math.prod(out))),
+          # a map's max pooling keeps int64 indices; tokens' maximum (amax), its output
+          keeps=Keeps(("inputs", "extra"),
+                      extra=lambda a, ins, out: math.prod(out) if len(ins[0]) == 2 else 0,
+                      extra_bytes=lambda a, ins, out: 8 * math.prod(out)
+                      if len(ins[0]) == 3 else 0)),
     OpDef("adaptive_avgpool", "pool", "adaptive average pooling to C×S×S: adaptive_avgpool(7)",
           attrs={"size": AttrSpec("int", REQUIRED, 1)}, positional=("size",),
           shape=_adaptive_shape, total_connections=_adaptive_connections, keeps=_INPUTS),
@@ -706,7 +733,9 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           positional=("heads",), shape=_window_attention_shape,
           weights=_learned("weights"), biases=_learned("biases"),
           total_connections=_window_attention_macs, weighted=True,
-          tensors=_window_attention_tensors, derived=_window_attention_derived),
+          tensors=_window_attention_tensors, derived=_window_attention_derived,
+          keeps=Keeps(("extra",), ("extra",), extra=_window_attention_kept,
+                      per_batch=_window_attention_per_batch)),
     OpDef("patch_merging", "linear",
           "Swin's patch merging: each 2×2 neighbourhood of a C×H×W map concatenated (4C), layer "
           "normalization, a linear reduction without bias to `out` (default 2C); odd sizes "
@@ -718,7 +747,12 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           dash="out", prepare=_merge_prepare, shape=_merge_shape,
           weights=lambda a, ins, out: 4 * ins[0][0] * a["out"],
           biases=lambda a, ins, out: 2 * (a["out"] if a["post_norm"] else 4 * ins[0][0]),
-          fan_in=lambda a, ins, out: 4 * ins[0][0], weighted=True, tensors=_merge_tensors),
+          fan_in=lambda a, ins, out: 4 * ins[0][0], weighted=True, tensors=_merge_tensors,
+          # the 2×2 neighbourhoods concatenated (once), what the norm normalizes with its
+          # mean and 1/σ per position, and (v2) the reduction's output the norm reads
+          keeps=Keeps(("extra",), ("extra",), extra=lambda a, ins, out: (
+              math.prod(out) if a["post_norm"] else 4 * ins[0][0] * out[1] * out[2])
+              + 4 * ins[0][0] * out[1] * out[2] + 2 * out[1] * out[2])),
     OpDef("grid", "shape",
           "L×D tokens back to a D×H×W map, row by row (the inverse of `tokens`): grid, "
           "grid(14), grid(7, 28)",
