@@ -662,9 +662,10 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
     OpDef("lrn", "norm", "local response normalization across channels (Krizhevsky et al.)",
           attrs={"size": AttrSpec("int", 5, 1), "alpha": AttrSpec("float", 1e-4),
                  "beta": AttrSpec("float", 0.75), "k": AttrSpec("float", 2.0)},
-          # PyTorch's LocalResponseNorm is a composite: four tensors of the input's size
-          positional=("size",), keeps=Keeps(("inputs", "extra"),
-                                            extra=lambda a, ins, out: 4 * math.prod(out))),
+          # PyTorch's LocalResponseNorm is a composite: it keeps the squares padded by the
+          # window across channels, and the power's base and result
+          positional=("size",), keeps=Keeps(("inputs", "extra"), extra=lambda a, ins, out: (
+              (out[0] + a["size"] - 1 + 2 * out[0]) * math.prod(out[1:])))),
     OpDef("dropout", "regularizer", "dropout (identity at inference): dropout, dropout(0.4)",
           attrs={"p": AttrSpec("float", 0.5, 0, maximum=1)}, positional=("p",),
           makes_units=False, keeps=Keeps(("extra",), extra=_keeps_dropped)),

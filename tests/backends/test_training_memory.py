@@ -83,3 +83,56 @@ def test_frozen_counts_match_the_backends_freeze():
     t = costs(arch.graph, 4, names)
     assert t.trainable == sum(p.numel() for n, p in model.named_parameters() if n in trainable)
     assert t.trainable + t.frozen == arch.stats().totals["params"]
+
+
+# One small network per op, the op after a conv (so that its input needs a gradient): what
+# autograd keeps equals what the op's declaration says. Activations and regularizers are
+# written `conv3-8; OP` unless listed.
+EXAMPLES = {
+    "conv": "conv3-8", "fc": "FC-6", "linear": "linear-6", "maxpool": "maxpool3/2 pad=1",
+    "avgpool": "avgpool", "gap": "gap", "gmp": "gmp", "adaptive_avgpool": "adaptive_avgpool(3)",
+    "bn": "bn", "layernorm": "layernorm", "layerscale": "layerscale(0.5)", "lrn": "lrn",
+    "flatten": "flatten; FC-4", "tokens": "tokens; linear-8", "class_token": "tokens; "
+    "class_token: class_token; linear-8", "pos_embedding": "tokens; pos: pos_embedding",
+    "attention": "tokens; attention(2)", "token": "tokens; token(3); FC-4",
+    "add": "residual { conv3-8 }", "mul": "gate { gap; conv1-8 act=sigmoid }",
+    "concat": "concat { conv1-4 | conv3-4 }", "grid": "tokens; grid; conv1-4",
+    "window_attention": "window_attention(2) window=4 shift=2",
+    "patch_merging": "patch_merging", "softmax": "gap; flatten; softmax",
+    "dropout": "dropout(0.3)", "droppath": "residual { conv3-8; droppath(0.2) }",
+}
+
+
+def _example(name: str) -> str | None:
+    from archdsl.ops import OPS
+    op = OPS[name]
+    if name in EXAMPLES:
+        return EXAMPLES[name]
+    if op.category in ("act", "regularizer") and all(
+            s.default is not None and s.default.__class__.__name__ != "object"
+            for s in op.attrs.values()):
+        return name
+    return None
+
+
+def _ops() -> list[str]:
+    from archdsl.ops import OPS
+    return sorted(n for n, op in OPS.items() if n != "input" and op.lowers_to is None)
+
+
+def test_every_op_has_an_example():
+    missing = [n for n in _ops() if _example(n) is None]
+    assert not missing, f"add these to EXAMPLES: {missing}"
+
+
+@pytest.mark.parametrize("name", _ops())
+def test_every_op_keeps_what_its_declaration_says(name):
+    text = _example(name)
+    if text is None:
+        pytest.skip("no example (test_every_op_has_an_example says so)")
+    arch = archdsl.load(f"arch t\ninput 8x8x8\nconv3-8 act=none\n{text}\n")
+    torch.manual_seed(0)
+    model = arch.to_torch().train()
+    batch = 2
+    measured = saved_per_image(model, torch.randn(batch, 8, 8, 8)) * batch
+    assert costs(arch.graph, 4).kept_for(batch) == measured
