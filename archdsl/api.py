@@ -91,6 +91,16 @@ class Architecture:
         from .analysis import analyse
         return analyse(self.graph, dtype=dtype, conventions=conventions)
 
+    def training(self, dtype: str = "float32", freeze: bool = False, train_last: int = 0):
+        """Training costs (archdsl.training.Training): activations kept for backward per
+        image (`.kept`, `.kept_for(batch)`), forward+backward MACs, trainable and frozen
+        parameters, `.memory(batch, "adam")`; `freeze` as `stats --freeze` counts it."""
+        from .analysis import DTYPE_BYTES
+        from .training import costs, trainable_names
+        trains = trainable_names(self.graph, last_stages=train_last) \
+            if freeze or train_last else None
+        return costs(self.graph, DTYPE_BYTES[dtype], trains)
+
     def to_torch(self, num_classes: int | None = None, logits: bool = False):
         """A PyTorch `nn.Module` built from the graph (needs the [torch] extra).
 
