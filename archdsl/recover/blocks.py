@@ -259,9 +259,11 @@ def progressions(body: list[Stmt], defaults: Defaults) -> list[Stmt]:
     k = 0
     while k < len(body):
         run, positions = _run(body, k, defaults)
+        # only where a rate varies (a float): `conv3-64; conv3-128` reads better as it is
+        floats = any(isinstance(slots(run[0], defaults)[p].value, float) for p in positions)
         for n in range(len(run), 1, -1):
             exprs = [_series([slots(s, defaults)[p].value for s in run[:n]]) for p in positions]
-            if positions and all(e is not None for e in exprs):
+            if floats and all(e is not None for e in exprs):
                 for p, e in zip(positions, exprs, strict=True):
                     slots(run[0], defaults)[p].expr = e
                 run[0].repeat = n
@@ -302,11 +304,12 @@ def _series(values: list) -> str | None:
         return spec_value(values[0])
     if all(type(v) is int for v in values):
         step = values[1] - values[0]
-        if all(v == values[0] + step * j for j, v in enumerate(values)):
-            return f"{values[0]} + {step} * i" if values[0] else f"{step} * i"
-        if all(v == values[j % 2] for j, v in enumerate(values)):
+        if all(v == values[j % 2] for j, v in enumerate(values)) and \
+                (values[0] == 0 or len(values) > 2):
             return f"{values[1]} * (i % 2)" if values[0] == 0 else \
                 f"[{values[0]}, {values[1]}][i % 2]"
+        if step > 0 and all(v == values[0] + step * j for j, v in enumerate(values)):
+            return f"{values[0]} + {step} * i" if values[0] else f"{step} * i"
         return None
     if all(isinstance(v, float) for v in values):
         return _formula(values)
