@@ -1,10 +1,9 @@
 """`archdsl import`: a PyTorch classifier → a spec (the body of the command; cli.py
-registers it, handing over its shared helpers so that this module need not import it)."""
+registers it)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -16,13 +15,8 @@ SOURCE_HELP = (
     "called with --args and must return an nn.Module); only name code you trust")
 
 
-def register(app: typer.Typer, run: Callable, err: Callable, parse_sets: Callable) -> None:
-    """Add `import` to the CLI; `run`, `err` and `parse_sets` are cli.py's."""
-    _SHELL.update(run=run, err=err, parse_sets=parse_sets)
+def register(app: typer.Typer) -> None:
     app.command("import")(import_command)
-
-
-_SHELL: dict[str, Callable] = {}
 
 
 def import_command(
@@ -50,7 +44,7 @@ def import_command(
     concat / gate for their joins, the module's state_dict names as labels. The spec is
     checked to elaborate to the traced network; its parameters and MACs are compared with
     the model's (PyTorch's FlopCounterMode)."""
-    run, _err, parse_sets = _SHELL["run"], _SHELL["err"], _SHELL["parse_sets"]
+    from .cli_shell import _err, parse_sets, run
 
     def body() -> None:
         from .backends import load_backend

@@ -42,3 +42,11 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if item.nodeid.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _no_terminal_size_from_the_environment(monkeypatch) -> None:
+    """Output is tested as a pipe gives it: pytest-xdist's workers (and some shells) set
+    COLUMNS, which the CLI honours; a test that wants a width sets it itself."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)

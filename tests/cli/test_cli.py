@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from archdsl.api import load, load_all, load_spec
-from archdsl.cli import app, parse_sets, parse_value
+from archdsl.cli import app
+from archdsl.cli_shell import parse_sets, parse_value
 
 SPECS_DIR = Path(__file__).parents[2] / "specs"
 ZOO = sorted(SPECS_DIR.glob("*.arch"))
