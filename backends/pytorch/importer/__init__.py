@@ -55,9 +55,11 @@ def from_torch(module: nn.Module, input_shape: tuple[int, ...], name: str | None
     try:
         net = flat_net(module, tuple(input_shape), name, source)
     except TraceFailed as exc:
+        ran = str(exc).startswith("running it")
         raise UsageError(f"cannot trace {source} with torch.fx: {exc}", None,
-                         "archdsl import follows forward() symbolically; branches on tensor "
-                         "values or Python data cannot be followed") from None
+                         "is the input shape right? one image's, as 3x224x224 (--input)" if ran
+                         else "archdsl import follows forward() symbolically; branches on "
+                         "tensor values or Python data cannot be followed") from None
     header = [f"# {name}: imported from {source} by `archdsl import`"]
     notes = []
     if net.unmapped:
