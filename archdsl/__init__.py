@@ -9,7 +9,7 @@ The core (parse, check, stats) needs neither torch nor tvm; backends load lazily
 """
 
 from .analysis import Row, Stats, analyse
-from .api import Architecture, elaborate, load, load_all, load_spec
+from .api import Architecture, elaborate, from_torch, import_model, load, load_all, load_spec
 from .errors import ArchError, ArchErrors, Span
 from .expr import make_divisible
 from .formatter import format_graph
@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "OPS", "ArchError", "ArchErrors", "Architecture", "AttrSpec", "Graph", "Node", "OpDef",
     "OpShapeError", "PluginError", "Row", "Span", "Stats", "analyse", "elaborate",
-    "format_graph", "load", "load_all", "load_plugin", "load_spec", "make_divisible",
+    "format_graph", "from_torch", "import_model", "load", "load_all", "load_plugin",
+    "load_spec", "make_divisible",
     "register_op", "unregister_op", "validate", "__version__",
 ]

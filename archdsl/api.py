@@ -102,6 +102,16 @@ class Architecture:
         from .analysis import analyse
         return analyse(self.graph, dtype=dtype, conventions=conventions)
 
+    def training(self, dtype: str = "float32", freeze: bool = False, train_last: int = 0):
+        """Training costs (archdsl.training.Training): activations kept for backward per
+        image (`.kept`, `.kept_for(batch)`), forward+backward MACs, trainable and frozen
+        parameters, `.memory(batch, "adam")`; `freeze` as `stats --freeze` counts it."""
+        from .analysis import DTYPE_BYTES
+        from .training import costs, trainable_names
+        trains = trainable_names(self.graph, last_stages=train_last) \
+            if freeze or train_last else None
+        return costs(self.graph, DTYPE_BYTES[dtype], trains)
+
     def to_torch(self, num_classes: int | None = None, logits: bool = False):
         """A PyTorch `nn.Module` built from the graph (needs the [torch] extra).
 
@@ -223,6 +233,26 @@ def _declared(program: Program, name: str, params: dict[str, Any]) -> dict[str, 
         decl, seen = program.archs.get(decl.target, decl), seen + 1
     names = {p.name for p in getattr(decl, "params", [])}
     return {k: v for k, v in params.items() if k in names}
+
+
+def from_torch(module: Any, input_shape: tuple[int, ...], name: str | None = None,
+               partial: bool = False):
+    """A PyTorch `nn.Module` as an archdsl spec (needs the [torch] extra): returns an
+    `Imported` whose `.text` is the spec and `.load()` the Architecture. `input_shape` is one
+    image's (3, 224, 224). Raises ImportFailed (an ArchError) naming every part archdsl cannot
+    express; `partial=True` writes the network up to the first of them instead."""
+    from .backends import load_backend
+    return load_backend("pytorch.importer").from_torch(module, input_shape, name, partial)
+
+
+def import_model(source: str, input_shape: tuple[int, ...] | None = None,
+                 partial: bool = False, **args: Any):
+    """`archdsl import` in Python: "torchvision:resnet50", "timm:resnet50d" (with timm
+    installed) or "package.module:callable" — which imports and runs that code — called with
+    `args`."""
+    from .backends import load_backend
+    return load_backend("pytorch.importer").import_source(source, args, input_shape,
+                                                          partial=partial)
 
 
 def unique_archs(paths: list[Path], distinct: bool = False) -> list[tuple[Path, str]]:

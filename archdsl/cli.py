@@ -15,6 +15,7 @@ from typer.core import TyperArgument, TyperCommand
 from . import interrupt, progress
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import Architecture
+from .cli_import import register as register_import
 from .cli_shell import (
     _err,
     _graphs,
@@ -24,10 +25,11 @@ from .cli_shell import (
     run,
 )
 from .cli_train import read_labels, register
-from .columns import COLUMNS, choose
+from .columns import COLUMNS, TRAINING_KEYS, choose
 from .errors import UsageError, last_line
 from .plugins import PluginError, load_plugin
 from .program import display_path
+from .training import DEFAULT_COLUMNS, for_stats
 
 
 class _Command(TyperCommand):
@@ -147,6 +149,22 @@ def stats(
         "--bias/--no-bias", help="count biases as parameters")] = True,
     norm: Annotated[bool, typer.Option(
         "--norm/--no-norm", help="count normalization scale/shift as parameters")] = True,
+    training: Annotated[bool, typer.Option(
+        "--training", help="training columns too: trainable params, forward+backward MACs, "
+        "activations kept for backward, Adam's memory (all of them: --columns, --wide); "
+        "training facts in JSON and CSV")] = False,
+    batch: Annotated[int, typer.Option(
+        "--batch", min=1, metavar="N", help="images per batch, for the per-batch training "
+        "columns (Kept, SGD and Adam MB)")] = 1,
+    freeze: Annotated[bool, typer.Option(
+        "--freeze", help="train only the head, as archdsl.backends.pytorch.freeze does")]
+    = False,
+    train_last: Annotated[int, typer.Option(
+        "--train-last", min=0, metavar="N", help="with --freeze: the last N stages train too")]
+    = 0,
+    by_kind: Annotated[bool, typer.Option(
+        "--by-kind", help="one row per kind of op (conv, linear, attention, norm...)")]
+    = False,
 ) -> None:
     """Size and cost: params, MACs, memory (and units, weights, connections: --wide).
 
@@ -158,10 +176,34 @@ def stats(
             raise UsageError(f"unknown dtype `{dtype}`", None, "one of " + ", ".join(DTYPE_BYTES))
         per = per_layer or depth is not None
         chosen = choose(columns, wide, per_layer=per)
+        if training and columns is None and not wide:
+            chosen += [COLUMNS[k] for k in DEFAULT_COLUMNS
+                       if (COLUMNS[k].layer if per else COLUMNS[k].arch)]
+        train = training or batch > 1 or freeze or train_last > 0 or by_kind or \
+            any(c.key in TRAINING_KEYS for c in chosen)
         conv = Conventions(bias=bias, norm=norm, count=count.value)
-        all_stats = [analyse(a.graph, dtype, conv) for a in _graphs(specs, set_, arch)]
-        _print_stats(all_stats, per, depth, format, chosen)
+        archs = _graphs(specs, set_, arch)
+        all_stats = [analyse(a.graph, dtype, conv) for a in archs]
+        for a, s in zip(archs, all_stats, strict=True) if train else ():
+            for_stats(s, a.graph, batch, freeze, train_last)
+        if by_kind:
+            _print_kinds(all_stats, format)
+        else:
+            _print_stats(all_stats, per, depth, format, chosen)
     run(body)
+
+
+def _print_kinds(all_stats: list[Stats], fmt: Format) -> None:
+    from . import report, writers
+    if fmt is Format.json:
+        sys.stdout.write(writers.kinds_json(all_stats))
+    elif fmt is Format.csv:
+        sys.stdout.write(writers.kinds_csv(all_stats))
+    elif fmt is Format.markdown:
+        sys.stdout.write("".join(report.kinds_markdown(s) for s in all_stats))
+    else:
+        for s in all_stats:
+            _out().print(report.kinds_table(s))
 
 
 def _print_stats(all_stats: list[Stats], per_layer: bool, depth: int | None,
@@ -571,6 +613,8 @@ def ops() -> None:
 
 
 register(app)  # train and eval (cli_train.py)
+
+register_import(app)  # import (cli_import.py)
 
 
 def main() -> None:

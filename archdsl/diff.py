@@ -17,7 +17,9 @@ names are; difflib's longest common runs otherwise, up to a size: archdsl/sequen
 2. same content, and the same name once numeric parts are ignored (`features.#`) — unchanged
    layers that were only renumbered (listed in `renamed`, not as changes);
 3. same name, where the name was written (`conv1`, `layer1.0.conv2`) rather than an automatic
-   index (`features.8`) — changed layers;
+   index (`features.8`) — changed layers; then the same content in the same scope under
+   another name (`avgpool` and `0`: a layer one spec labels and the other leaves to its
+   index) — renamed, unchanged;
 4. same op, and the same name once numeric parts are ignored — changed layers, paired in
    order (`features.6` → `features.8` when a norm was added).
 
@@ -213,6 +215,10 @@ def _skeleton(name: str) -> str:
     return ".".join("#" if p.isdigit() else p for p in name.split("."))
 
 
+def _scope(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
 def _content(x: Layer) -> str:
     return x.content
 
@@ -227,6 +233,7 @@ _PASSES: list[Callable[[Layer], Hashable]] = [
     lambda x: (x.name, _content(x)),
     lambda x: (_skeleton(x.name), _content(x)),
     _semantic_name,
+    lambda x: (_scope(x.name), _content(x)),
     lambda x: (_skeleton(x.name), x.primary.op),
 ]
 

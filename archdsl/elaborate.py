@@ -404,7 +404,7 @@ class Elaborator:
             self._step(item.span)
             env_i = env.with_values({"i": i})
             label = item.label + "".join(_label_part(p, env_i) for p in item.label_template)
-            if not VALID_LABEL.match(label):
+            if not S.VALID_LABEL.match(label):
                 raise ValueError_(f"`{label}` is not a valid name", item.label_span,
                                   "a name is letters, digits and `_`, in parts joined by `-` "
                                   "(`layer1`, `block1-0`); no `.`, spaces or other signs")
@@ -720,10 +720,6 @@ def _shown(value: S.Expr) -> str:
     if span.end_line == span.line and line:
         return line[span.col - 1:span.end_col - 1]
     return "..."
-
-
-# what a label may be: torchvision's module names (`layer1`, `0`, `block1-0`)
-VALID_LABEL = re.compile(r"^[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*$")
 
 
 def _label_part(part: str | S.Expr, env: Env) -> str:

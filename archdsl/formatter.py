@@ -10,6 +10,7 @@ from typing import Any
 
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
 from .ops import OPS, fmt_axes
+from .syntax import VALID_LABEL
 
 INDENT = "  "
 
@@ -34,19 +35,19 @@ def _items(graph: Graph, items: list, depth: int) -> list[str]:
         if isinstance(it, NodeRef):
             node = graph.node(it.id)
             attached = _attached(graph, items, i)
-            out.append(pad + f"{node.label}: {layer_text(node)}" + "".join(
+            out.append(pad + f"{label_text(node.label)}: {layer_text(node)}" + "".join(
                 f" {key}={graph.node(ref.id).op}" + "".join(
                     f" {k}={attr_value(k, v)}" for k, v in sorted(extra.items()))
                 for key, ref, extra in attached))
             i += 1 + len(attached)
             continue
         if isinstance(it, ScopeRef):
-            out.append(pad + f"{it.label}: (")
+            out.append(pad + f"{label_text(it.label)}: (")
             out.extend(_items(graph, it.items, depth + 1))
             out.append(pad + ")")
         elif isinstance(it, JoinRef):
             node = graph.node(it.id)
-            out.append(pad + f"{node.label}: {node.op} {{")
+            out.append(pad + f"{label_text(node.label)}: {node.op} {{")
             for b, branch in enumerate(it.branches):
                 if b:
                     out.append(pad + "|")
@@ -106,6 +107,12 @@ def attr_value(key: str, v: Any) -> str:
     if isinstance(v, tuple) and len(v) == 2 and all(type(x) is int for x in v):
         return fmt_axes(v, "," if key == "pad" else "x")
     return spec_value(v)
+
+
+def label_text(label: str) -> str:
+    """A label as spec text writes it: quoted unless it is a name or an index
+    (a dashed name like torchvision's RegNet `block1-0` needs no quotes)."""
+    return label if VALID_LABEL.match(label) else f'"{label}"'
 
 
 def spec_value(v: Any) -> str:

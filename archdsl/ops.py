@@ -57,6 +57,32 @@ class AttrSpec:
     doc: str = ""
 
 
+def _nothing(a: dict, ins: list[Shape], out: Shape) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class Keeps:
+    """What an op keeps for its backward pass when it trains, as PyTorch's autograd does
+    (measured with saved_tensors_hooks; tests/backends/test_training_memory.py): what the
+    gradient of its input needs (`for_input`), and what the gradients of its own parameters
+    need (`for_params`) — "inputs" (its input tensors), "output", "extra" (tensors of its
+    own: `extra` values per image in the activation dtype plus `extra_bytes` per image, such
+    as max pooling's int64 indices, and `per_batch` values however large the batch: batch
+    norm's batch mean and 1/σ)."""
+
+    for_input: tuple[str, ...] = ()
+    for_params: tuple[str, ...] = ()
+    extra: Callable[[dict, list[Shape], Shape], int] = _nothing
+    extra_bytes: Callable[[dict, list[Shape], Shape], int] = _nothing
+    per_batch: Callable[[dict, list[Shape], Shape], int] = _nothing
+
+
+_INPUTS = Keeps(("inputs",))
+_OUTPUT = Keeps(("output",))
+_FOR_WEIGHTS = Keeps((), ("inputs",))  # conv/FC/linear: their input, for the weight gradient
+
+
 @dataclass(frozen=True)
 class OpDef:
     name: str
@@ -100,6 +126,8 @@ class OpDef:
     # a user-defined op's own lowerings, by backend ("pytorch", "tvm"); the built-in ops'
     # are in each backend's table (archdsl.plugins.register_op)
     lowerings: dict[str, Callable] = field(default_factory=dict)
+    keeps: Keeps = Keeps()  # what it keeps for backward in training
+    view: bool = False  # its output is a view of its input (no memory of its own)
 
     def params(self, attrs: dict, ins: list[Shape], out: Shape) -> int:
         return self.weights(attrs, ins, out) + self.biases(attrs, ins, out)
@@ -416,6 +444,29 @@ def _window_attention_macs(a: dict, ins: list[Shape], out: Shape) -> int:
     return macs
 
 
+def _window_attention_kept(a: dict, ins: list[Shape], out: Shape) -> int:
+    """What torchvision's shifted_window_attention keeps, per image, over the P positions of
+    the padded map in windows of N tokens: the qkv projection's input, Q, K and V, the
+    output projection's input (P·C each) and the attention weights (P·N per head); v2's
+    cosine attention also Q, K and V as one tensor, normalized Q and K with their norms, and
+    the unscaled weights (measured: tests/backends/test_training_memory.py)."""
+    plan = _window_plan(a, ins)
+    positions, c, heads = plan.padded[0] * plan.padded[1], ins[0][0], a["heads"]
+    kept = 5 * positions * c + positions * plan.tokens * heads
+    if a["cosine"]:
+        kept += 3 * positions * c + 4 * positions * heads + positions * plan.tokens * heads
+    return kept
+
+
+def _window_attention_per_batch(a: dict, ins: list[Shape], out: Shape) -> int:
+    """v2's position-bias MLP runs once per batch: its hidden layer over the offset table,
+    the bias it makes (per head, N×N) and the logit scale."""
+    if a["position_bias"] != "mlp":
+        return 0
+    plan = _window_plan(a, ins)
+    return table_rows(plan.window) * a["mlp_hidden"] + a["heads"] * (plan.tokens ** 2 + 1)
+
+
 def _window_attention_tensors(a: dict, ins: list[Shape], out: Shape) -> dict[str, Shape]:
     """Keyed and ordered as torchvision's ShiftedWindowAttention(V2) state_dict: the module's
     own parameters (v1's relative-position table; v2's logit scale), its buffers (v2's
@@ -585,7 +636,7 @@ CHANNEL_OPS = [
           "channels start to end (end excluded) of a C×H×W map; of each token's features, or "
           "of a vector: slice(0, 58)",
           attrs={"start": AttrSpec("int", REQUIRED, 0), "end": AttrSpec("int", REQUIRED, 1)},
-          positional=("start", "end"), shape=_slice_shape, makes_units=False),
+          positional=("start", "end"), shape=_slice_shape, makes_units=False, view=True),
     OpDef("chunk", "shape",
           "the index-th of n parts of the channels, as torch.chunk cuts them: chunk(2, 1)",
           attrs={"n": AttrSpec("int", REQUIRED, 1), "index": AttrSpec("int", REQUIRED, 0)},
@@ -611,8 +662,25 @@ def _in_features(ins: list[Shape]) -> int:
     return math.prod(ins[0])
 
 
-def _act(name: str, doc: str, **attrs: AttrSpec) -> OpDef:
-    return OpDef(name, "act", doc, attrs=dict(attrs), positional=tuple(attrs))
+def _act(name: str, doc: str, keeps: Keeps = _INPUTS, **attrs: AttrSpec) -> OpDef:
+    return OpDef(name, "act", doc, attrs=dict(attrs), positional=tuple(attrs), keeps=keeps)
+
+
+def _positions(shape: Shape) -> int:
+    """Positions a per-position op normalizes over: pixels of a map, tokens, or 1."""
+    return math.prod(shape) // features(shape)
+
+
+def _keeps_dropped(a: dict, ins: list[Shape], out: Shape) -> int:
+    # PyTorch's CPU dropout keeps a mask of the activation dtype (CUDA's: 1 byte a value)
+    return math.prod(out) if a["p"] > 0 else 0
+
+
+def _attention_kept(a: dict, ins: list[Shape], out: Shape) -> int:
+    """Q, K, V and the heads' output (L·D each) and one log-sum-exp per head and token, as
+    PyTorch's fused attention keeps them (without attention dropout)."""
+    n, d = ins[0]
+    return 4 * n * d + a["heads"] * n
 
 
 def _prelu_slopes(a: dict, ins: list[Shape]) -> int:
@@ -638,10 +706,10 @@ _ALPHA = AttrSpec("float", 1.0, doc="the scale of the negative part")
 # They compute elementwise (softmax and log_softmax over channels), make C·H·W units and have
 # no weights, except prelu's learned slopes (one, or one per channel: params).
 ACTIVATION_OPS = [
-    _act("relu", "rectified linear unit"),
+    _act("relu", "rectified linear unit", _OUTPUT),
     _act("relu6", "ReLU capped at 6 (MobileNet)"),
-    _act("sigmoid", "logistic sigmoid"),
-    _act("tanh", "hyperbolic tangent"),
+    _act("sigmoid", "logistic sigmoid", _OUTPUT),
+    _act("tanh", "hyperbolic tangent", _OUTPUT),
     _act("gelu", "Gaussian error linear unit; approximate=tanh for its tanh form",
          approximate=AttrSpec("choice", "none", choices=("none", "tanh"))),
     _act("swish", "x·sigmoid(x), a.k.a. SiLU"),
@@ -654,7 +722,7 @@ ACTIVATION_OPS = [
     _act("elu", "x, or alpha·(exp(x) − 1) below 0 (Clevert et al. 2016)", alpha=_ALPHA),
     OpDef("celu", "act", "max(0, x) + min(0, alpha·(exp(x/alpha) − 1)) (Barron 2017)",
           attrs={"alpha": AttrSpec("float", 1.0, doc="not 0")}, positional=("alpha",),
-          shape=_celu_shape),
+          shape=_celu_shape, keeps=_INPUTS),
     _act("selu", "scale·elu(x, alpha) with SNNs' fixed constants (Klambauer et al. 2017)"),
     _act("softplus", "log(1 + exp(beta·x))/beta, x itself where beta·x > threshold",
          beta=AttrSpec("float", 1.0), threshold=AttrSpec("float", 20.0)),
@@ -666,9 +734,10 @@ ACTIVATION_OPS = [
           attrs={"per_channel": AttrSpec("bool", False),
                  "init": AttrSpec("float", 0.25, doc="initial slope")}, shape=_prelu_shape,
           weights=lambda a, ins, out: _prelu_slopes(a, ins),
-          tensors=lambda a, ins, out: {"weight": (_prelu_slopes(a, ins),)}),
-    _act("softmax", "softmax over channels"),
-    _act("log_softmax", "log of the softmax over channels"),
+          tensors=lambda a, ins, out: {"weight": (_prelu_slopes(a, ins),)},
+          keeps=Keeps(("inputs",), ("inputs",))),
+    _act("softmax", "softmax over channels", _OUTPUT),
+    _act("log_softmax", "log of the softmax over channels", _OUTPUT),
 ]
 
 
@@ -680,7 +749,7 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           prepare=_conv_prepare, shape=_conv_shape, weights=_conv_weights,
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
           fan_in=lambda a, ins, out: kernel_area(a) * ins[0][0] // a["groups"], weighted=True,
-          tensors=lambda a, ins, out: {
+          keeps=_FOR_WEIGHTS, tensors=lambda a, ins, out: {
               "weight": (a["out"], ins[0][0] // a["groups"], *pair(a["k"])),
               **({"bias": (a["out"],)} if a["bias"] else {})}),
     OpDef("dwconv", "conv", "depthwise convolution (groups = input channels): dwconv3/2",
@@ -692,7 +761,7 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           dash="out", attaches=True, default_attach=("act",), shape=_fc_shape,
           weights=lambda a, ins, out: _in_features(ins) * a["out"],
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
-          fan_in=lambda a, ins, out: _in_features(ins), weighted=True,
+          fan_in=lambda a, ins, out: _in_features(ins), weighted=True, keeps=_FOR_WEIGHTS,
           tensors=lambda a, ins, out: _matrix(a, _in_features(ins))),
     OpDef("linear", "linear",
           "fully connected layer at every position: over the channels of each pixel of a "
@@ -702,25 +771,33 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           dash="out", attaches=True, default_attach=("act",), shape=_linear_shape,
           weights=lambda a, ins, out: features(ins[0]) * a["out"],
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
-          fan_in=lambda a, ins, out: features(ins[0]), weighted=True,
+          fan_in=lambda a, ins, out: features(ins[0]), weighted=True, keeps=_FOR_WEIGHTS,
           tensors=lambda a, ins, out: _matrix(a, features(ins[0]))),
     OpDef("maxpool", "pool", "max pooling: maxpool (2×2/2), maxpool3/2", attrs=_POOL_ATTRS,
           kernel="k", slash="stride", prepare=_pool_prepare("maxpool"), shape=_pool_shape,
-          fan_in=lambda a, ins, out: kernel_area(a)),
+          fan_in=lambda a, ins, out: kernel_area(a),
+          keeps=Keeps(("inputs", "extra"), extra_bytes=lambda a, ins, out: 8 * math.prod(out))),
     OpDef("avgpool", "pool", "average pooling (padding counted, as in PyTorch): avgpool2/2",
           attrs=_POOL_ATTRS, kernel="k", slash="stride", prepare=_pool_prepare("avgpool"),
-          shape=_pool_shape, fan_in=lambda a, ins, out: kernel_area(a)),
+          shape=_pool_shape, fan_in=lambda a, ins, out: kernel_area(a), keeps=_INPUTS),
     OpDef("gap", "pool", "global average pooling: C×H×W to C×1×1, or L×D tokens to their "
           "mean D-vector", shape=_global_shape, fan_in=_global_fan_in),
     OpDef("gmp", "pool", "global max pooling: C×H×W to C×1×1, or L×D tokens to a D-vector",
-          shape=_global_shape, fan_in=_global_fan_in),
+          shape=_global_shape, fan_in=_global_fan_in,
+          # a map's max pooling keeps int64 indices; tokens' maximum (amax), its output
+          keeps=Keeps(("inputs", "extra"),
+                      extra=lambda a, ins, out: math.prod(out) if len(ins[0]) == 2 else 0,
+                      extra_bytes=lambda a, ins, out: 8 * math.prod(out)
+                      if len(ins[0]) == 3 else 0)),
     OpDef("adaptive_avgpool", "pool",
           "adaptive average pooling to C×S×S, or C×H×W: adaptive_avgpool(7), adaptive_avgpool(4x6)",
           attrs={"size": AttrSpec("pair", REQUIRED, 1)}, positional=("size",),
-          shape=_adaptive_shape, total_connections=_adaptive_connections),
+          shape=_adaptive_shape, total_connections=_adaptive_connections, keeps=_INPUTS),
     OpDef("bn", "norm", "batch normalization (inference: scale and shift per channel)",
           attrs={"eps": AttrSpec("float", 1e-5, 0), "momentum": AttrSpec("float", 0.1, 0)},
           cancels_bias=True, biases=lambda a, ins, out: 2 * ins[0][0],
+          keeps=Keeps(("inputs", "extra"), ("inputs", "extra"),
+                      per_batch=lambda a, ins, out: 2 * ins[0][0]),
           tensors=lambda a, ins, out: {k: (ins[0][0],) for k in (
               "weight", "bias", "running_mean", "running_var")}),
     OpDef("layernorm", "norm",
@@ -728,31 +805,37 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           "of each pixel of a C×H×W map (ConvNeXt), the features of each token (ViT), or a "
           "vector: layernorm eps=1e-6",
           attrs={"eps": AttrSpec("float", 1e-5, 0)},
-          biases=lambda a, ins, out: 2 * features(ins[0]), tensors=_norm_tensors),
+          biases=lambda a, ins, out: 2 * features(ins[0]), tensors=_norm_tensors,
+          keeps=Keeps(("inputs", "extra"), ("inputs", "extra"),  # and a mean and 1/σ each
+                      extra=lambda a, ins, out: 2 * _positions(ins[0]))),
     OpDef("layerscale", "scale",
           "a learned scale per feature, initialised to `init` (CaiT, ConvNeXt): layerscale(1e-6)",
           attrs={"init": AttrSpec("float", 1e-6, doc="initial value of every scale")},
           positional=("init",), weights=lambda a, ins, out: features(ins[0]),
-          tensors=lambda a, ins, out: {"": _scale_shape(ins)}),
+          keeps=_FOR_WEIGHTS, tensors=lambda a, ins, out: {"": _scale_shape(ins)}),
     OpDef("lrn", "norm", "local response normalization across channels (Krizhevsky et al.)",
           attrs={"size": AttrSpec("int", 5, 1), "alpha": AttrSpec("float", 1e-4),
                  "beta": AttrSpec("float", 0.75), "k": AttrSpec("float", 2.0)},
-          positional=("size",)),
+          # PyTorch's LocalResponseNorm is a composite: it keeps the squares padded by the
+          # window across channels, and the power's base and result
+          positional=("size",), keeps=Keeps(("inputs", "extra"), extra=lambda a, ins, out: (
+              (out[0] + a["size"] - 1 + 2 * out[0]) * math.prod(out[1:])))),
     OpDef("dropout", "regularizer", "dropout (identity at inference): dropout, dropout(0.4)",
           attrs={"p": AttrSpec("float", 0.5, 0, maximum=1)}, positional=("p",),
-          makes_units=False),
+          makes_units=False, keeps=Keeps(("extra",), extra=_keeps_dropped)),
     OpDef("droppath", "regularizer",
           "stochastic depth: drops a residual branch per sample in training (identity at "
           "inference): droppath(0.2)",
           attrs={"p": AttrSpec("float", 0.0, 0, maximum=1)}, positional=("p",),
-          makes_units=False),
+          makes_units=False,  # keeps one mask value per sample
+          keeps=Keeps(("extra",), extra=lambda a, ins, out: 1 if a["p"] > 0 else 0)),
     *ACTIVATION_OPS,
     *CHANNEL_OPS,
     OpDef("flatten", "shape", "flatten C×H×W to a vector", shape=_flatten_shape,
-          makes_units=False),
+          makes_units=False, view=True),
     OpDef("tokens", "shape",
           "a C×H×W map as a sequence of H·W tokens of C features (row by row; ViT's patches)",
-          shape=_tokens_shape, makes_units=False),
+          shape=_tokens_shape, makes_units=False, view=True),
     OpDef("class_token", "sequence",
           "prepends a learned token to an L×D sequence (BERT's [class], ViT): L+1 × D",
           shape=_class_token_shape, makes_units=False,
@@ -773,6 +856,7 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           weights=lambda a, ins, out: 4 * ins[0][1] ** 2,
           biases=lambda a, ins, out: 4 * ins[0][1],
           total_connections=_attention_macs, weighted=True,
+          keeps=Keeps(("extra",), ("inputs", "extra"), extra=_attention_kept),
           tensors=lambda a, ins, out: {
               "in_proj_weight": (3 * ins[0][1], ins[0][1]), "in_proj_bias": (3 * ins[0][1],),
               "out_proj.weight": (ins[0][1], ins[0][1]), "out_proj.bias": (ins[0][1],)}),
@@ -798,7 +882,9 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           positional=("heads",), shape=_window_attention_shape,
           weights=_learned("weights"), biases=_learned("biases"),
           total_connections=_window_attention_macs, weighted=True,
-          tensors=_window_attention_tensors, derived=_window_attention_derived),
+          tensors=_window_attention_tensors, derived=_window_attention_derived,
+          keeps=Keeps(("extra",), ("extra",), extra=_window_attention_kept,
+                      per_batch=_window_attention_per_batch)),
     OpDef("patch_merging", "linear",
           "Swin's patch merging: each 2×2 neighbourhood of a C×H×W map concatenated (4C), layer "
           "normalization, a linear reduction without bias to `out` (default 2C); odd sizes "
@@ -810,7 +896,12 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           dash="out", prepare=_merge_prepare, shape=_merge_shape,
           weights=lambda a, ins, out: 4 * ins[0][0] * a["out"],
           biases=lambda a, ins, out: 2 * (a["out"] if a["post_norm"] else 4 * ins[0][0]),
-          fan_in=lambda a, ins, out: 4 * ins[0][0], weighted=True, tensors=_merge_tensors),
+          fan_in=lambda a, ins, out: 4 * ins[0][0], weighted=True, tensors=_merge_tensors,
+          # the 2×2 neighbourhoods concatenated (once), what the norm normalizes with its
+          # mean and 1/σ per position, and (v2) the reduction's output the norm reads
+          keeps=Keeps(("extra",), ("extra",), extra=lambda a, ins, out: (
+              math.prod(out) if a["post_norm"] else 4 * ins[0][0] * out[1] * out[2])
+              + 4 * ins[0][0] * out[1] * out[2] + 2 * out[1] * out[2])),
     OpDef("grid", "shape",
           "L×D tokens back to a D×H×W map, row by row (the inverse of `tokens`): grid, "
           "grid(14), grid(7, 28)",
@@ -819,11 +910,11 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           positional=("h", "w"), shape=_grid_shape, makes_units=False),
     OpDef("token", "shape", "one token of an L×D sequence as a D-vector: token(0)",
           attrs={"index": AttrSpec("int", REQUIRED, 0)}, positional=("index",),
-          shape=_token_shape, makes_units=False),
+          shape=_token_shape, makes_units=False, view=True),
     OpDef("add", "join", "elementwise sum of branches (residual join)", arity=(2, 0),
           in_syntax=False, shape=_add_shape),
     OpDef("mul", "join", "elementwise product with broadcasting (gating)", arity=(2, 0),
-          in_syntax=False, shape=_mul_shape),
+          in_syntax=False, shape=_mul_shape, keeps=_INPUTS),
     OpDef("concat", "join", "concatenation along channels", arity=(2, 0), in_syntax=False,
           shape=_concat_shape, makes_units=False),
 ]}

@@ -54,7 +54,7 @@ def parse(text: str, file: str = "<string>") -> S.Module:
     sink = ErrorSink()
     try:
         items = _Build(file, text).build(tree)
-    except ArchError as exc:  # a literal the builder refuses
+    except ArchError as exc:  # a literal the builder refuses, a quoted name with a `.`
         raise ArchErrors([exc]) from None
     module = S.Module(file, [], [], [])
     with sink.collecting():
@@ -298,7 +298,15 @@ class _Build(Transformer):
 
     def label(self, meta, c):
         tok = c[0]
-        return str(tok), _tok_span(self.file, self.text, tok), None
+        span = _tok_span(self.file, self.text, tok)
+        if getattr(tok, "type", "") != "STRING":
+            return str(tok), span, None
+        name = str(tok)[1:-1]
+        if not name or "." in name or not name.isprintable():
+            raise ArchSyntaxError(f"`{tok}` cannot be a name", span,
+                                  "a quoted name may hold any characters but `.` (which "
+                                  "separates scopes)")
+        return name, span, None
 
     def keyword(self, meta, c):
         return c[0]

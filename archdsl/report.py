@@ -20,12 +20,13 @@ from rich.table import Table
 from rich.text import Text
 
 from .analysis import COUNTS, Conventions, Stats
-from .columns import Column, choose, hidden
+from .columns import COLUMNS, TRAINING_KEYS, Column, choose, hidden
 from .errors import printable
 from .limits import MAX_TABLE_ROWS
 from .numfmt import compact, grouped, human  # noqa: F401  (human: re-exported)
 from .ops import fmt_shape
-from .writers import settings_text
+from .training import definitions as training_definitions
+from .writers import kind_rows, settings_text
 
 
 def plain(text: str, style: str = "") -> Text:
@@ -243,6 +244,8 @@ class FittedTable:
 
 def _notes(stats: Stats, columns: list[Column], dtypes: list[str]) -> list[str]:
     notes = [conventions_text(stats.conventions, [c.key for c in columns])]
+    if any(c.key in TRAINING_KEYS for c in columns):
+        notes.append(training_definitions(stats.extra.get("batch", 1)))
     if any(c.kind == "mib" for c in columns):
         notes.append(f"MB = 2^20 bytes as {', '.join(dtypes)}")
     return notes
@@ -276,6 +279,30 @@ def layer_table(stats: Stats, depth: int | None = None,
         footer=[t if t is not None else "" for t in totals],
         notes=_notes(stats, columns, [stats.dtype]),
         more=hidden(columns, per_layer=True))
+
+
+# the per-kind table's columns: those of the registry with these keys
+KIND_COLUMNS = ("params", "macs", "train_macs", "kept_mb", "trainable")
+
+
+def kinds_table(stats: Stats) -> FittedTable:
+    """One row per kind of op (OpDef.category: conv, linear, attention, norm...), with the
+    totals as footer: where the parameters, the cost and the training memory are."""
+    columns = [COLUMNS[k] for k in KIND_COLUMNS]
+    factor = 2 if stats.conventions.count == "flops" else 1
+    rows = [[r["params"], r["macs"] * factor, r["train_macs"] * factor, r["kept_bytes"],
+             r["trainable"]] for _, r in kind_rows(stats)]
+    return FittedTable(
+        f"{arch_label(stats)} by kind of op", "Kind", [k for k, _ in kind_rows(stats)],
+        columns, [c.title(stats) for c in columns], rows,
+        footer=[sum(col) for col in zip(*rows, strict=True)] if rows else None,
+        notes=_notes(stats, columns, [stats.dtype]))
+
+
+def kinds_markdown(stats: Stats) -> str:
+    t = kinds_table(stats)
+    return "\n".join([f"### {t.title}", "", *_md_rows(t), "", *(f"_{n}_" for n in t.notes),
+                      ""]) + "\n"
 
 
 def _md_rows(t: FittedTable) -> list[str]:

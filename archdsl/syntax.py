@@ -5,9 +5,14 @@ Every node keeps its source span so that any later error can point at the text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .errors import Span
+
+# what a label may be written as without quotes: torchvision's module names (`layer1`, `0`,
+# `block1-0`); a quoted label (`"any name":`) may hold anything printable but `.`
+VALID_LABEL = re.compile(r"^[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*$")
 
 
 @dataclass(frozen=True)
