@@ -701,6 +701,7 @@ def _celu_shape(a: dict, ins: list[Shape]) -> Shape:
 
 
 _ALPHA = AttrSpec("float", 1.0, doc="the scale of the negative part")
+_INPUT_AND_ONE_MORE = Keeps(("inputs", "extra"), extra=lambda a, ins, out: math.prod(out))
 
 # The activations of torch.nn that classifiers use, each usable as a layer and as `act=`.
 # They compute elementwise (softmax and log_softmax over channels), make C·H·W units and have
@@ -727,8 +728,10 @@ ACTIVATION_OPS = [
     _act("softplus", "log(1 + exp(beta·x))/beta, x itself where beta·x > threshold",
          beta=AttrSpec("float", 1.0), threshold=AttrSpec("float", 20.0)),
     _act("mish", "x·tanh(softplus(x)) (Misra 2019)"),
-    _act("softsign", "x / (1 + |x|)"),
-    _act("logsigmoid", "log(sigmoid(x))"),
+    # two tensors each: the input and an intermediate of the output's size (1 + |x|; the
+    # buffer of log_sigmoid_forward), as autograd keeps them
+    _act("softsign", "x / (1 + |x|)", _INPUT_AND_ONE_MORE),
+    _act("logsigmoid", "log(sigmoid(x))", _INPUT_AND_ONE_MORE),
     OpDef("prelu", "act", "x, or a learned slope·x below 0 (He et al. 2015); "
           "per_channel=true learns one slope per channel",
           attrs={"per_channel": AttrSpec("bool", False),
