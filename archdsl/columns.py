@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import training
+from . import latency, training
 from .analysis import DTYPE_BYTES, Row, Stats
 from .errors import UsageError, did_you_mean
 
@@ -118,8 +118,9 @@ COLUMNS: dict[str, Column] = {c.key: c for c in [
     Column("act_mb", "Act. MB", "mib", "activation memory, every layer output (--dtype)",
            arch=lambda s: s.totals["activation_bytes"], default=True, drop=5),
     *TRAINING,
+    Column("latency_ms", "Latency ms", "ms", "measured: median milliseconds per batch of the "
+           "network compiled with TVM (stats --latency TARGET)", arch=latency.of),
 ]}
-
 
 
 def choose(names: str | None, wide: bool, per_layer: bool) -> list[Column]:
