@@ -19,6 +19,7 @@ compiled again and the entry rewritten. Needs TVM only through `Compiled`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import importlib.metadata
@@ -58,6 +59,7 @@ def cache_key(graph: Graph, target: Any, batch: int, dtype: str, seed: int = 0
             "sources_sha256": sources_sha256()}
 
 
+@functools.cache
 def sources_sha256() -> str:
     h = hashlib.sha256()
     for root in (Path(archdsl.__file__).parent, Path(library.__file__).parents[1]):
@@ -104,7 +106,7 @@ class BuildCache:
                         return None
                 # the file just hashed: `checked` names the open descriptor, not the path
                 return Compiled.load(checked, verify=False), manifest
-        except (library.LibraryError, OSError):
+        except (RuntimeError, OSError):  # LibraryError included: not to be loaded
             return None
 
     def store(self, path: Path, key: dict[str, Any], compiled: Compiled,
