@@ -36,6 +36,9 @@ MAX_TABLE_ROWS = 1_000             # rows of a rich table (text formats are not 
 MAX_ERRORS = 50                    # errors collected before a pass stops
 MAX_SYNTAX_REPARSE_BYTES = 8 << 20  # text re-parsed to find further syntax errors
 
+# ---- files archdsl keeps
+MAX_BUILD_CACHE_BYTES = 8 << 30    # the libraries `stats --latency` caches (least recently used go)
+
 # ---- files archdsl reads that are not specs
 MAX_JSON_BYTES = 64 << 20          # a manifest, a tuning database's note or record file
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import archdsl
+from archdsl import limits
 from archdsl.atomic import atomic_path
 from archdsl.backends.tvm import library
 from archdsl.backends.tvm.runtime import Compiled
@@ -95,6 +96,8 @@ class BuildCache:
             return None
         if not hmac.compare_digest(seal, self._seal(text)):
             return None
+        with contextlib.suppress(OSError):
+            os.utime(seal_file)  # used now: the last to go when the cache is pruned
         manifest = json.loads(text)  # sealed: written by this cache as JSON
         if manifest.get("cache_key") != key:
             return None
@@ -117,6 +120,26 @@ class BuildCache:
         text = read_regular(library.manifest_path(path), library.MANIFEST_BYTES, os.O_NOFOLLOW)
         with atomic_path(_seal_path(path)) as tmp:
             tmp.write_text(self._seal(text) + "\n", encoding="ascii")
+        self.prune(keep=path)
+
+    def prune(self, keep: Path) -> None:
+        """Remove the least recently used entries (a seal's time: when it was written or last
+        loaded) while the libraries hold more than limits.MAX_BUILD_CACHE_BYTES; never `keep`."""
+        entries = []
+        for lib in self.root.glob("*.so"):
+            with contextlib.suppress(OSError):
+                size = os.lstat(lib).st_size
+                used = os.lstat(_seal_path(lib)).st_mtime if _seal_path(lib).exists() else 0.0
+                entries.append((used, lib, size))
+        total = sum(size for _, _, size in entries)
+        for _, lib, size in sorted(entries):
+            if total <= limits.MAX_BUILD_CACHE_BYTES:
+                break
+            if lib != keep:
+                for part in (_seal_path(lib), library.manifest_path(lib), lib):
+                    with contextlib.suppress(OSError):
+                        part.unlink()
+                total -= size
 
     def _seal(self, data: bytes) -> str:
         return hmac.new(self.secret(), data, hashlib.sha256).hexdigest()
@@ -125,10 +148,15 @@ class BuildCache:
         """This cache's key: made once, readable by this user only; a key file that others
         could have read or written is refused (its seals prove nothing)."""
         if self._secret is None:
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             path = self.root / "secret"
-            if not os.path.lexists(path):
-                _create_secret(path)
+            try:
+                self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if not os.path.lexists(path):
+                    _create_secret(path)
+            except OSError as exc:
+                raise UsageError(f"cannot use {self.root} as the build cache: "
+                                 f"{exc.strerror or exc}", None,
+                                 "choose a folder you can write to with --cache-dir") from None
             with _open_private(path) as fd:
                 data = os.read(fd, 256)
             if len(data) < 32:

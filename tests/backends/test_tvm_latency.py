@@ -135,6 +135,18 @@ def test_entries_of_another_cache_are_not_loaded(built, tmp_path, builds):
     assert builds == [4]
 
 
+def test_the_least_recently_used_entries_go_past_the_cache_limit(built, tmp_path, builds,
+                                                                  monkeypatch):
+    from archdsl import limits
+    copy_of(built, tmp_path)
+    _entry(tmp_path, 8).unlink()
+    monkeypatch.setattr(limits, "MAX_BUILD_CACHE_BYTES", 1)  # room for the newest entry only
+    assert [x["cached"] for x in latencies(stats(tmp_path, "-f", "json"))] == [True, False]
+    assert builds == [8] and entries(tmp_path) == [_entry(tmp_path, 8)]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        [n + s for n in [entries(tmp_path)[0].name] for s in ("", ".json", ".seal")] + ["secret"])
+
+
 def test_a_secret_others_can_read_is_refused(built, tmp_path, builds):
     copy_of(built, tmp_path)
     os.chmod(tmp_path / "cache" / "secret", 0o644)
@@ -177,4 +189,12 @@ def test_unknown_target_and_dtype_are_usage_errors(tmp_path, builds):
         result = CliRunner().invoke(app, ["stats", str(spec), *args])
         assert result.exit_code == 1 and said in result.stderr, result.output
         assert "Traceback" not in result.output
+    assert builds == []
+
+
+def test_a_cache_dir_that_cannot_be_used_is_a_usage_error(tmp_path, builds):
+    (tmp_path / "cache").write_text("a file, not a folder")
+    result = stats(tmp_path)
+    assert result.exit_code == 1 and "as the build cache" in result.stderr
+    assert "--cache-dir" in result.stderr and "Traceback" not in result.output
     assert builds == []

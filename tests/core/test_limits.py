@@ -265,6 +265,7 @@ def test_docs_limits_states_the_budgets_as_they_are():
     assert rows["settings"] == f"{limits.MAX_SETTINGS:,}"
     assert rows["errors"] == str(limits.MAX_ERRORS)
     assert rows["table rows"] == f"{limits.MAX_TABLE_ROWS:,}"
+    assert rows["build cache"] == f"{limits.MAX_BUILD_CACHE_BYTES >> 30} GiB"
     syntax = importlib.import_module("archdsl.parser").MAX_SYNTAX_ERRORS
     assert rows["syntax errors"] == \
         f"{syntax}, within {limits.MAX_SYNTAX_REPARSE_BYTES >> 20} MiB re-parsed"
