@@ -225,15 +225,22 @@ def _latency_column(chosen: list, target: str | None, named: bool, per: bool) ->
 def _latency(archs: list[Architecture], all_stats: list[Stats], target: str, batch: int,
              dtype: str, runs: int, cache_dir: Path | None) -> list[UsageError]:
     """Compile (or load from the cache) and time every architecture; the points that failed."""
+    from .backends import load_backend
     from .latency import measure_all
-    build, tgt = _tvm_target(target, "--latency")
+    build = load_backend("tvm.build")  # a clear message when TVM is missing
+    try:
+        tgt = build.make_target(parse_target(target))
+    except ValueError as exc:
+        raise UsageError(f"--latency {target}: {last_line(exc)}", None,
+                         "--latency takes the targets `archdsl compile --target` takes "
+                         "(llvm: this CPU)") from None
     try:
         build.check_build_args(batch, dtype)
     except ValueError as exc:
         raise UsageError(f"--latency: {exc}", None, "--dtype float32 or float16") from None
     with progress.display(f"measuring latency on {target}") as display:
-        return measure_all(archs, all_stats, build.make_target(tgt), target, batch, dtype,
-                           runs, cache_dir=cache_dir, display=display)
+        return measure_all(archs, all_stats, tgt, target, batch, dtype, runs,
+                           cache_dir=cache_dir, display=display)
 
 
 def _print_kinds(all_stats: list[Stats], fmt: Format) -> None:
@@ -502,7 +509,7 @@ def compile_(
     run(body)
 
 
-def _tvm_target(target: str, option: str = "--target"):
+def _tvm_target(target: str):
     """The TVM build module and the target, checked before anything is compiled."""
     from .backends import load_backend
     build = load_backend("tvm.build")  # a clear message when TVM is missing
@@ -510,7 +517,7 @@ def _tvm_target(target: str, option: str = "--target"):
     try:
         build.make_target(tgt)
     except ValueError as exc:
-        raise UsageError(f"{option} {target}: {last_line(exc)}", None,
+        raise UsageError(f"--target {target}: {last_line(exc)}", None,
                          "llvm (this CPU), cuda or cuda:sm_80 (an NVIDIA architecture), a TVM "
                          "tag such as nvidia/nvidia-h100, or a JSON dict such as "
                          '{"kind": "llvm", "mcpu": "x86-64-v3"}') from None
