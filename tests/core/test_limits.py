@@ -259,13 +259,13 @@ def test_docs_limits_states_the_budgets_as_they_are():
     assert rows["nesting"] == str(limits.MAX_NESTING)
     assert rows["block calls"] == f"{ELABORATE.MAX_BLOCK_DEPTH} deep"
     assert rows["nodes"] == f"{limits.MAX_NODES:,}"
+    assert rows["build cache"] == f"{limits.MAX_BUILD_CACHE_BYTES >> 30} GiB"
     assert rows["elaboration steps"] == f"{limits.MAX_STEPS:,}"
     assert rows["tensor dimension"] == "2³¹ − 1" and limits.MAX_DIM == 2**31 - 1
     assert rows["tensor size"] == "2⁴⁰ elements" and limits.MAX_ELEMENTS == 2**40
     assert rows["settings"] == f"{limits.MAX_SETTINGS:,}"
     assert rows["errors"] == str(limits.MAX_ERRORS)
     assert rows["table rows"] == f"{limits.MAX_TABLE_ROWS:,}"
-    assert rows["build cache"] == f"{limits.MAX_BUILD_CACHE_BYTES >> 30} GiB"
     syntax = importlib.import_module("archdsl.parser").MAX_SYNTAX_ERRORS
     assert rows["syntax errors"] == \
         f"{syntax}, within {limits.MAX_SYNTAX_REPARSE_BYTES >> 20} MiB re-parsed"
