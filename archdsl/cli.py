@@ -211,10 +211,10 @@ def stats(
 def _latency_column(chosen: list, target: str | None, named: bool, per: bool) -> list:
     """The columns, with `latency_ms` when --latency measures (it cannot be shown without)."""
     if target is None:
-        if named and COLUMNS["latency_ms"] in chosen:
+        if COLUMNS["latency_ms"] in chosen:
             raise UsageError("the latency_ms column is measured: it needs --latency TARGET",
                              None, "e.g. --latency llvm (this CPU)")
-        return [c for c in chosen if c.key != "latency_ms"]  # not measured: not in --wide
+        return chosen
     if per:
         raise UsageError("--latency measures whole networks: it goes with the comparison "
                          "table, not --per-layer, --depth or --by-kind", None)

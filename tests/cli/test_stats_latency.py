@@ -33,9 +33,11 @@ def test_the_column_needs_a_measurement_and_a_comparison_table():
     for table in ("--per-layer", "--by-kind"):
         assert "--latency measures whole networks" in \
             fails("stats", LENET, "--latency", "llvm", table)
-    # --wide shows every column there is a value for: no empty latency column
+    # --wide shows every counted column; latency is measured, only with --latency
     out = CliRunner().invoke(app, ["stats", LENET, "--wide"], env={"COLUMNS": "250"}).stdout
-    assert "Latency" not in out and "latency_ms" not in out.split("more columns")[0]
+    assert "Latency" not in out and "latency_ms" not in out and "more columns" not in out
+    out = CliRunner().invoke(app, ["stats", LENET], env={"COLUMNS": "250"}).stdout
+    assert "more columns: units" in out and "latency_ms" not in out
 
 
 def test_a_measured_latency_is_a_column_with_its_definition():
