@@ -67,10 +67,7 @@ def measure_all(archs: Sequence[Any], all_stats: Sequence[Stats], target: Any, l
     `label` is how the user wrote it) into its `Stats.extra["latency"]`. A point that fails
     to build gets a `Latency` with its `error`, and the others are still measured: returns
     the failures, as errors to report. `display`: a progress display (archdsl.progress)."""
-    from .backends import load_backend
-    backend = load_backend("tvm.latency")
-    cache = load_backend("tvm.build_cache").BuildCache(cache_dir or default_cache_dir())
-    cache.secret()  # a cache that cannot be trusted is said before anything is compiled
+    backend, cache = _backend(cache_dir)
     failures: list[UsageError] = []
     for i, (a, stats) in enumerate(zip(archs, all_stats, strict=True)):
         name = _point(stats)
@@ -90,6 +87,28 @@ def measure_all(archs: Sequence[Any], all_stats: Sequence[Stats], target: Any, l
     if display is not None:
         display.step(len(archs), len(archs), "done")
     return failures
+
+
+def measure(arch: Any, target: Any = "llvm", batch: int = 1, dtype: str = "float32",
+            runs: int = RUNS, warmup: int = WARMUP,
+            cache_dir: str | os.PathLike | None = None) -> Latency:
+    """One `Architecture`'s latency, measured as `stats --latency` measures it (the build
+    cached the same way); `target` as `archdsl.backends.tvm.compile` takes it. A build that
+    fails raises what the TVM backend raised."""
+    from .backends import load_backend
+    backend, cache = _backend(cache_dir)
+    target = load_backend("tvm.build").make_target(target)
+    return backend.measure_point(arch.graph, target, batch, dtype, cache, runs, warmup)
+
+
+def _backend(cache_dir: str | os.PathLike | None) -> tuple[Any, Any]:
+    """The TVM half (backends/tvm/latency.py) and the build cache, checked before anything
+    is compiled (a cache that cannot be trusted is an error now, not after the first build)."""
+    from .backends import load_backend
+    backend = load_backend("tvm.latency")
+    cache = load_backend("tvm.build_cache").BuildCache(cache_dir or default_cache_dir())
+    cache.secret()
+    return backend, cache
 
 
 def _point(stats: Stats) -> str:

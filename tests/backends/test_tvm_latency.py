@@ -198,3 +198,14 @@ def test_a_cache_dir_that_cannot_be_used_is_a_usage_error(tmp_path, builds):
     assert result.exit_code == 1 and "as the build cache" in result.stderr
     assert "--cache-dir" in result.stderr and "Traceback" not in result.output
     assert builds == []
+
+
+def test_python_measures_as_the_command_does(built, tmp_path):
+    import archdsl
+    from archdsl.latency import measure
+    copy_of(built, tmp_path)
+    (tmp_path / "tiny.arch").write_text(SPEC)
+    lat = measure(archdsl.load(tmp_path / "tiny.arch", width=4), runs=2,
+                  cache_dir=tmp_path / "cache")
+    assert lat.cached and lat.ms > 0 and lat.runs == 2 and lat.error is None
+
