@@ -128,23 +128,35 @@ def test_tampered_or_foreign_entries_are_rebuilt_not_loaded(built, tmp_path, bui
 
 
 def test_entries_of_another_cache_are_not_loaded(built, tmp_path, builds):
+    import archdsl
+    from archdsl.backends.tvm.build_cache import BuildCache, cache_key
     copy_of(built, tmp_path)
-    (tmp_path / "cache" / "secret").unlink()  # the entries were sealed with another key
-    assert [x["cached"] for x in latencies(stats(tmp_path, "-f", "json", widths="4"))] == \
-        [False]
-    assert builds == [4]
+    (tmp_path / "tiny.arch").write_text(SPEC)
+    graph = archdsl.load(tmp_path / "tiny.arch", width=4).graph
+    key = cache_key(graph, build.make_target("llvm"), 1, "float32")
+    path = BuildCache(tmp_path / "cache").path(graph.name, key)
+    assert BuildCache(tmp_path / "cache").load(path, key) is not None
+    # sealed here, but for another build (a stale entry: another TVM, other sources...)
+    assert BuildCache(tmp_path / "cache").load(path, {**key, "tvm": "0.0"}) is None
+    (tmp_path / "cache" / "secret").unlink()  # the entries were sealed under another key
+    assert BuildCache(tmp_path / "cache").load(path, key) is None
+    assert builds == []
 
 
 def test_the_least_recently_used_entries_go_past_the_cache_limit(built, tmp_path, builds,
                                                                   monkeypatch):
     from archdsl import limits
+    from archdsl.backends.tvm.build_cache import BuildCache
     copy_of(built, tmp_path)
-    _entry(tmp_path, 8).unlink()
-    monkeypatch.setattr(limits, "MAX_BUILD_CACHE_BYTES", 1)  # room for the newest entry only
-    assert [x["cached"] for x in latencies(stats(tmp_path, "-f", "json"))] == [True, False]
-    assert builds == [8] and entries(tmp_path) == [_entry(tmp_path, 8)]
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
-        [n + s for n in [entries(tmp_path)[0].name] for s in ("", ".json", ".seal")] + ["secret"])
+    for lib in entries(tmp_path):  # both used long ago...
+        os.utime(f"{lib}.seal", (1e9, 1e9))
+    latencies(stats(tmp_path, "-f", "json", widths="8"))  # ...and width 8 again now
+    keep = _entry(tmp_path, 8)
+    monkeypatch.setattr(limits, "MAX_BUILD_CACHE_BYTES", keep.stat().st_size)  # room for one
+    BuildCache(tmp_path / "cache").prune(keep=tmp_path / "new.so")
+    assert builds == [] and entries(tmp_path) == [keep]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == \
+        sorted([keep.name, f"{keep.name}.json", f"{keep.name}.seal", "secret"])
 
 
 def test_a_secret_others_can_read_is_refused(built, tmp_path, builds):
