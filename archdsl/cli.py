@@ -26,7 +26,7 @@ from .cli_shell import (
 )
 from .cli_train import read_labels, register
 from .columns import COLUMNS, TRAINING_KEYS, choose
-from .errors import ArchErrors, UsageError, last_line
+from .errors import UsageError, last_line
 from .plugins import PluginError, load_plugin
 from .program import display_path
 from .training import DEFAULT_COLUMNS, for_stats
@@ -204,6 +204,7 @@ def stats(
         else:
             _print_stats(all_stats, per, depth, format, chosen)
         if failed:
+            from .errors import ArchErrors
             raise ArchErrors(failed)
     run(body)
 
