@@ -12,13 +12,14 @@ This module is the core's half: what a measurement is (`Latency`, kept in
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import interrupt
+from . import interrupt, progress
 from .analysis import Stats
 from .errors import ArchError, ArchErrors, UsageError, last_line
 
@@ -62,30 +63,30 @@ def default_cache_dir() -> Path:
 def measure_all(archs: Sequence[Any], all_stats: Sequence[Stats], target: Any, label: str,
                 batch: int = 1, dtype: str = "float32", runs: int = RUNS,
                 warmup: int = WARMUP, cache_dir: str | os.PathLike | None = None,
-                display: Any = None) -> list[UsageError]:
+                show: bool = False) -> list[UsageError]:
     """Measure each architecture (`archs`, `Architecture`s) on `target` (a checked TVM target;
     `label` is how the user wrote it) into its `Stats.extra["latency"]`. A point that fails
     to build gets a `Latency` with its `error`, and the others are still measured: returns
-    the failures, as errors to report. `display`: a progress display (archdsl.progress)."""
-    backend, cache = _backend(cache_dir)
+    the failures, as errors to report. `show`: a progress display on stderr (progress.py)."""
+    backend, cache = _backend(cache_dir, target)
     failures: list[UsageError] = []
-    for i, (a, stats) in enumerate(zip(archs, all_stats, strict=True)):
-        name = _point(stats)
-
-        def stage(what: str, i: int = i, name: str = name) -> None:
-            if display is not None:
-                display.step(i, len(archs), f"{name}: {what}")
-        try:
-            stats.extra["latency"] = backend.measure_point(
-                a.graph, target, batch, dtype, cache, runs, warmup, stage)
-        except (ArchError, ArchErrors) as exc:  # too big for this machine's memory, say
-            errors = exc.errors if isinstance(exc, ArchErrors) else [exc]
-            failures.append(_failed(stats, label, errors[0].message))
-        except Exception as exc:  # TVM's, raised while compiling this point
-            interrupt.checkpoint()  # a Ctrl-C that TVM turned into an error stops it all
-            failures.append(_failed(stats, label, last_line(exc)[:500]))
-    if display is not None:
-        display.step(len(archs), len(archs), "done")
+    display = progress.display(f"measuring latency on {label}") if show else None
+    with display if display is not None else contextlib.nullcontext():
+        for i, (a, stats) in enumerate(zip(archs, all_stats, strict=True)):
+            def stage(what: str, i: int = i, name: str = _point(stats)) -> None:
+                if display is not None:
+                    display.step(i, len(archs), f"{name}: {what}")
+            try:
+                stats.extra["latency"] = backend.measure_point(
+                    a.graph, target, batch, dtype, cache, runs, warmup, stage)
+            except (ArchError, ArchErrors) as exc:  # too big for this machine's memory, say
+                errors = exc.errors if isinstance(exc, ArchErrors) else [exc]
+                failures.append(_failed(stats, label, errors[0].message))
+            except Exception as exc:  # TVM's, raised while compiling this point
+                interrupt.checkpoint()  # a Ctrl-C that TVM turned into an error stops it all
+                failures.append(_failed(stats, label, last_line(exc)[:500]))
+        if display is not None:
+            display.step(len(archs), len(archs), "done")
     return failures
 
 
@@ -96,16 +97,22 @@ def measure(arch: Any, target: Any = "llvm", batch: int = 1, dtype: str = "float
     cached the same way); `target` as `archdsl.backends.tvm.compile` takes it. A build that
     fails raises what the TVM backend raised."""
     from .backends import load_backend
-    backend, cache = _backend(cache_dir)
     target = load_backend("tvm.build").make_target(target)
+    backend, cache = _backend(cache_dir, target)
     return backend.measure_point(arch.graph, target, batch, dtype, cache, runs, warmup)
 
 
-def _backend(cache_dir: str | os.PathLike | None) -> tuple[Any, Any]:
+def _backend(cache_dir: str | os.PathLike | None, target: Any) -> tuple[Any, Any]:
     """The TVM half (backends/tvm/latency.py) and the build cache, checked before anything
-    is compiled (a cache that cannot be trusted is an error now, not after the first build)."""
+    is compiled: a cache that cannot be trusted, or a target with no device here to run on,
+    is an error now, not after the first build."""
     from .backends import load_backend
     backend = load_backend("tvm.latency")
+    why = backend.missing_device(target)
+    if why is not None:
+        raise UsageError(f"cannot measure on {backend.describe(target)}: {why}", None,
+                         "measure on the machine the code is for; `archdsl compile` builds "
+                         "for a target without running it")
     cache = load_backend("tvm.build_cache").BuildCache(cache_dir or default_cache_dir())
     cache.secret()
     return backend, cache

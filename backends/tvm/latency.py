@@ -23,7 +23,7 @@ from archdsl.backends.tvm.runtime import Compiled
 from archdsl.ir import Graph
 from archdsl.latency import Latency
 
-__all__ = ["measure_point", "time_compiled"]
+__all__ = ["measure_point", "missing_device", "time_compiled"]
 
 
 def measure_point(graph: Graph, target: tvm.target.Target, batch: int, dtype: str,
@@ -52,6 +52,16 @@ def measure_point(graph: Graph, target: tvm.target.Target, batch: int, dtype: st
                    warmup=warmup, batch=batch, dtype=dtype, target=describe(target),
                    threads=_threads(), cached=found is not None,
                    compile_seconds=compile_seconds, library=str(path))
+
+
+def missing_device(target: tvm.target.Target) -> str | None:
+    """Why `target`'s code cannot run here (no such device), or None: said before anything
+    is compiled for it (a CUDA build compiles on a machine without a GPU, and only fails when
+    it runs)."""
+    kind = "cpu" if target.kind.name == "llvm" else target.kind.name
+    if tvm.device(kind, 0).exist:
+        return None
+    return f"this machine has no {target.kind.name} device to run on"
 
 
 def time_compiled(compiled: Compiled, runs: int, warmup: int, seed: int = 0) -> list[float]:

@@ -196,7 +196,9 @@ def test_ctrl_c_stops_cleanly_and_leaves_no_partial_entry(tmp_path, monkeypatch)
 def test_unknown_target_and_dtype_are_usage_errors(tmp_path, builds):
     spec = tmp_path / "tiny.arch"
     spec.write_text(SPEC)
+    no_gpu = not tvm.cuda(0).exist
     for args, said in ((["--latency", "llvm-nope"], "--latency llvm-nope"),
+                       *([(["--latency", "cuda"], "no cuda device to run on")] if no_gpu else []),
                        (["--latency", "llvm", "--dtype", "int8"], "float32 or float16")):
         result = CliRunner().invoke(app, ["stats", str(spec), *args])
         assert result.exit_code == 1 and said in result.stderr, result.output
