@@ -25,16 +25,22 @@ from .errors import ArchError, ArchErrors, UsageError, last_line
 
 RUNS = 20
 WARMUP = 3
+# a fast network is timed for more than RUNS calls, until its calls add up to MIN_SECONDS
+# (a 0.4 ms network: 500 calls), so that one hiccup of a busy machine moves its median less
+MIN_SECONDS = 0.2
+MAX_RUNS = 10_000
 
 
 @dataclass
 class Latency:
-    """One point's measurement: the median and fastest of `runs` timed calls (ms) after
-    `warmup`; or why it could not be measured (`error`, and no times)."""
+    """One point's measurement: the median and fastest of `runs` timed calls (ms: at least
+    `min_runs`, more for a fast network, see MIN_SECONDS) after `warmup`; or why it could not
+    be measured (`error`, and no times)."""
 
     ms: float | None
     min_ms: float | None = None
     runs: int = 0
+    min_runs: int = 0
     warmup: int = 0
     batch: int = 1
     dtype: str = "float32"
@@ -142,6 +148,7 @@ def definition(all_stats: Sequence[Stats]) -> str:
     if lat is None:
         return "Latency ms: not measured"
     threads = f"{lat.threads} threads" if lat.threads else "TVM's default threads"
-    return (f"Latency ms: median of {lat.runs} runs after {lat.warmup} warm-up runs, batch "
+    return (f"Latency ms: median of at least {lat.min_runs} timed runs (of a fast network, "
+            f"as many as fill {MIN_SECONDS:g} s) after {lat.warmup} warm-up runs, batch "
             f"{lat.batch}, {lat.dtype}, random weights, compiled with TVM (archdsl's default "
             f"schedules) for {lat.target}, {threads}")
