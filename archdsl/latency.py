@@ -87,10 +87,10 @@ def measure_all(archs: Sequence[Any], all_stats: Sequence[Stats], target: Any, l
                     a.graph, target, batch, dtype, cache, runs, warmup, stage)
             except (ArchError, ArchErrors) as exc:  # too big for this machine's memory, say
                 errors = exc.errors if isinstance(exc, ArchErrors) else [exc]
-                failures.append(_failed(stats, label, errors[0].message))
+                failures.append(_failed(stats, label, errors[0].message, len(archs)))
             except Exception as exc:  # TVM's, raised while compiling this point
                 interrupt.checkpoint()  # a Ctrl-C that TVM turned into an error stops it all
-                failures.append(_failed(stats, label, last_line(exc)[:500]))
+                failures.append(_failed(stats, label, last_line(exc)[:500], len(archs)))
         if display is not None:
             display.step(len(archs), len(archs), "done")
     return failures
@@ -129,10 +129,11 @@ def _point(stats: Stats) -> str:
     return stats.name + (f" ({settings_text(stats.given)})" if stats.given else "")
 
 
-def _failed(stats: Stats, label: str, why: str) -> UsageError:
+def _failed(stats: Stats, label: str, why: str, points: int) -> UsageError:
     stats.extra["latency"] = Latency(None, target=label, error=why)
     return UsageError(f"cannot measure {_point(stats)} on {label}: {why}", None,
-                      "the other points were measured; this one shows —")
+                      "its latency shows as —" + (", the other points' were measured"
+                                                  if points > 1 else ""))
 
 
 def of(stats: Stats) -> float | None:
