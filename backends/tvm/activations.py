@@ -1,5 +1,5 @@
-"""Lowerings of the activations (archdsl/ops.py's ACTIVATION_OPS) to Relax, each computing what
-its torch.nn module does; part of lower.py's LOWERINGS table."""
+"""Lowerings of the activations (archdsl/ops/activations.py's ACTIVATION_OPS) to Relax, each
+computing what its torch.nn module does; part of lower.py's LOWERINGS table."""
 
 from __future__ import annotations
 

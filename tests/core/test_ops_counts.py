@@ -1,5 +1,5 @@
 """Per-op counts: parameters and output shapes against the equivalent torch.nn layer, and
-units/weights/connections/MACs against the conventions in archdsl/ops.py's docstring:
+units/weights/connections/MACs against the conventions in archdsl/ops/__init__.py's docstring:
 
   units = C·H·W of a layer's output; weights = multiplicative weights only;
   params = weights + biases + norm scale/shift; connections = units × fan-in
