@@ -12,7 +12,8 @@ from archdsl.errors import ArchErrors, UsageError, ValueError_
 from archdsl.formatter import format_graph
 from archdsl.ir import Graph, IRError, JoinRef, NodeRef, ScopeRef, validate
 
-ELABORATOR = importlib.import_module("archdsl.elaborate")  # the module, not api.elaborate
+# the modules whose budgets a test makes small: where each is read
+LAYERS = importlib.import_module("archdsl.elaborate.layers")  # MAX_NODES
 
 
 def graph_of(text: str, **kw) -> Graph:
@@ -172,7 +173,7 @@ def test_load_all_applies_parameters_to_the_archs_that_declare_them():
 
 
 def test_node_cap(monkeypatch):
-    monkeypatch.setattr(ELABORATOR, "MAX_NODES", 50)
+    monkeypatch.setattr(LAYERS, "MAX_NODES", 50)
     with pytest.raises(ArchErrors) as info:
         load("arch a\ninput 3x4x4\nconv3-4 x100\n")
     (err,) = info.value.errors
