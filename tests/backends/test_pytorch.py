@@ -87,6 +87,11 @@ TORCHVISION_TWINS = [
     ("mobilenet_v3.arch", "mobilenet_v3_small", "mobilenet_v3_small", False),
     ("regnet.arch", "regnet_y_400mf", "regnet_y_400mf", False),
     ("regnet.arch", "regnet_x_400mf", "regnet_x_400mf", False),
+    *[("squeezenet.arch", n, n, False) for n in ("squeezenet1_0", "squeezenet1_1")],
+    ("mnasnet.arch", "mnasnet0_5", "mnasnet0_5", False),
+    # at 128 pixels (torchvision's pooling is adaptive): 0.9 GMACs instead of 8.4 at 384
+    ("efficientnet_v2.arch", "efficientnet_v2_s", "efficientnet_v2_s", False, {},
+     {"resolution": 128}),
     # without the training-time auxiliary classifiers; with and without transform_input
     *[(spec, name, tv_name, False, {"aux_logits": False, "init_weights": False, **t}, t)
       for spec, name, tv_name in (("googlenet.arch", "googlenet_torchvision", "googlenet"),
