@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .core import INPUTS, OUTPUT, AttrSpec, Keeps, OpDef, OpShapeError, Shape
+from .core import INPUTS, OUTPUT, REQUIRED, AttrSpec, Keeps, OpDef, OpShapeError, Shape
 from .shapes import fmt_shape
 
 
@@ -29,7 +29,16 @@ def _celu_shape(a: dict, ins: list[Shape]) -> Shape:
     return ins[0]
 
 
+def _rrelu_shape(a: dict, ins: list[Shape]) -> Shape:
+    if not a["lower"] <= a["upper"]:
+        raise OpShapeError(f"rrelu's lower slope {a['lower']} is above its upper "
+                           f"{a['upper']}", "rrelu(lower, upper) with lower <= upper")
+    return ins[0]
+
+
 _ALPHA = AttrSpec("float", 1.0, doc="the scale of the negative part")
+_LAMBDA = AttrSpec("float", 0.5, minimum=0.0, doc="the half-width of the band set to 0")
+_ONE_MORE = Keeps(("extra",), extra=lambda a, ins, out: math.prod(out))  # an intermediate
 _INPUT_AND_ONE_MORE = Keeps(("inputs", "extra"), extra=lambda a, ins, out: math.prod(out))
 
 # The activations of torch.nn that classifiers use, each usable as a layer and as `act=`.
@@ -68,6 +77,18 @@ ACTIVATION_OPS = [
           weights=lambda a, ins, out: _prelu_slopes(a, ins),
           tensors=lambda a, ins, out: {"weight": (_prelu_slopes(a, ins),)},
           keeps=Keeps(("inputs",), ("inputs",))),
+    _act("hardshrink", "x where |x| > lambd, else 0", lambd=_LAMBDA),
+    _act("softshrink", "x − lambd·sign(x) where |x| > lambd, else 0", lambd=_LAMBDA),
+    # autograd keeps tanh(x), not x
+    _act("tanhshrink", "x − tanh(x)", _ONE_MORE),
+    _act("threshold", "x where x > threshold, else value: threshold(0.1, 20)",
+         threshold=AttrSpec("float", REQUIRED), value=AttrSpec("float", REQUIRED)),
+    # a random slope per element in training (kept with the input), their mean at inference
+    OpDef("rrelu", "act", "randomized leaky ReLU (Xu et al. 2015): a slope drawn from "
+          "[lower, upper] below 0 in training, (lower + upper)/2 at inference",
+          attrs={"lower": AttrSpec("float", 1 / 8), "upper": AttrSpec("float", 1 / 3)},
+          positional=("lower", "upper"), shape=_rrelu_shape, keeps=_INPUT_AND_ONE_MORE),
     _act("softmax", "softmax over channels", OUTPUT),
+    _act("softmin", "softmax of −x over channels", OUTPUT),
     _act("log_softmax", "log of the softmax over channels", OUTPUT),
 ]
