@@ -118,6 +118,8 @@ def _syntax_errors(first: UnexpectedInput, text: str, file: str) -> list[ArchSyn
         rows = statement_rows(lines, row) if 0 <= row < len(lines) - 1 else None
         if rows is None:
             break
+        if _cut_by_line_break(exc):  # its rest is on the lines indented under it
+            rows = (rows[0], _indented_under(lines, rows[1]))
         for r in range(rows[0], rows[1] + 1):
             lines[r] = " " * len(lines[r])
         try:
@@ -130,6 +132,23 @@ def _syntax_errors(first: UnexpectedInput, text: str, file: str) -> list[ArchSyn
             errors.append(err)
             exc = nxt
     return errors
+
+
+def _cut_by_line_break(exc: UnexpectedInput) -> bool:
+    return isinstance(exc, UnexpectedToken) and exc.token.type == "_NL"
+
+
+def _indented_under(lines: list[str], row: int) -> int:
+    """The last row of the lines after `row` indented deeper than it (a statement's
+    continuation the user meant, `let x = 1 +` then `    2`), or `row` itself."""
+    indent = len(lines[row]) - len(lines[row].lstrip())
+    last = row
+    for r in range(row + 1, len(lines)):
+        text = lines[r].split("#", 1)[0]
+        if text.strip() and len(text) - len(text.lstrip()) <= indent:
+            break
+        last = r
+    return last
 
 
 def _unclosed_first(errors: list[ArchSyntaxError], text: str,

@@ -101,6 +101,14 @@ def test_a_syntax_error_ending_a_list_over_several_lines_is_one_error():
         ((12, 6), "unexpected `*`")]
 
 
+def test_a_statement_cut_by_a_line_break_is_one_error():
+    # the indented line under it is its rest, not a statement of its own
+    errs = errors_of(H + "let x = 1 +\n    2\nconv3-4 )\n")
+    assert [(where(e), e.message) for e in errs] == [
+        ((3, 12), "unexpected end of line"), ((5, 9), "unexpected `)`")]
+    assert "end the line with `\\`" in errs[0].hint
+
+
 def test_statement_before_arch():
     err = only_error("conv3-4\n" + H)
     assert isinstance(err, ArchSyntaxError)
