@@ -16,7 +16,16 @@ from .archs import ArchsMixin
 from .blocks import BlocksMixin
 from .joins import JoinsMixin
 from .layers import LayersMixin
-from .scopes import Abort, CallSink, Env, Scope, label_part, repetition
+from .scopes import (
+    Abort,
+    CallSink,
+    Env,
+    Scope,
+    UnknownInput,
+    label_part,
+    repetition,
+    with_input,
+)
 
 
 class Elaborator(ArchsMixin, JoinsMixin, BlocksMixin, LayersMixin):
@@ -48,7 +57,7 @@ class Elaborator(ArchsMixin, JoinsMixin, BlocksMixin, LayersMixin):
                 if isinstance(stmt, S.Defaults):
                     env = self._defaults(stmt, env)
                 elif isinstance(stmt, S.Let):
-                    env = self._let(stmt, env)
+                    env = self._let(stmt, self._with_input(env, cur, stmt.span))
                 elif isinstance(stmt, S.Budget):
                     charge_copy(env.values)
                     self.graph.budgets.append((stmt.expr, dict(env.values)))
@@ -57,7 +66,8 @@ class Elaborator(ArchsMixin, JoinsMixin, BlocksMixin, LayersMixin):
             except Abort:
                 raise
             except ArchError as exc:
-                self.sink.add(exc)
+                if not isinstance(exc, UnknownInput):
+                    self.sink.add(exc)
                 if isinstance(stmt, S.Item):
                     cur = self._unknown(cur, stmt.span)
         return cur
@@ -72,6 +82,10 @@ class Elaborator(ArchsMixin, JoinsMixin, BlocksMixin, LayersMixin):
         self.graph.add_node(Node(nid, f"<unknown {nid}>", "input", {"shape": None}, None,
                                  span, nid), [cur])
         return nid
+
+    def _with_input(self, env: Env, cur: int, span: Span) -> Env:
+        """`env` with `in_channels` and `in_shape` of node `cur` (scopes.InputView)."""
+        return with_input(env, self.graph.node(cur).shape, span)
 
     def _let(self, stmt: S.Let, env: Env) -> Env:
         try:
@@ -112,8 +126,8 @@ class Elaborator(ArchsMixin, JoinsMixin, BlocksMixin, LayersMixin):
     def _item(self, item: S.Item, scope: Scope, items: list, cur: int, env: Env) -> int:
         count = 1
         if item.repeat is not None:
-            count = as_int(evaluate(item.repeat, env.values), "a repeat count", item.repeat.span,
-                           minimum=0)
+            count = as_int(evaluate(item.repeat, self._with_input(env, cur, item.span).values),
+                           "a repeat count", item.repeat.span, minimum=0)
             if count > MAX_STEPS:
                 raise ValueError_(f"a repeat count of {count:,} exceeds the budget of "
                                   f"{MAX_STEPS:,} elaboration steps", item.repeat.span,
@@ -176,6 +190,7 @@ class Elaborator(ArchsMixin, JoinsMixin, BlocksMixin, LayersMixin):
         return cur
 
     def _atom(self, atom, label, scope: Scope, items: list, cur: int, env: Env) -> int:
+        env = self._with_input(env, cur, atom.span)
         if isinstance(atom, S.Layer):
             if atom.name in self.program.blocks:
                 return self._block_call(atom, label, scope, items, cur, env)

@@ -3,6 +3,7 @@ defaults in force), and the call notes errors inside blocks get."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from .. import syntax as S
 from ..errors import ArchError, ErrorSink, NameError_, Span
 from ..expr import charge_copy, evaluate
 from ..layer_attrs import Default
+from ..ops import features
 
 
 class Abort(Exception):
@@ -58,6 +60,48 @@ class Env:
     def with_values(self, extra: dict[str, Any]) -> Env:
         charge_copy(self.values)
         return Env({**self.values, **extra}, self.defaults, self.calls)
+
+
+# What an item's expressions may ask of the tensor it is applied to
+INPUT_NAMES = ("in_channels", "in_shape")
+
+
+class UnknownInput(ArchError):
+    """`in_channels` after a layer that failed: that error is the one to report."""
+
+
+class InputView(Mapping):
+    """The names an item sees, and `in_channels` (the channels of a C×H×W map, the features
+    of an L×D sequence, the length of a vector) and `in_shape` (its shape as a list) of the
+    tensor it is applied to — DenseNet-BC's transition `conv1-{in_channels // 2}`, a
+    squeeze-and-excitation written once for any width. A name the spec gives wins. Only the
+    spec's own names are listed (copying the scope leaves the input's behind)."""
+
+    __slots__ = ("values", "shape", "span")
+
+    def __init__(self, values: Mapping[str, Any], shape, span: Span | None) -> None:
+        self.values, self.shape, self.span = values, shape, span
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.values or key not in INPUT_NAMES:
+            return self.values[key]
+        if self.shape is None:  # an error before it left the shape unknown
+            raise UnknownInput(f"`{key}` is unknown after the error above", self.span)
+        return features(self.shape) if key == "in_channels" else list(self.shape)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.values or key in INPUT_NAMES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def with_input(env: Env, shape, span: Span | None) -> Env:
+    values = env.values.values if isinstance(env.values, InputView) else env.values
+    return Env(InputView(values, shape, span), env.defaults, env.calls)  # type: ignore[arg-type]
 
 
 def repetition(env: Env, item: S.Item, i: int) -> Env:
