@@ -648,6 +648,7 @@ def run_(
 def ops() -> None:
     """List the ops the language knows, with their syntax."""
     from rich.table import Table
+    from rich.text import Text
 
     from .layer_attrs import attr_hint
     from .ops import ALIASES, OPS
@@ -658,8 +659,9 @@ def ops() -> None:
         if not op.in_syntax:
             continue
         aliases = ", ".join(a for a, t in ALIASES.items() if t == name)
-        table.add_row(name, op.category, attr_hint(op).split(" is written ", 1)[1], aliases,
-                      op.doc)
+        # plain text: a doc's `[min_val, max_val]` is not rich markup (it vanished)
+        cells = (name, op.category, attr_hint(op).split(" is written ", 1)[1], aliases, op.doc)
+        table.add_row(*(Text(c) for c in cells))
     _out().print(table)
 
 

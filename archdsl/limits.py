@@ -21,6 +21,7 @@ MAX_INT_BITS = 64                  # |integer| < 2**64 after every operation of 
 
 # ---- elaboration
 MAX_NESTING = 64                   # blocks, groups and joins inside one another
+MAX_BLOCK_DEPTH = 64               # blocks calling blocks
 MAX_NODES = 50_000                 # graph nodes of one architecture
 MAX_STEPS = 500_000                # statements elaborated (repetition counted), nodes or not
 MAX_DIM = (1 << 31) - 1            # one dimension of a tensor (channels, height, width...)
