@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..formatter import spec_value
-from ..ops import OPS, REQUIRED, Shape
+from ..ops import OPS, REQUIRED, Shape, same_pad
 
 NOVALUE = object()
 
@@ -116,7 +116,7 @@ def _conv(layer: Layer, a: dict[str, Any]) -> str:
         del a["groups"]
         if a["out"] == cin:
             del a["out"]
-    if a["pad"] == a["dilation"] * (a["k"] - 1) // 2:
+    if a["pad"] == same_pad(a):
         del a["pad"]
     return token
 
@@ -146,7 +146,11 @@ def form(layer: Layer, defaults: Defaults) -> Form:
         slots["kernel"].omit = NOVALUE  # conv3: the kernel is always written
     if slots["slash"] is not None and layer.op == "conv":
         slots["slash"].omit = 1
-    args = [Slot(k, a.pop(k), _default(layer.op, k)) for k in op.positional if k in a]
+    args = []
+    for k in op.positional:  # up to a word (`gelu approximate=tanh`: a name is no value)
+        if k not in a or op.attrs[k].type == "choice":
+            break
+        args.append(Slot(k, a.pop(k), _default(layer.op, k)))
     given = dict(defaults.attrs)
     attrs = [Slot(k, v, _bias_default(layer, defaults) if k == "bias" else
                   given.get(k, _default(layer.op, k))) for k, v in sorted(a.items())]
