@@ -96,6 +96,14 @@ TWINS = [
     *[("vit.arch", n, n) for n in ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")],
     *[("swin.arch", n, n) for n in ("swin_t", "swin_s", "swin_b")],
     *[("swin_v2.arch", n, n) for n in ("swin_v2_t", "swin_v2_s", "swin_v2_b")],
+    ("googlenet.arch", "googlenet_torchvision", "googlenet"),
+    ("inception_v3.arch", "inception_v3", "inception_v3"),
+    *[("mobilenet_v3.arch", n, n) for n in ("mobilenet_v3_large", "mobilenet_v3_small")],
+    *[("shufflenet_v2.arch", f"shufflenet_v2_x{w}", f"shufflenet_v2_x{w}")
+      for w in ("0_5", "1_0", "1_5", "2_0")],
+    *[("regnet.arch", f"regnet_{k}_{s}", f"regnet_{k}_{s}") for k in "xy"
+      for s in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")],
+    ("regnet.arch", "regnet_y_128gf", "regnet_y_128gf"),
 ]
 # Where the hand-written spec is not torchvision's network, and how: layers only it has.
 PAPER_ONLY = {f"vgg{n}{bn}": {"softmax"} for n in (11, 13, 16, 19) for bn in ("", "_bn")}
@@ -104,7 +112,8 @@ PAPER_ONLY = {f"vgg{n}{bn}": {"softmax"} for n in (11, 13, 16, 19) for bn in (""
 # so the import (faithful to torchvision) differs in every batch norm there.
 NOT_TWINS = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7"}
 TWIN_SAMPLE = {"resnet50", "alexnet", "vgg16_bn", "resnext50_32x4d", "mobilenet_v2",
-               "densenet121", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t"}
+               "densenet121", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t",
+               "inception_v3", "mobilenet_v3_small", "regnet_y_400mf"}
 
 
 def _lines(path: Path) -> int:
