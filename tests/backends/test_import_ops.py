@@ -4,6 +4,8 @@ state_dict, same outputs) and becomes the op it is."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -109,3 +111,22 @@ def test_what_is_still_missing_is_named():
 
     with pytest.raises(ImportFailed, match="getitem"):
         archdsl.from_torch(Height(), (3, 4, 4))
+
+
+@pytest.mark.parametrize("name", [
+    "Inputs", *[pytest.param(n, marks=[] if os.environ.get("ARCHDSL_FULL_ZOO") == "1" else
+                             [pytest.mark.skip(reason="TVM builds take tens of seconds; "
+                                               "ARCHDSL_FULL_ZOO=1 runs them")])
+                for n in ("Shuffle", "Acts")]])
+def test_tvm_build_of_the_imported_ops_computes_what_pytorch_does(name):
+    pytest.importorskip("tvm")
+    module, shape = {"Inputs": (Inputs, (3, 6, 10)), "Shuffle": (Shuffle, (3, 6, 6)),
+                     "Acts": (Acts, (3, 8, 8))}[name]
+    torch.manual_seed(0)
+    model = module().eval()
+    compiled = archdsl.from_torch(model, shape).load().compile("llvm",
+                                                              weights=model.state_dict())
+    x = torch.randn(1, *shape)
+    with torch.no_grad():
+        want = model.double()(x.double()).numpy()
+    assert abs(compiled(x.numpy()) - want).max() <= 1e-4 * max(1.0, abs(want).max())

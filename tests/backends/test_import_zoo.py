@@ -139,8 +139,7 @@ def test_imported_twin_is_the_hand_written_graph_in_few_lines(spec, arch, name):
 # Models built for real (random weights) and run at 64×64 (ViT at its 224): the spec's
 # module takes their state_dict strictly and gives the same logits.
 LOGITS_SAMPLE = {"resnet18", "mobilenet_v2", "squeezenet1_1", "efficientnet_b0", "googlenet",
-                 "swin_t", "convnext_tiny", "inception_v3", "shufflenet_v2_x0_5",
-                 "mobilenet_v3_small"}
+                 "swin_t", "convnext_tiny", "shufflenet_v2_x0_5", "mobilenet_v3_small"}
 HEAVY = {"vit_h_14", "regnet_y_128gf", "regnet_y_32gf", "regnet_x_32gf", "vit_l_16",
          "vit_l_32", "efficientnet_v2_l", "convnext_large", "resnext101_64x4d", "swin_b",
          "swin_v2_b",
@@ -176,7 +175,7 @@ def test_spec_module_takes_the_state_dict_and_gives_the_same_logits(name):
     if FULL and name in HEAVY and os.environ.get("ARCHDSL_IMPORT_HEAVY") != "1":
         pytest.skip("minutes on CPU; ARCHDSL_IMPORT_HEAVY=1 runs it")
     model = _reference(name)
-    res = 224 if name.startswith("vit") else 96 if name == "inception_v3" else 64
+    res = 224 if name.startswith("vit") else 80 if name == "inception_v3" else 64
     arch = archdsl.from_torch(model, (3, res, res), name).load()
     ours = arch.to_torch().eval()
     ours.load_state_dict(model.state_dict(), strict=True)
