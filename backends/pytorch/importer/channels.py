@@ -108,6 +108,17 @@ def index_channels(b: Builder, t: Ten, index: tuple) -> Part | Picked | None:
     return None
 
 
+def torch_shape(b: Builder, v: Part | Picked | Scaled) -> tuple[int, ...]:
+    """How PyTorch holds a value not made yet, without the batch axis."""
+    if isinstance(v, Scaled):
+        return b.torch_shape(v.src) if isinstance(v.src, Ten) else torch_shape(b, v.src)
+    shape = list(b.torch_shape(v.src))
+    axis = _feature_dim(b, v.src) - 1
+    if isinstance(v, Picked):
+        return tuple(shape[:axis] + shape[axis + 1:])
+    return tuple(shape[:axis] + [v.end - v.start] + shape[axis + 1:])
+
+
 def unsqueeze(b: Builder, x: Any, dim: int) -> Any:
     if isinstance(x, Picked) and int(dim) in (1, -3):
         return Part(x.src, x.index, x.index + 1, x.scope)
