@@ -24,7 +24,7 @@ from .cli_shell import (
     _out,
     run,
 )
-from .cli_train import read_labels, register
+from .cli_train import check_labels, read_labels, register
 from .columns import COLUMNS, TRAINING_KEYS, choose
 from .errors import UsageError, last_line
 from .plugins import PluginError, load_plugin
@@ -553,6 +553,7 @@ def run_(
         import numpy as np
 
         from .backends import load_backend
+        names = None if labels is None else read_labels(labels)  # before the library runs
         runtime = load_backend("tvm.runtime")
         try:
             compiled = runtime.Compiled.load(library)
@@ -584,7 +585,8 @@ def run_(
                              f"{last_line(exc)}", None) from None
         scores = y.reshape(y.shape[0], -1)
         what = _SCORES.get(compiled.meta.get("output_op"), "scores")
-        names = None if labels is None else read_labels(labels, scores.shape[1])
+        if names is not None:
+            check_labels(labels, names, scores.shape[1])
         for b, row in enumerate(scores):
             best = np.argsort(-row)[:top]
             cells = ", ".join(f"class {int(i)}{f' ({names[i]})' if names else ''}: "

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from archdsl.errors import UsageError, did_you_mean
+from archdsl.errors import UsageError, did_you_mean, first_line
 
 from .trace import parameters_on_meta
 
@@ -103,9 +103,12 @@ def _callable(module_name: str, attr: str, args: dict[str, Any]) -> Built:
     try:
         mod = importlib.import_module(module_name)
     except ImportError as exc:
-        raise UsageError(f"cannot import `{module_name}`: {exc}", None,
+        raise UsageError(f"cannot import `{module_name}`: {first_line(exc)}", None,
                          f"is it on the Python path? ({sys.path[0] or '.'} is searched first)") \
             from None
+    except Exception as exc:  # the user's module ran and failed, or its name is no name
+        raise UsageError(f"importing `{module_name}` failed: {type(exc).__name__}: "
+                         f"{first_line(exc)}", None) from None
     target: Any = mod
     for part in attr.split("."):
         if not hasattr(target, part):
@@ -127,10 +130,11 @@ def _call(fn: Any, args: dict[str, Any], what: str) -> nn.Module:
     try:
         module = fn(**args)
     except TypeError as exc:
-        raise UsageError(f"{what} does not take these arguments: {exc}", None) from None
-    except Exception as exc:  # the user's code may raise anything
-        raise UsageError(f"building {what} failed: {type(exc).__name__}: {exc}", None) \
+        raise UsageError(f"{what} does not take these arguments: {first_line(exc)}", None) \
             from None
+    except Exception as exc:  # the user's code may raise anything
+        raise UsageError(f"building {what} failed: {type(exc).__name__}: {first_line(exc)}",
+                         None) from None
     if not isinstance(module, nn.Module):
         raise UsageError(f"{what} returned a {type(module).__name__}, not an nn.Module", None)
     return module
