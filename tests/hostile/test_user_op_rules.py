@@ -62,7 +62,7 @@ def test_a_failing_count_is_an_error_not_a_traceback(shaky, k, said):
 
 def test_counts_that_work_still_count(shaky):
     stats = archdsl.load("arch a\ninput 3x8x8\nshaky(0)\n").stats()
-    assert stats.totals()["params"] == 0
+    assert stats.totals["params"] == 0
 
 
 @pytest.mark.parametrize("body, said", [
