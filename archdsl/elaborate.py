@@ -28,6 +28,7 @@ from .expr import (
     charge_copy,
     evaluate,
     evaluate_value,
+    short_repr,
     user_value,
 )
 from .formatter import spec_value
@@ -729,7 +730,8 @@ def _label_part(part: str | S.Expr, env: Env) -> str:
     value = evaluate(part, env.values)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return str(value)
+    # a list is never part of a name: shown cut, not 100,000 items long in the error
+    return short_repr(value) if isinstance(value, list) else str(value)
 
 
 def _alias_value(arg: S.Arg, sink: ErrorSink) -> Any:

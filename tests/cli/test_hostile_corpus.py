@@ -155,6 +155,8 @@ def _problems(case: dict, r: dict) -> list[str]:
     want = case.get("status", 0 if expect == "ok" else 1)
     if r["status"] != want:
         problems.append(f"status {r['status']}, expected {want}")
+    if want == 1 and len(r["stderr"]) > 64_000:  # 50 errors, each with a line cut short
+        problems.append(f"{len(r['stderr']):,} characters of errors")
     if expect != "ok" and expect not in r["stderr"]:
         problems.append(f"no {expect!r} in the message")
     if want == 1 and case.get("located") and not LOCATED.search(r["stderr"]):
