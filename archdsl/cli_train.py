@@ -144,7 +144,6 @@ def train(
                              "one process per GPU, or a few per machine on CPUs")
         a = cli._one_graph(spec, set_, arch, "train")
         sets = cli.parse_sets(set_)[0]
-        _check_run_folder(out or Path("runs") / a.name, plot.value, a.program.files)
         config = TrainConfig(
             spec=str(spec), arch=a.name, settings=sets, data=data,
             recipe=make_recipe(recipe.value, **overrides), seed=seed,
@@ -157,28 +156,6 @@ def train(
         if code:
             raise typer.Exit(code)
     cli.run(body)
-
-
-def _check_run_folder(out: Path, plot: str, inputs) -> None:
-    """Every file a run writes in `out` can be written, and none is one of the command's
-    inputs (a spec hard-linked as best.safetensors), before the data is read or a step is
-    taken (atomic.py checks again when each is written)."""
-    from .atomic import check_output
-    from .backends.pytorch.train import BEST, CHECKPOINT, LABELS
-    names = [CHECKPOINT, BEST, LABELS, "metrics.csv", "metrics.json"]
-    for name in names + ([f"curves.{plot}"] if plot != "none" else []):
-        check_output(out / name, inputs)
-
-
-PICTURES = (".png", ".svg", ".pdf")
-
-
-def _check_picture(path: Path, inputs) -> None:
-    from .atomic import check_output
-    if path.suffix not in PICTURES:
-        raise UsageError(f"--confusion {path}: a picture is written as "
-                         + ", ".join(PICTURES), None, "e.g. --confusion confusion.png")
-    check_output(path, inputs)
 
 
 def _value(choice: Enum | None) -> str | None:
@@ -284,8 +261,9 @@ def evaluate(
         a = cli._one_graph(spec, set_, arch, "eval")
         picture = (None if str(confusion) == "none" else
                    confusion or Path(f"{a.name}-confusion.png"))
-        if picture is not None:
-            _check_picture(picture, [*a.program.files, weights])
+        if picture is not None:  # before the data is read; run_eval checks it too
+            from .backends.pytorch.evaluate import check_picture
+            check_picture(picture, [*a.program.files, weights])
         report = run_eval(EvalConfig(
             spec=str(spec), arch=a.name, settings=cli.parse_sets(set_)[0], weights=weights,
             data=data, views=_views(ten_crop, dense), batch_size=batch_size, workers=workers,

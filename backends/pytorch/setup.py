@@ -93,6 +93,7 @@ def prepare(config, env, on_bad) -> Run:
     if problems:
         raise ArchErrors([UsageError(p, None) for p in problems])
     base = archdsl.load(config.spec, config.arch, **config.settings)
+    check_run_folder(config.out, config.plot, base.program.files)
     channels = base.graph.input_shape[0]
     meta = _resume_meta(config)
     train_src, val_src = open_source(config.data, channels)
@@ -145,6 +146,20 @@ def _flips(config, source: Source, notes: list[str]) -> Recipe:
                      "class (--flip to flip anyway)")
         return recipe.replace(flip=False)
     return recipe
+
+
+# what a run writes in its folder (train.py's CHECKPOINT, BEST and LABELS; logs.py's metrics)
+RUN_FILES = ("checkpoint.safetensors", "best.safetensors", "labels.txt", "metrics.csv",
+             "metrics.json")
+
+
+def check_run_folder(out: Path, plot: str, inputs) -> None:
+    """Every file a run writes in `out` can be written there and is none of its inputs (a
+    spec hard-linked as best.safetensors), before the data is read or a step taken; the
+    atomic writer checks each again when it writes."""
+    from archdsl.atomic import check_output
+    for name in RUN_FILES + ((f"curves.{plot}",) if plot else ()):
+        check_output(Path(out) / name, inputs)
 
 
 def _config_problems(config, env) -> list[str]:

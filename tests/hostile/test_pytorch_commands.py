@@ -166,3 +166,23 @@ def test_labels_are_read_as_text_not_terminal_codes(tmp_path):
     names = read_labels(path)
     assert len(names) == 2
     assert not any(c in "".join(names) for c in "\x1b\x07\x00")
+
+
+def test_the_python_api_checks_its_outputs_too(tmp_path):
+    pytest.importorskip("torchvision")
+    from archdsl.backends.pytorch import setup, train
+    from archdsl.backends.pytorch.evaluate import EvalConfig, run_eval
+    from archdsl.errors import ArchError
+    assert {train.CHECKPOINT, train.BEST, train.LABELS} <= set(setup.RUN_FILES)
+    spec = tmp_path / "k.arch"
+    spec.write_text(SPEC)
+    (tmp_path / "run").mkdir()
+    os.link(spec, tmp_path / "run" / "metrics.json")
+    config = train.TrainConfig(spec=str(spec), data="digits", out=tmp_path / "run", plot="")
+    with pytest.raises(ArchError, match="inputs"):
+        train.train(config)
+    os.link(spec, tmp_path / "k.svg")
+    with pytest.raises(ArchError, match="inputs"):
+        run_eval(EvalConfig(spec=str(spec), weights=tmp_path / "w.safetensors", data="digits",
+                            confusion=tmp_path / "k.svg"))
+    assert spec.read_text() == SPEC
