@@ -26,7 +26,7 @@ from .cli_shell import (
 )
 from .cli_train import check_labels, read_labels, register
 from .columns import COLUMNS, TRAINING_KEYS, choose
-from .errors import UsageError, last_line
+from .errors import UsageError, last_line, printable
 from .plugins import PluginError, load_plugin
 from .program import display_path
 from .training import DEFAULT_COLUMNS, for_stats
@@ -599,6 +599,7 @@ def run_(
 def ops() -> None:
     """List the ops the language knows, with their syntax."""
     from rich.table import Table
+    from rich.text import Text
 
     from .layer_attrs import attr_hint
     from .ops import ALIASES, OPS
@@ -609,8 +610,9 @@ def ops() -> None:
         if not op.in_syntax:
             continue
         aliases = ", ".join(a for a, t in ALIASES.items() if t == name)
-        table.add_row(name, op.category, attr_hint(op).split(" is written ", 1)[1], aliases,
-                      op.doc)
+        # a plugin's op is described by its own text: plain text, never markup or escapes
+        cells = (name, op.category, attr_hint(op).split(" is written ", 1)[1], aliases, op.doc)
+        table.add_row(*(Text(printable(str(c))) for c in cells))
     _out().print(table)
 
 

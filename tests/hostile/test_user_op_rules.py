@@ -75,3 +75,14 @@ def test_a_plugin_that_fails_or_exits_while_loading(tmp_path, body, said):
     spec.write_text("arch a\ninput 3x8x8\nrelu\n")
     r = CliRunner().invoke(app, ["--plugin", str(plugin), "check", str(spec)])
     assert r.exit_code == 1 and said in r.output and "Traceback" not in r.output, r.output
+
+
+def test_an_ops_description_reaches_the_terminal_as_plain_text():
+    register_op(OpDef("marked", "act", "[link=https://evil.example]click[/link] [/x] \x1b[31m"))
+    try:
+        r = CliRunner().invoke(app, ["ops"], env={"COLUMNS": "400"})
+    finally:
+        unregister_op("marked")
+    assert r.exit_code == 0, r.output
+    assert "[link=https://evil.example]click[/link] [/x]" in r.output
+    assert "\x1b" not in r.output
