@@ -49,8 +49,10 @@ def _check(cases: list[dict], results: dict[str, dict]) -> None:
         problems = [f"status {r['status']}, expected {want}"] if r["status"] != want else []
         if "Traceback" in out or "internal error" in out or "frame #" in out:
             problems.append("a traceback")
-        if case.get("expect", "") not in r["stderr"]:
-            problems.append(f"no {case['expect']!r} in the message")
+        if case.get("expect", "") not in (r["stdout"] if want == 0 else r["stderr"]):
+            problems.append(f"no {case['expect']!r} in the output")
+        if "\x1b" in out:
+            problems.append("an escape sequence on the terminal")
         if r["seconds"] > 60:
             problems.append(f"took {r['seconds']} s")
         if problems:
@@ -118,6 +120,12 @@ def test_train_eval_and_run(tmp_path):
         (data / cls).mkdir(parents=True)
         for i in range(4):  # class a's images are FIFOs: reading one would wait forever
             _png(data / cls / f"{i}.png") if cls == "b" else os.mkfifo(data / cls / f"{i}.png")
+    named = tmp_path / "named"  # class names are folder names, from whoever made the data
+    for cls in ("[bold]x", "e\x1b[31mred", "[link=https://e.example]y"):
+        (named / cls).mkdir(parents=True)
+        for i in range(4):
+            _png(named / cls / f"{i}.png")
+    (tmp_path / "k3.arch").write_text(SPEC.replace("classes = 10", "classes = 3"))
     train = ["train", "k.arch", "--data", "digits", "--out", "fresh", "--plot", "none"]
     cases = [
         {"id": "train onto its spec", "args": ["train", "k.arch", "--data", "digits",
@@ -134,6 +142,13 @@ def test_train_eval_and_run(tmp_path):
         {"id": "eval picture not a picture", "args": [
             "eval", "k.arch", "--weights", "w.safetensors", "--data", "digits",
             "--confusion", "run/w.safetensors"], "expect": "a picture is written as"},
+        {"id": "train on hostile class names", "args": [
+            "train", "k3.arch", "--data", "named", "--out", "named-run", "--plot", "none",
+            "--epochs", "1", "--batch-size", "2", "--workers", "0", "--val-fraction", "0.5"],
+         "status": 0, "expect": ""},
+        {"id": "eval hostile class names", "args": [
+            "eval", "k3.arch", "--weights", "named-run/best.safetensors", "--data", "named",
+            "--confusion", "none"], "status": 0, "expect": "[bold]x"},
         {"id": "run --labels FIFO", "args": ["run", "none.so", "--labels", "fifo.txt"],
          "expect": "FIFO"},
         {"id": "run --labels /dev/zero", "args": ["run", "none.so", "--labels", "/dev/zero"],
