@@ -13,6 +13,7 @@ so any size imports in moments; a constructor that cannot run that way is run no
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,10 @@ def _torchvision(name: str, args: dict[str, Any]) -> Built:
         raise UsageError(f"torchvision has no model `{name}`", None,
                          did_you_mean(name, names) or "see torchvision.models.list_models()")
     fn = torchvision.models.get_model_builder(name)
+    if "weights_backbone" in inspect.signature(fn).parameters:
+        # detection and segmentation models download ImageNet weights for their backbone by
+        # default: an import reads no weights, and fetches nothing from the network
+        args = {"weights_backbone": None, **args}
     module = _call(lambda **kw: _construct(fn, kw), args, f"torchvision:{name}")
     size = getattr(module, "image_size", None)  # a ViT built for it (ViT-H/14: 224, not the
     if isinstance(size, int):                   # 518 of its SWAG weights)
