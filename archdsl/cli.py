@@ -24,9 +24,9 @@ from .cli_shell import (
     _out,
     run,
 )
-from .cli_train import read_labels, register
+from .cli_train import check_labels, read_labels, register
 from .columns import COLUMNS, TRAINING_KEYS, choose
-from .errors import UsageError, last_line
+from .errors import UsageError, last_line, printable
 from .plugins import PluginError, load_plugin
 from .program import display_path
 from .training import DEFAULT_COLUMNS, for_stats
@@ -603,6 +603,7 @@ def run_(
         import numpy as np
 
         from .backends import load_backend
+        names = None if labels is None else read_labels(labels)  # before the library runs
         runtime = load_backend("tvm.runtime")
         try:
             compiled = runtime.Compiled.load(library)
@@ -634,7 +635,8 @@ def run_(
                              f"{last_line(exc)}", None) from None
         scores = y.reshape(y.shape[0], -1)
         what = _SCORES.get(compiled.meta.get("output_op"), "scores")
-        names = None if labels is None else read_labels(labels, scores.shape[1])
+        if names is not None:
+            check_labels(labels, names, scores.shape[1])
         for b, row in enumerate(scores):
             best = np.argsort(-row)[:top]
             cells = ", ".join(f"class {int(i)}{f' ({names[i]})' if names else ''}: "
@@ -647,6 +649,7 @@ def run_(
 def ops() -> None:
     """List the ops the language knows, with their syntax."""
     from rich.table import Table
+    from rich.text import Text
 
     from .layer_attrs import attr_hint
     from .ops import ALIASES, OPS
@@ -657,8 +660,9 @@ def ops() -> None:
         if not op.in_syntax:
             continue
         aliases = ", ".join(a for a, t in ALIASES.items() if t == name)
-        table.add_row(name, op.category, attr_hint(op).split(" is written ", 1)[1], aliases,
-                      op.doc)
+        # a plugin's op is described by its own text: plain text, never markup or escapes
+        cells = (name, op.category, attr_hint(op).split(" is written ", 1)[1], aliases, op.doc)
+        table.add_row(*(Text(printable(str(c))) for c in cells))
     _out().print(table)
 
 
