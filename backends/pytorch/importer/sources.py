@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,11 @@ def _torchvision(name: str, args: dict[str, Any]) -> Built:
         raise UsageError(f"torchvision has no model `{name}`", None,
                          did_you_mean(name, names) or "see torchvision.models.list_models()")
     fn = torchvision.models.get_model_builder(name)
-    module = _call(lambda **kw: _construct(fn, kw), args, f"torchvision:{name}")
+    with warnings.catch_warnings():
+        # "the default weight initialization will change" (GoogLeNet, Inception v3): nothing
+        # is initialized here, the parameters are on the meta device
+        warnings.filterwarnings("ignore", category=FutureWarning, module="torchvision")
+        module = _call(lambda **kw: _construct(fn, kw), args, f"torchvision:{name}")
     size = getattr(module, "image_size", None)  # a ViT built for it (ViT-H/14: 224, not the
     if isinstance(size, int):                   # 518 of its SWAG weights)
         return Built(module, name, (3, size, size))
