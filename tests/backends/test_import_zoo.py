@@ -108,8 +108,9 @@ TWINS = [
 # Where the hand-written spec is not torchvision's network, and how: layers only it has.
 PAPER_ONLY = {f"vgg{n}{bn}": {"softmax"} for n in (11, 13, 16, 19) for bn in ("", "_bn")}
 # torchvision's EfficientNet-B5…B7 normalize with eps=1e-3, momentum=0.01 (their weights were
-# ported from TensorFlow); specs/efficientnet.arch gives every variant PyTorch's defaults,
-# so the import (faithful to torchvision) differs in every batch norm there.
+# ported from TensorFlow), as specs/efficientnet.arch does; but the import writes a batch norm
+# with other than PyTorch's defaults as a layer of its own (`bn eps=0.001 ...`), not attached
+# to its conv, so the two graphs differ in layout at every batch norm (the same numbers).
 NOT_TWINS = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7"}
 TWIN_SAMPLE = {"resnet50", "alexnet", "vgg16_bn", "resnext50_32x4d", "mobilenet_v2",
                "densenet121", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t",

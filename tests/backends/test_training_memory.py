@@ -103,7 +103,7 @@ EXAMPLES = {
     "patch_merging": "patch_merging", "softmax": "gap; flatten; softmax",
     "dropout": "dropout(0.3)", "droppath": "residual { conv3-8; droppath(0.2) }",
     "slice": "slice(2, 6); conv1-4", "channel_shuffle": "channel_shuffle(2); conv1-4",
-    "affine": "affine(0.5, 0.1); conv1-4",
+    "affine": "affine(0.5, 0.1); conv1-4", "threshold": "threshold(0.1, 2)",
 }
 
 

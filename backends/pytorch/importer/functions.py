@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from archdsl.ops import _scale_shape
+from archdsl.ops import scale_shape
 
 from . import activations as A
 from . import channels as C
@@ -58,7 +58,7 @@ def mul(b: Builder, x: Any, y: Any) -> Any:
         x, y = y, x
     if isinstance(y, Param) and isinstance(x, Ten):
         shape = b.shape(Ten(x.nid))
-        want = (shape[0],) if x.layout == "last" else _scale_shape([shape])
+        want = (shape[0],) if x.layout == "last" else scale_shape([shape])
         if x.layout not in ("std", "last") or tuple(y.shape) != tuple(want):
             raise Unmappable(f"multiplying by a parameter of shape {y.shape}",
                              "archdsl scales by a parameter only per feature (layerscale)")
