@@ -209,6 +209,22 @@ def test_the_python_api_checks_its_outputs_too(tmp_path):
     assert spec.read_text() == SPEC
 
 
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory):
+    """A run of one step (its folder is copied by each test that tampers with it)."""
+    pytest.importorskip("torchvision")
+    from archdsl.backends.pytorch import train
+    from archdsl.backends.pytorch.recipe import recipe
+    tmp = tmp_path_factory.mktemp("one-step")
+    spec = tmp / "k.arch"
+    spec.write_text(SPEC)
+    config = train.TrainConfig(spec=str(spec), data="digits", out=tmp / "run", plot="",
+                               recipe=recipe("alexnet", epochs=1, batch_size=64), max_steps=1,
+                               workers=0, threads=1)
+    train.train(config)
+    return config
+
+
 @pytest.mark.parametrize("tamper", [
     lambda m: m["scheduler"].update(optimizer=1),      # would replace the scheduler's optimizer
     lambda m: m["scheduler"].update(best="worst"),
@@ -216,25 +232,20 @@ def test_the_python_api_checks_its_outputs_too(tmp_path):
     lambda m: m["optimizer"]["param_groups"][0].update(lr="fast"),
     lambda m: m["optimizer"].update(param_groups=[]),
 ])
-def test_a_tampered_checkpoint_is_refused_on_resume(tmp_path, tamper):
+def test_a_tampered_checkpoint_is_refused_on_resume(one_step_run, tmp_path, tamper):
     """A run's folder may come from elsewhere: its checkpoint's JSON may only hold the
     fields the run's own optimizer and scheduler have, each of the kind they have."""
-    pytest.importorskip("torchvision")
     import dataclasses
+    import shutil
 
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     from archdsl.backends.pytorch import train
-    from archdsl.backends.pytorch.recipe import recipe
     from archdsl.errors import ArchError
-    spec = tmp_path / "k.arch"
-    spec.write_text(SPEC)
-    config = train.TrainConfig(spec=str(spec), data="digits", out=tmp_path / "run", plot="",
-                               recipe=recipe("alexnet", epochs=1, batch_size=64), max_steps=1,
-                               workers=0, threads=1)
-    train.train(config)
-    path = tmp_path / "run" / train.CHECKPOINT
+    out = tmp_path / "run"
+    shutil.copytree(one_step_run.out, out)
+    path = out / train.CHECKPOINT
     with safe_open(str(path), framework="pt") as f:
         header = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -242,4 +253,4 @@ def test_a_tampered_checkpoint_is_refused_on_resume(tmp_path, tamper):
     tamper(meta)
     save_file(tensors, str(path), metadata={**header, "archdsl": json.dumps(meta)})
     with pytest.raises(ArchError, match="does not fit this run"):
-        train.train(dataclasses.replace(config, resume=True, max_steps=2))
+        train.train(dataclasses.replace(one_step_run, out=out, resume=True, max_steps=2))
