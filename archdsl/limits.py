@@ -21,6 +21,7 @@ MAX_INT_BITS = 64                  # |integer| < 2**64 after every operation of 
 
 # ---- elaboration
 MAX_NESTING = 64                   # blocks, groups and joins inside one another
+MAX_BLOCK_DEPTH = 64               # blocks calling blocks
 MAX_NODES = 50_000                 # graph nodes of one architecture
 MAX_STEPS = 500_000                # statements elaborated (repetition counted), nodes or not
 MAX_DIM = (1 << 31) - 1            # one dimension of a tensor (channels, height, width...)
@@ -43,6 +44,9 @@ MAX_TABLE_ROWS = 1_000             # rows of a rich table (text formats are not 
 # ---- errors
 MAX_ERRORS = 50                    # errors collected before a pass stops
 MAX_SYNTAX_REPARSE_BYTES = 8 << 20  # text re-parsed to find further syntax errors
+
+# ---- files archdsl keeps
+MAX_BUILD_CACHE_BYTES = 8 << 30    # the libraries `stats --latency` caches (least recently used go)
 
 # ---- files archdsl reads that are not specs
 MAX_JSON_BYTES = 64 << 20          # a manifest, a tuning database's note or record file

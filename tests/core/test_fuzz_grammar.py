@@ -25,7 +25,8 @@ from typer.testing import CliRunner
 
 from archdsl.cli import app
 
-ELABORATE = importlib.import_module("archdsl.elaborate")
+LAYERS = importlib.import_module("archdsl.elaborate.layers")  # reads MAX_NODES
+STATEMENTS = importlib.import_module("archdsl.elaborate.elaborator")  # MAX_STEPS
 EXPR = importlib.import_module("archdsl.expr")
 SECONDS = 10  # per spec, with the budgets made small below
 
@@ -200,8 +201,8 @@ FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None
 def small_budgets(monkeypatch):
     """The same code paths as the real budgets (tests/core/test_limits.py and the corpus
     check those), an order of magnitude sooner: a hundred specs in seconds."""
-    monkeypatch.setattr(ELABORATE, "MAX_NODES", 5_000)
-    monkeypatch.setattr(ELABORATE, "MAX_STEPS", 50_000)
+    monkeypatch.setattr(LAYERS, "MAX_NODES", 5_000)
+    monkeypatch.setattr(STATEMENTS, "MAX_STEPS", 50_000)
     monkeypatch.setattr(EXPR, "MAX_STEPS", 50_000)
 
 
