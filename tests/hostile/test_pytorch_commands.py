@@ -80,6 +80,8 @@ def test_import(tmp_path):
         {"id": "user code", "args": ["import", "goodmod:build", "--input", "3x8x8",
                                      "--args", "width=6", "-o", "good.arch"],
          "expect": "wrote good.arch", "status": 0},
+        {"id": "-o onto the module", "args": ["import", "goodmod:build", "--input", "3x8x8",
+                                              "-o", "goodmod.py"], "expect": "inputs"},
         {"id": "user code that fails", "args": ["import", "badmod:build", "--input", "3x8x8"],
          "expect": "importing `badmod` failed: ValueError: broken at import"},
         {"id": "no module name", "args": ["import", ":build", "--input", "3x8x8"],
@@ -107,6 +109,7 @@ def test_import(tmp_path):
     assert not (tmp_path / "PLANTED_RAN").exists(), "the planted torchvision.py ran"
     assert (tmp_path / "keep.arch").read_text() == SPEC
     assert "arch build" in (tmp_path / "good.arch").read_text()
+    assert (tmp_path / "goodmod.py").read_text().startswith("from torch import nn")
 
 
 def _png(path: Path) -> None:
