@@ -257,3 +257,21 @@ def test_a_tampered_checkpoint_is_refused_on_resume(one_step_run, tmp_path, tamp
     save_file(tensors, str(path), metadata={**header, "archdsl": json.dumps(meta)})
     with pytest.raises(ArchError, match="does not fit this run"):
         train.train(dataclasses.replace(one_step_run, out=out, resume=True, max_steps=2))
+
+
+def test_a_batch_too_large_for_the_gpu_is_refused_before_it_is_made(monkeypatch):
+    """On a GPU the bound is its free memory (torch.cuda.mem_get_info), not the machine's."""
+    import types
+
+    import torch
+
+    import archdsl
+    from archdsl.backends.pytorch import setup
+    from archdsl.backends.pytorch.recipe import recipe
+    from archdsl.errors import ArchErrors
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 30, 2 << 30))
+    arch = archdsl.load(SPEC)
+    env = types.SimpleNamespace(device=torch.device("cuda", 0), world=1)
+    setup._check_fits(arch, recipe("alexnet", batch_size=64), env)  # a few MiB: fits
+    with pytest.raises(ArchErrors, match="cuda:0 has 1.0 GiB available"):
+        setup._check_fits(arch, recipe("alexnet", batch_size=10**8), env)
