@@ -49,8 +49,12 @@ def _host_cpu() -> str:
 
 
 def _fuse_passes() -> list:
-    """Legalize to TIR and fuse: the first half of TVM's default pipeline for every target."""
-    return [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(),
+    """Legalize to TIR and fuse: the first half of TVM's default pipeline for every target,
+    after archdsl's CPU layout rewrites (they read the current target; a no-op on GPUs). The
+    rewrites are part of the graph, with or without the default schedules, so that a tuning
+    database keyed by the kernels' TIR applies to both."""
+    from archdsl.backends.tvm.schedules.layout import PadChannels
+    return [PadChannels(), relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(),
             relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
 
