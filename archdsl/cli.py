@@ -372,7 +372,8 @@ def export(
 
 
 def parse_target(text: str) -> Any:
-    """--target: llvm (this CPU), cuda or cuda:sm_80 (host code for any x86-64), a TVM tag
+    """--target: llvm (this CPU), llvm -mcpu=NAME or llvm:NAME (another x86-64: znver4,
+    skylake-avx512, x86-64-v3...), cuda or cuda:sm_80 (host code for any x86-64), a TVM tag
     (nvidia/nvidia-h100), or a JSON dict ({"kind": "llvm", "mcpu": "x86-64-v3"})."""
     import json
     text = text.strip()
@@ -381,10 +382,19 @@ def parse_target(text: str) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise UsageError(f"--target is not valid JSON: {exc}", None) from None
+    words = text.split()
+    if len(words) == 2 and words[0] == "llvm" and words[1].startswith("-mcpu="):
+        return {"kind": "llvm", "mcpu": words[1].removeprefix("-mcpu=")}
+    if len(words) > 1:
+        raise UsageError(f"--target `{text}`: the only flag taken is -mcpu", None,
+                         'llvm -mcpu=NAME, or a JSON dict such as {"kind": "llvm", "mcpu": '
+                         '"znver4"}')
     kind, _, arch = text.partition(":")
     if kind == "cuda":
         # generic x86-64 host code: the library must load on the GPU machine's CPU too
         return {"kind": "cuda", "arch": arch or "sm_90", "host": {"kind": "llvm"}}
+    if kind == "llvm" and arch:
+        return {"kind": "llvm", "mcpu": arch}
     return text
 
 
@@ -392,8 +402,9 @@ def parse_target(text: str) -> Any:
 def compile_(
     spec: Annotated[Path, typer.Argument(help="a spec file")],
     target: Annotated[str, typer.Option(
-        "--target", "-t", help="llvm (this CPU), cuda[:sm_XX] (default sm_90), a TVM tag, "
-        "or a JSON target dict")] = "llvm",
+        "--target", "-t", help="llvm (this CPU), 'llvm -mcpu=NAME' (another x86-64, e.g. "
+        "znver4; the library refuses to run on a CPU without its features), cuda[:sm_XX] "
+        "(default sm_90), a TVM tag, or a JSON target dict")] = "llvm",
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="the library to write (default: ARCH.so)")] = None,
     batch: Annotated[int, typer.Option(min=1, help="batch size compiled in")] = 1,
@@ -442,6 +453,7 @@ def compile_(
         tuned = display.event
         manifest = {
             "arch": a.name, "settings": a.settings, "target": tgt, "dtype": dtype,
+            "cpu": compiled.meta.get("cpu"),
             "input": [batch, *a.graph.input_shape], "output": [batch, *a.graph.output_shape],
             "spec_sha256": hashlib.sha256(Path(spec).read_bytes()).hexdigest(),
             "weights": str(weights) if weights else "random (seed 0)",
@@ -477,8 +489,12 @@ def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dt
                  tune: int, tuning_db: Path | None, display: _CompileDisplay):
     """Architecture.compile, with tuning's errors told as a user's."""
     from .backends import load_backend
-    load_backend("tvm.build")  # a clear message when TVM is missing
+    build = load_backend("tvm.build")  # a clear message when TVM is missing
     from .backends.tvm.tune import TuningError
+    try:
+        build.make_target(tgt)
+    except ValueError as exc:  # an unknown target kind, tag or CPU
+        raise UsageError(f"--target: {last_line(exc)}", None) from None
     try:
         return a.compile(tgt, weights, batch, dtype, tune=tune, tuning_db=tuning_db,
                          progress=display)

@@ -14,7 +14,7 @@ from typing import Any
 import tvm
 from tvm import relax
 
-from archdsl.backends.tvm import tune
+from archdsl.backends.tvm import cpu, tune
 from archdsl.backends.tvm.lower import build_module
 from archdsl.backends.tvm.runtime import META_FUNC, Compiled
 from archdsl.ir import Graph
@@ -41,11 +41,30 @@ def make_target(target: str | Mapping[str, Any] | tvm.target.Target = "llvm") ->
         t = tvm.target.Target(target)
     if t.kind.name != "llvm" and t.host is None:
         t = tvm.target.Target(t, host={"kind": "llvm", "mcpu": _host_cpu()})
+    for part in (t, t.host):
+        if part is not None and part.kind.name == "llvm":
+            _check_cpu_name(part)
     return t
 
 
 def _host_cpu() -> str:
     return tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")()
+
+
+def _check_cpu_name(target: tvm.target.Target) -> None:
+    """LLVM takes an unknown -mcpu for `generic` with a warning; refuse it instead."""
+    from tvm.target import codegen
+    mcpu = str(target.attrs.get("mcpu", ""))
+    triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
+    if mcpu and not codegen.llvm_is_valid_cpu(mcpu, triple):
+        import difflib
+        generic = tvm.target.Target({"kind": "llvm", "mtriple": triple})
+        known = [str(c) for c in codegen.llvm_get_cpu_archlist(generic)]
+        close = difflib.get_close_matches(mcpu, known, n=3)
+        raise ValueError(f"unknown CPU `{mcpu}` for {triple}: "
+                         + (f"did you mean {' or '.join(close)}?" if close else
+                            "LLVM knows haswell, skylake-avx512, znver3, znver4, x86-64-v3...")
+                         )
 
 
 def _fuse_passes() -> list:
@@ -103,7 +122,8 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
     started = time.perf_counter()
     tgt = make_target(target)
     mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed)
-    meta = _meta_of(mod)
+    meta = {**_meta_of(mod), "cpu": cpu.needs(tgt)}
+    mod = _with_meta(mod, meta)
     with tgt:
         mod = tvm.transform.Sequential(_fuse_passes())(mod)
         for hook in SCHEDULE_HOOKS:
@@ -121,6 +141,16 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
 def _meta_of(mod: tvm.IRModule) -> dict[str, Any]:
     body = mod[META_FUNC].body
     return json.loads((body.body if isinstance(body, relax.SeqExpr) else body).value)
+
+
+def _with_meta(mod: tvm.IRModule, meta: dict[str, Any]) -> tvm.IRModule:
+    """The module with `archdsl_meta()` returning `meta` (the build adds what the graph does
+    not know: the CPU features its code needs, which `Compiled` checks before running)."""
+    func = mod[META_FUNC]
+    mod = mod.clone()
+    body = relax.SeqExpr([], tvm.ir.StringImm(json.dumps(meta)))
+    mod[META_FUNC] = relax.Function(func.params, body, func.body.ty, func.is_pure, func.attrs)
+    return mod
 
 
 # archdsl's default CPU schedules (schedules/): after any tuning hook, which
