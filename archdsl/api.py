@@ -196,16 +196,26 @@ def _declared(program: Program, name: str, params: dict[str, Any]) -> dict[str, 
     return {k: v for k, v in params.items() if k in names}
 
 
-def unique_archs(paths: list[Path]) -> list[tuple[Path, str]]:
+def unique_archs(paths: list[Path], distinct: bool = False) -> list[tuple[Path, str]]:
     """(file, architecture) for every architecture the files offer, each name once (index
-    files such as specs/vgg.arch repeat the architectures of the files they include)."""
+    files such as specs/vgg.arch repeat the architectures of the files they include). With
+    `distinct`, each network once: a family's default that equals one of its named members
+    (`densenet` is `densenet121`) is left out, as is any other repeat of the same graph."""
     seen: set[str] = set()
+    graphs: set[str] = set()
     out = []
     for path in paths:
         for name in load_spec(path).own:
-            if name not in seen:
-                seen.add(name)
-                out.append((path, name))
+            if name in seen:
+                continue
+            seen.add(name)
+            if distinct:
+                graph = load(path, arch=name).graph
+                key = repr((graph.input_shape, graph.signature()))
+                if key in graphs:
+                    continue
+                graphs.add(key)
+            out.append((path, name))
     return out
 
 
