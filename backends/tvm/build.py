@@ -72,8 +72,10 @@ def _fuse_passes() -> list:
     after archdsl's CPU layout rewrites (they read the current target; a no-op on GPUs). The
     rewrites are part of the graph, with or without the default schedules, so that a tuning
     database keyed by the kernels' TIR applies to both."""
+    from archdsl.backends.tvm.schedules.fast_math import FastMath
     from archdsl.backends.tvm.schedules.layout import PadChannels
-    return [PadChannels(), relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(),
+    return [PadChannels(), FastMath(), relax.backend.DispatchSampling(),
+            relax.backend.DispatchSortScan(),
             relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
 

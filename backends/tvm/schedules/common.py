@@ -113,10 +113,12 @@ def constant_read(k: Kernel, stmt, variables) -> tuple[int, int] | None:
 def epilogue_of(sch: s_tir.Schedule, blocks: list, producer):
     """Inline the injective blocks after `producer` into one epilogue block (reading the
     producer's output) and return it; if there are none, make a copy block (cache_write) so
-    that `producer` writes an intermediate buffer whose layout the schedule may choose."""
+    that `producer` writes an intermediate buffer whose layout the schedule may choose.
+    Each block but the last is inlined into its readers: a block read twice (SiLU's x in
+    x·sigmoid(x)) is inlined into both, where inlining into the one reader would not do."""
     after = blocks[blocks.index(producer) + 1:]
     if not after:
         return sch.cache_write(producer, 0, "global")
-    for block in reversed(after[1:]):
-        sch.reverse_compute_inline(block)
-    return after[0]
+    for block in after[:-1]:
+        sch.compute_inline(block)
+    return after[-1]
