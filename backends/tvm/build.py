@@ -67,14 +67,18 @@ def _check_cpu_name(target: tvm.target.Target) -> None:
                          )
 
 
-def _fuse_passes() -> list:
+def _fuse_passes(channel_block: int | None = None) -> list:
     """Legalize to TIR and fuse: the first half of TVM's default pipeline for every target,
-    after archdsl's CPU layout rewrites (they read the current target; a no-op on GPUs). The
-    rewrites are part of the graph, with or without the default schedules, so that a tuning
-    database keyed by the kernels' TIR applies to both."""
+    after archdsl's CPU layout rewrites (they read the current target; a no-op on GPUs):
+    channel-blocked activations (blocks of `channel_block` channels, by default the target's
+    vector width), whole vectors of FC outputs, fast activations. The rewrites are part of the
+    graph, with or without the default schedules, so that a tuning database keyed by the
+    kernels' TIR applies to both."""
+    from archdsl.backends.tvm.schedules.blocking import Blocked
     from archdsl.backends.tvm.schedules.fast_math import FastMath
     from archdsl.backends.tvm.schedules.layout import PadChannels
-    return [PadChannels(), FastMath(), relax.backend.DispatchSampling(),
+    return [Blocked(channel_block), PadChannels(), FastMath(),
+            relax.transform.DeadCodeElimination(), relax.backend.DispatchSampling(),
             relax.backend.DispatchSortScan(),
             relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
@@ -120,14 +124,17 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
     takes `random_weights(graph, seed)`. `strict` rejects keys the graph does not use.
     `options` go to the schedule hooks: `tune=N` (MetaSchedule trials per kernel, kept in a
     resumable database), `tuning_db` (its folder; alone, it is only applied) and `progress`
-    (a callable for `TuneEvent`s) are `tune`'s."""
+    (a callable for `TuneEvent`s) are `tune`'s; `channel_block` sets the channels per block of
+    the CPU's blocked activations (default: the vector width; tests run AVX-512's 16 on any
+    host)."""
     started = time.perf_counter()
     tgt = make_target(target)
+    channel_block = options.pop("channel_block", None)
     mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed)
     meta = {**_meta_of(mod), "cpu": cpu.needs(tgt)}
     mod = _with_meta(mod, meta)
     with tgt:
-        mod = tvm.transform.Sequential(_fuse_passes())(mod)
+        mod = tvm.transform.Sequential(_fuse_passes(channel_block))(mod)
         for hook in SCHEDULE_HOOKS:
             mod = hook(mod, tgt, options)
         mod = tvm.transform.Sequential(_gpu_fallback_passes(tgt) + _lower_passes(tgt))(mod)

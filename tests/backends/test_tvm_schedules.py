@@ -94,8 +94,8 @@ def _host_runs(target) -> bool:
     return _features(target) <= _features("llvm")
 
 
-def _fused(arch, batch: int = 1, target="llvm") -> tvm.IRModule:
-    mod = backend.build_module(arch.graph, batch=batch)
+def _fused(arch, batch: int = 1, target="llvm", dtype: str = "float32") -> tvm.IRModule:
+    mod = backend.build_module(arch.graph, batch=batch, dtype=dtype)
     with backend.make_target(target):
         return tvm.transform.Sequential(backend._fuse_passes())(mod)
 
@@ -148,12 +148,12 @@ def test_the_cpus_have_the_widths_they_stand_for():
 
 @pytest.mark.parametrize("cpu", CPUS)
 def test_resnet18_kernels_all_carry_a_mark(cpu):
-    """Every conv gets the conv rule and the 1000-class FC the dense rule on either width
-    (on AVX-512, 1000 % 16 != 0: its weights are padded to 1008 columns)."""
+    """Every conv gets the blocked conv rule and the 1000-class FC the dense rule on either
+    width (on AVX-512, 1000 % 16 != 0: its weights are padded to 1008 columns)."""
     marks = _marks(_scheduled(archdsl.load(SPECS / "resnet18.arch"), cpu))
     convs = {name for name in marks if "conv2d" in name}
     assert len(convs) >= 12
-    assert {name: marks[name] for name in convs} == dict.fromkeys(convs, "conv2d")
+    assert {name: marks[name] for name in convs} == dict.fromkeys(convs, "conv2d_blocked")
     assert all(marks.values()), f"unscheduled: {[n for n, m in marks.items() if not m]}"
     assert Counter(marks.values())["dense"] == 1
 
@@ -172,13 +172,13 @@ def test_depthwise_convs_have_their_own_mark(cpu):
     """α = 0.25: an 8-channel stem, a width AVX-512's 16 lanes do not divide, is a conv too."""
     target = backend.make_target(CPUS[cpu])
     mod = _fused(archdsl.load(SPECS / "mobilenet_v1.arch", resolution=64, alpha=0.25), 1, target)
-    kinds = {gv.name_hint: ("depthwise_conv2d" if _has_block(f, "group_conv2d_nchw")
-                            else "conv2d")
+    kinds = {gv.name_hint: ("depthwise_blocked" if _has_block(f, "archdsl_dwconv_blocked")
+                            else "conv2d_blocked")
              for gv, f in mod.functions_items()
              if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint}
     marks = _marks(schedules.schedule_cpu(mod, target, {}))
     assert {name: marks[name] for name in kinds} == kinds
-    assert Counter(kinds.values())["depthwise_conv2d"] >= 5
+    assert Counter(kinds.values())["depthwise_blocked"] >= 5
     assert Counter(marks.values())["dense"] == 1
 
 
@@ -187,9 +187,12 @@ def test_every_dense_conv_and_fc_gets_its_rule_at_any_width(cpu):
     """Channel counts that no vector width divides (12, 24, 10) are padded, not left to a
     scalar fallback; only the grouped conv (no rule of its own) goes to the generic one."""
     mod = _scheduled(archdsl.load(ODD_CONVS), cpu)
+    marks = Counter(_marks(mod).values())
+    assert marks["conv2d_blocked"] == 10 and marks["depthwise_blocked"] == 2
+    assert marks["dense"] == 2
     marks = _marks(mod)
-    assert Counter(marks.values())["conv2d"] == 10 and Counter(marks.values())["dense"] == 2
-    others = [n for n, m in marks.items() if "conv2d" in n and "conv2d" not in str(m)]
+    others = [n for n, m in marks.items() if "conv2d" in n and m not in (
+        "conv2d_blocked", "depthwise_blocked")]
     assert [tuple(int(d) for d in mod[n].params[1].ty.shape) for n in others] == [
         (32, 8, 3, 3)]  # g1's weights: 32 outputs, 32 / 4 groups inputs each
 
@@ -207,23 +210,25 @@ def test_convs_with_any_activation_get_a_conv_rule_and_match_pytorch():
     marks = _marks(schedules.schedule_cpu(fused, backend.make_target("llvm"), {}))
     convs = {n: m for n, m in marks.items() if "conv2d" in n}
     assert len(convs) >= 6 and "parallel" not in marks.values()
-    assert set(convs.values()) <= {"conv2d", "depthwise_conv2d"}, convs
+    assert set(convs.values()) <= {"conv2d_blocked", "depthwise_blocked"}, convs
     ref, state, x = _torch_run(arch, 2)
     _assert_close(backend.compile(arch.graph, weights=state, batch=2)(x), ref, 1e-5)
 
 
 @pytest.mark.parametrize("cpu", CPUS)
-def test_scheduled_conv_takes_repacked_weights(cpu):
+def test_blocked_convs_take_weights_packed_for_their_width(cpu):
+    """16 × 8 × 3 × 3 weights: on AVX2 (8 lanes) the 8 input channels are one block; on
+    AVX-512 (16) they do not fill one, and the conv reads its input as NCHW (ib = 1)."""
     out = _scheduled(archdsl.load(BARE_CONV), cpu)
-    (name,) = [n for n, m in _marks(out).items() if m == "conv2d"]
+    (name,) = [n for n, m in _marks(out).items() if m == "conv2d_blocked"]
     shapes = [tuple(int(d) for d in p.ty.shape) for p in out[name].params]
-    assert shapes[1] in [(16 // vo, 8, 3, 3, vo) for vo in (LANES[cpu], 2 * LANES[cpu])
-                         if 16 % vo == 0]  # OIHW{vo}o
+    assert shapes[1] == {"avx2": (2, 1, 3, 3, 8, 8), "avx512": (1, 8, 3, 3, 1, 16)}[cpu]
+    assert shapes[0] == {"avx2": (1, 1, 9, 9, 8), "avx512": (1, 8, 9, 9)}[cpu]
 
 
 def test_prescheduled_functions_are_left_alone():
-    mod = _fused(archdsl.load(SPECS / "resnet18.arch"))
-    name = "fused_conv2d_add_relu"  # the stem
+    mod = _fused(archdsl.load(SPECS / "resnet18.arch"), dtype="float16")
+    name = "fused_conv2d_add_cast_relu"  # the stem (float16 builds keep NCHW convs)
     gv = mod.get_global_var(name)
     tuned = mod[gv].with_attr("tirx.is_scheduled", True)
     mod[gv] = tuned
@@ -254,9 +259,9 @@ def test_scheduled_builds_match_pytorch(spec, batch):
     _assert_close(compiled(x), ref)
     naive = backend.compile(arch.graph, weights=state, batch=batch, schedules=False)
     _assert_close(naive(x), ref)
-    assert marks["conv2d"] >= 1
+    assert marks["conv2d_blocked"] >= 1
     if spec is ODD_CONVS:
-        assert marks["depthwise_conv2d"] == 2 and marks["dense"] == 2 and marks["pool"] >= 2
+        assert marks["depthwise_blocked"] == 2 and marks["dense"] == 2 and marks["pool"] >= 2
 
 
 @pytest.mark.parametrize("cpu", CPUS)

@@ -16,6 +16,8 @@ import math
 import tvm
 from tvm import relax, te, topi
 
+from archdsl.backends.tvm.schedules.layout import rewrite_functions
+
 __all__ = ["FastMath"]
 
 
@@ -53,14 +55,7 @@ class FastMath:
     approximations on llvm targets (`tvm.target.Target.current()`; elsewhere a no-op)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        target = tvm.target.Target.current(allow_none=True)
-        if target is None or target.kind.name != "llvm":
-            return mod
-        rewriter = _Rewriter(mod)
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewrite_functions(mod, lambda m, target: _Rewriter(m))
 
 
 @relax.expr_functor.mutator

@@ -18,7 +18,7 @@ from tvm import relax
 
 from archdsl.backends.tvm.schedules.common import vector_lanes
 
-__all__ = ["PadChannels", "padded"]
+__all__ = ["PadChannels", "pad_axis", "padded", "rewrite_functions"]
 
 _CONV2D = tvm.ir.Op.get("relax.nn.conv2d")
 _MATMUL = tvm.ir.Op.get("relax.matmul")
@@ -30,7 +30,7 @@ def padded(width: int, lanes: int) -> int:
     return -(-width // lanes) * lanes
 
 
-def _pad_axis(weight: np.ndarray, axis: int, width: int) -> np.ndarray:
+def pad_axis(weight: np.ndarray, axis: int, width: int) -> np.ndarray:
     pads = [(0, 0)] * weight.ndim
     pads[axis] = (0, width - weight.shape[axis])
     return np.pad(weight, pads)
@@ -57,15 +57,20 @@ class PadChannels:
     target (`tvm.target.Target.current()`, an llvm one; elsewhere a no-op)."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        target = tvm.target.Target.current(allow_none=True)
-        if target is None or target.kind.name != "llvm":
-            return mod
-        lanes = vector_lanes(target)
-        rewriter = _Rewriter(mod, lanes)
-        for gv, func in list(mod.functions_items()):
-            if isinstance(func, relax.Function):
-                mod[gv] = rewriter.visit_expr(func)
+        return rewrite_functions(mod, lambda m, target: _Rewriter(m, vector_lanes(target)))
+
+
+def rewrite_functions(mod: tvm.IRModule, make) -> tvm.IRModule:
+    """Every Relax function of `mod` through the mutator `make(mod, target)` returns, when the
+    current target is an llvm one (the rewrites of this package are the CPU's); else `mod`."""
+    target = tvm.target.Target.current(allow_none=True)
+    if target is None or target.kind.name != "llvm":
         return mod
+    rewriter = make(mod, target)
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.get()
 
 
 @relax.expr_functor.mutator
@@ -83,7 +88,7 @@ class _Rewriter(relax.PyExprMutator):
         width = weight.shape[axis]
         if width % self.lanes == 0:
             return call
-        wide = _pad_axis(weight, axis, padded(width, self.lanes))
+        wide = pad_axis(weight, axis, padded(width, self.lanes))
         inner = relax.Call(call.op, [call.args[0], relax.const(wide, str(wide.dtype))],
                            call.attrs)
         out = self.builder_.emit(inner)
