@@ -1,3 +1,7 @@
+"""`python -m archdsl`: the `archdsl` command (also how `torchrun -m archdsl train` starts
+each process). Guarded: processes started with `spawn` import this module again."""
+
 from .cli import main
 
-main()
+if __name__ == "__main__":
+    main()

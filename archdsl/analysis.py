@@ -7,12 +7,10 @@ params add up all its nodes (conv weights + bias + bn scale/shift).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._perf import gc_paused
-from .errors import ArchError, ValueError_
-from .expr import evaluate
 from .ir import Graph
 from .ops import OPS, Shape
 
@@ -48,13 +46,6 @@ class Conventions:
     norm: bool = True
     count: str = "macs"  # macs | flops (FLOPs = 2 × MACs)
 
-    def describe(self) -> str:
-        left_out = [w for w, on in (("biases", self.bias), ("norm scale/shift", self.norm))
-                    if not on]
-        params = "params = all trainable parameters (weights + biases + norm scale/shift)" \
-            if not left_out else "params = trainable parameters WITHOUT " + " and ".join(left_out)
-        return params
-
 
 @dataclass
 class Stats:
@@ -65,6 +56,10 @@ class Stats:
     rows: list[Row]
     dtype: str = "float32"
     conventions: Conventions = field(default_factory=lambda: Conventions())
+    # the parameters given explicitly (--set, keyword arguments): what tells rows apart
+    given: dict[str, Any] = field(default_factory=dict)
+    # values measured or estimated outside this module (a latency, say), for columns.py
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def totals(self) -> dict[str, int]:
@@ -94,9 +89,10 @@ class Stats:
             agg.ops.extend(o for o in r.ops if o not in agg.ops)
         return list(out.values())
 
-    def to_dict(self, depth: int | None = None) -> dict[str, Any]:
-        """The stable JSON form (see docs/json-schema.md)."""
-        return {
+    def to_dict(self, depth: int | None = None, layers: bool = True) -> dict[str, Any]:
+        """The stable JSON form (see docs/json-schema.md); `layers=False` leaves out the
+        per-layer list (writers.to_json writes it itself, faster)."""
+        out = {
             "conventions": {"bias": self.conventions.bias, "norm": self.conventions.norm,
                             "count": self.conventions.count},
             "name": self.name,
@@ -105,10 +101,12 @@ class Stats:
             "output": list(self.output) if self.output is not None else None,
             "dtype": self.dtype,
             "totals": self.totals,
-            "layers": [{"name": r.name, "op": r.op,
-                        "shape": list(r.shape) if r.shape is not None else None,
-                        **{k: getattr(r, k) for k in COUNTS}} for r in self.rollup(depth)],
         }
+        if layers:
+            out["layers"] = [{"name": r.name, "op": r.op,
+                              "shape": list(r.shape) if r.shape is not None else None,
+                              **{k: getattr(r, k) for k in COUNTS}} for r in self.rollup(depth)]
+        return out
 
 
 def analyse(graph: Graph, dtype: str = "float32",
@@ -147,53 +145,4 @@ def _analyse(graph: Graph, dtype: str, conv: Conventions) -> Stats:
             row.add(counts)
             row.ops.append(node.op)
     return Stats(graph.name, dict(graph.settings), graph.input_shape, graph.output_shape,
-                 list(rows.values()), dtype, conv)
-
-
-def budget_values(stats: Stats) -> dict[str, Any]:
-    """The names an `assert` line may use, besides the architecture's parameters."""
-    return {**stats.totals, "input": list(stats.input),
-            "output": list(stats.output) if stats.output is not None else None}
-
-
-def check_budgets(graph: Graph, stats: Stats) -> list[ArchError]:
-    """Evaluate the spec's `assert` lines against the analysed totals."""
-    errors: list[ArchError] = []
-    measured = budget_values(stats)
-    for expr, env in graph.budgets:
-        values = {**env, **measured}
-        try:
-            ok = evaluate(expr, values)
-        except ArchError as exc:
-            errors.append(exc)
-            continue
-        if not ok:
-            names = sorted({n for n in _names(expr) if n in measured})
-            actual = ", ".join(f"{n} = {_show(measured[n])}" for n in names)
-            errors.append(ValueError_(f"budget not met: {actual}" if actual else
-                                      "budget not met", expr.span,
-                                      "the condition after `assert` is false"))
-    return errors
-
-
-def _names(expr) -> list[str]:
-    out: list[str] = []
-    if getattr(expr, "op", None) == "var":
-        out.append(expr.args[0])
-    for a in getattr(expr, "args", ()):
-        if hasattr(a, "op"):
-            out += _names(a)
-        elif isinstance(a, tuple):
-            out += [n for x in a if hasattr(x, "op") for n in _names(x)]
-    return out
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 1000:
-        from .report import human
-        return f"{v:,} ({human(v)})"
-    return str(v)
-
-
-def row_dict(row: Row) -> dict[str, Any]:
-    return asdict(row)
+                 list(rows.values()), dtype, conv, dict(graph.given))

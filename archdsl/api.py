@@ -34,8 +34,8 @@ def elaborate(program: Program, arch: str, overrides: dict[str, Any] | None = No
     sink.check()
     assert graph is not None
     if graph.budgets:
-        from .analysis import analyse, check_budgets
-        for err in check_budgets(graph, analyse(graph)):
+        from .budgets import check_budgets
+        for err in check_budgets(graph):
             sink.add(err)
         sink.check()
     return graph
@@ -80,18 +80,25 @@ class Architecture:
     def settings(self) -> dict[str, Any]:
         return dict(self.graph.settings)
 
+    @property
+    def warnings(self) -> list:
+        """What is valid but probably not meant (`ArchWarning`s; the CLI prints them)."""
+        return list(self.graph.warnings)
+
     def stats(self, dtype: str = "float32", conventions=None):
         """Per-layer and total counts (archdsl.analysis.Stats); `conventions` switches
         biases/normalization out of params or cost to FLOPs (analysis.Conventions)."""
         from .analysis import analyse
         return analyse(self.graph, dtype=dtype, conventions=conventions)
 
-    def to_torch(self, num_classes: int | None = None):
+    def to_torch(self, num_classes: int | None = None, logits: bool = False):
         """A PyTorch `nn.Module` built from the graph (needs the [torch] extra).
 
         `num_classes` rebuilds the network with that many outputs, through the spec's
         `classes` parameter (the zoo's convention): the new classifier keeps its name, so
         pretrained weights for everything else load with `load_weights(..., strict=False)`.
+        `logits=True` leaves out a final softmax: the module gives class scores, as
+        cross-entropy training wants (the weights are the same).
         """
         from .backends import load_backend
         arch = self
@@ -102,7 +109,7 @@ class Architecture:
                 "the classifier as FC-{classes}")])
         if num_classes is not None and self.settings.get("classes") != num_classes:
             arch = self.with_settings(classes=num_classes)
-        return load_backend("pytorch").to_torch(arch.graph)
+        return load_backend("pytorch").to_torch(arch.graph, logits=logits)
 
     def compile(self, target: Any = "llvm", weights: Any = None, batch: int = 1,
                 dtype: str = "float32", tune: int = 0, tuning_db: str | os.PathLike | None = None,
@@ -131,7 +138,7 @@ class Architecture:
                 did_you_mean(unknown[0], self.graph.settings) or
                 "parameters: " + ", ".join(self.graph.settings) if self.graph.settings else
                 f"`{self.name}` takes no parameters")])
-        return Architecture(elaborate(self.program, self.name, {**self.settings, **params}),
+        return Architecture(elaborate(self.program, self.name, {**self.graph.given, **params}),
                             self.program)
 
     def format(self) -> str:
@@ -141,7 +148,7 @@ class Architecture:
     def __repr__(self) -> str:
         from .ops import fmt_shape
         return (f"Architecture({self.name!r}, input={fmt_shape(self.graph.input_shape)}, "
-                f"output={fmt_shape(self.graph.output_shape)}, nodes={len(self.graph.g)})")
+                f"output={fmt_shape(self.graph.output_shape)}, nodes={self.graph.node_count})")
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, Any]:
@@ -149,12 +156,17 @@ def read_weights(path: str | os.PathLike) -> dict[str, Any]:
     torch.save file (needs torch; loaded with weights_only=True)."""
     if str(path).endswith(".safetensors"):
         try:
-            from safetensors.numpy import load_file
+            from safetensors import safe_open
         except ImportError as exc:
             raise ArchErrors([UsageError(f"reading {path} needs safetensors: pip install "
                                          "safetensors", None)]) from exc
         try:
-            return load_file(str(path))
+            with safe_open(str(path), framework="numpy") as f:
+                # a checkpoint of `archdsl train` holds its model's state under "model."
+                prefix = "model." if (f.metadata() or {}).get("format") == \
+                    "archdsl-checkpoint" else ""
+                return {k[len(prefix):]: f.get_tensor(k) for k in f.keys()
+                        if k.startswith(prefix)}
         except Exception as exc:  # corrupt files raise several types
             raise ArchErrors([UsageError(f"cannot read weights from {path}: {exc}", None)]) \
                 from None

@@ -2,24 +2,67 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from typer.core import TyperArgument, TyperCommand
 
+from . import progress
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
 from .api import Architecture, elaborate, named_like_file, select_archs
-from .errors import ArchError, ArchErrors, UsageError, last_line
+from .cli_train import read_labels, register
+from .columns import COLUMNS, choose
+from .errors import ArchError, ArchErrors, UsageError, did_you_mean, last_line
 from .program import Program, load_program
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  pretty_exceptions_enable=False,
-                  help="archdsl: describe, measure and compile neural-network architectures.")
+
+class _Command(TyperCommand):
+    """A command whose help shows metavars (SPEC, NAME, N), never typer's Python types
+    (`<list[Path]>`, `<str>`): an argument or option without a metavar of its own gets its
+    name in capitals; choices keep their list (`<macs|flops>`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            flag = getattr(param, "is_flag", False) or getattr(param, "count", False)
+            choice = getattr(getattr(param, "type_descriptor", None), "is_choice", False)
+            if flag or choice or not param.name:
+                continue
+            if param.metavar is None:
+                param.metavar = param.name.upper()
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = lambda *a, **k: None  # type: ignore[method-assign]
+
+
+class _App(typer.Typer):
+    """Every command is a `_Command`."""
+
+    def command(self, name: str | None = None, *, cls: Any = None, **kwargs: Any):
+        return super().command(name, cls=cls or _Command, **kwargs)
+
+
+app = _App(no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
+           help="archdsl: describe, measure and compile neural-network architectures.")
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+        print(f"archdsl {version('archdsl')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="print the version and exit")]
+        = False) -> None:
+    """archdsl: describe, measure and compile neural-network architectures."""
 
 
 class Count(str, Enum):
@@ -34,21 +77,42 @@ class Format(str, Enum):
     markdown = "markdown"
 
 
-SpecArgs = Annotated[list[Path], typer.Argument(help="spec files (.arch)", show_default=False)]
+SpecArgs = Annotated[list[Path], typer.Argument(
+    help="one or more spec files (.arch)", show_default=False, metavar="SPEC")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", "-s", metavar="NAME=VALUE",
     help="override a spec parameter; NAME=v1,v2,... gives one row per value")]
-ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", help="only this architecture")]
+SetOneOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="NAME=VALUE",
+    help="override a spec parameter (one value: this command builds one architecture)")]
+ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", metavar="NAME",
+                                             help="only this architecture")]
+
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _out() -> Console:
+    from rich.console import Console  # not needed by --format json/csv: loaded when used
     # Piped output keeps whole tables: a width of 80 would crop the numbers.
     wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 220
     return Console(highlight=False, soft_wrap=False, width=wide)
 
 
 def _err() -> Console:
+    from rich.console import Console
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _note(text: str) -> None:
+    """A console note on stderr (stdout keeps only the results)."""
+    _err().print(f"note: {text}", markup=False, style="yellow")
+
+
+def _random_weights(which: str) -> str:
+    return (f"no --weights: the output holds {which} weights, a stand-in for testing speed "
+            "and deployment, not a trained network")
 
 
 def parse_value(text: str) -> Any:
@@ -95,7 +159,8 @@ def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None,
     """Elaborate every selected architecture under every --set combination; collect errors."""
     combos = parse_sets(sets)
     graphs, errors = [], []
-    for program in _load(specs):
+    programs = _load(specs)
+    for program in programs:
         try:
             names = (select_archs(program, arch, allow_none=True)
                      if arch is None or arch in program.archs else [])
@@ -109,12 +174,16 @@ def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None,
                 except ArchErrors as exc:
                     errors.extend(exc.errors)
     if arch is not None and not graphs and not errors:
-        errors.append(UsageError(f"no spec defines an architecture `{arch}`", None))
+        offered = [n for p in programs for n in p.archs]
+        errors.append(UsageError(f"no spec defines an architecture `{arch}`", None,
+                                 did_you_mean(arch, offered)
+                                 or "they define: " + ", ".join(dict.fromkeys(offered))))
     elif not graphs and not errors and need_graphs:
         errors.append(UsageError("these files define blocks but no architecture", None,
                                  "name a file that has an `arch` (or includes one)"))
     if errors:
         raise ArchErrors(_unique(errors))
+    _report_warnings(graphs)
     return graphs
 
 
@@ -131,23 +200,46 @@ def _unique(errors: list[ArchError]) -> list[ArchError]:
 
 def _report_errors(errors: list[ArchError]) -> None:
     console = _err()
-    for i, err in enumerate(errors):
+    _print_diagnostics(console, errors)
+    n = len(errors)
+    console.print(f"{n} error{'s' if n != 1 else ''}", style="bold red")
+
+
+def _print_diagnostics(console: Console, diagnostics: list[ArchError]) -> None:
+    """Errors or warnings, compiler style: `file:line:col: error: ...` with the source
+    line, the caret, notes and a hint; a blank line between two."""
+    for i, err in enumerate(diagnostics):
         if i:
             console.print()
         text = err.render()
         head, _, rest = text.partition("\n")
-        where, sep, msg = head.partition(": error: ")
+        marker = f"{err.kind}: "
+        style = "bold red" if err.kind == "error" else "bold yellow"
+        where, sep, msg = head.partition(f": {marker}")
         if sep:
             console.print(f"{where}: ", end="", markup=False)
-            console.print("error: ", style="bold red", end="")
+            console.print(marker, style=style, end="")
             console.print(msg, markup=False)
         else:
-            console.print(head, markup=False, style="bold red" if not where.startswith(
+            console.print(head, markup=False, style=style if not where.startswith(
                 ("note", "hint")) else None)
         if rest:
             console.print(rest, markup=False)
-    n = len(errors)
-    console.print(f"{n} error{'s' if n != 1 else ''}", style="bold red")
+
+
+def _report_warnings(graphs: list) -> None:
+    """The warnings of every graph elaborated, each once (a sweep repeats them), on stderr."""
+    seen, warnings = set(), []
+    for a in graphs:
+        for w in a.graph.warnings:
+            key = (w.message, w.span and (w.span.file, w.span.line, w.span.col))
+            if key not in seen:
+                seen.add(key)
+                warnings.append(w)
+    if warnings:
+        console = _err()
+        _print_diagnostics(console, warnings)
+        console.print()
 
 
 def run(fn) -> None:
@@ -169,7 +261,7 @@ def check(specs: SpecArgs, set_: SetOpt = None, arch: ArchOpt = None) -> None:
     """Check specs: syntax, names, shapes. Prints nothing but errors, or one OK line."""
     def body() -> None:
         graphs = _graphs(specs, set_, arch, need_graphs=False)
-        nodes = sum(len(a.graph.g) - 1 for a in graphs)
+        nodes = sum(a.graph.node_count - 1 for a in graphs)
         _out().print(f"ok: {len(graphs)} architecture{'s' if len(graphs) != 1 else ''} "
                      f"in {len(specs)} file{'s' if len(specs) != 1 else ''}, {nodes:,} nodes",
                      markup=False)
@@ -183,9 +275,14 @@ def stats(
     arch: ArchOpt = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="one row per layer")] = False,
     depth: Annotated[int | None, typer.Option(
-        "--depth", min=1, help="roll layers up into blocks/stages N name-levels deep")] = None,
+        "--depth", min=1, metavar="N",
+        help="roll layers up into blocks/stages N name-levels deep")] = None,
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
-    dtype: Annotated[str, typer.Option(help="bytes per value for memory columns: "
+    columns: Annotated[str | None, typer.Option(
+        "--columns", "-c", metavar="NAME,...",
+        help="the table's columns, in order: " + ", ".join(COLUMNS))] = None,
+    wide: Annotated[bool, typer.Option("--wide", "-w", help="every column")] = False,
+    dtype: Annotated[str, typer.Option(metavar="DTYPE", help="bytes per value for memory columns: "
                                        + ", ".join(DTYPE_BYTES))] = "float32",
     count: Annotated[Count, typer.Option(
         "--count", help="show cost as MACs or FLOPs (= 2 × MACs)")] = Count.macs,
@@ -194,38 +291,43 @@ def stats(
     norm: Annotated[bool, typer.Option(
         "--norm/--no-norm", help="count normalization scale/shift as parameters")] = True,
 ) -> None:
-    """Size and cost: units, weights, params, connections, MACs, memory.
+    """Size and cost: params, MACs, memory (and units, weights, connections: --wide).
 
-    Several specs (or architectures) give one comparison table, one row each.
+    Several specs (or architectures) give one comparison table, one row each. The table fits
+    the terminal; --format json/csv/markdown give every number in full.
     """
     def body() -> None:
         if dtype not in DTYPE_BYTES:
             raise UsageError(f"unknown dtype `{dtype}`", None, "one of " + ", ".join(DTYPE_BYTES))
+        per = per_layer or depth is not None
+        chosen = choose(columns, wide, per_layer=per)
         conv = Conventions(bias=bias, norm=norm, count=count.value)
         all_stats = [analyse(a.graph, dtype, conv) for a in _graphs(specs, set_, arch)]
-        _print_stats(all_stats, per_layer or depth is not None, depth, format)
+        _print_stats(all_stats, per, depth, format, chosen)
     run(body)
 
 
 def _print_stats(all_stats: list[Stats], per_layer: bool, depth: int | None,
-                 fmt: Format) -> None:
+                 fmt: Format, columns: list) -> None:
+    # machine formats go straight to stdout: never wrapped, never cut, and fast (a
+    # 10,000-layer JSON through rich's console took seconds)
+    if fmt in (Format.json, Format.csv):
+        from . import writers
+        sys.stdout.write(writers.to_json(all_stats, depth) if fmt is Format.json else
+                         writers.to_csv(all_stats, per_layer, depth))
+        return
     from . import report
-    out = _out()
-    if fmt is Format.json:
-        out.print(report.to_json(all_stats, depth), markup=False, soft_wrap=True)
-    elif fmt is Format.csv:
-        sys.stdout.write(report.to_csv(all_stats, per_layer, depth))
-    elif fmt is Format.markdown:
-        sys.stdout.write(report.to_markdown(all_stats, per_layer, depth))
+    if fmt is Format.markdown:
+        sys.stdout.write(report.to_markdown(all_stats, per_layer, depth, columns))
     elif per_layer:
         for s in all_stats:
-            out.print(report.layer_table(s, depth))
+            _out().print(report.layer_table(s, depth, columns))
     else:
-        out.print(report.comparison_table(all_stats))
+        _out().print(report.comparison_table(all_stats, columns))
 
 
 @app.command("format")
-def format_(spec: Annotated[Path, typer.Argument(help="a spec file")],
+def format_(spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
             set_: SetOpt = None, arch: ArchOpt = None) -> None:
     """Print the canonical, fully expanded form of each architecture."""
     from .formatter import format_graph
@@ -251,13 +353,14 @@ def _one_graph(spec: Path, set_: list[str] | None, arch: str | None, what: str):
 
 @app.command()
 def graph(
-    spec: Annotated[Path, typer.Argument(help="a spec file")],
+    spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="file to write: .svg, .png, .pdf or .dot (default: ARCH.svg)")]
+        "--output", "-o", metavar="FILE",
+        help="file to write: .svg, .png, .pdf or .dot (default: ARCH.svg)")]
     = None,
     depth: Annotated[int | None, typer.Option(
-        "--depth", min=1, help="one box per block/stage N name-levels deep")] = None,
-    set_: SetOpt = None,
+        "--depth", min=1, metavar="N", help="one box per block/stage N name-levels deep")] = None,
+    set_: SetOneOpt = None,
     arch: ArchOpt = None,
     count: Annotated[Count, typer.Option(
         "--count", help="show cost as MACs or FLOPs (= 2 × MACs)")] = Count.macs,
@@ -283,7 +386,8 @@ def table(
     specs: SpecArgs,
     set_: SetOpt = None,
     arch: ArchOpt = None,
-    depth: Annotated[int, typer.Option("--depth", min=1, help="stage = first N name parts")] = 1,
+    depth: Annotated[int, typer.Option("--depth", min=1, metavar="N",
+                                       help="stage = first N name parts")] = 1,
     format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table,
     count: Annotated[Count, typer.Option("--count")] = Count.macs,
 ) -> None:
@@ -304,15 +408,18 @@ def table(
 
 @app.command()
 def diff(
-    a: Annotated[Path, typer.Argument(help="the first spec")],
-    b: Annotated[Path | None, typer.Argument(help="the second spec (default: the first)")]
+    a: Annotated[Path, typer.Argument(help="the first spec", metavar="A")],
+    b: Annotated[Path | None, typer.Argument(help="the second spec (default: the first)",
+                                             metavar="B")]
     = None,
-    arch_a: Annotated[str | None, typer.Option("--arch-a", help="architecture in A")] = None,
-    arch_b: Annotated[str | None, typer.Option("--arch-b", help="architecture in B")] = None,
+    arch_a: Annotated[str | None, typer.Option("--arch-a", metavar="NAME",
+                                               help="architecture in A")] = None,
+    arch_b: Annotated[str | None, typer.Option("--arch-b", metavar="NAME",
+                                               help="architecture in B")] = None,
     set_a: Annotated[list[str] | None, typer.Option("--set-a", metavar="NAME=VALUE")] = None,
     set_b: Annotated[list[str] | None, typer.Option("--set-b", metavar="NAME=VALUE")] = None,
-    depth: Annotated[int, typer.Option("--depth", min=1, help="stage = first N name parts")]
-    = 1,
+    depth: Annotated[int, typer.Option("--depth", min=1, metavar="N",
+                                       help="stage = first N name parts")] = 1,
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
 ) -> None:
     """What changed between two specs, or two settings of one: layers added, removed and
@@ -342,14 +449,15 @@ class ExportFormat(str, Enum):
 
 @app.command()
 def export(
-    spec: Annotated[Path, typer.Argument(help="a spec file")],
+    spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="file to write (default: ARCH.onnx / .ts / .pt2)")] = None,
+        "--output", "-o", metavar="FILE",
+        help="file to write (default: ARCH.onnx / .ts / .pt2)")] = None,
     format: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.onnx,
-    set_: SetOpt = None,
+    set_: SetOneOpt = None,
     arch: ArchOpt = None,
     weights: Annotated[Path | None, typer.Option(
-        help="a state_dict saved with torch.save, or a .safetensors file")] = None,
+        metavar="FILE", help="a state_dict saved with torch.save, or a .safetensors file")] = None,
 ) -> None:
     """Export the PyTorch model: ONNX (checked, and compared with onnxruntime when installed),
     TorchScript, or a torch.export program. Written atomically."""
@@ -360,10 +468,12 @@ def export(
         model = backend.to_torch(graph)
         if weights is not None:
             backend.load_weights(model, backend.read_state_dict(weights), strict=True)
+        else:
+            _note(_random_weights("PyTorch's random initial"))
         from .backends.pytorch.export import SUFFIXES
         from .backends.pytorch.export import export as do_export
         target = output or Path(graph.name + SUFFIXES[format.value])
-        with _err().status(f"exporting {graph.name} to {format.value}..."):
+        with progress.display(f"exporting {graph.name} to {format.value}"):
             report = do_export(model, graph.input_shape, format.value, target)
         diff = "" if report.max_abs_diff is None else f", max abs diff {report.max_abs_diff:.2g}"
         _out().print(f"wrote {report.path} ({report.bytes / 2**20:.1f} MiB, {report.format}; "
@@ -400,16 +510,18 @@ def parse_target(text: str) -> Any:
 
 @app.command("compile")
 def compile_(
-    spec: Annotated[Path, typer.Argument(help="a spec file")],
+    spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
     target: Annotated[str, typer.Option(
-        "--target", "-t", help="llvm (this CPU), 'llvm -mcpu=NAME' (another x86-64, e.g. "
-        "znver4; the library refuses to run on a CPU without its features), cuda[:sm_XX] "
-        "(default sm_90), a TVM tag, or a JSON target dict")] = "llvm",
+        "--target", "-t", metavar="TARGET",
+        help="llvm (this CPU), 'llvm -mcpu=NAME' (another x86-64, e.g. znver4; the library "
+        "refuses to run on a CPU without its features), cuda[:sm_XX] (default sm_90), a TVM "
+        "tag, or a JSON target dict")] = "llvm",
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="the library to write (default: ARCH.so)")] = None,
-    batch: Annotated[int, typer.Option(min=1, help="batch size compiled in")] = 1,
-    dtype: Annotated[str, typer.Option(help="float32 or float16")] = "float32",
+        "--output", "-o", metavar="FILE", help="the library to write (default: ARCH.so)")] = None,
+    batch: Annotated[int, typer.Option(min=1, metavar="N", help="batch size compiled in")] = 1,
+    dtype: Annotated[str, typer.Option(metavar="DTYPE", help="float32 or float16")] = "float32",
     weights: Annotated[Path | None, typer.Option(
+        metavar="FILE",
         help="a .safetensors file or a torch.save state_dict (default: seeded random)")]
     = None,
     tune: Annotated[int, typer.Option(
@@ -423,7 +535,7 @@ def compile_(
         help="the tuning database (default with --tune: "
         "$XDG_CACHE_HOME or ~/.cache, then archdsl/tuning/TARGET such as llvm-znver3); "
         "without --tune it is only applied")] = None,
-    set_: SetOpt = None,
+    set_: SetOneOpt = None,
     arch: ArchOpt = None,
 ) -> None:
     """Compile with Apache TVM (Relax) into a deployable shared library, plus a JSON
@@ -433,16 +545,20 @@ def compile_(
         import json
 
         from .atomic import atomic_path
+        from .backends import load_backend
         if dtype not in ("float32", "float16"):
             raise UsageError(f"unknown dtype `{dtype}`", None, "float32 or float16")
         a = _one_graph(spec, set_, arch, "compile")
+        load_backend("tvm.build")  # a missing TVM is said before anything else
         tgt = parse_target(target)
         out = output or Path(a.name + ".so")
-        display = _CompileDisplay(f"compiling {a.name} for {target} with TVM")
+        if weights is None:
+            _note(_random_weights("seeded random"))
+        display = progress.display(f"compiling {a.name} for {target} with TVM")
         try:
             with display:
                 compiled = _tvm_compile(a, tgt, weights, batch, dtype, tune, tuning_db, display)
-                display.building("writing the library")
+                display.stage("writing the library")
                 compiled.export_library(out)
         except KeyboardInterrupt:
             kept = ("" if display.event is None or not tune else
@@ -486,13 +602,12 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dtype: str,
-                 tune: int, tuning_db: Path | None, display: _CompileDisplay):
+                 tune: int, tuning_db: Path | None, display: Any):
     """Architecture.compile, with tuning's errors told as a user's."""
-    from .backends import load_backend
-    build = load_backend("tvm.build")  # a clear message when TVM is missing
+    from .backends.tvm.build import make_target
     from .backends.tvm.tune import TuningError
     try:
-        build.make_target(tgt)
+        make_target(tgt)
     except ValueError as exc:  # an unknown target kind, tag or CPU
         raise UsageError(f"--target: {last_line(exc)}", None) from None
     try:
@@ -502,89 +617,22 @@ def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dt
         raise UsageError(str(exc), None) from None
 
 
-class _CompileDisplay:
-    """The compile command's live display on stderr: a spinner while compiling; while tuning,
-    trials done of planned, kernels done, the estimated network time and the elapsed time.
-    Gets the tuning's `TuneEvent`s; keeps the last in `event`."""
-
-    def __init__(self, title: str) -> None:
-        self.title = title
-        self.event = None
-        self._tuning = None
-        self._progress = None
-
-    def __enter__(self) -> _CompileDisplay:
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-        # TVM's C++ code writes to fd 2, which tuning sends to its log: show this on a copy
-        self._stream = _dup_stderr()
-        console = Console(file=self._stream, highlight=False, soft_wrap=True)
-        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                                  BarColumn(), TextColumn("{task.fields[info]}"),
-                                  TimeElapsedColumn(),
-                                  console=console, transient=True)
-        self._main = self._progress.add_task(self.title, total=None, info="")
-        self._progress.start()
-        return self
-
-    def __call__(self, event) -> None:
-        self.event = event
-        p = self._progress
-        if event.kind == "note":
-            p.console.print(f"note: {event.message}", markup=False, style="yellow")
-        elif event.kind == "start" and event.trials_total:
-            p.console.print(f"tuning {event.tasks_to_tune} of {event.tasks} kernels "
-                            f"({event.trials_total} trials); log in "
-                            f"{event.database / 'logs' / 'tuning.log'}", markup=False)
-            self._tuning = p.add_task("tuning", total=event.trials_total,
-                                      info=f"0/{event.trials_total} trials")
-        elif event.kind == "trials" and self._tuning is not None:
-            best = f", est. {event.best_ms:.2f} ms" if event.best_ms else ""
-            p.update(self._tuning, completed=event.trials,
-                     info=f"{event.trials}/{event.trials_total} trials, kernels "
-                     f"{event.tasks_done}/{event.tasks_to_tune}{best}")
-        elif event.kind == "compare":
-            self.building(event.message)
-        elif event.kind == "applied":
-            self.building("building")
-
-    def building(self, what: str) -> None:
-        if self._tuning is not None:
-            self._progress.remove_task(self._tuning)
-            self._tuning = None
-        self._progress.update(self._main, description=f"{self.title}: {what}")
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-            if self._stream is not sys.stderr:
-                self._stream.close()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _dup_stderr():
-    """A stream on a copy of fd 2 (sys.stderr itself where it has no file descriptor)."""
-    try:
-        return os.fdopen(os.dup(sys.stderr.fileno()), "w")
-    except (AttributeError, OSError, ValueError):
-        return sys.stderr
+# what the last layer makes, as `run` labels it (a library older than this record: scores)
+_SCORES = {"softmax": "probabilities"} | dict.fromkeys(("fc", "linear", "conv"), "logits")
 
 
 @app.command("run")
 def run_(
-    library: Annotated[Path, typer.Argument(help="a library from `archdsl compile`")],
+    library: Annotated[Path, typer.Argument(help="a library from `archdsl compile`",
+                                            metavar="LIBRARY")],
     input: Annotated[Path | None, typer.Option(
-        "--input", "-i", help="a .npy array of the compiled input shape (default: random)")]
+        "--input", "-i", metavar="FILE.npy",
+        help="a .npy array of the compiled input shape (default: random)")]
     = None,
-    top: Annotated[int, typer.Option(min=1, help="classes to show")] = 5,
+    top: Annotated[int, typer.Option(min=1, metavar="N", help="classes to show")] = 5,
+    labels: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="class names, one a line (the labels.txt of `archdsl train`)")]
+    = None,
 ) -> None:
     """Run a compiled library (needs only the TVM runtime) and print the top classes."""
     def body() -> None:
@@ -599,7 +647,12 @@ def run_(
             why = last_line(exc).removeprefix(f"{library}: ")
             raise UsageError(f"cannot load {library}: {why}", None) from None
         shape = tuple(compiled.input_shape)
+        if compiled.meta.get("weights", "given") != "given":
+            _note(f"{library} holds {compiled.meta['weights']} weights (compiled without "
+                  "--weights): its outputs mean nothing")
         if input is None:
+            _note(f"no --input: running on a random input (normal, seed 0) of shape "
+                  f"{list(shape)}")
             x = np.random.default_rng(0).standard_normal(shape).astype(compiled.dtype)
         else:
             try:
@@ -615,10 +668,13 @@ def run_(
             raise UsageError(f"cannot run {library} on {compiled.device_kind}: "
                              f"{last_line(exc)}", None) from None
         scores = y.reshape(y.shape[0], -1)
+        what = _SCORES.get(compiled.meta.get("output_op"), "scores")
+        names = None if labels is None else read_labels(labels, scores.shape[1])
         for b, row in enumerate(scores):
             best = np.argsort(-row)[:top]
-            cells = ", ".join(f"{int(i)}: {row[i]:.4g}" for i in best)
-            _out().print(f"[{b}] top-{len(best)}: {cells}", markup=False)
+            cells = ", ".join(f"class {int(i)}{f' ({names[i]})' if names else ''}: "
+                              f"{row[i]:.4g}" for i in best)
+            _out().print(f"[{b}] top-{len(best)} {what}: {cells}", markup=False)
     run(body)
 
 
@@ -641,7 +697,14 @@ def ops() -> None:
     _out().print(table)
 
 
+register(app)  # train and eval (cli_train.py)
+
+
 def main() -> None:
+    # What is loaded by now (archdsl, typer, lark...) lives as long as the process: the
+    # garbage collector need not scan it again at every collection (a 10,000-layer stats
+    # run spends ~0.05 s less in it; benchmarks/bench_frontend.py).
+    gc.freeze()
     app()
 
 

@@ -44,9 +44,11 @@ from rich.table import Table
 from rich.text import Text
 
 from .analysis import Conventions, analyse
+from .columns import Column
 from .notation import Layer, arch_labels, layer_notation, layers
+from .numfmt import human
 from .ops import Shape, fmt_shape
-from .report import human
+from .report import FittedTable
 
 # attributes that paper notation (conv3-64/2, maxpool3/2, FC-4096, ...) already shows, or that
 # the input/output shapes explain (a depthwise conv's groups = its input channels)
@@ -378,8 +380,8 @@ def _stage_cells(s: SizeDiff) -> list[str]:
 
 
 _LAYER_HEADERS = ["", "Layer", "Change", "ΔParams", "ΔMACs"]
-_STAGE_HEADERS = ["Stage", "Params A", "Params B", "ΔParams", "Δ%", "MACs A", "MACs B", "ΔMACs",
-                  "Δ%"]
+_STAGE_HEADERS = ["Stage", "Params A", "Params B", "ΔParams", "Params Δ%", "MACs A", "MACs B",
+                  "ΔMACs", "MACs Δ%"]
 
 
 def diff_table(d: ArchDiff) -> Group:
@@ -396,17 +398,29 @@ def diff_table(d: ArchDiff) -> Group:
     if d.renamed:
         parts.append(Text(f"{len(d.renamed)} unchanged layers renumbered "
                           f"(e.g. {d.renamed[0][0]} → {d.renamed[0][1]})", style="dim"))
-    t = Table(title="Size" + (f" by stage (depth {d.depth})" if d.depth else " by layer"),
-              title_justify="left", show_footer=True,
-              caption=f"A = {d.a}, B = {d.b}; MACs = multiply-accumulates",
-              caption_justify="left")
-    for h, foot in zip(_STAGE_HEADERS, _stage_cells(d.total), strict=True):
-        t.add_column(h, footer=foot, justify="left" if h == "Stage" else "right",
-                     no_wrap=h != "Stage", overflow="fold")
-    for s in d.stages:
-        t.add_row(*(Text(c) for c in _stage_cells(s)), style=None if s.same else "bold")
-    parts.append(t)
+    parts.append(FittedTable(
+        "Size" + (f" by stage (depth {d.depth})" if d.depth else " by layer"), "Stage",
+        [s.name for s in d.stages], _SIZE_COLUMNS, [c.header for c in _SIZE_COLUMNS],
+        [_size_values(s) for s in d.stages], footer=_size_values(d.total),
+        notes=[f"A = {d.a}, B = {d.b}; MACs = multiply-accumulates"],
+        styles=[None if s.same else "bold" for s in d.stages],
+        in_full="--format json or markdown"))
     return Group(*parts)
+
+
+# the size table's columns; when even short numbers do not fit, the percentages go first
+_SIZE_COLUMNS = [Column(k, h, kind, "", drop=drop) for (k, kind, drop), h in zip((
+    ("params_a", "count", 2), ("params_b", "count", 2), ("dparams", "delta", 0),
+    ("pct_params", "pct", 3), ("macs_a", "count", 1), ("macs_b", "count", 1),
+    ("dmacs", "delta", 0), ("pct_macs", "pct", 3)), _STAGE_HEADERS[1:], strict=True)]
+
+
+def _size_values(s: SizeDiff) -> list[Any]:
+    def pct(p: float | None) -> float | str:
+        return p if p is not None else ("new" if not s.in_a else "—")
+    return [s.params_a if s.in_a else None, s.params_b if s.in_b else None, s.dparams,
+            pct(s.pct_params), s.macs_a if s.in_a else None, s.macs_b if s.in_b else None,
+            s.dmacs, pct(s.pct_macs)]
 
 
 def _md(cell: str) -> str:

@@ -25,8 +25,9 @@ from .analysis import Conventions, Row, analyse
 from .atomic import atomic_path
 from .errors import UsageError
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
+from .numfmt import human
 from .ops import OPS, fmt_shape
-from .report import human
+from .windows import pair
 
 # suffix → what dot is asked for (None: the source itself, no `dot` needed)
 FORMATS: dict[str, str | None] = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": None,
@@ -318,6 +319,12 @@ def _describe(node: Node, graph: Graph) -> str:
         return f"{op} {a['out']}"
     if op == "attention":
         return f"attention, {a['heads']} heads"
+    if op == "window_attention":
+        (wh, ww), (sh, sw) = pair(a["window"]), pair(a["shift"])
+        return (f"window attention {wh}×{ww}, {a['heads']} heads"
+                + (f", shift {sh}×{sw}" if sh or sw else ""))
+    if op == "patch_merging":
+        return f"patch merging, {a['out']}"
     if op in ("maxpool", "avgpool"):
         return f"{op} {a['k']}×{a['k']}/{a['stride']}"
     if op == "adaptive_avgpool":

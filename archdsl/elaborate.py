@@ -11,6 +11,7 @@ from typing import Any
 from . import syntax as S
 from .errors import (
     ArchError,
+    ArchWarning,
     ErrorSink,
     NameError_,
     ShapeError,
@@ -20,6 +21,7 @@ from .errors import (
     did_you_mean,
 )
 from .expr import as_int, evaluate, evaluate_value
+from .formatter import spec_value
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
 from .ops import (
     ACTIVATIONS,
@@ -31,6 +33,7 @@ from .ops import (
     OpShapeError,
     fmt_shape,
     lookup,
+    spellings,
     syntax_names,
 )
 from .program import Program
@@ -54,8 +57,10 @@ class Scope:
     counter: int = 0
     names: dict[str, Span | None] = field(default_factory=dict)
 
-    def claim(self, label: str, span: Span | None, sink: ErrorSink) -> str:
-        if label in self.names:
+    def claim(self, label: str, span: Span | None, sink: ErrorSink, report: bool = True) -> str:
+        """The scoped name for `label`; a name used twice is an error (`report=False`: one
+        already reported, as the bn/relu names of a layer whose own name clashed)."""
+        if label in self.names and report:
             first = self.names[label]
             sink.add(NameError_(f"name `{self.prefix}{label}` is used twice", span,
                                 notes=[("first used here", first)] if first else []))
@@ -93,9 +98,29 @@ def _repetition(env: Env, item: S.Item, i: int) -> Env:
     return env if item.repeat is None else env.with_values({"i": i})
 
 
+class _CallSink:
+    """The error sink as the elaborator sees it: an error found inside a block gets a note
+    per call that led there, innermost first ("in this call to `bottleneck` (`layer1.2`)"), so
+    a block called three times says which call went wrong."""
+
+    def __init__(self, sink: ErrorSink) -> None:
+        self.sink = sink
+        self.calls: list[tuple[str, str, Span]] = []  # (instance name, block, call site)
+
+    def add(self, err: ArchError) -> None:
+        self.sink.add(self.located(err))
+
+    def located(self, err: ArchError) -> ArchError:
+        if self.calls and not getattr(err, "_call_notes", False):
+            err.notes.extend((f"in this call to `{block}` (`{name}`)", span)
+                             for name, block, span in reversed(self.calls))
+            err._call_notes = True  # type: ignore[attr-defined]
+        return err
+
+
 class Elaborator:
     def __init__(self, program: Program, sink: ErrorSink) -> None:
-        self.program, self.sink = program, sink
+        self.program, self.sink = program, _CallSink(sink)
 
     # ------------------------------------------------------------------ architectures
     def arch(self, name: str, overrides: dict[str, Any]) -> Graph:
@@ -116,7 +141,9 @@ class Elaborator:
                 raise _Abort
             chain.append(decl.target)
             decl = target
-        return self._arch_def(decl, settings, name, span)
+        graph = self._arch_def(decl, settings, name, span)
+        graph.given = {k: graph.settings[k] for k in overrides if k in graph.settings}
+        return graph
 
     def _alias_args(self, decl: S.ArchAlias, name: str) -> dict[str, Any]:
         values = {}
@@ -139,6 +166,7 @@ class Elaborator:
                     did_you_mean(key, known) or _param_list(decl.params)))
         values = self._bind_params(decl.params, {k: v for k, v in overrides.items()
                                                  if k in known}, {}, span, decl.name)
+        self._check_kinds(decl, overrides, values)
         self.graph = Graph(name, dict(values), span=span)
         env = Env(dict(values), {})
         inputs = [s for s in decl.stmts if isinstance(s, S.Input)]
@@ -160,6 +188,29 @@ class Elaborator:
         cur = self._stmts(stmts, top, self.graph.structure, cur, env)
         self.graph.output_id = cur
         return self.graph
+
+    def _check_kinds(self, decl: S.ArchDef, given: dict[str, Any],
+                     values: dict[str, Any]) -> None:
+        """A parameter whose default is a number (or true/false) takes one: `--set alpha=abc`
+        is one error here, not one at every use of `alpha`."""
+        bad = False
+        for p in decl.params:
+            if p.name not in given or p.default is None:
+                continue
+            try:
+                default = evaluate_value(p.default, values)
+            except ArchError:
+                continue
+            want, got = _kind(default), _kind(given[p.name])
+            if want in ("a number", "true or false") and got != want:
+                self.sink.add(UsageError(  # a value from --set or Python: not in the file
+                    f"`{p.name}` takes {want} (its default is {spec_value(default)}), "
+                    f"got {spec_value(given[p.name])}", None,
+                    f"e.g. --set {p.name}={spec_value(default)}",
+                    notes=[(f"`{p.name}` is a parameter of `{decl.name}`", p.span)]))
+                bad = True
+        if bad:
+            raise _Abort
 
     def _input(self, stmt: S.Input, env: Env) -> int:
         dims = []
@@ -207,7 +258,20 @@ class Elaborator:
                 raise
             except ArchError as exc:
                 self.sink.add(exc)
+                if isinstance(stmt, S.Item):
+                    cur = self._unknown(cur, stmt.span)
         return cur
+
+    def _unknown(self, cur: int, span: Span) -> int:
+        """What follows an item that failed: a stand-in whose shape is unknown, so that no
+        layer after it is shape-checked against a wrong guess (a misspelt `conv3-32` that
+        was simply left out would make every later shape look wrong). The item's own error
+        is reported, so this graph is never returned; `input` is the op that needs no
+        inputs, attributes or lowering."""
+        nid = self.graph.node_count
+        self.graph.add_node(Node(nid, f"<unknown {nid}>", "input", {"shape": None}, None,
+                                 span, nid), [cur])
+        return nid
 
     def _let(self, stmt: S.Let, env: Env) -> Env:
         try:
@@ -329,7 +393,11 @@ class Elaborator:
                 sub_items: list = []
                 short = self._body(res.shortcut, Scope(full + "."), sub_items, cur, env)
                 shortcut_items = [ScopeRef(sc_label, sub_items)]
-        nid = self._emit("add", {}, [out, short], self._name(label, scope), res.span, None)
+        hint = ("the shortcut must make the shape the body makes" if short != cur else
+                "give the residual a projection (`residual { ... } shortcut { conv1-N/S }`), "
+                "used when the body changes the shape")
+        nid = self._emit("add", {}, [out, short], self._name(label, scope), res.span, None,
+                         hint)
         items.append(JoinRef(nid, [body_items, shortcut_items]))
         return nid
 
@@ -365,7 +433,11 @@ class Elaborator:
             short = label[0]
             name = scope.claim(label[0], label[1], self.sink)
         sub_items: list = []
-        cur = self._body(block.body, Scope(name + "."), sub_items, cur, inner)
+        self.sink.calls.append((name, call.name, call.span))
+        try:
+            cur = self._body(block.body, Scope(name + "."), sub_items, cur, inner)
+        finally:
+            self.sink.calls.pop()
         items.append(ScopeRef(short, sub_items))
         return cur
 
@@ -375,8 +447,10 @@ class Elaborator:
         for i, arg in enumerate(call.args or []):
             if arg.name is None:
                 if i >= len(names):
-                    raise ValueError_(f"`{call.name}` takes {len(names)} argument(s), got more",
-                                      arg.span, f"{call.name}({_param_list(block.params)})")
+                    got = sum(a.name is None for a in call.args or [])
+                    raise ValueError_(f"`{call.name}` takes {_count(len(names), 'argument')}"
+                                      f", got {got}", arg.span,
+                                      f"{call.name}({_param_list(block.params, bare=True)})")
                 key = names[i]
             elif arg.name not in names:
                 raise NameError_(f"block `{call.name}` has no parameter `{arg.name}`", arg.span,
@@ -394,6 +468,8 @@ class Elaborator:
         op, kernel = self._resolve(layer)
         attrs, attach = self._layer_attrs(layer, op, kernel, env)
         in_shape = self.graph.node(cur).shape
+        if op.advice is not None and in_shape is not None:
+            self._advise(op.advice(attrs, [in_shape]), layer.span)
         op_name = op.name
         if op.prepare is not None and in_shape is not None:
             try:
@@ -403,6 +479,7 @@ class Elaborator:
         else:
             op_name = op.lowers_to or op.name
         primary_label = label[0] if label else scope.next_index()
+        clash = primary_label in scope.names  # then its bn/relu names clash too: say it once
         name = scope.claim(primary_label, label[1] if label else None, self.sink)
         nid = self._emit(op_name, attrs, [cur], name, layer.span, None)
         items.append(NodeRef(nid))
@@ -411,11 +488,21 @@ class Elaborator:
             if kind is None:
                 continue
             sub_label = _attached_label(primary_label, kind, scope, label is not None)
-            sub_name = scope.claim(sub_label, layer.span, self.sink)
+            sub_name = scope.claim(sub_label, layer.span, self.sink, report=not clash)
             sub_attrs = _defaults_of(OPS[kind])
             cur_sub = self._emit(kind, sub_attrs, [items[-1].id], sub_name, layer.span, nid)
             items.append(NodeRef(cur_sub))
         return items[-1].id
+
+    def _advise(self, advice: tuple[str, str] | None, span: Span) -> None:
+        """A warning on the graph, once per place (a block called ten times warns once)."""
+        if advice is None:
+            return
+        where = (span.file, span.line, span.col) if span else None
+        if all((w.message, w.span and (w.span.file, w.span.line, w.span.col)) !=
+               (advice[0], where) for w in self.graph.warnings):
+            self.graph.warnings.append(self.sink.located(ArchWarning(advice[0], span,
+                                                                     advice[1])))
 
     def _resolve(self, layer: S.Layer) -> tuple[OpDef, int | None]:
         op = lookup(layer.name)
@@ -453,8 +540,10 @@ class Elaborator:
         for i, arg in enumerate(layer.args or []):
             if arg.name is None:
                 if i >= len(op.positional):
-                    raise ValueError_(f"`{layer.name}` takes {len(op.positional)} positional "
-                                      f"argument(s)", arg.span,
+                    got = sum(a.name is None for a in layer.args or [])
+                    raise ValueError_(f"`{layer.name}` takes "
+                                      f"{_count(len(op.positional), 'positional argument')}"
+                                      f", got {got}", arg.span,
                                       _attr_hint(op) if op.positional else "use name=value")
                 put(op.positional[i], arg.value, arg.span, env.values)
             else:
@@ -499,8 +588,8 @@ class Elaborator:
         return scope.claim(label[0], label[1], self.sink)
 
     def _emit(self, op: str, attrs: dict, inputs: list[int], name: str, span: Span,
-              layer: int | None) -> int:
-        nid = self.graph.g.number_of_nodes()
+              layer: int | None, hint: str | None = None) -> int:
+        nid = self.graph.node_count
         if nid >= MAX_NODES:
             self.sink.add(ValueError_(f"the network has more than {MAX_NODES} nodes", span))
             raise _Abort
@@ -510,12 +599,13 @@ class Elaborator:
             try:
                 shape = tuple(OPS[op].shape(attrs, shapes))  # type: ignore[arg-type]
             except OpShapeError as exc:
-                self.sink.add(self._shape_error(exc, span, inputs))
+                self.sink.add(self._shape_error(exc, span, inputs, hint))
         node = Node(nid, name, op, attrs, shape, span, nid if layer is None else layer)
         self.graph.add_node(node, inputs)
         return nid
 
-    def _shape_error(self, exc: OpShapeError, span: Span, inputs: list[int]) -> ShapeError:
+    def _shape_error(self, exc: OpShapeError, span: Span, inputs: list[int],
+                     hint: str | None = None) -> ShapeError:
         notes = []
         for i in inputs:
             producer = self.graph.node(i)
@@ -526,7 +616,7 @@ class Elaborator:
             else:
                 what = f"`{producer.name}`"
             notes.append((f"{what} makes {fmt_shape(producer.shape)}", producer.span))
-        return ShapeError(exc.message, span, exc.hint, notes)
+        return ShapeError(exc.message, span, hint or exc.hint, notes)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -566,8 +656,9 @@ def _attach_value(key: str, value: Any, span: Span) -> str | None:
     name = str(value).lower()
     op = lookup(name)
     if op is None or op.name not in choices:
-        raise ValueError_(f"`{key}={value}` is not one of: none, {', '.join(choices)}", span,
-                          did_you_mean(str(value), choices))
+        words = [w for w in spellings(choices) if w.isidentifier()]  # attribute values
+        raise ValueError_(f"`{key}={value}` is not one of: none, {', '.join(words)}", span,
+                          did_you_mean(str(value), words))
     return op.name
 
 
@@ -601,7 +692,26 @@ def _convert(spec: AttrSpec, value: Any, key: str, span: Span, owner: str) -> An
             raise ValueError_(f"{what} must be same, valid or a number, got {value!r}", span,
                               did_you_mean(value, ["same", "valid"]))
         return as_int(value, what, span, minimum=0)
+    if spec.type == "pair":
+        return _pair(spec, value, what, span)
+    if spec.type == "choice":
+        if value not in spec.choices:
+            raise ValueError_(f"{what} must be one of {', '.join(spec.choices)}, got {value!r}",
+                              span, did_you_mean(str(value), spec.choices))
+        return value
     raise ValueError_(f"{what} cannot be set", span)
+
+
+def _pair(spec: AttrSpec, value: Any, what: str, span: Span) -> int | tuple[int, int]:
+    """A size per axis: `7` or `[7, 7]` (kept as 7), `[7, 9]` (height, width)."""
+    minimum = None if spec.minimum is None else int(spec.minimum)
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ValueError_(f"{what} must be one number or [height, width], got "
+                              f"{len(value)} values", span)
+        h, w = (as_int(v, what, span, minimum=minimum) for v in value)
+        return h if h == w else (h, w)
+    return as_int(value, what, span, minimum=minimum)
 
 
 def _defaults_of(op: OpDef) -> dict[str, Any]:
@@ -638,6 +748,18 @@ def _suggest(name: str, blocks) -> str | None:
         if hint:
             return hint.replace("`?", f"{m.group(2)}`?").replace("` or `", f"{m.group(2)}` or `")
     return did_you_mean(name, candidates)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "a list" if isinstance(value, list) else "a word"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def _param_list(params: list[S.Param], bare: bool = False) -> str:

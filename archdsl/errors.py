@@ -85,6 +85,12 @@ class UsageError(ArchError):
     """A mistake in how the spec is used (unknown --set name, missing --arch...)."""
 
 
+class ArchWarning(ArchError):
+    """Valid, but probably not what was meant (reported, never raised)."""
+
+    kind = "warning"
+
+
 class ArchErrors(Exception):
     """Several errors found in one run; raised once all of them have been collected."""
 

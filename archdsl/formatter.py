@@ -87,7 +87,9 @@ def layer_text(node: Node) -> str:
         text += f"-{a.pop(op.dash)}"
     if op.slash:
         text += f"/{a.pop(op.slash)}"
-    rest = " ".join(f"{k}={spec_value(v)}" for k, v in sorted(a.items()))
+    # an attribute value that is not one token (a list: `window={[7, 9]}`) goes in braces
+    rest = " ".join(f"{k}={{{spec_value(v)}}}" if isinstance(v, (list, tuple))
+                    else f"{k}={spec_value(v)}" for k, v in sorted(a.items()))
     return f"{text} {rest}" if rest else text
 
 

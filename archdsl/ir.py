@@ -1,4 +1,5 @@
-"""The graph IR: a networkx DiGraph of typed nodes, plus the spec structure for formatting.
+"""The graph IR: typed nodes, their wiring (a networkx DiGraph on demand), and the spec's
+structure for formatting.
 
 Every node knows its op, attributes, inferred output shape (per image, no batch axis),
 scoped name (`layer1.0.conv1`) and the source span it came from. Edges carry the input
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-import networkx as nx
 
 from .errors import Span
 from .ops import OPS, OpShapeError, Shape
@@ -67,34 +66,68 @@ StructItem = NodeRef | ScopeRef | JoinRef
 
 @dataclass
 class Graph:
-    """A typed architecture graph: the result of elaborating one `arch`."""
+    """A typed architecture graph: the result of elaborating one `arch`.
+
+    Nodes are numbered in creation order (a topological order) and kept in plain lists, which
+    is all the front end needs; `g` is the same graph as a networkx DiGraph (edges carry the
+    input position, `index`), made on first use — importing networkx alone takes longer than
+    elaborating a ResNet. Once made, `g` is the graph: edits to it are what `inputs` sees."""
 
     name: str
     settings: dict[str, Any]
-    g: nx.DiGraph = field(default_factory=nx.DiGraph)
     structure: list = field(default_factory=list)
     input_id: int = 0
     output_id: int = 0
     span: Span | None = None
     # `assert` conditions on the analysed totals, with the values they may refer to
     budgets: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)
+    # the settings given explicitly (--set, keyword arguments), not from defaults
+    given: dict[str, Any] = field(default_factory=dict)
+    warnings: list[Any] = field(default_factory=list)  # ArchWarnings, each once
+    _nodes: list[Node] = field(default_factory=list, repr=False)
+    _inputs: list[list[int]] = field(default_factory=list, repr=False)
+    _g: Any = field(default=None, repr=False)
+
+    @property
+    def g(self):
+        """The graph as a networkx DiGraph (made on first use, then kept in step)."""
+        if self._g is None:
+            import networkx as nx
+            g = nx.DiGraph()
+            for node, ins in zip(self._nodes, self._inputs, strict=True):
+                g.add_node(node.id, node=node)
+                for i, src in enumerate(ins):
+                    g.add_edge(src, node.id, index=i)
+            self._g = g
+        return self._g
 
     def node(self, nid: int) -> Node:
-        return self.g.nodes[nid]["node"]
+        return self._nodes[nid]
 
     @property
     def nodes(self) -> list[Node]:
         """All nodes in creation order, which is a topological order."""
-        return [d["node"] for _, d in self.g.nodes(data=True)]
+        return list(self._nodes)
+
+    @property
+    def node_count(self) -> int:
+        return len(self._nodes)
 
     def inputs(self, nid: int) -> list[int]:
-        preds = self.g.in_edges(nid, data="index")
-        return [src for src, _, _ in sorted(preds, key=lambda e: e[2])]
+        if self._g is not None:
+            preds = self._g.in_edges(nid, data="index")
+            return [src for src, _, _ in sorted(preds, key=lambda e: e[2])]
+        return list(self._inputs[nid])
 
     def add_node(self, node: Node, inputs: list[int]) -> None:
-        self.g.add_node(node.id, node=node)
-        for i, src in enumerate(inputs):
-            self.g.add_edge(src, node.id, index=i)
+        if node.id != len(self._nodes):
+            raise IRError(f"node {node.id} added as number {len(self._nodes)}")
+        self._nodes.append(node)
+        self._inputs.append(list(inputs))
+        if self._g is not None:
+            self._g.add_node(node.id, node=node)
+            for i, src in enumerate(inputs):
+                self._g.add_edge(src, node.id, index=i)
 
     @property
     def input_shape(self) -> Shape:
@@ -118,6 +151,7 @@ class IRError(Exception):
 
 def validate(graph: Graph) -> None:
     """Check the IR's invariants; run after every transformation in tests."""
+    import networkx as nx
     g = graph.g
     if not nx.is_directed_acyclic_graph(g):
         raise IRError("graph has a cycle")

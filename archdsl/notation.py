@@ -88,6 +88,13 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
         return f"linear-{a['out']}"
     if op == "attention":
         return f"attention({a['heads']})"
+    if op == "window_attention":
+        shift = f" shift={_size(a['shift'])}" if a["shift"] else ""
+        v2 = (f" position_bias={a['position_bias']}" if a["position_bias"] != "table" else "") \
+            + (" cosine=true" if a["cosine"] else "")
+        return f"window_attention({a['heads']}) window={_size(a['window'])}{shift}{v2}"
+    if op == "patch_merging":
+        return f"patch_merging-{a['out']}"
     if op in ("maxpool", "avgpool"):
         k, s = a["k"], a["stride"]
         if k == 2 and s == 2:
@@ -103,6 +110,11 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
         p = a.get("p", 0.5)
         return "dropout" if p == 0.5 else f"dropout({p:g})"
     return op
+
+
+def _size(value: int | tuple[int, int]) -> str:
+    """A window or shift as written: `7`, or `{[7, 9]}` (height, width)."""
+    return str(value) if isinstance(value, int) else "{[" + ", ".join(map(str, value)) + "]}"
 
 
 def layer_notation(layer: Layer, stride: bool = True) -> str:
@@ -162,16 +174,27 @@ def branch_ids(graph: Graph) -> set[int]:
 
 
 def arch_labels(archs: list[Any]) -> list[str]:
-    """Column/side labels: the architecture's name, plus the settings that tell apart
-    architectures of the same name (`mobilenet_v1 (alpha=0.5)`)."""
+    """Column/side labels that tell the architectures apart: the name, plus the settings in
+    which architectures of the same name differ (`mobilenet_v1 (alpha=0.5)`); where those
+    are the same, the settings given to each (`small (w=8)` beside `small`), and where those
+    are too, the file each came from (`small (old/small.arch)`)."""
     from .formatter import spec_value
+
+    def differing(get) -> list[str]:
+        return [f"{k}={spec_value(v)}" for k, v in get(a).items()
+                if any(get(b).get(k) != v for b in same)]
+
     labels = []
     for a in archs:
         same = [b for b in archs if b.name == a.name and b is not a]
-        diff = [k for k, v in a.settings.items()
-                if any(b.settings.get(k) != v for b in same)]
-        label = a.name
-        if diff:
-            label += " (" + ", ".join(f"{k}={spec_value(a.settings[k])}" for k in diff) + ")"
-        labels.append(label)
+        parts = differing(lambda x: x.settings)
+        if same and not parts:
+            parts = [f"{k}={spec_value(v)}" for k, v in a.graph.given.items()]
+        if same and not parts and any(_file(b) != _file(a) for b in same):
+            parts = [_file(a)]
+        labels.append(a.name + (f" ({', '.join(parts)})" if parts else ""))
     return labels
+
+
+def _file(arch: Any) -> str:
+    return str(getattr(arch.program, "file", "") or "")

@@ -21,6 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .windows import (
+    MAX_WINDOW_TOKENS,
+    WindowPlan,
+    pair,
+    relative_coords_table,
+    relative_position_index,
+    table_rows,
+)
+
 Shape = tuple[int, ...]
 REQUIRED = object()
 
@@ -77,6 +86,11 @@ class OpDef:
     # ("weight", "running_mean", "out_proj.weight"; "" is a tensor registered under the
     # layer's own name, like torchvision's `class_token`); backends and tests read this
     tensors: Callable[[dict, list[Shape], Shape], dict[str, Shape]] = lambda a, ins, out: {}
+    # a layer that is valid but probably not what was meant: (warning, hint) or None
+    advice: Callable[[dict, list[Shape]], tuple[str, str] | None] | None = None
+    # those of `tensors` that are computed from the attributes rather than learned (buffers
+    # like Swin's relative_position_index): suffix → values, flat and row-major
+    derived: Callable[[dict, list[Shape], Shape], dict[str, tuple]] = lambda a, ins, out: {}
 
     def params(self, attrs: dict, ins: list[Shape], out: Shape) -> int:
         return self.weights(attrs, ins, out) + self.biases(attrs, ins, out)
@@ -102,6 +116,13 @@ def _of_rank(ins: list[Shape], rank: int, needs: str, hint: str) -> Shape:
 
 
 def _spatial(ins: list[Shape], op: str) -> tuple[int, int, int]:
+    """The C×H×W map an op needs; a sequence or a vector is refused with the way back."""
+    if len(ins[0]) == 2:
+        raise OpShapeError(
+            f"{op} needs a C×H×W map, got {fmt_shape(ins[0])}: a sequence of {ins[0][0]} tokens "
+            f"of {ins[0][1]} features",
+            "turn the tokens back into a map first: `grid` makes L×D a D×H×W map "
+            "(`grid(h, w)` when it is not square)")
     return _of_rank(ins, 3, f"{op} needs a C×H×W input",  # type: ignore[return-value]
                     "a flattened tensor cannot be convolved or pooled; "
                     "move this layer before the FC/flatten")
@@ -159,6 +180,19 @@ def _dwconv_prepare(a: dict, ins: list[Shape]) -> tuple[str, dict]:
     return "conv", _resolve_pad(a)
 
 
+def _dwconv_advice(a: dict, ins: list[Shape]) -> tuple[str, str] | None:
+    """`dwconv3-64` on 32 channels is valid (2 outputs per channel, a channel multiplier) but
+    reads as "a depthwise conv to 64 channels", which it is not."""
+    c = ins[0][0] if len(ins[0]) == 3 else None
+    out = a.get("out")
+    if c is None or out is None or out == c:
+        return None
+    return (f"a depthwise conv on {c} channels with {out} outputs makes "
+            f"{out / c:g} per input channel (a channel multiplier)",
+            f"drop -{out} to keep {c} channels, or say it plainly: "
+            f"conv{a['k']}-{out} groups={c}")
+
+
 def _conv_shape(a: dict, ins: list[Shape]) -> Shape:
     c = _spatial(ins, "conv")[0]
     g = a["groups"]
@@ -214,7 +248,16 @@ _POOL_ATTRS = {
 
 
 def _global_shape(a: dict, ins: list[Shape]) -> Shape:
+    """C×H×W → C×1×1 (as PyTorch's AdaptiveAvgPool2d(1)); L×D tokens → a D-vector (pooled over
+    the tokens, as `x.mean(dim=1)`)."""
+    if len(ins[0]) == 2:
+        return (ins[0][1],)
     return (_spatial(ins, "global pooling")[0], 1, 1)
+
+
+def _global_fan_in(a: dict, ins: list[Shape], out: Shape) -> int:
+    """Positions pooled per output: H·W of a map, L of a sequence."""
+    return math.prod(ins[0]) // features(ins[0])
 
 
 def _adaptive_window_sum(size: int, out: int) -> int:
@@ -272,6 +315,25 @@ def _tokens_shape(a: dict, ins: list[Shape]) -> Shape:
     return (h * w, c)
 
 
+def _grid_shape(a: dict, ins: list[Shape]) -> Shape:
+    """L×D tokens → a D×H×W map, row by row (the inverse of `tokens`); H and W default to
+    √L."""
+    n, d = _sequence(ins, "grid")
+    h, w = a["h"], a["w"]
+    if h is None and w is None:
+        h = w = math.isqrt(n)
+        if h * h != n:
+            raise OpShapeError(f"{n} tokens are not a square grid",
+                               "give the map's height and width: grid(h, w) with h·w = "
+                               f"{n} (drop a class token first)")
+    elif h is None or w is None:
+        h, w = (n // w, w) if h is None else (h, n // h)
+    if h * w != n:
+        raise OpShapeError(f"a {h}×{w} grid holds {h * w} tokens, the sequence has {n}",
+                           f"give a height and width whose product is {n}")
+    return (d, h, w)
+
+
 def _class_token_shape(a: dict, ins: list[Shape]) -> Shape:
     n, d = _sequence(ins, "class_token")
     return (n + 1, d)
@@ -289,6 +351,112 @@ def _attention_macs(a: dict, ins: list[Shape], out: Shape) -> int:
     D/heads features), output projection (L·D²) — what torchvision's counts include."""
     n, d = ins[0]
     return 4 * n * d * d + 2 * n * n * d
+
+
+def _window_plan(a: dict, ins: list[Shape]) -> WindowPlan:
+    c, h, w = ins[0]
+    return WindowPlan((h, w), pair(a["window"]), pair(a["shift"]))
+
+
+def _window_attention_shape(a: dict, ins: list[Shape]) -> Shape:
+    c = _spatial(ins, "window_attention")[0]
+    if c % a["heads"]:
+        raise OpShapeError(f"{a['heads']} heads must divide the {c} channels")
+    window = pair(a["window"])
+    if window[0] * window[1] > MAX_WINDOW_TOKENS:
+        raise OpShapeError(f"a {window[0]}×{window[1]} window holds {window[0] * window[1]:,} "
+                           f"tokens, more than archdsl's limit of {MAX_WINDOW_TOKENS:,}",
+                           "windows are bounded (archdsl/windows.py): their relative-position "
+                           "index grows as the square of the tokens")
+    for axis, win, shift in zip(("height", "width"), window, pair(a["shift"]), strict=True):
+        if shift >= win:
+            raise OpShapeError(f"a shift of {shift} is not smaller than the window's {axis} "
+                               f"{win}", "Swin shifts by half the window (shift=window//2)")
+    return ins[0]
+
+
+def _window_attention_macs(a: dict, ins: list[Shape], out: Shape) -> int:
+    """Over the padded map of P positions in windows of N tokens: the Q, K, V and output
+    projections (4·P·C²), and in every window QKᵀ and A·V (N²·C each, over all heads:
+    2·P·N·C in all) — torchvision's swin_t/s/b GFLOPS (4.491, 8.741, 15.431) exactly. Swin v2's
+    position-bias MLP runs on every forward pass and is counted too (its 5.940, 11.546, 20.325);
+    the bias and mask additions, softmax and v2's normalizations are not multiply-adds."""
+    plan = _window_plan(a, ins)
+    c = ins[0][0]
+    positions = plan.padded[0] * plan.padded[1]
+    macs = positions * (4 * c * c + 2 * plan.tokens * c)
+    if a["position_bias"] == "mlp":
+        hidden = a["mlp_hidden"]
+        macs += table_rows(plan.window) * (2 * hidden + hidden * a["heads"])
+    return macs
+
+
+def _window_attention_tensors(a: dict, ins: list[Shape], out: Shape) -> dict[str, Shape]:
+    """Keyed and ordered as torchvision's ShiftedWindowAttention(V2) state_dict: the module's
+    own parameters (v1's relative-position table; v2's logit scale), its buffers (v2's
+    log-spaced offsets; the table index), then qkv, proj and v2's position-bias MLP."""
+    c, heads, hidden, bias = ins[0][0], a["heads"], a["mlp_hidden"], a["bias"]
+    window = pair(a["window"])
+    n, position = window[0] * window[1], a["position_bias"]
+    t: dict[str, Shape] = {}
+    if position == "table":
+        t["relative_position_bias_table"] = (table_rows(window), heads)
+    if a["cosine"]:
+        t["logit_scale"] = (heads, 1, 1)
+    if position == "mlp":
+        t["relative_coords_table"] = (1, 2 * window[0] - 1, 2 * window[1] - 1, 2)
+    if position != "none":
+        t["relative_position_index"] = (n * n,)
+    t["qkv.weight"] = (3 * c, c)
+    t.update({"qkv.bias": (3 * c,)} if bias else {})
+    t["proj.weight"] = (c, c)
+    t.update({"proj.bias": (c,)} if bias else {})
+    if position == "mlp":
+        t.update({"cpb_mlp.0.weight": (hidden, 2), "cpb_mlp.0.bias": (hidden,),
+                  "cpb_mlp.2.weight": (heads, hidden)})
+    return t
+
+
+def _window_attention_derived(a: dict, ins: list[Shape], out: Shape) -> dict[str, tuple]:
+    window = pair(a["window"])
+    if a["position_bias"] == "none":
+        return {}
+    derived: dict[str, tuple] = {"relative_position_index": relative_position_index(window)}
+    if a["position_bias"] == "mlp":
+        derived["relative_coords_table"] = relative_coords_table(window)
+    return derived
+
+
+_WINDOW_BUFFERS = ("relative_position_index", "relative_coords_table")
+
+
+def _learned(kind: str) -> Callable[[dict, list[Shape], Shape], int]:
+    """Window attention's weights (learned tensors of 2+ dimensions) or biases (vectors): every
+    declared tensor but the buffers computed from the window."""
+    def count(a: dict, ins: list[Shape], out: Shape) -> int:
+        return sum(math.prod(shape) for key, shape in _window_attention_tensors(a, ins, out).items()
+                   if key not in _WINDOW_BUFFERS and (len(shape) >= 2) == (kind == "weights"))
+    return count
+
+
+def _merge_shape(a: dict, ins: list[Shape]) -> Shape:
+    c, h, w = _spatial(ins, "patch_merging")
+    return (a["out"], -(-h // 2), -(-w // 2))
+
+
+def _merge_prepare(a: dict, ins: list[Shape]) -> tuple[str, dict]:
+    a = dict(a)
+    if a["out"] is None:
+        a["out"] = 2 * _spatial(ins, "patch_merging")[0]
+    return "patch_merging", a
+
+
+def _merge_tensors(a: dict, ins: list[Shape], out: Shape) -> dict[str, Shape]:
+    """torchvision's PatchMerging(V2): `reduction` (4C → out, no bias), then `norm` over 4C
+    features (v1, before the reduction) or over the outputs (v2, after it)."""
+    c = ins[0][0]
+    n = a["out"] if a["post_norm"] else 4 * c
+    return {"reduction.weight": (a["out"], 4 * c), "norm.weight": (n,), "norm.bias": (n,)}
 
 
 def _token_shape(a: dict, ins: list[Shape]) -> Shape:
@@ -314,8 +482,7 @@ def _add_shape(a: dict, ins: list[Shape]) -> Shape:
     for s in ins[1:]:
         if s != first:
             raise OpShapeError(f"cannot add {fmt_shape(first)} and {fmt_shape(s)}",
-                               "give the shortcut a projection (shortcut { conv1-N/S }) "
-                               "or make both branches end with the same shape")
+                               "make every branch end with the same shape")
     return first
 
 
@@ -367,7 +534,7 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
     OpDef("dwconv", "conv", "depthwise convolution (groups = input channels): dwconv3/2",
           attrs={**_CONV_ATTRS, "out": AttrSpec("int", None, 1, doc="default: input channels")},
           kernel="k", dash="out", slash="stride", attaches=True, prepare=_dwconv_prepare,
-          lowers_to="conv"),
+          lowers_to="conv", advice=_dwconv_advice),
     OpDef("fc", "linear", "fully connected layer over the flattened input: FC-4096",
           attrs={"out": AttrSpec("int", REQUIRED, 1), "bias": _CONV_ATTRS["bias"]},
           dash="out", attaches=True, default_attach=("act",), shape=_fc_shape,
@@ -391,10 +558,10 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
     OpDef("avgpool", "pool", "average pooling (padding counted, as in PyTorch): avgpool2/2",
           attrs=_POOL_ATTRS, kernel="k", slash="stride", prepare=_pool_prepare("avgpool"),
           shape=_pool_shape, fan_in=lambda a, ins, out: a["k"] * a["k"]),
-    OpDef("gap", "pool", "global average pooling to C×1×1", shape=_global_shape,
-          fan_in=lambda a, ins, out: ins[0][1] * ins[0][2]),
-    OpDef("gmp", "pool", "global max pooling to C×1×1", shape=_global_shape,
-          fan_in=lambda a, ins, out: ins[0][1] * ins[0][2]),
+    OpDef("gap", "pool", "global average pooling: C×H×W to C×1×1, or L×D tokens to their "
+          "mean D-vector", shape=_global_shape, fan_in=_global_fan_in),
+    OpDef("gmp", "pool", "global max pooling: C×H×W to C×1×1, or L×D tokens to a D-vector",
+          shape=_global_shape, fan_in=_global_fan_in),
     OpDef("adaptive_avgpool", "pool", "adaptive average pooling to C×S×S: adaptive_avgpool(7)",
           attrs={"size": AttrSpec("int", REQUIRED, 1)}, positional=("size",),
           shape=_adaptive_shape, total_connections=_adaptive_connections),
@@ -462,6 +629,47 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           tensors=lambda a, ins, out: {
               "in_proj_weight": (3 * ins[0][1], ins[0][1]), "in_proj_bias": (3 * ins[0][1],),
               "out_proj.weight": (ins[0][1], ins[0][1]), "out_proj.bias": (ins[0][1],)}),
+    OpDef("window_attention", "attention",
+          "multi-head self-attention within windows of a C×H×W map (Swin, Liu et al. 2021), "
+          "the map zero-padded to whole windows and, with a shift, rolled cyclically and "
+          "masked between regions; a learned bias per relative position and head: "
+          "window_attention(3) window=7 shift=3",
+          attrs={"heads": AttrSpec("int", REQUIRED, 1, doc="attention heads (divide C)"),
+                 "window": AttrSpec("pair", 7, 1, doc="window size: N or [height, width]"),
+                 "shift": AttrSpec("pair", 0, 0, doc="cyclic shift: N or [down, across]"),
+                 "bias": AttrSpec("bool", True, doc="biases on the qkv and output projections"),
+                 "position_bias": AttrSpec("choice", "table", choices=("table", "mlp", "none"),
+                                           doc="table: learned per offset (v1); mlp: Swin v2's "
+                                               "continuous position bias"),
+                 "mlp_hidden": AttrSpec("int", 512, 1, doc="width of v2's position-bias MLP"),
+                 "cosine": AttrSpec("bool", False,
+                                    doc="Swin v2's scaled cosine attention (learned per head)"),
+                 "dropout": AttrSpec("float", 0.0, 0, maximum=1,
+                                     doc="dropout on the attention weights (training)"),
+                 "proj_dropout": AttrSpec("float", 0.0, 0, maximum=1,
+                                          doc="dropout after the output projection (training)")},
+          positional=("heads",), shape=_window_attention_shape,
+          weights=_learned("weights"), biases=_learned("biases"),
+          total_connections=_window_attention_macs, weighted=True,
+          tensors=_window_attention_tensors, derived=_window_attention_derived),
+    OpDef("patch_merging", "linear",
+          "Swin's patch merging: each 2×2 neighbourhood of a C×H×W map concatenated (4C), layer "
+          "normalization, a linear reduction without bias to `out` (default 2C); odd sizes "
+          "zero-padded: patch_merging, patch_merging post_norm=true (v2: the norm after)",
+          attrs={"out": AttrSpec("int", None, 1, doc="output channels; default 2C"),
+                 "post_norm": AttrSpec("bool", False,
+                                       doc="normalize after the reduction (Swin v2)"),
+                 "eps": AttrSpec("float", 1e-5, 0)},
+          dash="out", prepare=_merge_prepare, shape=_merge_shape,
+          weights=lambda a, ins, out: 4 * ins[0][0] * a["out"],
+          biases=lambda a, ins, out: 2 * (a["out"] if a["post_norm"] else 4 * ins[0][0]),
+          fan_in=lambda a, ins, out: 4 * ins[0][0], weighted=True, tensors=_merge_tensors),
+    OpDef("grid", "shape",
+          "L×D tokens back to a D×H×W map, row by row (the inverse of `tokens`): grid, "
+          "grid(14), grid(7, 28)",
+          attrs={"h": AttrSpec("int", None, 1, doc="rows; default √L"),
+                 "w": AttrSpec("int", None, 1, doc="columns; default L/h")},
+          positional=("h", "w"), shape=_grid_shape, makes_units=False),
     OpDef("token", "shape", "one token of an L×D sequence as a D-vector: token(0)",
           attrs={"index": AttrSpec("int", REQUIRED, 0)}, positional=("index",),
           shape=_token_shape, makes_units=False),
@@ -482,6 +690,9 @@ ALIASES: dict[str, str] = {
     "silu": "swish", "globalavgpool": "gap", "global_avgpool": "gap", "gavgpool": "gap",
     "global_maxpool": "gmp", "max_pool": "maxpool", "avg_pool": "avgpool",
     "depthwise": "dwconv", "stochastic_depth": "droppath", "drop_path": "droppath",
+    "shifted_window_attention": "window_attention", "w_msa": "window_attention",
+    "window_msa": "window_attention", "patch_merge": "patch_merging",
+    "untokens": "grid", "to_map": "grid",
 }
 
 ACTIVATIONS = tuple(n for n, op in OPS.items() if op.category == "act")
@@ -492,6 +703,12 @@ def lookup(name: str) -> OpDef | None:
     """The op a written name means (case-insensitive, aliases allowed), or None."""
     key = name.lower()
     return OPS.get(ALIASES.get(key, key))
+
+
+def spellings(names) -> list[str]:
+    """Each op name followed by its other spellings (`swish`, `silu`): the lists that
+    messages and docs give are made from the declarations, so none can miss one."""
+    return [w for n in names for w in (n, *(a for a, t in ALIASES.items() if t == n))]
 
 
 def syntax_names() -> list[str]:

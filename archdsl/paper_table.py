@@ -36,6 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
@@ -188,15 +189,47 @@ def _merge(keys: list, more: list) -> list:
 
 # ---------------------------------------------------------------- renderers
 
-def paper_table_rich(t: PaperTable) -> Table:
-    table = Table(title="Configurations", show_lines=True, caption="; ".join(t.notes),
-                  caption_justify="left")
-    table.add_column("", no_wrap=True, style="bold")
-    for c in t.columns:
-        table.add_column(c, justify="center", overflow="fold")
-    for row in t.rows:
-        table.add_row(Text(row.label), *(Text("\n".join(lines)) for lines in row.cells))
-    return table
+def paper_table_rich(t: PaperTable) -> PaperTableRich:
+    return PaperTableRich(t)
+
+
+@dataclass
+class PaperTableRich:
+    """The table as rich renders it, at the width it is given: a cell line is never broken;
+    when the architectures do not all fit side by side, they come in several tables of as
+    many columns as fit, each with the stage names (`Configurations (columns 1–4 of 10)`)."""
+
+    table: PaperTable
+
+    def __rich_console__(self, console: Any, options: Any):
+        groups = self.groups(options.max_width)
+        for k, group in enumerate(groups):
+            yield self._part(group, k == len(groups) - 1, len(groups) > 1)
+
+    def groups(self, width: int) -> list[list[int]]:
+        t = self.table
+        label = max([cell_len(r.label) for r in t.rows] + [0]) + 3  # padding, one rule
+        widths = [max([cell_len(t.columns[j])] + [cell_len(x) for r in t.rows for x in r.cells[j]])
+                  + 3 for j in range(len(t.columns))]
+        groups: list[list[int]] = [[]]
+        for j, w in enumerate(widths):
+            if groups[-1] and 1 + label + sum(widths[i] for i in groups[-1]) + w > width:
+                groups.append([])
+            groups[-1].append(j)
+        return groups
+
+    def _part(self, group: list[int], last: bool, several: bool) -> Table:
+        t = self.table
+        title = "Configurations" + (f" (columns {group[0] + 1}–{group[-1] + 1} of "
+                                    f"{len(t.columns)})" if several else "")
+        table = Table(title=title, show_lines=True, caption_justify="left",
+                      caption="; ".join(t.notes) if last else None)
+        table.add_column("", no_wrap=True, style="bold")
+        for j in group:
+            table.add_column(t.columns[j], justify="center", no_wrap=True)
+        for row in t.rows:
+            table.add_row(Text(row.label), *(Text("\n".join(row.cells[j])) for j in group))
+        return table
 
 
 def _md(text: str) -> str:

@@ -1,158 +1,274 @@
-"""Rendering stats: rich tables for people; JSON, CSV and Markdown for programs and docs.
+"""Rendering stats for people: rich tables, and Markdown for docs (JSON and CSV, for programs,
+are writers.py's).
 
-The library never prints: these functions return renderables or strings.
+The library never prints: these functions return renderables or strings. A table fits the
+width it is rendered at (`FittedTable`): numbers are never cut — a count column switches from
+every digit (138,357,544) to papers' style (138.4M) first, then, if the table is still too
+wide, the least needed columns go and the caption says which. Which columns exist is
+`columns.COLUMNS`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from rich.console import Group
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 
-from .analysis import COUNTS, Conventions, Row, Stats
+from .analysis import COUNTS, Conventions, Stats
+from .columns import Column, choose, hidden
+from .numfmt import compact, grouped, human  # noqa: F401  (human: re-exported)
 from .ops import fmt_shape
+from .writers import settings_text
 
 
-def conventions_text(conv: Conventions) -> str:
-    """The header line naming every column's definition, as in force."""
+def conventions_text(conv: Conventions, keys: Sequence[str] = COUNTS) -> str:
+    """The caption defining each count column in `keys`, as the conventions in force
+    define it (Grosse & Ba's CSC421 lecture, as DESIGN.md states them)."""
     cost = ("MACs = multiply-accumulates of conv/FC/attention (FLOPs = 2 × MACs)"
             if conv.count == "macs" else "FLOPs = 2 × multiply-accumulates of conv/FC/attention")
-    return ("units = layer outputs per image; weights = multiplicative weights only; "
-            f"{conv.describe()}; connections = units × fan-in (conv, FC, pooling; attention: "
-            f"its MACs); {cost}")
+    definitions = {
+        "units": "units = layer outputs per image",
+        "weights": "weights = multiplicative weights only",
+        "params": _params_text(conv),
+        "connections": "connections = units × fan-in (conv, FC, pooling; attention: its MACs)",
+        "macs": cost,
+    }
+    return "; ".join(text for key, text in definitions.items() if key in keys)
+
+
+def _params_text(conv: Conventions) -> str:
+    left_out = [w for w, on in (("biases", conv.bias), ("norm scale/shift", conv.norm)) if not on]
+    if not left_out:
+        return "params = all trainable parameters (weights + biases + norm scale/shift)"
+    return "params = trainable parameters WITHOUT " + " and ".join(left_out)
 
 
 CONVENTIONS = conventions_text(Conventions())
 
 
-def human(n: float, unit: str = "") -> str:
-    """12_345_678 → 12.35M (papers' style)."""
-    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{suffix}{unit}"
-    return f"{n:g}{unit}"
+def arch_label(stats: Stats) -> str:
+    """A row's name: the architecture, and the parameters given to it (`--set`, keyword
+    arguments) — not the defaults every row shares."""
+    return stats.name + (f" ({settings_text(stats.given)})" if stats.given else "")
 
 
-def _settings(stats: Stats) -> str:
-    from .formatter import spec_value
-    return ", ".join(f"{k}={spec_value(v)}" for k, v in stats.settings.items())
+def _signed(write):
+    return lambda v: (("+" if v > 0 else "") + write(v)) if v else "0"
 
 
-def _cost(stats: Stats) -> tuple[str, int]:
-    """The cost column's title and its factor over MACs."""
-    return ("FLOPs", 2) if stats.conventions.count == "flops" else ("MACs", 1)
+# how each kind of column writes a value: (every digit, short) — a kind with no short form
+# is written the same either way
+WRITERS: dict[str, tuple[Any, Any]] = {
+    "count": (grouped, compact),
+    "delta": (_signed(grouped), _signed(compact)),  # a signed difference: +10,803,912
+    "mib": (lambda v: f"{v / 2**20:.1f}", None),
+    "ms": (lambda v: f"{v:.2f}", None),
+    "pct": (lambda v: v if isinstance(v, str) else f"{v:+.1f}%", None),
+    "shape": (fmt_shape, None),
+    "text": (str, None),
+}
 
 
-def _layer_columns(stats: Stats) -> list[tuple[str, str]]:
-    return [("Layer", "name"), ("Op", "op"), ("Output", "shape"), ("Units", "units"),
-            ("Weights", "weights"), ("Params", "params"), ("Connections", "connections"),
-            (_cost(stats)[0], "macs")]
+def cell(column: Column, value: Any, short: bool = False) -> str:
+    """One value as its column writes it; `short`: a count in papers' style (138.4M)."""
+    if value is None:
+        return "—" if column.kind != "shape" else "?"
+    exact, brief = WRITERS[column.kind]
+    return (brief if short and brief else exact)(value)
 
 
-def layer_table(stats: Stats, depth: int | None = None) -> Table:
-    title = f"{stats.name}" + (f" ({_settings(stats)})" if stats.settings else "")
-    table = Table(title=title, caption=conventions_text(stats.conventions) +
-                  f"; bytes as {stats.dtype}", show_footer=True, caption_justify="left")
-    totals = stats.totals
-    factor = _cost(stats)[1]
-    for header, key in _layer_columns(stats):
-        numeric = key in COUNTS
-        footer = f"{totals[key] * (factor if key == 'macs' else 1):,}" if numeric else (
-            "total" if key == "name" else "")
-        if key == "shape":
-            footer = fmt_shape(stats.output)
-        table.add_column(header, footer=footer, justify="right" if numeric else "left",
-                         no_wrap=key != "name", min_width=12 if key == "name" else None,
-                         overflow="fold")
-    for row in stats.rollup(depth):
-        table.add_row(*_layer_cells(row, factor))
-    return table
+_POW = {"K": "10³", "M": "10⁶", "G": "10⁹", "T": "10¹²"}
+EXACT, ABBREVIATED, SHORT = 0, 1, 2  # a column's forms: as is; short header; short numbers
 
 
-def _layer_cells(row: Row, factor: int = 1) -> list[str]:
-    op = "+".join(row.ops) if row.op != "block" else "block"
-    return [row.name, op, fmt_shape(row.shape)] + [
-        f"{getattr(row, k) * (factor if k == 'macs' else 1):,}"
-        for k in ("units", "weights", "params", "connections", "macs")]
+@dataclass
+class FittedTable:
+    """A table that fits the width it is rendered at (a rich renderable).
+
+    `values[i][j]` is row i's value for `columns[j]`; `footer` (a totals row) likewise.
+    `notes` become the caption, after which the table says what it left out."""
+
+    title: str
+    key: str  # the first column's header: Architecture, Layer
+    labels: list[str]
+    columns: list[Column]
+    headers: list[str]
+    values: list[list[Any]]
+    footer: list[Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    more: list[str] | None = None  # the columns --columns could add (None: no --columns)
+    styles: list[str | None] | None = None  # per row (rich styles), if any
+    in_full: str = "--format csv"  # what shows every number in full, and every column
+    _made: dict = field(default_factory=dict, repr=False)  # (column, short) → cells, width
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.render(options.max_width)
+
+    def render(self, width: int) -> Table:
+        return self._table(self.layout(width), width)
+
+    # ---- layout: which columns, in which form
+    def layout(self, width: int) -> dict[int, int]:
+        """The columns to show (by index), each with its form, for a table at most `width`
+        wide: the widest column is shortened first, a step at a time (its header, then its
+        numbers); only when all are as short as they get do columns go, by `Column.drop`.
+        When even that is too wide, the narrowest table there is."""
+        shown = list(range(len(self.columns)))
+        while True:
+            form = dict.fromkeys(shown, EXACT)
+            while self._width(form) > width:
+                steps = [j for j in shown if self._next(j, form[j]) is not None]
+                if not steps:
+                    break
+                j = max(steps, key=lambda j: (self._col_width(j, form[j]), -j))
+                form[j] = self._next(j, form[j])  # type: ignore[assignment]
+            droppable = [j for j in shown if self.columns[j].drop]
+            if self._width(form) <= width or not droppable:
+                return form
+            shown.remove(max(droppable, key=lambda j: (self.columns[j].drop, j)))
+
+    def _next(self, j: int, level: int) -> int | None:
+        """The next shorter form of column j, if it has one."""
+        col = self.columns[j]
+        if level == EXACT and col.abbrev:
+            return ABBREVIATED
+        return SHORT if level < SHORT and WRITERS[col.kind][1] else None
+
+    def _header(self, j: int, level: int) -> str:
+        col = self.columns[j]
+        return col.abbrev if level != EXACT and col.abbrev else self.headers[j]
+
+    def _cells(self, j: int, level: int) -> list[str]:
+        key = (j, level == SHORT)
+        if key not in self._made:  # layout asks again and again: format each column once
+            col, short = self.columns[j], level == SHORT
+            out = [cell(col, row[j], short) for row in self.values]
+            if self.footer is not None:
+                out.append(cell(col, self.footer[j], short))
+            self._made[key] = (out, max(map(cell_len, out), default=0))
+        return self._made[key][0]
+
+    def _col_width(self, j: int, level: int) -> int:
+        self._cells(j, level)
+        return max(cell_len(self._header(j, level)), self._made[(j, level == SHORT)][1])
+
+    def _label_widths(self) -> tuple[int, int]:
+        """The first column's narrowest width (its longest word: a name is never split) and
+        its natural width."""
+        texts = [self.key, *self.labels, *(["total"] if self.footer is not None else [])]
+        words = [w for t in texts for w in t.split()]
+        return max(map(cell_len, words)), max(map(cell_len, texts))
+
+    def _width(self, form: dict[int, int]) -> int:
+        # each column is padded by one space either side; n + 1 vertical rules
+        fixed = sum(self._col_width(j, level) + 2 for j, level in form.items())
+        return fixed + self._label_widths()[0] + 2 + len(form) + 2
+
+    # ---- the rich table
+    def _caption(self, form: dict[int, int]) -> str:
+        lines = list(self.notes)
+        short = [j for j, level in form.items() if level == SHORT]
+        used = [u for u in _POW if any(c.endswith(u) for j in short for c in self._cells(j, SHORT))]
+        if used:
+            lines.append(", ".join(used) + " = " + ", ".join(_POW[u] for u in used)
+                         + f": numbers shortened to fit ({self.in_full} for every digit)")
+        abbrev = [f"{self.columns[j].abbrev} = {self.headers[j]}" for j, level in form.items()
+                  if level != EXACT and self.columns[j].abbrev]
+        if abbrev:
+            lines.append("; ".join(abbrev))
+        dropped = [self.headers[j] for j in range(len(self.columns)) if j not in form]
+        if dropped:
+            choose = ", --columns" if self.more is not None else ""
+            lines.append("not shown at this width: " + ", ".join(dropped)
+                         + f" (a wider terminal{choose} or {self.in_full})")
+        if self.more:
+            lines.append("more columns: " + ", ".join(self.more) + " (--columns or --wide)")
+        return "\n".join(lines)
+
+    def _table(self, form: dict[int, int], width: int) -> Table:
+        narrow, natural = self._label_widths()
+        room = width - (self._width(form) - narrow)
+        total = self.footer is not None
+        table = Table(title=self.title, caption=self._caption(form), caption_justify="left",
+                      show_footer=total)
+        table.add_column(self.key, footer="total" if total else "",
+                         width=max(narrow, min(natural, room)), overflow="fold")
+        for j, level in form.items():
+            col = self.columns[j]
+            table.add_column(self._header(j, level), no_wrap=True,
+                             justify="left" if col.kind == "text" else "right",
+                             footer=self._cells(j, level)[-1] if total else "")
+        rows = [self._cells(j, level) for j, level in form.items()]
+        for i, label in enumerate(self.labels):
+            table.add_row(Text(label), *(Text(cells[i]) for cells in rows),
+                          style=self.styles[i] if self.styles else None)
+        return table
 
 
-def _cmp_columns(stats: Stats) -> list[str]:
-    return ["Architecture", "Input", "Output", "Params", "Params (M)", "Weights", "Units",
-            "Connections", f"{_cost(stats)[0]} (G)", "Param MB", "Act. MB"]
+def _notes(stats: Stats, columns: list[Column], dtypes: list[str]) -> list[str]:
+    notes = [conventions_text(stats.conventions, [c.key for c in columns])]
+    if any(c.kind == "mib" for c in columns):
+        notes.append(f"MB = 2^20 bytes as {', '.join(dtypes)}")
+    return notes
 
 
-def _cmp_cells(stats: Stats) -> list[str]:
-    t = stats.totals
-    name = stats.name + (f" ({_settings(stats)})" if stats.settings else "")
-    cost = t["macs"] * _cost(stats)[1]
-    return [name, fmt_shape(stats.input), fmt_shape(stats.output), f"{t['params']:,}",
-            f"{t['params'] / 1e6:.1f}", f"{t['weights']:,}", f"{t['units']:,}",
-            f"{t['connections']:,}", f"{cost / 1e9:.3f}",
-            f"{t['param_bytes'] / 2**20:.1f}", f"{t['activation_bytes'] / 2**20:.1f}"]
-
-
-def comparison_table(all_stats: Sequence[Stats]) -> Group:
+def comparison_table(all_stats: Sequence[Stats], columns: list[Column] | None = None
+                     ) -> FittedTable:
+    """One row per architecture (and --set combination)."""
+    columns = columns if columns is not None else choose(None, False, per_layer=False)
     first = all_stats[0]
-    table = Table(title="Architectures", caption=conventions_text(first.conventions),
-                  caption_justify="left")
-    for col in _cmp_columns(first):
-        table.add_column(col, justify="left" if col == "Architecture" else "right",
-                         no_wrap=col != "Architecture", overflow="fold",
-                         min_width=16 if col == "Architecture" else None)
-    for s in all_stats:
-        table.add_row(*_cmp_cells(s))
-    dtypes = sorted({s.dtype for s in all_stats})
-    return Group(table, Text(f"MB = 2^20 bytes as {', '.join(dtypes)}", style="dim"))
+    return FittedTable(
+        "Architectures", "Architecture", [arch_label(s) for s in all_stats], columns,
+        [c.title(first) for c in columns],
+        [[c.arch(s) for c in columns] for s in all_stats],  # type: ignore[misc]
+        notes=_notes(first, columns, sorted({s.dtype for s in all_stats})),
+        more=hidden(columns, per_layer=False))
 
 
-def to_json(all_stats: Sequence[Stats], depth: int | None = None) -> str:
-    data = [s.to_dict(depth) for s in all_stats]
-    return json.dumps(data[0] if len(data) == 1 else data, indent=2)
+def layer_table(stats: Stats, depth: int | None = None,
+                columns: list[Column] | None = None) -> FittedTable:
+    """One row per layer (or per block/stage with `depth`), with the totals as footer."""
+    columns = columns if columns is not None else choose(None, False, per_layer=True)
+    rows = stats.rollup(depth)
+    totals = [stats.output if c.kind == "shape" else
+              c.arch(stats) if c.arch is not None and c.kind == "count" else None
+              for c in columns]
+    return FittedTable(
+        arch_label(stats), "Layer", [r.name for r in rows], columns,
+        [c.title(stats) for c in columns],
+        [[c.layer(stats, r) for c in columns] for r in rows],  # type: ignore[misc]
+        footer=[t if t is not None else "" for t in totals],
+        notes=_notes(stats, columns, [stats.dtype]),
+        more=hidden(columns, per_layer=True))
 
 
-def to_csv(all_stats: Sequence[Stats], per_layer: bool, depth: int | None = None) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    if per_layer:
-        w.writerow(["arch", "layer", "op", "shape", *COUNTS])
-        for s in all_stats:
-            for r in s.rollup(depth):
-                w.writerow([s.name, r.name, r.op, fmt_shape(r.shape).replace("×", "x"),
-                            *(getattr(r, k) for k in COUNTS)])
-    else:
-        keys = list(all_stats[0].totals) if all_stats else []
-        w.writerow(["arch", "settings", "input", "output", *keys])
-        for s in all_stats:
-            t = s.totals
-            w.writerow([s.name, _settings(s), fmt_shape(s.input).replace("×", "x"),
-                        fmt_shape(s.output).replace("×", "x"), *(t[k] for k in keys)])
-    return buf.getvalue()
+def _md_rows(t: FittedTable) -> list[str]:
+    cols = range(len(t.columns))
+    lines = ["| " + " | ".join([t.key, *t.headers]) + " |",
+             "|---|" + "".join("---|" if t.columns[j].kind == "text" else "---:|" for j in cols)]
+    lines += ["| " + " | ".join([label, *(cell(t.columns[j], row[j]) for j in cols)]) + " |"
+              for label, row in zip(t.labels, t.values, strict=True)]
+    if t.footer is not None:
+        lines.append("| **total** | " + " | ".join(cell(t.columns[j], t.footer[j])
+                                                  for j in cols) + " |")
+    return lines
 
 
-def to_markdown(all_stats: Sequence[Stats], per_layer: bool, depth: int | None = None) -> str:
+def to_markdown(all_stats: Sequence[Stats], per_layer: bool, depth: int | None = None,
+                columns: list[Column] | None = None) -> str:
+    """The table's columns (every digit), as Markdown."""
     lines: list[str] = []
-    first = all_stats[0]
     if per_layer:
-        factor = _cost(first)[1]
         for s in all_stats:
-            lines += [f"### {s.name}", "",
-                      "| " + " | ".join(h for h, _ in _layer_columns(s)) + " |",
-                      "|" + "---|" * 3 + "---:|" * 5]
-            lines += ["| " + " | ".join(_layer_cells(r, factor)) + " |" for r in s.rollup(depth)]
-            t = {**s.totals, "macs": s.totals["macs"] * factor}
-            lines.append("| **total** | | " + fmt_shape(s.output) + " | " +
-                         " | ".join(f"{t[k]:,}" for k in ("units", "weights", "params",
-                                                         "connections", "macs")) + " |")
-            lines.append("")
+            t = layer_table(s, depth, columns)
+            lines += [f"### {t.title}", "", *_md_rows(t), ""]
     else:
-        cols = _cmp_columns(first)
-        lines += ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1)]
-        lines += ["| " + " | ".join(_cmp_cells(s)) + " |" for s in all_stats]
-        lines.append("")
-    lines.append(f"_{conventions_text(first.conventions)}_")
+        t = comparison_table(all_stats, columns)
+        lines += [*_md_rows(t), ""]
+    lines += [f"_{n}_" for n in t.notes]
     return "\n".join(lines) + "\n"

@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-EXTRAS = {"pytorch": "torch", "tvm": "tvm", "tvm.build": "tvm", "tvm.runtime": "tvm"}
+EXTRAS = {"pytorch": "torch", "pytorch.train": "train", "tvm": "tvm", "tvm.build": "tvm",
+          "tvm.runtime": "tvm"}
 
 
 class BackendUnavailable(ImportError):
@@ -19,6 +20,8 @@ def load_backend(name: str) -> ModuleType:
     try:
         return importlib.import_module(f"archdsl.backends.{name}")
     except ImportError as exc:
+        if "pip install" in str(exc):  # the backend said what to install: say it once
+            raise BackendUnavailable(str(exc)) from exc
         extra = EXTRAS.get(name, name)
         raise BackendUnavailable(
             f"the {name} backend needs a package that is not installed ({exc.name or exc}): "

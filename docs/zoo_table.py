@@ -11,8 +11,8 @@ from pathlib import Path
 
 import archdsl
 from archdsl.api import unique_archs
+from archdsl.numfmt import human
 from archdsl.ops import fmt_shape
-from archdsl.report import human
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "zoo.md"

@@ -62,9 +62,12 @@ def main() -> None:
     dev = tvm.device(args.device, 0)
     xt = tvm.runtime.tensor(x, dev)
     y = vm["main"](xt).numpy()
+    # what the numbers are: a softmax's probabilities, or the last layer's logits
+    what = {"softmax": "probabilities", "fc": "logits", "linear": "logits",
+            "conv": "logits"}.get(meta.get("output_op"), "scores")
     for b, row in enumerate(y.reshape(y.shape[0], -1)):
         best = np.argsort(-row)[:5]
-        print(f"[{b}] top-5: " + ", ".join(f"{int(i)}: {row[i]:.4g}" for i in best))
+        print(f"[{b}] top-5 {what}: " + ", ".join(f"class {int(i)}: {row[i]:.4g}" for i in best))
     if args.repeat:
         times = []
         for _ in range(args.repeat):

@@ -24,6 +24,7 @@ from .weights import (
     load_weights,
     read_state_dict,
 )
+from .windows import PatchMerging, WindowAttention
 
 __all__ = ["ArchModule", "Scope", "StateDictDiff", "WeightsMismatch", "diff_state_dict", "freeze",
            "load_weights", "read_state_dict", "to_torch"]
@@ -83,8 +84,10 @@ MODULES: dict[str, Builder] = {
     "attention": lambda n, ins: SelfAttention(ins[0][1], n.attrs["heads"], n.attrs["dropout"]),
     "maxpool": _pool(nn.MaxPool2d),
     "avgpool": _pool(nn.AvgPool2d),
-    "gap": lambda n, ins: nn.AdaptiveAvgPool2d(1),
-    "gmp": lambda n, ins: nn.AdaptiveMaxPool2d(1),
+    "gap": lambda n, ins: nn.AdaptiveAvgPool2d(1) if len(ins[0]) == 3 else TokenPool("mean"),
+    "gmp": lambda n, ins: nn.AdaptiveMaxPool2d(1) if len(ins[0]) == 3 else TokenPool("amax"),
+    "window_attention": lambda n, ins: WindowAttention(n, ins[0]),
+    "patch_merging": lambda n, ins: PatchMerging(n, ins[0]),
     "adaptive_avgpool": lambda n, ins: nn.AdaptiveAvgPool2d(n.attrs["size"]),
     "bn": _bn,
     "lrn": _lrn,
@@ -111,6 +114,7 @@ FUNCTIONS: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]] = {
 # The same with the node's attributes.
 NODE_FUNCTIONS: dict[str, Callable[[Node], Callable[[list[torch.Tensor]], torch.Tensor]]] = {
     "token": lambda n: lambda xs: xs[0][:, n.attrs["index"]],
+    "grid": lambda n: lambda xs: xs[0].transpose(1, 2).unflatten(2, n.shape[1:]),
 }
 
 # Ops that hold one tensor, registered on their scope under the layer's own name as
@@ -136,6 +140,15 @@ INPLACE_FUNCTIONS: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]] = {
 OVERWRITABLE_PRODUCERS = {"conv", "fc", "linear", "layernorm", "bn", "add", "mul", "concat",
                           "maxpool", "avgpool", "gap", "gmp", "adaptive_avgpool"}
 
+# Activations that act on each value alone, so they may run on a map in its memory order
+# (`_InMemoryOrder`).
+ELEMENTWISE = {"relu", "relu6", "sigmoid", "tanh", "gelu", "swish", "hardswish"}
+
+# Ops that turn a classifier's scores into probabilities: `logits=True` leaves a final one out,
+# since training's cross-entropy applies its own log-softmax (VGG's and AlexNet's specs end
+# with `softmax`, as their papers' tables do).
+PROBABILITIES = {"softmax"}
+
 # Ops with no lowering here, and why (none today; the coverage test reads this table).
 UNSUPPORTED: dict[str, str] = {}
 
@@ -150,14 +163,16 @@ def _fold(fn, xs: list[torch.Tensor]) -> torch.Tensor:
 class ArchModule(nn.Module):
     """An archdsl graph as a PyTorch module; submodules sit at their spec names."""
 
-    def __init__(self, graph: Graph, in_place: bool = True) -> None:
+    def __init__(self, graph: Graph, in_place: bool = True, logits: bool = False) -> None:
         super().__init__()
         self.arch_name = graph.name
         overwritable = _overwritable(graph) if in_place else set()
         names: dict[int, str] = {}
+        in_memory_order: set[int] = set()
         steps: list[tuple[int, tuple[int, ...], Any]] = []
+        output = _output(graph, logits)
         for node in graph.nodes:
-            if node.op == "input":
+            if node.op == "input" or (node.id == graph.output_id and output != node.id):
                 continue
             ins = tuple(graph.inputs(node.id))
             shapes = [graph.node(i).shape for i in ins]
@@ -170,6 +185,8 @@ class ArchModule(nn.Module):
                     module.inplace = in_place
                 _attach(self, node.name, module)
                 names[node.id] = node.name
+                if node.op in ELEMENTWISE and len(node.shape) == 3:
+                    in_memory_order.add(node.id)
                 steps.append((node.id, ins, None))
             elif node.op in FUNCTIONS:
                 fn = INPLACE_FUNCTIONS.get(node.op) if in_place else None
@@ -186,15 +203,17 @@ class ArchModule(nn.Module):
                 raise NotImplementedError(f"{node.name}: op `{node.op}` has no PyTorch lowering: "
                                           f"{UNSUPPORTED.get(node.op, 'not implemented')}")
         self._input_id = graph.input_id
-        self._output_id = graph.output_id
+        self._output_id = output
         # free each intermediate tensor after its last use, as a hand-written forward would
         last_use = {i: k for k, (_, ins, _) in enumerate(steps) for i in ins}
         frees: list[list[int]] = [[] for _ in steps]
         for i, k in last_use.items():
             if i != self._output_id:
                 frees[k].append(i)
-        self._steps = [(nid, ins, self.get_submodule(names[nid]) if nid in names else fn,
-                        fn is not None, tuple(free))
+        modules = {nid: self.get_submodule(name) for nid, name in names.items()}
+        for nid in in_memory_order:
+            modules[nid] = _InMemoryOrder(modules[nid])
+        self._steps = [(nid, ins, modules.get(nid, fn), fn is not None, tuple(free))
                        for (nid, ins, fn), free in zip(steps, frees, strict=True)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,12 +226,36 @@ class ArchModule(nn.Module):
         return values[self._output_id]
 
 
+def _output(graph: Graph, logits: bool) -> int:
+    """The node whose value the module returns: the graph's output, or with `logits` the
+    scores a final softmax would turn into probabilities."""
+    if logits and graph.node(graph.output_id).op in PROBABILITIES:
+        return graph.inputs(graph.output_id)[0]
+    return graph.output_id
+
+
 def _overwritable(graph: Graph) -> set[int]:
     """Nodes whose output the one op that reads it may overwrite (in-place activation or add)."""
     g = graph.g
     return {n.id for n in graph.nodes
             if n.op in OVERWRITABLE_PRODUCERS and n.id != graph.output_id
             and g.out_degree(n.id) == 1 and n.id != graph.input_id}
+
+
+class _InMemoryOrder:
+    """Calls an elementwise module on a channels-last map as N×H×W×C, the order of its memory.
+    A per-pixel linear or LayerNorm leaves its output channels-last; on the N×C×H×W view of
+    that, PyTorch's CPU kernels take their strided path, which rounds otherwise than the
+    contiguous one a channels-last network (torchvision's Swin) runs: GELU differed by 5e-7 a
+    value, Swin-T's logits by 7e-6."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            return self.module(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.module(x)
 
 
 class StochasticDepth(nn.Module):
@@ -233,6 +276,20 @@ class StochasticDepth(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class TokenPool(nn.Module):
+    """Global pooling over the tokens of an N×L×D sequence: N×D (`mean` or `amax`)."""
+
+    def __init__(self, reduce: str) -> None:
+        super().__init__()
+        self.reduce = reduce
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(torch, self.reduce)(x, dim=1)
+
+    def extra_repr(self) -> str:
+        return self.reduce
 
 
 class _Flattening(nn.Linear):
@@ -323,6 +380,7 @@ class SelfAttention(nn.MultiheadAttention):
         return super().forward(x, x, x, need_weights=False)[0]
 
 
-def to_torch(graph: Graph, in_place: bool = True) -> ArchModule:
-    """Build the module; `in_place=False` never overwrites a tensor (slower, same results)."""
-    return ArchModule(graph, in_place)
+def to_torch(graph: Graph, in_place: bool = True, logits: bool = False) -> ArchModule:
+    """Build the module; `in_place=False` never overwrites a tensor (slower, same results);
+    `logits=True` leaves out a final softmax (the module gives scores, for training)."""
+    return ArchModule(graph, in_place, logits)

@@ -111,14 +111,15 @@ def freeze(model: nn.Module, train: Iterable[str] | None = None,
 
 
 def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """A state_dict from a `.safetensors` file or a `torch.save` file (loaded with
-    weights_only=True, so no pickled code runs)."""
+    """A state_dict from a `.safetensors` file (a training checkpoint gives its model's) or
+    a `torch.save` file (loaded with weights_only=True, so no pickled code runs)."""
     from pathlib import Path
     p = Path(path)
+    if p.suffix == ".safetensors":  # archdsl's weights and checkpoints, or anyone's
+        from .checkpoint import model_state, read
+        kind, _, tensors = read(p)
+        return model_state(kind, tensors)
     try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            return load_file(str(p))
         data = torch.load(str(p), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ArchError(f"no such weights file: {p}", None) from None

@@ -5,143 +5,45 @@ this path), from a lowering table keyed by op kind, like the PyTorch backend's. 
 Relax constants, so an exported library is self-contained.
 
 Weights are keyed like the PyTorch backend's `state_dict` (`C1.weight`, `features.1.running_var`)
-and may be numpy arrays or torch tensors; without weights, `random_weights` makes a
-deterministic (seeded) set for benchmarking. Batch norm is folded into the convolution or FC
-layer that feeds it (in numpy, in float64) and otherwise becomes a per-channel scale and shift.
+and may be numpy arrays or torch tensors (`weights.py` checks them); without weights,
+`random_weights` makes a deterministic (seeded) set for benchmarking. Batch norm is folded into
+the convolution or FC layer that feeds it (in numpy, in float64) and otherwise becomes a
+per-channel scale and shift. Swin's ops are lowered in `windows.py`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import tvm
 from tvm import relax
 
-from archdsl.backends.tvm.runtime import META_FUNC, _to_numpy
+from archdsl.backends.tvm import windows
+from archdsl.backends.tvm.context import (
+    Lowering,
+    _bias,
+    _Ctx,
+    _feature_view,
+)
+from archdsl.backends.tvm.runtime import META_FUNC
+from archdsl.backends.tvm.weights import (
+    WeightsError,
+    _check_weights,
+    random_weights,
+    weight_shapes,
+)
 from archdsl.ir import Graph, Node
 
 __all__ = ["LOWERINGS", "UNSUPPORTED", "WeightsError", "build_module", "random_weights",
            "weight_shapes"]
 
 
-class WeightsError(ValueError):
-    """Weights that do not fit the graph: missing, unexpected or wrongly shaped keys."""
-
-
-# ---------------------------------------------------------------- weights
-
-def _weighted_nodes(graph: Graph):
-    """(node, {suffix: shape}) for every node that holds tensors (the op's declaration)."""
-    for node in graph.nodes:
-        ins = [graph.node(i).shape for i in graph.inputs(node.id)]
-        tensors = node.opdef.tensors(node.attrs, ins, node.shape)
-        if tensors:
-            yield node, tensors
-
-
-def _key(node: Node, suffix: str) -> str:
-    return f"{node.name}.{suffix}" if suffix else node.name
-
-
-def weight_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
-    """Every parameter/buffer the graph needs, with its shape, keyed like the PyTorch backend's
-    `state_dict` (less `num_batches_tracked`, which inference does not use)."""
-    return {_key(node, suffix): shape for node, params in _weighted_nodes(graph)
-            for suffix, shape in params.items()}
-
-
-# random_weights' ranges for the tensors of normalizations and embeddings; matrices and
-# biases are uniform in ±1/sqrt(fan_in)
-_NEAR_ONE, _SMALL = (0.5, 1.5), (-0.1, 0.1)
-_RANGES = {
-    "bn": {"weight": _NEAR_ONE, "bias": _SMALL, "running_mean": _SMALL, "running_var": _NEAR_ONE},
-    "layernorm": {"weight": _NEAR_ONE, "bias": _SMALL},
-    "layerscale": {"": _NEAR_ONE},
-    "class_token": {"": _SMALL},
-    "pos_embedding": {"": _SMALL},
-}
-
-
-def random_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    """A deterministic set of weights (numpy float32, seeded) for benchmarking and tests.
-
-    Matrices and biases are uniform in ±1/sqrt(fan_in) (PyTorch's default range); norms get
-    scales near 1, small shifts and means and variances near 1, so that activations keep a
-    sensible range through deep networks; embeddings are small."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for node, params in _weighted_nodes(graph):
-        ranges = _RANGES.get(node.op)
-        if ranges is None:
-            matrix = next(shape for suffix, shape in params.items() if len(shape) >= 2)
-            bound = 1.0 / math.sqrt(math.prod(matrix[1:]))
-            ranges = dict.fromkeys(params, (-bound, bound))
-        for suffix, shape in params.items():
-            out[_key(node, suffix)] = rng.uniform(*ranges[suffix], shape).astype(np.float32)
-    return out
-
-
-def _check_weights(graph: Graph, weights: Mapping[str, Any], strict: bool) -> dict[str, np.ndarray]:
-    need = weight_shapes(graph)
-    got = {k: _to_numpy(v) for k, v in weights.items() if not k.endswith(".num_batches_tracked")}
-    missing = sorted(set(need) - set(got))
-    unexpected = sorted(set(got) - set(need)) if strict else []
-    wrong = sorted(f"{k}: expected {need[k]}, got {tuple(got[k].shape)}"
-                   for k in set(need) & set(got) if tuple(got[k].shape) != need[k])
-    if missing or unexpected or wrong:
-        parts = []
-        for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("wrong shape", wrong)):
-            if items:
-                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)"
-                                                if len(items) > 8 else "")
-                parts.append(f"{title}: {shown}")
-        raise WeightsError(f"weights do not fit `{graph.name}`: " + "; ".join(parts))
-    return {k: got[k] for k in need}
-
-
 # ---------------------------------------------------------------- lowering
-
-@dataclass
-class _Ctx:
-    """What a lowering rule sees: the builder, the checked weights, dtype and batch size."""
-
-    bb: relax.BlockBuilder
-    weights: dict[str, np.ndarray]
-    dtype: str
-    batch: int
-    # bn nodes folded into their producer: they lower to the identity
-    folded: set[int] = field(default_factory=set)
-    # conv/fc node id → (scale, shift) of the bn that follows it, to fold into its weights
-    fold_into: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-
-    @property
-    def accumulate(self) -> str | None:
-        """The dtype convolutions and matrix products accumulate in when it is not the build's
-        (`_ACCUMULATE`): their `out_dtype`, the dtype of their bias; None: the build's."""
-        return _ACCUMULATE.get(self.dtype)
-
-    def const(self, value: np.ndarray, dtype: str | None = None) -> relax.Expr:
-        dtype = dtype or self.dtype
-        return relax.const(np.ascontiguousarray(value).astype(dtype), dtype)
-
-    def emit(self, expr: relax.Expr, node: Node) -> relax.Var:
-        return self.bb.emit(expr, name_hint=_hint(node.name))
-
-
-# Builds whose convolutions and matrix products sum in a wider dtype, as PyTorch's do: a float16
-# sum over thousands of terms loses digits (a float16 ResNet-18 was 1.1% of the output scale off
-# its float32 result, 0.13% now; PyTorch's float16 forward is 0.18% off). The product is cast
-# back to the build's dtype after its bias add (`_bias`): one epilogue step of the fused kernel,
-# which the CPU schedules take as they take float32 ones. On x86 without native float16
-# arithmetic it is also faster: LLVM rounded every float16 FMA (ResNet-18: 370 ms → 70 ms).
-_ACCUMULATE = {"float16": "float32"}
-
 
 # Ops that reduce over many values without a weight matrix: in a build that accumulates wider
 # (`_ACCUMULATE`) they run wholly in that dtype, between two casts that fuse into their kernels.
@@ -159,15 +61,6 @@ def _lower(rule: Lowering, ctx: _Ctx, node: Node, xs: list[relax.Expr],
     wide = replace(ctx, dtype=ctx.accumulate)  # its constants are made in the wide dtype
     xs = [ctx.emit(relax.op.astype(x, wide.dtype), node) for x in xs]
     return relax.op.astype(ctx.emit(rule(wide, node, xs, ins), node), ctx.dtype)
-
-
-def _hint(name: str) -> str:
-    """A Relax variable name hint from a node name (`layer1.0.conv1` → `layer1_0_conv1`)."""
-    hint = "".join(c if c.isalnum() else "_" for c in name)
-    return hint if hint[:1].isalpha() else f"n{hint}"
-
-
-Lowering = Callable[[_Ctx, Node, list[relax.Expr], list[tuple[int, ...]]], relax.Expr]
 
 
 def _bn_scale_shift(ctx: _Ctx, node: Node) -> tuple[np.ndarray, np.ndarray]:
@@ -259,23 +152,6 @@ def _hardswish(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
     return relax.op.multiply(x, relax.op.divide(r6, ctx.const(np.array(6.0))))
 
 
-def _feature_view(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """How a per-feature vector broadcasts against a batch of `shape` (archdsl's
-    `ops.features`: channels of a map, features of each token, a vector's entries)."""
-    return {3: (1, -1, 1, 1), 2: (1, 1, -1), 1: (1, -1)}[len(shape)]
-
-
-def _bias(ctx: _Ctx, node: Node, y: relax.Expr, bias: np.ndarray | None,
-          view: tuple[int, ...], cast: bool = True) -> relax.Expr:
-    """A convolution's or matrix product's `y` (in `ctx.accumulate` where there is one) plus its
-    bias (in the same dtype), cast to the build's dtype unless `cast` is False."""
-    if bias is not None:
-        y = relax.op.add(ctx.emit(y, node), ctx.const(bias.reshape(view), ctx.accumulate))
-    if ctx.accumulate and cast:
-        y = relax.op.astype(ctx.emit(y, node), ctx.dtype)
-    return y
-
-
 def _linear(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
     weight = ctx.weights[f"{node.name}.weight"]
     bias = ctx.weights.get(f"{node.name}.bias") if node.attrs["bias"] else None
@@ -342,6 +218,14 @@ def _token(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
     return relax.op.reshape(one, (ctx.batch, ins[0][1]))
 
 
+def _global(reduce, x: relax.Expr, ins) -> relax.Expr:
+    """Global pooling: over the H, W of a map (keeping them, as 1×1), or the tokens of a
+    sequence."""
+    if len(ins[0]) == 2:
+        return reduce(x, axis=[1])
+    return reduce(x, axis=[2, 3], keepdims=True)
+
+
 def _fold(op) -> Lowering:
     def lower(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
         out = xs[0]
@@ -357,8 +241,8 @@ LOWERINGS: dict[str, Lowering] = {
     "linear": _linear,
     "maxpool": _pool("max"),
     "avgpool": _pool("avg"),
-    "gap": lambda ctx, n, xs, ins: relax.op.mean(xs[0], axis=[2, 3], keepdims=True),
-    "gmp": lambda ctx, n, xs, ins: relax.op.max(xs[0], axis=[2, 3], keepdims=True),
+    "gap": lambda ctx, n, xs, ins: _global(relax.op.mean, xs[0], ins),
+    "gmp": lambda ctx, n, xs, ins: _global(relax.op.max, xs[0], ins),
     "adaptive_avgpool": lambda ctx, n, xs, ins: relax.op.nn.adaptive_avg_pool2d(
         xs[0], (n.attrs["size"], n.attrs["size"])),
     "bn": _bn,
@@ -384,6 +268,10 @@ LOWERINGS: dict[str, Lowering] = {
     "pos_embedding": lambda ctx, n, xs, ins: relax.op.add(xs[0], ctx.const(ctx.weights[n.name])),
     "attention": _attention,
     "token": _token,
+    "grid": lambda ctx, n, xs, ins: relax.op.reshape(relax.op.permute_dims(xs[0], [0, 2, 1]),
+                                                     (ctx.batch, *n.shape)),
+    "window_attention": windows.window_attention,
+    "patch_merging": windows.patch_merging,
 }
 
 # Ops with no Relax lowering here, and why (none today; the coverage test reads this table).
@@ -408,7 +296,8 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
                  seed: int = 0) -> tvm.IRModule:
     """The graph as a Relax IRModule: `main(x)`, weights as constants, and `archdsl_meta()`
     (the build's arch name, input/output shapes and dtype, as JSON)."""
-    if weights is None:
+    random = weights is None
+    if random:
         weights = random_weights(graph, seed)
     ctx = _Ctx(relax.BlockBuilder(), _check_weights(graph, weights, strict), dtype, batch)
     if fold_bn:
@@ -437,7 +326,10 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
             out = bb.emit_output(values[graph.output_id])
         bb.emit_func_output(out)
     meta = {"arch": graph.name, "input": [batch, *graph.input_shape],
-            "output": [batch, *graph.output_shape], "dtype": dtype}
+            "output": [batch, *graph.output_shape], "dtype": dtype,
+            # what `archdsl run` tells its user: probabilities or logits, trained or not
+            "output_op": graph.node(graph.output_id).op,
+            "weights": f"random (seed {seed})" if random else "given"}
     with bb.function(META_FUNC, []):
         bb.emit_func_output(tvm.ir.StringImm(json.dumps(meta)))
     return bb.get()

@@ -72,6 +72,12 @@ def test_cli_export_with_weights(tmp_path):
     assert "wrote" in result.output and out.exists()
     loaded = torch.export.load(str(out)).module()
     assert torch.equal(loaded.state_dict()["C1.weight"], state["C1.weight"])
+    assert "random" not in result.stderr
+    result = CliRunner().invoke(app, ["export", str(SPECS / "lenet5.arch"), "-f", "exported",
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "note: no --weights: the output holds PyTorch's random initial weights" in \
+        result.stderr
 
 
 def test_cli_export_rejects_weights_that_do_not_fit(tmp_path):
@@ -90,12 +96,25 @@ def test_cli_export_rejects_weights_that_do_not_fit(tmp_path):
 @pytest.mark.parametrize("spec,settings", [
     ("vit.arch", dict(layers=2, hidden=64, mlp_dim=128, heads=4, patch=8, resolution=32)),
     ("convnext.arch", dict(resolution=64)),
-], ids=["vit", "convnext"])
+    # Swin's blocks, shortened: shifted window attention (padded), patch merging, token pooling
+    ("""arch swin_blocks
+input 3x28x28
+defaults norm=none act=none
+conv4-16/4 pad=0; layernorm
+residual { layernorm; window_attention(2) window=3 }
+residual { layernorm; window_attention(2) window=3 shift=1 }
+residual { layernorm; linear-32 act=gelu; linear-16 }
+patch_merging
+tokens; gap; FC-10
+""", {}),
+], ids=["vit", "convnext", "swin_blocks"])
 def test_sequence_ops_export_to_onnx(tmp_path, spec, settings):
-    """Attention, tokens, class token, position embedding, layer norm and layer scale survive
-    ONNX export and run in ONNX Runtime with another batch size."""
+    """Attention, tokens, class token, position embedding, layer norm and layer scale, shifted
+    window attention and patch merging survive ONNX export and run in ONNX Runtime with another
+    batch size."""
     ort = pytest.importorskip("onnxruntime")
-    arch = archdsl.load(SPECS / spec, arch=spec.removesuffix(".arch"), **settings)
+    arch = (archdsl.load(spec) if "\n" in spec
+            else archdsl.load(SPECS / spec, arch=spec.removesuffix(".arch"), **settings))
     torch.manual_seed(0)
     model = arch.to_torch().eval()
     with torch.no_grad():

@@ -76,27 +76,31 @@ TORCHVISION_TWINS = [
     ("vit.arch", "vit_b_16", "vit_b_16", False),
     ("vit.arch", "vit_b_32", "vit_b_32", False),
     ("vit.arch", "vit_l_16", "vit_l_16", False),
+    *[("swin.arch", n, n, False) for n in ("swin_t", "swin_s", "swin_b")],
+    *[("swin_v2.arch", n, n, False) for n in ("swin_v2_t", "swin_v2_s", "swin_v2_b")],
 ]
 # Parameters torchvision initialises to (near) constants that would hide a mistake downstream
-# of them (ConvNeXt's layer scale is 1e-6, ViT's head is zero): randomised before comparing.
-_CONSTANT_AT_INIT = ("layer_scale", "class_token", "pos_embedding", "heads.head.weight",
-                     "heads.head.bias")
+# of them (ConvNeXt's layer scale is 1e-6, ViT's head is zero, Swin's head bias is zero and its
+# relative position biases are too small to tell a wrong index): randomised before comparing.
+_CONSTANT_AT_INIT = ("layer_scale", "class_token", "pos_embedding", "head.weight",
+                     "head.bias", "relative_position_bias_table")
 
 
 @pytest.mark.parametrize("spec,name,tv_name,softmax", TORCHVISION_TWINS,
                          ids=[t[1] for t in TORCHVISION_TWINS])
 def test_loads_torchvision_weights_and_agrees(spec, name, tv_name, softmax):
     torchvision = pytest.importorskip("torchvision")
-    _skip_if_heavy(archdsl.load(SPECS[0].parent / spec, arch=name))
+    arch = archdsl.load(SPECS[0].parent / spec, arch=name)
+    _skip_if_heavy(arch)
     torch.manual_seed(0)
     reference = getattr(torchvision.models, tv_name)().eval()
     with torch.no_grad():
         for key, param in reference.named_parameters():
             if key.endswith(_CONSTANT_AT_INIT):
                 param.normal_(0.0, 0.5)
-    ours = archdsl.load(SPECS[0].parent / spec, arch=name).to_torch().eval()
+    ours = arch.to_torch().eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, *arch.graph.input_shape)  # 224×224, or the spec's (Swin v2: 256×256)
     with torch.no_grad():
         expected = reference(x)
         if softmax:

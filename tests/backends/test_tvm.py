@@ -25,8 +25,9 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 # "last window starts in the padding" rule), adaptive pooling that upsamples, BN folded into
 # conv/FC and BN standing alone (mixbn, fcbn), a conv with a bias before its BN, softmax over
 # channels on a C×H×W tensor, every activation, and the sequence ops: linear and layernorm over
-# the channels of a map and over tokens, layer scale, tokens, class token, position embedding,
-# multi-head attention on a residual, one token picked.
+# the channels of a map and over tokens, layer scale, shifted window attention on a map that
+# windows do not divide, patch merging, tokens and back to a map, class token, position
+# embedding, multi-head attention on a residual, one token picked, tokens pooled.
 EVERY_OP = r"""
 arch every_op(classes = 10)
 input 3x16x16
@@ -49,12 +50,16 @@ ap: adaptive_avgpool(3)
 lin: linear-16 act=gelu
 ln1: layernorm
 ls: layerscale(0.5)
+wa: residual { window_attention(4) window=2 shift=1 }
+pm: patch_merging
 tok: tokens
+back: grid
+tok2: tokens
 cls: class_token
 pos: pos_embedding
 sa: residual { ln2: layernorm eps=1e-6; att: attention(4) }
 seqfc: linear-12
-first: token(1)
+first: add { token(1) | gap }
 flat: flatten
 drop: dropout(0.2)
 dp: droppath(0.1)
@@ -120,9 +125,32 @@ def test_every_op_spec_uses_every_op():
     assert ops <= used, f"EVERY_OP misses {sorted(ops - used)}"
 
 
+# Window attention's variants: windows that do not divide the map (padding), non-square windows
+# and shifts, a window bigger than the map (no shift), Swin v2's position-bias MLP with cosine
+# attention and its patch merging (norm after), no position bias and no biases; tokens → map.
+WINDOWS = r"""
+arch windows
+input 3x30x26
+defaults norm=none act=none
+conv-16/2 k=2 pad=0
+layernorm
+residual { layernorm; window_attention(2) window=4 shift=2 }
+residual { layernorm; window_attention(4) window={[3, 5]} shift={[1, 2]} }
+patch_merging
+window_attention(4) window=9 shift=4
+patch_merging-24 post_norm=true
+window_attention(3) window=3 shift=1 position_bias=mlp cosine=true mlp_hidden=16
+window_attention(3) window=2 position_bias=none bias=false
+tokens
+grid(2, 8)
+gap
+FC-10
+"""
+
 CASES = [
     pytest.param(lambda: archdsl.load(SPECS / "lenet5.arch"), 1, id="lenet5"),
     pytest.param(lambda: archdsl.load(EVERY_OP), 2, id="every_op-batch2"),
+    pytest.param(lambda: archdsl.load(WINDOWS), 2, id="windows-batch2"),
     pytest.param(lambda: archdsl.load(SPECS / "mobilenet_v1.arch", resolution=64, alpha=0.25), 1,
                  id="mobilenet_v1-64-0.25"),
 ]
@@ -193,6 +221,19 @@ def test_weights_that_do_not_fit_are_rejected():
         backend.build_module(arch.graph, wrong)
 
 
+def test_a_window_index_that_is_not_the_windows_is_rejected():
+    """The relative-position index addresses the bias table: the lowering computes its own,
+    and weights that carry another (another window size, a hostile file) are refused."""
+    arch = archdsl.load("arch w\ninput 8x6x6\nwa: window_attention(2) window=3 shift=1\n")
+    good = backend.random_weights(arch.graph)
+    assert np.array_equal(good["wa.relative_position_index"][:3], [12, 11, 10])
+    backend.build_module(arch.graph, good)
+    bad = {**good, "wa.relative_position_index": good["wa.relative_position_index"][::-1]}
+    with pytest.raises(backend.WeightsError,
+                       match="not computed from the window: wa.relative_position_index"):
+        backend.build_module(arch.graph, bad)
+
+
 def test_wrong_input_shape_is_rejected():
     arch = archdsl.load(SPECS / "lenet5.arch")
     compiled = backend.compile(arch.graph)
@@ -210,7 +251,8 @@ def test_export_library_and_load_round_trip(tmp_path):
     assert loaded.device_kind == "llvm" and not loaded.device_modules()
     assert loaded.meta == compiled.meta
     assert {k: v for k, v in loaded.meta.items() if k != "cpu"} == {
-        "arch": "lenet5", "input": [1, 1, 32, 32], "output": [1, 10], "dtype": "float32"}
+        "arch": "lenet5", "input": [1, 1, 32, 32], "output": [1, 10], "dtype": "float32",
+        "output_op": "fc", "weights": "random (seed 1)"}
     assert "sse2" in loaded.meta["cpu"]["features"]  # what its code needs (cpu.needs)
     np.testing.assert_array_equal(loaded(x), compiled(x))
 
@@ -325,7 +367,7 @@ main()
                           timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     top = int(np.argmax(compiled(x)))
-    assert done.stdout.startswith(f"[0] top-5: {top}: "), done.stdout
+    assert done.stdout.startswith(f"[0] top-5 logits: class {top}: "), done.stdout
     # examples/deploy.py: the same without archdsl installed (only numpy and the runtime)
     script = f"""
 import sys
@@ -337,4 +379,5 @@ exec(open({str(SPECS.parent / "examples" / "deploy.py")!r}).read())
                           timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.splitlines()
-    assert lines[0].startswith(f"[0] top-5: {top}: ") and "lenet5 batch 1 on cpu" in lines[1]
+    assert lines[0].startswith(f"[0] top-5 logits: class {top}: ")
+    assert "lenet5 batch 1 on cpu" in lines[1]

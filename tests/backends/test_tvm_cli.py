@@ -28,6 +28,7 @@ def test_compile_writes_library_and_manifest_then_run(tmp_path):
     lib = tmp_path / "lenet.so"
     result = invoke("compile", SPECS / "lenet5.arch", "-o", lib, "--batch", "2")
     assert result.exit_code == 0, result.output
+    assert "note: no --weights: the output holds seeded random weights" in result.stderr
     manifest = json.loads((tmp_path / "lenet.so.json").read_text())
     assert manifest["arch"] == "lenet5" and manifest["input"] == [2, 1, 32, 32]
     assert manifest["output"] == [2, 10] and manifest["dtype"] == "float32"
@@ -36,13 +37,29 @@ def test_compile_writes_library_and_manifest_then_run(tmp_path):
     np.save(tmp_path / "x.npy", x)
     result = invoke("run", lib, "--input", tmp_path / "x.npy", "--top", "3")
     assert result.exit_code == 0, result.output
-    lines = [ln for ln in result.output.splitlines() if "top-3" in ln]
-    assert len(lines) == 2
+    lines = [ln for ln in result.stdout.splitlines() if "top-3" in ln]
+    assert len(lines) == 2 and all("top-3 logits: class " in ln for ln in lines)  # FC-10 ends
+    assert "holds random (seed 0) weights" in result.stderr
+    assert "random input" not in result.stderr
     # the printed best class is the PyTorch model's best class for the same random weights
     from archdsl.backends import tvm as backend
     arch = archdsl.load(SPECS / "lenet5.arch")
     expected = backend.compile(arch.graph, batch=2)(x).argmax(axis=1)
-    assert [int(ln.split("top-3: ")[1].split(":")[0]) for ln in lines] == list(expected)
+    assert [int(ln.split("logits: class ")[1].split(":")[0]) for ln in lines] == list(expected)
+
+
+def test_run_says_what_it_prints_and_what_was_random(tmp_path):
+    spec = tmp_path / "t.arch"
+    spec.write_text("arch t\ninput 1x8x8\nconv3-4 act=relu\ngap\nFC-3\nsoftmax\n")
+    lib = tmp_path / "t.so"
+    assert invoke("compile", spec, "-o", lib).exit_code == 0
+    result = invoke("run", lib, "--top", "2")
+    assert result.exit_code == 0, result.output
+    assert "note: no --input: running on a random input" in result.stderr
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("[0] top-2 probabilities: class ")
+    probs = [float(c.split(": ")[1]) for c in line.split("probabilities: ")[1].split(", ")]
+    assert all(0 <= p <= 1 for p in probs) and probs == sorted(probs, reverse=True)
 
 
 def test_compile_with_weights_matches_torch(tmp_path):
@@ -159,3 +176,16 @@ def test_cuda_build_holds_device_code(tmp_path):
         assert result.exit_code == 1 and "Traceback" not in result.output
         assert ("holds cuda code, and TVM's runtime for cuda cannot be loaded here" in
                 result.output or "cannot run" in result.output), result.output
+
+
+def test_compile_prints_progress_lines_when_not_a_terminal(tmp_path, monkeypatch):
+    from archdsl import progress
+    monkeypatch.setattr(progress, "EVERY", 0.2)
+    result = invoke("compile", SPECS / "lenet5.arch", "-o", tmp_path / "l.so")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert "compiling lenet5 for llvm with TVM..." in lines
+    assert any("(still running, " in ln for ln in lines)
+    assert any(ln.startswith("compiling lenet5 for llvm with TVM: writing the library (")
+               for ln in lines)
+    assert result.stdout.startswith("wrote ")

@@ -151,18 +151,22 @@ def test_stats_table_one_spec(runner, specs):
     out = invoke(runner, "stats", specs["net"]).stdout
     totals = load(NET).stats().totals
     assert "Architectures" in out
-    assert "net (alpha=1.0, classes=10)" in out
-    assert f"{totals['params']:,}" in out and f"{totals['connections']:,}" in out
+    rows = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
+    assert rows == ["net"]  # the defaults are not in the label; --set values are
+    assert f"{totals['params']:,}" in out and f"{totals['macs']:,}" in out
+    assert f"{totals['connections']:,}" not in out  # --wide shows it
+    assert "more columns: units, weights, connections" in out
     assert "3×32×32" in out
     assert "MB = 2^20 bytes as float32" in out
+    wide = invoke(runner, "stats", specs["net"], "--wide").stdout
+    assert f"{totals['connections']:,}" in wide and "more columns" not in wide
 
 
 def test_stats_table_compares_several_specs(runner, specs):
     out = invoke(runner, "stats", specs["net"], specs["small"]).stdout
     rows = [line for line in out.splitlines() if line.startswith("│")]
     assert len(rows) == 3
-    assert [r.split("│")[1].strip() for r in rows] == [
-        "net (alpha=1.0, classes=10)", "small", "small2"]
+    assert [r.split("│")[1].strip() for r in rows] == ["net", "small", "small2"]
     small = load(SMALL, arch="small").stats().totals
     assert f"{small['params']:,}" in rows[1]
 
@@ -179,8 +183,8 @@ def test_stats_per_layer(runner, specs):
 def test_stats_per_layer_several_specs_gives_a_table_each(runner, specs):
     out = invoke(runner, "stats", specs["net"], specs["small"], "--per-layer").stdout
     titles = [line.strip() for line in out.splitlines()
-              if line.strip() in ("net (alpha=1.0, classes=10)", "small", "small2")]
-    assert titles == ["net (alpha=1.0, classes=10)", "small", "small2"]
+              if line.strip() in ("net", "small", "small2")]
+    assert titles == ["net", "small", "small2"]
     assert out.count("│ total ") == 3
 
 
@@ -289,7 +293,7 @@ def test_set_overrides_a_parameter(runner, specs):
 def test_set_sweep_gives_one_row_per_value(runner, specs):
     out = invoke(runner, "stats", specs["net"], "--set", "alpha=1.0,0.5").stdout
     rows = [line.split("│")[1].strip() for line in out.splitlines() if line.startswith("│")]
-    assert rows == ["net (alpha=1.0, classes=10)", "net (alpha=0.5, classes=10)"]
+    assert rows == ["net (alpha=1.0)", "net (alpha=0.5)"]
     data = json.loads(invoke(runner, "stats", specs["net"], "--format", "json", "--set",
                              "alpha=1.0,0.5", "--set", "classes=10,20").stdout)
     assert [(d["settings"]["alpha"], d["settings"]["classes"]) for d in data] == [
@@ -365,3 +369,14 @@ def test_no_arguments_shows_help(runner):
     result = runner.invoke(app, [])
     assert "check" in result.output and "stats" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("spec", ["lenet5.arch", "googlenet.arch", "vit.arch"])
+def test_stats_json_is_the_dict_form(spec):
+    from archdsl.writers import to_json
+    archs = load_all(SPECS_DIR / spec)
+    for depth in (None, 1):
+        text = to_json([a.stats() for a in archs], depth)
+        data = json.loads(text)
+        want = [a.stats().to_dict(depth) for a in archs]
+        assert (data if len(archs) > 1 else [data]) == want

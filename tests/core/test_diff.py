@@ -202,3 +202,26 @@ def test_conventions_apply_to_the_sizes() -> None:
     d = diff_archs(vgg("vgg_a"), vgg("vgg_b"), conventions=Conventions(bias=False))
     assert d.total.dparams == 3 * 3 * 64 * 64 + 3 * 3 * 128 * 128  # weights only
     assert [x.dparams for x in d.added] == [3 * 3 * 64 * 64, 3 * 3 * 128 * 128]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_diff_size_table_fits_with_stage_names_and_whole_numbers(width):
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    from archdsl.diff import diff_table
+    from archdsl.numfmt import compact, grouped
+    d = diff_archs(archdsl.load(SPECS / "vgg.arch", arch="vgg_a"),
+                   archdsl.load(SPECS / "vgg.arch", arch="vgg_e"))
+    console = Console(width=width, record=True, color_system=None)
+    console.print(diff_table(d))
+    text = console.export_text()
+    assert max(cell_len(line) for line in text.splitlines()) <= width
+    size = text.split("Size by stage")[1]
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in size.splitlines() if line.startswith("│")}
+    assert list(rows) == [s.name for s in d.stages] + ["total"]
+    total = rows["total"]
+    assert total[0] in (grouped(d.total.params_a), compact(d.total.params_a))
+    signed = f"+{grouped(d.total.dparams)}", f"+{compact(d.total.dparams)}"
+    assert total[2] in signed

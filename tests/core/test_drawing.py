@@ -144,7 +144,7 @@ def test_block_boxes_sum_their_layers():
     net = _net("resnet50.arch")
     src = draw(net, depth=1).source
     layer1 = next(r for r in net.stats().rollup(1) if r.name == "layer1")
-    from archdsl.report import human
+    from archdsl.numfmt import human
     assert f"{human(layer1.params)} params" in src
     assert "10 conv · 3 add · 3 relu" in src
     assert "cluster_" not in src

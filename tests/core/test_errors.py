@@ -61,18 +61,19 @@ def test_syntax_unexpected_character():
 
 
 def test_syntax_unexpected_end_of_file():
-    err = only_error(H + "conv3-64 (")
+    err = only_error(H + "conv3-64 act=")
     assert isinstance(err, ArchSyntaxError)
-    assert where(err) == (3, 11)  # just past the last character
+    assert where(err) == (3, 14)  # just past the last character
     assert err.message == "unexpected end of file"
 
 
-def test_syntax_unclosed_brace_reports_end_of_file():
+def test_syntax_unclosed_brace_names_the_brace():
     err = only_error(H + "add { conv3-4\n")
     assert isinstance(err, ArchSyntaxError)
-    assert err.message == "unexpected end of file"
-    assert err.span.line == 3
+    assert err.message == "this `{` is never closed"
+    assert where(err) == (3, 5)
     assert "`}`" in err.hint
+    assert err.notes[0][0] == "the parser stopped here: unexpected end of file"
 
 
 def test_syntax_error_on_a_later_line_of_a_block():
@@ -388,17 +389,20 @@ def test_errors_in_an_included_file_name_that_file(tmp_path):
 # ---------------------------------------------------------------- several errors, rendering
 
 def test_several_independent_errors_are_all_reported():
-    text = H + ("cnv3-4\n"             # 3: unknown op
-                "conv3-4 strde=1\n"    # 4: unknown attribute
-                "conv3-{w}\n"          # 5: unknown variable
-                "conv3-8\n"            # 6: fine
-                "residual { conv3-16 }\n"  # 7: add mismatch
+    # a layer that fails leaves an unknown shape: nothing after it is shape-checked (a
+    # misspelt layer would make every later shape look wrong), but everything else is
+    text = H + ("residual { conv3-16 }\n"  # 3: add mismatch
+                "cnv3-4\n"             # 4: unknown op
+                "conv3-4 strde=1\n"    # 5: unknown attribute
+                "conv3-{w}\n"          # 6: unknown variable
+                "conv3-8\n"            # 7: fine
+                "residual { conv3-16 }\n"  # 8: not checked: its input's shape is unknown
                 "FC-10\n"
-                "c: relu\nc: relu\n")  # 10: duplicate name
+                "c: relu\nc: relu\n")  # 11: duplicate name
     errs = errors_of(text)
     assert [(type(e), where(e)) for e in errs] == [
-        (NameError_, (3, 1)), (NameError_, (4, 9)), (NameError_, (5, 8)),
-        (ShapeError, (7, 1)), (NameError_, (10, 1))]
+        (ShapeError, (3, 1)), (NameError_, (4, 1)), (NameError_, (5, 9)),
+        (NameError_, (6, 8)), (NameError_, (11, 1))]
 
 
 def test_errors_in_a_repeated_block_are_reported_once():

@@ -171,3 +171,20 @@ def test_rich_table_renders_every_cell_literally() -> None:
     text = cap.get()
     assert "[conv1-128, conv3-128, conv1-512] ×4" in text  # brackets are not rich markup
     assert "resnet152" in text and "60.2" in text
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_rich_table_fits_the_width_in_parts_without_breaking_a_cell(width) -> None:
+    from rich.cells import cell_len
+    t = resnet_table()
+    console = Console(width=width, record=True)
+    with console.capture() as cap:
+        console.print(paper_table_rich(t))
+    text = cap.get()
+    assert max(cell_len(line) for line in text.splitlines()) <= width
+    assert all(name in text for name in t.columns)  # every architecture's name, whole
+    assert all(line in text for row in t.rows for cell in row.cells for line in cell)
+    parts = paper_table_rich(t).groups(width)
+    assert sorted(j for g in parts for j in g) == list(range(len(t.columns)))
+    if len(parts) > 1:
+        assert f"Configurations (columns 1–{len(parts[0])} of {len(t.columns)})" in text

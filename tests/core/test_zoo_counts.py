@@ -63,6 +63,8 @@ OFFERS: dict[str, list[str]] = {
     "convnext.arch": ["convnext", "convnext_tiny", "convnext_small", "convnext_base",
                       "convnext_large"],
     "vit.arch": ["vit", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"],
+    "swin.arch": ["swin", "swin_t", "swin_s", "swin_b"],
+    "swin_v2.arch": ["swin_v2", "swin_v2_t", "swin_v2_s", "swin_v2_b"],
 }
 DEFAULT_CLASSES = {"lenet5": 10}  # all others: the 1000 ImageNet classes
 

@@ -1,6 +1,6 @@
-"""ConvNeXt (specs/convnext.arch) and the Vision Transformers (specs/vit.arch) against
-torchvision: parameters, MACs (attention's QKᵀ and A·V included), state_dict keys and shapes,
-and the sequence ops' shape rules and errors."""
+"""ConvNeXt (specs/convnext.arch), the Vision Transformers (specs/vit.arch) and the Swin
+Transformers (specs/swin.arch) against torchvision: parameters, MACs (attention's QKᵀ and A·V
+included), state_dict keys and shapes, and the sequence ops' shape rules and errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import archdsl
 from archdsl.errors import ArchErrors
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
-CONVNEXT, VIT = SPECS / "convnext.arch", SPECS / "vit.arch"
+CONVNEXT, VIT, SWIN = SPECS / "convnext.arch", SPECS / "vit.arch", SPECS / "swin.arch"
+SWIN_V2 = SPECS / "swin_v2.arch"
 
 # torchvision *_Weights metadata: num_params and _ops (GFLOPS = MACs) at the crop given
 REFERENCE = {
@@ -27,6 +28,14 @@ REFERENCE = {
     "vit_l_16": (VIT, 304_326_632, 61.555, 224),
     "vit_l_32": (VIT, 306_535_400, 15.378, 224),
     "vit_h_14": (VIT, 632_045_800, 167.295, 224),
+    # window attention's MACs: projections, QKᵀ and A·V over the map padded to whole windows
+    "swin_t": (SWIN, 28_288_354, 4.491, 224),
+    "swin_s": (SWIN, 49_606_258, 8.741, 224),
+    "swin_b": (SWIN, 87_768_224, 15.431, 224),
+    # v2 at 256×256: its position-bias MLP counted too
+    "swin_v2_t": (SWIN_V2, 28_351_570, 5.940, 256),
+    "swin_v2_s": (SWIN_V2, 49_737_442, 11.546, 256),
+    "swin_v2_b": (SWIN_V2, 87_930_848, 20.325, 256),
 }
 # SWAG end-to-end weights at larger crops: a longer position embedding, more tokens
 AT_CROP = {("vit_b_16", 384): (86_859_496, 55.484), ("vit_h_14", 518): (633_470_440, 1016.717)}
@@ -50,7 +59,8 @@ def test_vit_at_larger_crops(name, crop):
     assert round(totals["macs"] / 1e9, 3) == gflops
 
 
-@pytest.mark.parametrize("name", ["convnext_tiny", "convnext_base", "vit_b_16", "vit_l_16"])
+@pytest.mark.parametrize("name", ["convnext_tiny", "convnext_base", "vit_b_16", "vit_l_16",
+                                  "swin_t", "swin_b"])
 def test_state_dict_equals_torchvision(name):
     spec, params, _, _ = REFERENCE[name]
     assert_same_state_dict_as_torchvision(spec, name, params)
@@ -58,9 +68,9 @@ def test_state_dict_equals_torchvision(name):
 
 def test_torchvision_metadata_is_what_we_compare_with():
     tv = pytest.importorskip("torchvision")
-    for name, (_, params, gflops, _) in REFERENCE.items():
+    for name, (_, params, gflops, crop) in REFERENCE.items():
         enum = tv.models.get_model_weights(name)
-        metas = [w.meta for w in enum if w.transforms.keywords["crop_size"] == 224]
+        metas = [w.meta for w in enum if w.transforms.keywords["crop_size"] == crop]
         assert (params, gflops) in [(m["num_params"], m["_ops"]) for m in metas], name
     for (name, crop), (params, gflops) in AT_CROP.items():
         metas = [w.meta for w in tv.models.get_model_weights(name)
@@ -100,12 +110,16 @@ def test_convnext_block_structure():
     assert rows["features.1.0.layer_scale"].params == 96
 
 
-def test_convnext_stochastic_depth_equals_torchvision():
+def _both_on_meta(spec, name: str):
+    """torchvision's `name` and ours, built on the meta device (no memory, no arithmetic)."""
     torch = pytest.importorskip("torch")
     tv = pytest.importorskip("torchvision")
     with torch.device("meta"):
-        reference = tv.models.convnext_small()
-        ours = archdsl.load(CONVNEXT, arch="convnext_small").to_torch()
+        return getattr(tv.models, name)(), archdsl.load(spec, arch=name).to_torch()
+
+
+def test_convnext_stochastic_depth_equals_torchvision():
+    reference, ours = _both_on_meta(CONVNEXT, "convnext_small")
     ref = {k: m.p for k, m in reference.named_modules() if k.endswith("stochastic_depth")}
     got = {k: m.p for k, m in ours.named_modules() if k.endswith("stochastic_depth")}
     assert set(got) == set(ref) and len(ref) == 36
@@ -113,9 +127,80 @@ def test_convnext_stochastic_depth_equals_torchvision():
         assert p == pytest.approx(ref[key]), key
 
 
+def test_swin_stochastic_depth_and_shifts_equal_torchvision():
+    reference, ours = _both_on_meta(SWIN, "swin_s")
+    ref = {k: m for k, m in reference.named_modules() if k.endswith("attn")}
+    got = dict(ours.named_modules())
+    assert len(ref) == 24 and set(ref) <= set(got)
+    for key, attn in ref.items():
+        block = key.removesuffix(".attn")
+        mine = got[key]
+        assert list(mine.plan.window) == attn.window_size, key
+        assert list(mine.plan.requested_shift) == attn.shift_size, key
+        assert mine.heads == attn.num_heads, key
+        # torchvision applies one StochasticDepth to both branches; the spec names each use
+        p = got[f"{block}.stochastic_depth"].p
+        assert p == pytest.approx(reference.get_submodule(f"{block}.stochastic_depth").p), key
+        assert got[f"{block}.stochastic_depth_mlp"].p == p
+
+
+@pytest.mark.parametrize("name", ["swin_v2_t", "swin_v2_b"])
+def test_swin_v2_state_dict_holds_torchvisions_keys(name):
+    """The same keys and shapes as torchvision's; only the order within a block differs:
+    torchvision registers norm1 (norm2) before attn (mlp) but applies it after them."""
+    reference, ours = _both_on_meta(SWIN_V2, name)
+    theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert mine == theirs
+
+    assert _parts_in_torchvision_order(list(mine)) == list(theirs)
+
+
+def _parts_in_torchvision_order(keys: list[str]) -> list[str]:
+    """Each block's keys reordered norm1, attn, norm2, mlp (a stable sort: nothing else moves)."""
+    rank = {"norm1": 0, "attn": 1, "norm2": 2, "mlp": 3}
+
+    def block(key: str) -> str | None:
+        parts = key.split(".")
+        in_stage = len(parts) > 3 and parts[1] in ("1", "3", "5", "7") and parts[3] in rank
+        return ".".join(parts[:3]) if in_stage else None
+
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(block(key) or key, i)
+    return sorted(keys, key=lambda k: (first[block(k) or k], rank[k.split(".")[3]]
+                                       if block(k) else 0))
+
+
+def test_swin_stages():
+    a = archdsl.load(SWIN, arch="swin_t")
+    shapes = {n.name: n.shape for n in a.graph.nodes}
+    assert shapes["features.0.0"] == (96, 56, 56)
+    assert shapes["features.1.1.attn"] == (96, 56, 56)
+    assert shapes["features.2"] == (192, 28, 28)      # patch merging
+    assert shapes["features.7.1.mlp.3"] == (768, 7, 7)
+    attrs = {n.name: n.attrs for n in a.graph.nodes if n.op == "window_attention"}
+    assert attrs["features.1.0.attn"]["shift"] == 0 and attrs["features.1.1.attn"]["shift"] == 3
+    assert attrs["features.5.5.attn"]["heads"] == 12
+    rows = {r.name: r for r in a.stats().rows}
+    # stage 4's 7×7 map is one window: no shift, no mask; 49 tokens attend to each other
+    c = 768
+    assert rows["features.7.1.attn"].macs == 49 * (4 * c * c + 2 * 49 * c)
+
+
+def test_swin_at_other_resolutions():
+    # windows pad the maps that 7 does not divide (torchvision's rule): 96 → 24, 12, 6, 3
+    a = archdsl.load(SWIN, arch="swin_t", resolution=96)
+    rows = {r.name: r for r in a.stats().rows}
+    assert rows["features.1.0.attn"].macs == 28 * 28 * (4 * 96 * 96 + 2 * 49 * 96)
+    assert a.stats().totals["params"] == 28_288_354  # the tables depend on the window only
+
+
 def test_variant_errors_name_the_choices():
     with pytest.raises(ArchErrors, match="tiny, small, base and large"):
         archdsl.load(CONVNEXT, arch="convnext", variant="huge")
+    with pytest.raises(ArchErrors, match="the Swin variants are t, s and b"):
+        archdsl.load(SWIN, arch="swin", variant="l")
 
 
 def _errors(text: str, tmp_path) -> str:

@@ -1,0 +1,75 @@
+"""What every lowering rule shares: the context it sees (builder, weights, dtype, batch) and the
+helpers for biases and per-feature broadcasting. `lower.py` holds the rules of most ops,
+`windows.py` Swin's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from tvm import relax
+
+from archdsl.ir import Node
+
+
+@dataclass
+class _Ctx:
+    """What a lowering rule sees: the builder, the checked weights, dtype and batch size."""
+
+    bb: relax.BlockBuilder
+    weights: dict[str, np.ndarray]
+    dtype: str
+    batch: int
+    # bn nodes folded into their producer: they lower to the identity
+    folded: set[int] = field(default_factory=set)
+    # conv/fc node id → (scale, shift) of the bn that follows it, to fold into its weights
+    fold_into: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def accumulate(self) -> str | None:
+        """The dtype convolutions and matrix products accumulate in when it is not the build's
+        (`_ACCUMULATE`): their `out_dtype`, the dtype of their bias; None: the build's."""
+        return _ACCUMULATE.get(self.dtype)
+
+    def const(self, value: np.ndarray, dtype: str | None = None) -> relax.Expr:
+        dtype = dtype or self.dtype
+        return relax.const(np.ascontiguousarray(value).astype(dtype), dtype)
+
+    def emit(self, expr: relax.Expr, node: Node) -> relax.Var:
+        return self.bb.emit(expr, name_hint=_hint(node.name))
+
+
+# Builds whose convolutions and matrix products sum in a wider dtype, as PyTorch's do: a float16
+# sum over thousands of terms loses digits (a float16 ResNet-18 was 1.1% of the output scale off
+# its float32 result, 0.13% now; PyTorch's float16 forward is 0.18% off). The product is cast
+# back to the build's dtype after its bias add (`_bias`): one epilogue step of the fused kernel,
+# which the CPU schedules take as they take float32 ones. On x86 without native float16
+# arithmetic it is also faster: LLVM rounded every float16 FMA (ResNet-18: 370 ms → 70 ms).
+_ACCUMULATE = {"float16": "float32"}
+
+
+def _hint(name: str) -> str:
+    """A Relax variable name hint from a node name (`layer1.0.conv1` → `layer1_0_conv1`)."""
+    hint = "".join(c if c.isalnum() else "_" for c in name)
+    return hint if hint[:1].isalpha() else f"n{hint}"
+
+
+Lowering = Callable[[_Ctx, Node, list[relax.Expr], list[tuple[int, ...]]], relax.Expr]
+
+
+def _feature_view(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """How a per-feature vector broadcasts against a batch of `shape` (archdsl's
+    `ops.features`: channels of a map, features of each token, a vector's entries)."""
+    return {3: (1, -1, 1, 1), 2: (1, 1, -1), 1: (1, -1)}[len(shape)]
+
+
+def _bias(ctx: _Ctx, node: Node, y: relax.Expr, bias: np.ndarray | None,
+          view: tuple[int, ...], cast: bool = True) -> relax.Expr:
+    """A convolution's or matrix product's `y` (in `ctx.accumulate` where there is one) plus its
+    bias (in the same dtype), cast to the build's dtype unless `cast` is False."""
+    if bias is not None:
+        y = relax.op.add(ctx.emit(y, node), ctx.const(bias.reshape(view), ctx.accumulate))
+    if ctx.accumulate and cast:
+        y = relax.op.astype(ctx.emit(y, node), ctx.dtype)
+    return y
