@@ -8,8 +8,12 @@ finite values that every blocked conv multiplies by zero weights.
 
 - `conv2d`: data N×ICb×H×W×ib (or plain NCHW, N×IC×H×W, read as ib = 1: a first layer of 3
   channels is not padded to a vector), weights OCb×ICb×KH×KW×ib×ob → N×OCb×OH×OW×ob;
+- `pointwise_conv2d`: a 1×1 unpadded conv of blocked data over its plane as one flat axis of
+  pixels, padded to a multiple of the register tile's pixels (a 7×7 plane's 49 pixels as 13
+  tiles of 4: the last computes pixel 48 again, and its copies are dropped), its input first
+  gathered densely when it is strided;
 - `depthwise_conv2d`: data N×Cb×H×W×b, weights Cb×KH×KW×b → N×Cb×OH×OW×b.
-Both pad their input in a stage of their own (`PAD`), which the schedules place.
+The convs pad their input in a stage of their own (`PAD`), which the schedules place.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ from collections.abc import Sequence
 
 from tvm import te, tirx
 
-__all__ = ["CONV", "DEPTHWISE", "PAD", "conv2d", "depthwise_conv2d", "out_size"]
+__all__ = ["CONV", "DEPTHWISE", "GATHER", "PAD", "POINTWISE", "UNPAD", "conv2d",
+           "depthwise_conv2d", "out_size", "pointwise_conv2d"]
 
 CONV = "archdsl_conv_blocked"
+POINTWISE = "archdsl_conv_flat"
 DEPTHWISE = "archdsl_dwconv_blocked"
 PAD = "archdsl_pad"
+UNPAD = "archdsl_unpad"
+GATHER = "archdsl_gather"
 
 
 def out_size(size: int, kernel: int, stride: int, dilation: int, before: int, after: int) -> int:
@@ -47,14 +55,18 @@ def _padded(data: te.Tensor, padding: Sequence[int]) -> te.Tensor:
 
 
 def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: Sequence[int],
-           dilation: Sequence[int], out_dtype: str) -> te.Tensor:
-    """A dense convolution onto blocked output channels (see the module's docstring)."""
+           dilation: Sequence[int], out_dtype: str, width: int | None = None) -> te.Tensor:
+    """A dense convolution onto blocked output channels (see the module's docstring). With
+    `width` above the output's, rows are computed that wide (whole register tiles: a 7-wide
+    row as 8 = 2 × 4), from input padded further on the right, and cut back (`UNPAD`)."""
     ocb, icb, kh, kw, ib, ob = (int(d) for d in weight.shape)
     n, _, h, w = (int(d) for d in data.shape[:4])
     (sy, sx), (dy, dx) = (int(s) for s in strides), (int(d) for d in dilation)
     oh = out_size(h, kh, sy, dy, int(padding[0]), int(padding[2]))
     ow = out_size(w, kw, sx, dx, int(padding[1]), int(padding[3]))
-    pad = _padded(data, padding)
+    wide = max(width or ow, ow)
+    top, left, bottom, right = (int(p) for p in padding)
+    pad = _padded(data, (top, left, bottom, right + (wide - ow) * sx))
     rc = te.reduce_axis((0, icb), "rc")
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
     ri = te.reduce_axis((0, ib), "ri")
@@ -63,12 +75,41 @@ def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: 
     def read(b, c, y, x, i):
         return pad[b, c, y, x, i] if blocked else pad[b, c, y, x]
 
-    return te.compute(
-        (n, ocb, oh, ow, ob),
+    out = te.compute(
+        (n, ocb, oh, wide, ob),
         lambda b, o, y, x, oi: te.sum(
             read(b, rc, y * sy + ry * dy, x * sx + rx * dx, ri).astype(out_dtype)
             * weight[o, rc, ry, rx, ri, oi].astype(out_dtype), axis=[rc, ry, rx, ri]),
         name=CONV)
+    if wide == ow:
+        return out
+    return te.compute((n, ocb, oh, ow, ob), lambda *i: out[i], name=UNPAD)
+
+
+def pointwise_conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], pixels: int,
+                     out_dtype: str) -> te.Tensor:
+    """A 1×1 unpadded convolution of blocked data as a product over the flattened plane of
+    `pixels` (≥ OH·OW) pixels (see the module's docstring)."""
+    ocb, icb, _, _, ib, ob = (int(d) for d in weight.shape)
+    n, _, h, w, _ = (int(d) for d in data.shape)
+    sy, sx = (int(s) for s in strides)
+    oh, ow = (h - 1) // sy + 1, (w - 1) // sx + 1
+    if (sy, sx) != (1, 1):
+        source = data
+        data = te.compute((n, icb, oh, ow, ib),
+                          lambda b, c, y, x, i: source[b, c, y * sy, x * sx, i], name=GATHER)
+    last = oh * ow - 1
+    rc, ri = te.reduce_axis((0, icb), "rc"), te.reduce_axis((0, ib), "ri")
+
+    def read(b, c, p, i):
+        q = tirx.min(p, last) if pixels > oh * ow else p
+        return data[b, c, q // ow, q % ow, i].astype(out_dtype)
+
+    flat = te.compute((n, ocb, pixels, ob), lambda b, o, p, oi: te.sum(
+        read(b, rc, p, ri) * weight[o, rc, 0, 0, ri, oi].astype(out_dtype), axis=[rc, ri]),
+        name=POINTWISE)
+    return te.compute((n, ocb, oh, ow, ob),
+                      lambda b, o, y, x, oi: flat[b, o, y * ow + x, oi], name="archdsl_unflat")
 
 
 def depthwise_conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int],

@@ -30,7 +30,8 @@ import tvm
 from tvm import relax
 
 from archdsl.backends.tvm.schedules import blocked
-from archdsl.backends.tvm.schedules.common import vector_lanes
+from archdsl.backends.tvm.schedules.common import Machine
+from archdsl.backends.tvm.schedules.conv_blocked import FLAT_PIXELS, pixel_tile
 from archdsl.backends.tvm.schedules.layout import pad_axis, padded, rewrite_functions
 
 __all__ = ["RULES", "Blocked"]
@@ -80,15 +81,19 @@ class Blocked:
         self.block = block
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        return rewrite_functions(
-            mod, lambda m, target: _Rewriter(m, self.block or vector_lanes(target)))
+        def make(m: tvm.IRModule, target: tvm.target.Target) -> _Rewriter:
+            machine = Machine.of(target)
+            return _Rewriter(m, self.block or machine.lanes, machine)
+
+        return rewrite_functions(mod, make)
 
 
 @relax.expr_functor.mutator
 class _Rewriter(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, b: int) -> None:
+    def __init__(self, mod: tvm.IRModule, b: int, machine: Machine) -> None:
         super().__init__(mod)
         self.b = b
+        self.machine = machine
         self.blocked: dict[relax.Var, _Value] = {}
         self.plain: dict[relax.Var, relax.Var] = {}
 
@@ -179,13 +184,32 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
         else:  # too few channels to fill vectors (an image): read as NCHW
             data, ib = rw.visit_expr(x), 1
         packed = relax.const(np.ascontiguousarray(pack_conv(weight, b, ib)))
-        return rw.builder_.call_te(blocked.conv2d, data, packed, **geometry,
+        ocb, plane = packed.value.shape[0], _pointwise_plane(call, ib > 1)
+        if plane is not None:  # tiled as one flat axis, padded to whole tiles
+            _, _, pixels = pixel_tile(ocb, plane, rw.machine)
+            return rw.builder_.call_te(
+                blocked.pointwise_conv2d, data, packed, strides=geometry["strides"],
+                pixels=pixels, out_dtype="float32", primfunc_name_hint="conv2d_blocked"), o
+        _, _, width = pixel_tile(ocb, _shape(call)[3], rw.machine)  # rows of whole tiles
+        return rw.builder_.call_te(blocked.conv2d, data, packed, **geometry, width=width,
                                    primfunc_name_hint="conv2d_blocked"), o
     if groups == channels == o and i == 1:
         packed = relax.const(np.ascontiguousarray(pack_depthwise(weight, b)))
         return rw.builder_.call_te(blocked.depthwise_conv2d, rw.block(x), packed, **geometry,
                                    primfunc_name_hint="depthwise_conv2d_blocked"), o
     return None
+
+
+def _pointwise_plane(call: relax.Call, blocked_input: bool) -> int | None:
+    """The output plane's pixels of a 1×1 unpadded, undilated conv of a blocked input whose
+    plane is small enough to tile flat (`conv_blocked.FLAT_PIXELS`), else None."""
+    a = call.attrs
+    out = _shape(call)
+    if (not blocked_input or any(int(p) for p in a.padding) or any(int(d) != 1 for d in a.dilation)
+            or tuple(call.args[1].value.shape[2:]) != (1, 1) or out is None):
+        return None
+    plane = out[2] * out[3]
+    return plane if plane <= FLAT_PIXELS else None
 
 
 def _elementwise(rw: _Rewriter, call: relax.Call) -> Made:

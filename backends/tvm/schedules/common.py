@@ -12,8 +12,8 @@ import tvm
 from tvm import s_tir, sym, tirx
 
 __all__ = ["Kernel", "Machine", "Plan", "Rule", "constant_read", "divisors", "epilogue_of",
-           "extent", "find_block", "indexed_by", "is_copy", "iter_kinds", "one_reduction",
-           "register_tile", "same", "top_blocks", "vector_lanes"]
+           "extent", "find_block", "indexed_by", "is_copy", "iter_kinds", "load_ratio",
+           "one_reduction", "register_tile", "same", "top_blocks", "vector_lanes"]
 
 Pack = Callable[[np.ndarray], np.ndarray]
 
@@ -76,22 +76,30 @@ class Machine:
     def tile_fits(self, vectors: int, pixels: int) -> bool:
         """Whether a tile of `vectors` weight vectors × `pixels` broadcast inputs keeps its
         accumulators, its weights (held when reused by several pixels) and a broadcast in
-        registers."""
+        registers, with two to spare: the tiles that filled all 16 of AVX2's (3×4, 2×6) were
+        no faster than 2×4 and 4×2, and 2×7 spilled (1.4× slower)."""
         held = vectors if pixels > 1 else 0
-        return vectors * pixels + held + (0 if self.broadcast_operand else 1) <= self.registers
+        need = vectors * pixels + held + (0 if self.broadcast_operand else 1)
+        return need <= self.registers - 2
 
 
-def register_tile(machine: Machine, vectors: list[int], pixels: list[int]) -> tuple[int, int]:
+def load_ratio(vectors: int, pixels: int) -> float:
+    """Loads per FMA of a tile: V weight vectors and P broadcasts feed V·P FMAs."""
+    return (vectors + pixels) / (vectors * pixels)
+
+
+def register_tile(machine: Machine, vectors: list[int], pixels: list[int],
+                  cost: Callable[[int, int], float] = load_ratio) -> tuple[int, int]:
     """(weight vectors, pixels) of a register tile from the allowed counts: among the tiles
     that fit in registers with at least 8 accumulators (enough FMAs in flight to hide their
-    latency: 4 cycles × 2 units), the fewest loads per FMA ((V + P) / V·P), then the most
+    latency: 4 cycles × 2 units), the least `cost` (loads per FMA), then the most
     accumulators, then more vectors; if none has 8, the most accumulators. Measured on AVX2
     (one thread, against ONNX Runtime): 3×4 and 2×4 tiles of a 1×1 conv 0.6-0.85× its time,
     1×14 (as many accumulators, a load per FMA) 1.2×, 2×7 (a register spilled) 1.4×."""
     tiles = [(v, p) for v in vectors for p in pixels if machine.tile_fits(v, p)]
     full = [t for t in tiles if t[0] * t[1] >= 8]
     if full:
-        return min(full, key=lambda t: ((t[0] + t[1]) / (t[0] * t[1]), -t[0] * t[1], -t[0]))
+        return min(full, key=lambda t: (cost(*t), -t[0] * t[1], -t[0]))
     return max(tiles, key=lambda t: (t[0] * t[1], t[0]))
 
 
