@@ -11,6 +11,7 @@ from . import syntax as S
 from ._perf import gc_paused
 from .elaborate import Elaborator, _Abort
 from .errors import ArchErrors, ErrorSink, UsageError, did_you_mean
+from .expr import WorkLimit, metered
 from .ir import Graph
 from .program import Program, load_program
 
@@ -26,18 +27,28 @@ def elaborate(program: Program, arch: str, overrides: dict[str, Any] | None = No
     """Elaborate one architecture of a loaded program into a typed graph (raises ArchErrors)."""
     sink = ErrorSink()
     graph = None
-    try:
-        with gc_paused():
-            graph = Elaborator(program, sink).arch(arch, dict(overrides or {}))
-    except _Abort:
-        pass
-    sink.check()
-    assert graph is not None
-    if graph.budgets:
-        from .budgets import check_budgets
-        for err in check_budgets(graph):
-            sink.add(err)
+    with metered() as meter:
+        try:
+            with gc_paused(), sink.collecting():
+                graph = Elaborator(program, sink).arch(arch, dict(overrides or {}))
+        except _Abort:
+            pass
+        except WorkLimit as exc:
+            with sink.collecting():
+                sink.add(exc.error)
         sink.check()
+        assert graph is not None
+        if graph.budgets:
+            from .budgets import check_budgets
+            meter.where = graph.span
+            try:
+                with sink.collecting():
+                    for err in check_budgets(graph):
+                        sink.add(err)
+            except WorkLimit as exc:
+                with sink.collecting():
+                    sink.add(exc.error)
+            sink.check()
     return graph
 
 
@@ -90,6 +101,16 @@ class Architecture:
         biases/normalization out of params or cost to FLOPs (analysis.Conventions)."""
         from .analysis import analyse
         return analyse(self.graph, dtype=dtype, conventions=conventions)
+
+    def training(self, dtype: str = "float32", freeze: bool = False, train_last: int = 0):
+        """Training costs (archdsl.training.Training): activations kept for backward per
+        image (`.kept`, `.kept_for(batch)`), forward+backward MACs, trainable and frozen
+        parameters, `.memory(batch, "adam")`; `freeze` as `stats --freeze` counts it."""
+        from .analysis import DTYPE_BYTES
+        from .training import costs, trainable_names
+        trains = trainable_names(self.graph, last_stages=train_last) \
+            if freeze or train_last else None
+        return costs(self.graph, DTYPE_BYTES[dtype], trains)
 
     def to_torch(self, num_classes: int | None = None, logits: bool = False):
         """A PyTorch `nn.Module` built from the graph (needs the [torch] extra).
@@ -154,6 +175,12 @@ class Architecture:
 def read_weights(path: str | os.PathLike) -> dict[str, Any]:
     """A state_dict from a file: .safetensors (read as numpy: no torch needed), or a
     torch.save file (needs torch; loaded with weights_only=True)."""
+    from .inputs import check_regular
+    try:
+        check_regular(path)  # a reader would wait on a FIFO, or read /dev/zero forever
+    except OSError as exc:
+        raise ArchErrors([UsageError(f"cannot read weights from {path}: "
+                                     f"{exc.strerror or exc}", None)]) from None
     if str(path).endswith(".safetensors"):
         try:
             from safetensors import safe_open
@@ -206,6 +233,26 @@ def _declared(program: Program, name: str, params: dict[str, Any]) -> dict[str, 
         decl, seen = program.archs.get(decl.target, decl), seen + 1
     names = {p.name for p in getattr(decl, "params", [])}
     return {k: v for k, v in params.items() if k in names}
+
+
+def from_torch(module: Any, input_shape: tuple[int, ...], name: str | None = None,
+               partial: bool = False):
+    """A PyTorch `nn.Module` as an archdsl spec (needs the [torch] extra): returns an
+    `Imported` whose `.text` is the spec and `.load()` the Architecture. `input_shape` is one
+    image's (3, 224, 224). Raises ImportFailed (an ArchError) naming every part archdsl cannot
+    express; `partial=True` writes the network up to the first of them instead."""
+    from .backends import load_backend
+    return load_backend("pytorch.importer").from_torch(module, input_shape, name, partial)
+
+
+def import_model(source: str, input_shape: tuple[int, ...] | None = None,
+                 partial: bool = False, **args: Any):
+    """`archdsl import` in Python: "torchvision:resnet50", "timm:resnet50d" (with timm
+    installed) or "package.module:callable" — which imports and runs that code — called with
+    `args`."""
+    from .backends import load_backend
+    return load_backend("pytorch.importer").import_source(source, args, input_shape,
+                                                          partial=partial)
 
 
 def unique_archs(paths: list[Path], distinct: bool = False) -> list[tuple[Path, str]]:

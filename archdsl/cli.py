@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import gc
-import itertools
-import os
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperArgument, TyperCommand
 
-from . import progress
+from . import interrupt, progress
 from .analysis import DTYPE_BYTES, Conventions, Stats, analyse
-from .api import Architecture, elaborate, named_like_file, select_archs
+from .api import Architecture
+from .cli_import import register as register_import
+from .cli_shell import (
+    _err,
+    _graphs,
+    _note,
+    _one_graph,
+    _out,
+    run,
+)
 from .cli_train import read_labels, register
-from .columns import COLUMNS, choose
-from .errors import ArchError, ArchErrors, UsageError, did_you_mean, last_line
-from .program import Program, load_program
+from .columns import COLUMNS, TRAINING_KEYS, choose
+from .errors import UsageError, last_line
+from .plugins import PluginError, load_plugin
+from .program import display_path
+from .training import DEFAULT_COLUMNS, for_stats
 
 
 class _Command(TyperCommand):
@@ -61,8 +71,18 @@ def _version(show: bool) -> None:
 @app.callback()
 def _main(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="print the version and exit")]
-        = False) -> None:
+        = False,
+        plugin: Annotated[list[str] | None, typer.Option(
+            "--plugin", metavar="MODULE|FILE.py",
+            help="import a module or .py file that registers its own ops (archdsl.plugins); "
+                 "repeatable")] = None) -> None:
     """archdsl: describe, measure and compile neural-network architectures."""
+    for target in plugin or []:
+        try:
+            load_plugin(target)
+        except PluginError as exc:
+            _err().print(f"error: {exc}", markup=False)
+            raise typer.Exit(1) from None
 
 
 class Count(str, Enum):
@@ -89,171 +109,10 @@ ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", metavar="NAME",
                                              help="only this architecture")]
 
 
-if TYPE_CHECKING:
-    from rich.console import Console
-
-
-def _out() -> Console:
-    from rich.console import Console  # not needed by --format json/csv: loaded when used
-    # Piped output keeps whole tables: a width of 80 would crop the numbers.
-    wide = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 220
-    return Console(highlight=False, soft_wrap=False, width=wide)
-
-
-def _err() -> Console:
-    from rich.console import Console
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _note(text: str) -> None:
-    """A console note on stderr (stdout keeps only the results)."""
-    _err().print(f"note: {text}", markup=False, style="yellow")
-
-
 def _random_weights(which: str) -> str:
     return (f"no --weights: the output holds {which} weights, a stand-in for testing speed "
             "and deployment, not a trained network")
 
-
-def parse_value(text: str) -> Any:
-    """A --set value: int, float, true/false, or a word (e.g. norm=bn)."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
-def parse_sets(sets: list[str] | None) -> list[dict[str, Any]]:
-    """--set a=1,2 --set b=x → [{a:1,b:x}, {a:2,b:x}] (the cartesian product)."""
-    axes: list[tuple[str, list[Any]]] = []
-    for item in sets or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip().isidentifier():
-            raise ArchErrors([UsageError(f"--set expects NAME=VALUE, got `{item}`", None,
-                                         "e.g. --set alpha=0.75 or --set resolution=128,160")])
-        axes.append((name.strip(), [parse_value(v) for v in value.split(",")]))
-    names = [n for n, _ in axes]
-    combos = itertools.product(*(v for _, v in axes))
-    return [dict(zip(names, combo, strict=True)) for combo in combos]
-
-
-def _load(specs: list[Path]) -> list[Program]:
-    programs, errors = [], []
-    for spec in specs:
-        try:
-            programs.append(load_program(path=spec))
-        except ArchErrors as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise ArchErrors(errors)
-    return programs
-
-
-def _graphs(specs: list[Path], sets: list[str] | None, arch: str | None,
-            need_graphs: bool = True):
-    """Elaborate every selected architecture under every --set combination; collect errors."""
-    combos = parse_sets(sets)
-    graphs, errors = [], []
-    programs = _load(specs)
-    for program in programs:
-        try:
-            names = (select_archs(program, arch, allow_none=True)
-                     if arch is None or arch in program.archs else [])
-        except ArchErrors as exc:
-            errors.extend(exc.errors)
-            continue
-        for name in names:
-            for combo in combos:
-                try:
-                    graphs.append(Architecture(elaborate(program, name, combo), program))
-                except ArchErrors as exc:
-                    errors.extend(exc.errors)
-    if arch is not None and not graphs and not errors:
-        offered = [n for p in programs for n in p.archs]
-        errors.append(UsageError(f"no spec defines an architecture `{arch}`", None,
-                                 did_you_mean(arch, offered)
-                                 or "they define: " + ", ".join(dict.fromkeys(offered))))
-    elif not graphs and not errors and need_graphs:
-        errors.append(UsageError("these files define blocks but no architecture", None,
-                                 "name a file that has an `arch` (or includes one)"))
-    if errors:
-        raise ArchErrors(_unique(errors))
-    _report_warnings(graphs)
-    return graphs
-
-
-def _unique(errors: list[ArchError]) -> list[ArchError]:
-    """An error in a file that several specs include is reported once."""
-    seen, out = set(), []
-    for e in errors:
-        key = (e.message, e.span and (e.span.file, e.span.line, e.span.col))
-        if key not in seen:
-            seen.add(key)
-            out.append(e)
-    return out
-
-
-def _report_errors(errors: list[ArchError]) -> None:
-    console = _err()
-    _print_diagnostics(console, errors)
-    n = len(errors)
-    console.print(f"{n} error{'s' if n != 1 else ''}", style="bold red")
-
-
-def _print_diagnostics(console: Console, diagnostics: list[ArchError]) -> None:
-    """Errors or warnings, compiler style: `file:line:col: error: ...` with the source
-    line, the caret, notes and a hint; a blank line between two."""
-    for i, err in enumerate(diagnostics):
-        if i:
-            console.print()
-        text = err.render()
-        head, _, rest = text.partition("\n")
-        marker = f"{err.kind}: "
-        style = "bold red" if err.kind == "error" else "bold yellow"
-        where, sep, msg = head.partition(f": {marker}")
-        if sep:
-            console.print(f"{where}: ", end="", markup=False)
-            console.print(marker, style=style, end="")
-            console.print(msg, markup=False)
-        else:
-            console.print(head, markup=False, style=style if not where.startswith(
-                ("note", "hint")) else None)
-        if rest:
-            console.print(rest, markup=False)
-
-
-def _report_warnings(graphs: list) -> None:
-    """The warnings of every graph elaborated, each once (a sweep repeats them), on stderr."""
-    seen, warnings = set(), []
-    for a in graphs:
-        for w in a.graph.warnings:
-            key = (w.message, w.span and (w.span.file, w.span.line, w.span.col))
-            if key not in seen:
-                seen.add(key)
-                warnings.append(w)
-    if warnings:
-        console = _err()
-        _print_diagnostics(console, warnings)
-        console.print()
-
-
-def run(fn) -> None:
-    try:
-        fn()
-    except ArchErrors as exc:
-        _report_errors(exc.errors)
-        raise typer.Exit(1) from None
-    except ArchError as exc:
-        _report_errors([exc])
-        raise typer.Exit(1) from None
-    except ImportError as exc:  # a backend whose framework is missing
-        _err().print(f"error: {exc}", markup=False)
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -290,6 +149,22 @@ def stats(
         "--bias/--no-bias", help="count biases as parameters")] = True,
     norm: Annotated[bool, typer.Option(
         "--norm/--no-norm", help="count normalization scale/shift as parameters")] = True,
+    training: Annotated[bool, typer.Option(
+        "--training", help="training columns too: trainable params, forward+backward MACs, "
+        "activations kept for backward, Adam's memory (all of them: --columns, --wide); "
+        "training facts in JSON and CSV")] = False,
+    batch: Annotated[int, typer.Option(
+        "--batch", min=1, metavar="N", help="images per batch, for the per-batch training "
+        "columns (Kept, SGD and Adam MB)")] = 1,
+    freeze: Annotated[bool, typer.Option(
+        "--freeze", help="train only the head, as archdsl.backends.pytorch.freeze does")]
+    = False,
+    train_last: Annotated[int, typer.Option(
+        "--train-last", min=0, metavar="N", help="with --freeze: the last N stages train too")]
+    = 0,
+    by_kind: Annotated[bool, typer.Option(
+        "--by-kind", help="one row per kind of op (conv, linear, attention, norm...)")]
+    = False,
 ) -> None:
     """Size and cost: params, MACs, memory (and units, weights, connections: --wide).
 
@@ -301,10 +176,34 @@ def stats(
             raise UsageError(f"unknown dtype `{dtype}`", None, "one of " + ", ".join(DTYPE_BYTES))
         per = per_layer or depth is not None
         chosen = choose(columns, wide, per_layer=per)
+        if training and columns is None and not wide:
+            chosen += [COLUMNS[k] for k in DEFAULT_COLUMNS
+                       if (COLUMNS[k].layer if per else COLUMNS[k].arch)]
+        train = training or batch > 1 or freeze or train_last > 0 or by_kind or \
+            any(c.key in TRAINING_KEYS for c in chosen)
         conv = Conventions(bias=bias, norm=norm, count=count.value)
-        all_stats = [analyse(a.graph, dtype, conv) for a in _graphs(specs, set_, arch)]
-        _print_stats(all_stats, per, depth, format, chosen)
+        archs = _graphs(specs, set_, arch)
+        all_stats = [analyse(a.graph, dtype, conv) for a in archs]
+        for a, s in zip(archs, all_stats, strict=True) if train else ():
+            for_stats(s, a.graph, batch, freeze, train_last)
+        if by_kind:
+            _print_kinds(all_stats, format)
+        else:
+            _print_stats(all_stats, per, depth, format, chosen)
     run(body)
+
+
+def _print_kinds(all_stats: list[Stats], fmt: Format) -> None:
+    from . import report, writers
+    if fmt is Format.json:
+        sys.stdout.write(writers.kinds_json(all_stats))
+    elif fmt is Format.csv:
+        sys.stdout.write(writers.kinds_csv(all_stats))
+    elif fmt is Format.markdown:
+        sys.stdout.write("".join(report.kinds_markdown(s) for s in all_stats))
+    else:
+        for s in all_stats:
+            _out().print(report.kinds_table(s))
 
 
 def _print_stats(all_stats: list[Stats], per_layer: bool, depth: int | None,
@@ -338,19 +237,6 @@ def format_(spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SP
     run(body)
 
 
-def _one_graph(spec: Path, set_: list[str] | None, arch: str | None, what: str):
-    """The one architecture a command works on: the one named, else the file's only one or
-    the one named like the file (`named_like_file`)."""
-    archs = _graphs([spec], set_, arch)
-    if arch is None and len({a.name for a in archs}) > 1:
-        main = named_like_file(archs[0].program, [a.name for a in archs])
-        archs = [a for a in archs if a.name in main]
-    if len(archs) != 1:
-        raise UsageError(f"{spec} gives {len(archs)} architectures; {what} takes one",
-                         None, "choose one with --arch (and a single --set value)")
-    return archs[0]
-
-
 @app.command()
 def graph(
     spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
@@ -368,9 +254,10 @@ def graph(
     """Draw the network with Graphviz: boxes per layer (or block), shapes on the edges."""
     def body() -> None:
         from .drawing import draw, render
-        g = _one_graph(spec, set_, arch, "graph").graph
-        target = output or Path(g.name + ".svg")
-        path = render(draw(g, depth, conventions=Conventions(count=count.value)), target)
+        a = _one_graph(spec, set_, arch, "graph")
+        target = output or Path(a.graph.name + ".svg")
+        path = render(draw(a.graph, depth, conventions=Conventions(count=count.value)), target,
+                      inputs=list(a.program.files))
         _out().print(f"wrote {path}", markup=False)
     run(body)
 
@@ -462,19 +349,23 @@ def export(
     """Export the PyTorch model: ONNX (checked, and compared with onnxruntime when installed),
     TorchScript, or a torch.export program. Written atomically."""
     def body() -> None:
+        from .atomic import check_output
         from .backends import load_backend
-        graph = _one_graph(spec, set_, arch, "export").graph
+        a = _one_graph(spec, set_, arch, "export")
+        graph = a.graph
         backend = load_backend("pytorch")
+        from .backends.pytorch.export import SUFFIXES
+        from .backends.pytorch.export import export as do_export
+        target = output or Path(graph.name + SUFFIXES[format.value])
+        inputs = [*a.program.files, *([weights] if weights else [])]
+        check_output(target, inputs)  # before the model is built and exported
         model = backend.to_torch(graph)
         if weights is not None:
             backend.load_weights(model, backend.read_state_dict(weights), strict=True)
         else:
             _note(_random_weights("PyTorch's random initial"))
-        from .backends.pytorch.export import SUFFIXES
-        from .backends.pytorch.export import export as do_export
-        target = output or Path(graph.name + SUFFIXES[format.value])
         with progress.display(f"exporting {graph.name} to {format.value}"):
-            report = do_export(model, graph.input_shape, format.value, target)
+            report = do_export(model, graph.input_shape, format.value, target, inputs=inputs)
         diff = "" if report.max_abs_diff is None else f", max abs diff {report.max_abs_diff:.2g}"
         _out().print(f"wrote {report.path} ({report.bytes / 2**20:.1f} MiB, {report.format}; "
                      f"checked with {report.checked}{diff})", markup=False)
@@ -541,25 +432,27 @@ def compile_(
     """Compile with Apache TVM (Relax) into a deployable shared library, plus a JSON
     manifest beside it. Both are written atomically."""
     def body() -> None:
-        import hashlib
-        import json
-
-        from .atomic import atomic_path
-        from .backends import load_backend
-        if dtype not in ("float32", "float16"):
-            raise UsageError(f"unknown dtype `{dtype}`", None, "float32 or float16")
         a = _one_graph(spec, set_, arch, "compile")
-        load_backend("tvm.build")  # a missing TVM is said before anything else
-        tgt = parse_target(target)
+        build, tgt = _tvm_target(target)
+        try:
+            batch_ = build.check_build_args(batch, dtype)
+        except ValueError as exc:
+            raise UsageError(str(exc), None) from None
         out = output or Path(a.name + ".so")
+        inputs = [*a.program.files, *([weights] if weights else [])]
+        from .atomic import check_output
+        from .backends.tvm.library import manifest_path
+        for path in (out, manifest_path(out)):  # before the compile: it takes minutes
+            check_output(path, inputs)
         if weights is None:
             _note(_random_weights("seeded random"))
         display = progress.display(f"compiling {a.name} for {target} with TVM")
         try:
             with display:
-                compiled = _tvm_compile(a, tgt, weights, batch, dtype, tune, tuning_db, display)
+                compiled = _tvm_compile(a, tgt, weights, batch_, dtype, tune, tuning_db, display)
                 display.stage("writing the library")
-                compiled.export_library(out)
+                _write_library(compiled, out, inputs, _manifest(
+                    a, tgt, dtype, batch_, weights, compiled, display.event, tune))
         except KeyboardInterrupt:
             kept = ("" if display.event is None or not tune else
                     f"; {display.event.database} keeps every trial measured so far: "
@@ -567,33 +460,66 @@ def compile_(
             _err().print(f"interrupted: no library written{kept}", markup=False)
             raise typer.Exit(130) from None
         tuned = display.event
-        manifest = {
-            "arch": a.name, "settings": a.settings, "target": tgt, "dtype": dtype,
-            "cpu": compiled.meta.get("cpu"),
-            "input": [batch, *a.graph.input_shape], "output": [batch, *a.graph.output_shape],
-            "spec_sha256": hashlib.sha256(Path(spec).read_bytes()).hexdigest(),
-            "weights": str(weights) if weights else "random (seed 0)",
-            "compile_seconds": round(compiled.compile_seconds, 2),
-            "tuning": None if tuned is None else {
-                "database": str(tuned.database), "trials_per_kernel": tune,
-                "trials_this_run": tuned.trials, "kernels": tuned.tasks,
-                "kernels_from_database": tuned.applied,
-                "kernels_default_faster": tuned.defaults,
-                "per_kernel": [{"kernel": k.kernel, "uses": k.uses,
-                                "tuned_ms": _ms(k.tuned_s), "default_ms": _ms(k.default_s),
-                                "built_with": k.built_with} for k in tuned.kernels]},
-        }
-        manifest_path = out.with_suffix(out.suffix + ".json")
-        with atomic_path(manifest_path) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         how = ("" if tuned is None else
                f", {tuned.applied} of {tuned.tasks} kernels from the tuning database"
                + (f" ({tuned.defaults} more measured faster with archdsl's default schedule)"
                   if tuned.defaults else ""))
         _out().print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {compiled.device_kind}"
-                     f", compiled in {compiled.compile_seconds:.1f} s{how}) and {manifest_path}",
-                     markup=False)
+                     f", compiled in {compiled.compile_seconds:.1f} s{how}) and "
+                     f"{manifest_path(out)}", markup=False)
     run(body)
+
+
+def _tvm_target(target: str):
+    """The TVM build module and the target, checked before anything is compiled."""
+    from .backends import load_backend
+    build = load_backend("tvm.build")  # a clear message when TVM is missing
+    tgt = parse_target(target)
+    try:
+        build.make_target(tgt)
+    except ValueError as exc:
+        raise UsageError(f"--target {target}: {last_line(exc)}", None,
+                         "llvm (this CPU), llvm -mcpu=NAME (another x86-64: znver4, "
+                         "skylake-avx512...), cuda or cuda:sm_80 (an NVIDIA architecture), a "
+                         "TVM tag such as nvidia/nvidia-h100, or a JSON dict such as "
+                         '{"kind": "llvm", "mcpu": "x86-64-v3"}') from None
+    return build, tgt
+
+
+def _manifest(a: Architecture, tgt: Any, dtype: str, batch: int, weights: Path | None,
+              compiled, tuned, tune: int) -> dict[str, Any]:
+    """What a library's manifest says about its build (Compiled.export_library adds the
+    library's own SHA-256 and metadata)."""
+    return {
+        "arch": a.name, "settings": a.settings, "target": tgt, "dtype": dtype,
+        "input": [batch, *a.graph.input_shape], "output": [batch, *a.graph.output_shape],
+        # every file the spec is made of, not only the root (its includes)
+        "spec_sha256": a.program.sha256(),
+        "spec_files": {display_path(p): d for p, d in a.program.files.items()},
+        "weights": str(weights) if weights else "random (seed 0)",
+        "compile_seconds": round(compiled.compile_seconds, 2),
+        "tuning": None if tuned is None else {
+            "database": str(tuned.database), "trials_per_kernel": tune,
+            "trials_this_run": tuned.trials, "kernels": tuned.tasks,
+            "kernels_from_database": tuned.applied,
+            "kernels_default_faster": tuned.defaults,
+            "per_kernel": [{"kernel": k.kernel, "uses": k.uses,
+                            "tuned_ms": _ms(k.tuned_s), "default_ms": _ms(k.default_s),
+                            "built_with": k.built_with} for k in tuned.kernels]},
+    }
+
+
+def _write_library(compiled, out: Path, inputs: list, manifest: dict[str, Any]) -> None:
+    interrupt.checkpoint()  # not after a Ctrl-C that was swallowed on the way
+    try:
+        compiled.export_library(out, manifest, inputs)
+    except OSError as exc:
+        raise UsageError(f"cannot write {out}: {exc.strerror or exc}", None) from None
+    except RuntimeError as exc:  # TVM runs a C compiler to link the library
+        raise UsageError(f"cannot write {out}: linking the library failed: "
+                         f"{last_line(exc)[:500]}", None,
+                         "TVM links with the C compiler `cc` (or $CXX): is one installed "
+                         "and working?") from None
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -604,17 +530,16 @@ def _ms(seconds: float | None) -> float | None:
 def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dtype: str,
                  tune: int, tuning_db: Path | None, display: Any):
     """Architecture.compile, with tuning's errors told as a user's."""
-    from .backends.tvm.build import make_target
+    from .backends.tvm.lower import WeightsError
     from .backends.tvm.tune import TuningError
-    try:
-        make_target(tgt)
-    except ValueError as exc:  # an unknown target kind, tag or CPU
-        raise UsageError(f"--target: {last_line(exc)}", None) from None
     try:
         return a.compile(tgt, weights, batch, dtype, tune=tune, tuning_db=tuning_db,
                          progress=display)
     except TuningError as exc:
         raise UsageError(str(exc), None) from None
+    except WeightsError as exc:
+        raise UsageError(str(exc), None, "the keys and shapes are the PyTorch backend's: "
+                         "compare with archdsl.load(spec).to_torch().state_dict()") from None
 
 
 # what the last layer makes, as `run` labels it (a library older than this record: scores)
@@ -634,16 +559,20 @@ def run_(
         metavar="FILE", help="class names, one a line (the labels.txt of `archdsl train`)")]
     = None,
 ) -> None:
-    """Run a compiled library (needs only the TVM runtime) and print the top classes."""
+    """Run a compiled library (needs only the TVM runtime) and print the top classes.
+    A library is code: it is loaded only if it matches the SHA-256 its manifest holds."""
     def body() -> None:
         import numpy as np
 
         from .backends import load_backend
-        if not library.exists():
-            raise UsageError(f"no such library: {library}", None)
+        runtime = load_backend("tvm.runtime")
         try:
-            compiled = load_backend("tvm.runtime").Compiled.load(library)
-        except (RuntimeError, OSError) as exc:  # not a library, or its device runtime missing
+            compiled = runtime.Compiled.load(library)
+        except runtime.LibraryError as exc:
+            raise UsageError(str(exc), None, "a library is code: run only libraries you "
+                             "compiled or trust, with the manifest written beside them "
+                             "(docs/limits.md)") from None
+        except (RuntimeError, OSError) as exc:  # its device runtime is missing
             why = last_line(exc).removeprefix(f"{library}: ")
             raise UsageError(f"cannot load {library}: {why}", None) from None
         shape = tuple(compiled.input_shape)
@@ -656,14 +585,12 @@ def run_(
             x = np.random.default_rng(0).standard_normal(shape).astype(compiled.dtype)
         else:
             try:
-                x = np.load(input)
+                x = runtime.read_input(input, shape)
             except (OSError, ValueError) as exc:
-                raise UsageError(f"cannot read {input}: {exc}", None) from None
-            if tuple(x.shape) != shape:
-                raise UsageError(f"{input} has shape {list(x.shape)}; the library takes "
-                                 f"{list(shape)}", None)
+                raise UsageError(f"cannot use {input}: {getattr(exc, 'strerror', None) or exc}",
+                                 None) from None
         try:
-            y = np.asarray(compiled(x.astype(compiled.dtype)))
+            y = np.asarray(compiled(x))
         except RuntimeError as exc:  # e.g. a CUDA library on a machine without the GPU
             raise UsageError(f"cannot run {library} on {compiled.device_kind}: "
                              f"{last_line(exc)}", None) from None
@@ -683,7 +610,7 @@ def ops() -> None:
     """List the ops the language knows, with their syntax."""
     from rich.table import Table
 
-    from .elaborate import _attr_hint
+    from .layer_attrs import attr_hint
     from .ops import ALIASES, OPS
     table = Table(title="archdsl ops")
     for col in ("Op", "Category", "Written", "Aliases", "What it is"):
@@ -692,20 +619,36 @@ def ops() -> None:
         if not op.in_syntax:
             continue
         aliases = ", ".join(a for a, t in ALIASES.items() if t == name)
-        table.add_row(name, op.category, _attr_hint(op).split(" is written ", 1)[1], aliases,
+        table.add_row(name, op.category, attr_hint(op).split(" is written ", 1)[1], aliases,
                       op.doc)
     _out().print(table)
 
 
 register(app)  # train and eval (cli_train.py)
 
+register_import(app)  # import (cli_import.py)
+
 
 def main() -> None:
+    # SIGTERM unwinds like Ctrl-C does: the atomic writer removes its temporary files
+    signal.signal(signal.SIGTERM, _terminate)
+    interrupt.install()  # a Ctrl-C that a library swallows still stops the command
+    # what a library's destructors raise at exit after an interrupt (TVM's worker pools
+    # joining their own thread) is not the user's to read as a traceback
+    sys.unraisablehook = _ignore_unraisable
     # What is loaded by now (archdsl, typer, lark...) lives as long as the process: the
     # garbage collector need not scan it again at every collection (a 10,000-layer stats
     # run spends ~0.05 s less in it; benchmarks/bench_frontend.py).
     gc.freeze()
     app()
+
+
+def _ignore_unraisable(unraisable) -> None:
+    pass
+
+
+def _terminate(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def train(
     weight decay, the learning rate ÷10 on plateaus; top-1/top-5 on a held-out split each
     epoch; safetensors checkpoints; metrics.csv/json and a curves picture in the run's folder.
     """
-    from . import cli
+    from . import cli_shell as cli
     overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
                      weight_decay=weight_decay, optimizer=_value(optimizer),
                      schedule=_value(schedule), patience=patience, lr_drops=lr_drops,
@@ -187,7 +187,7 @@ def _train_here(config) -> int:
 
 def _worker(config) -> None:
     """A process started by `--nproc`: train, telling user errors in words, not tracebacks."""
-    from . import cli
+    from . import cli_shell as cli
     code = 0
 
     def body() -> None:
@@ -247,7 +247,7 @@ def evaluate(
 ) -> None:
     """Evaluate trained weights: top-1/top-5 accuracy, per-class accuracy and a confusion
     matrix picture, from the centre crop or averaged over ten crops."""
-    from . import cli
+    from . import cli_shell as cli
 
     def body() -> None:
         from .backends import load_backend

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .analysis import Row, Stats
+from . import training
+from .analysis import DTYPE_BYTES, Row, Stats
 from .errors import UsageError, did_you_mean
 
 
@@ -36,8 +37,10 @@ class Column:
     drop: int = 0
 
     def title(self, stats: Stats) -> str:
-        """The header as in force: the cost column says MACs or FLOPs (--count)."""
-        return _cost(stats)[0] if self.key == "macs" else self.header
+        """The header as in force: the cost columns say MACs or FLOPs (--count)."""
+        if self.key in ("macs", "train_macs"):
+            return self.header.replace("MACs", _cost(stats)[0])
+        return self.header
 
 
 def _cost(stats: Stats) -> tuple[str, int]:
@@ -58,6 +61,44 @@ def _count(key: str, header: str, doc: str, default: bool, drop: int,
                   default=default, layer_default=True, abbrev=abbrev, drop=drop)
 
 
+def _train(key: str, header: str, kind: str, doc: str, arch, layer=None,
+           abbrev: str | None = None) -> Column:
+    """A training column (archdsl.training; the CLI counts it when one is asked for)."""
+    return Column(key, header, kind, doc, arch=lambda s: arch(s, s.extra["training"]),
+                  layer=None if layer is None else
+                  (lambda s, r: layer(s, training.of_layers(s, r.name))), abbrev=abbrev, drop=2)
+
+
+def _batch(s: Stats) -> int:
+    return s.extra.get("batch", 1)
+
+
+def _bytes(s: Stats, values: int) -> int:
+    return values * DTYPE_BYTES[s.dtype]
+
+
+TRAINING = [
+    _train("trainable", "Trainable", "count", "parameters that train (all, or what --freeze "
+           "leaves)", lambda s, t: t.trainable, lambda s, c: c.trainable),
+    _train("frozen", "Frozen", "count", "parameters --freeze fixes",
+           lambda s, t: t.frozen, lambda s, c: c.frozen),
+    _train("train_macs", "Train MACs", "count", "forward + backward multiply-accumulates",
+           lambda s, t: t.train_macs * _cost(s)[1], lambda s, c: c.train_macs * _cost(s)[1]),
+    _train("kept_img_mb", "Kept MB/img", "mib", "activations kept for backward, per image",
+           lambda s, t: t.kept, lambda s, c: c.kept, abbrev="Kept/img"),
+    _train("kept_mb", "Kept MB", "mib", "activations kept for backward, per batch (--batch)",
+           lambda s, t: t.kept_for(_batch(s)),
+           lambda s, c: c.kept * _batch(s) + c.kept_per_batch),
+    _train("grad_mb", "Grad MB", "mib", "parameter gradients",
+           lambda s, t: _bytes(s, t.trainable), lambda s, c: _bytes(s, c.trainable)),
+    _train("sgd_mb", "SGD MB", "mib", "training memory with SGD and momentum, per batch",
+           lambda s, t: t.memory(_batch(s), "sgd")),
+    _train("adam_mb", "Adam MB", "mib", "training memory with Adam, per batch",
+           lambda s, t: t.memory(_batch(s), "adam")),
+]
+TRAINING_KEYS = frozenset(c.key for c in TRAINING)
+
+
 COLUMNS: dict[str, Column] = {c.key: c for c in [
     Column("input", "Input", "shape", "the input shape, per image",
            arch=lambda s: s.input, default=True, drop=4),
@@ -76,7 +117,9 @@ COLUMNS: dict[str, Column] = {c.key: c for c in [
            arch=lambda s: s.totals["param_bytes"], default=True, drop=5),
     Column("act_mb", "Act. MB", "mib", "activation memory, every layer output (--dtype)",
            arch=lambda s: s.totals["activation_bytes"], default=True, drop=5),
+    *TRAINING,
 ]}
+
 
 
 def choose(names: str | None, wide: bool, per_layer: bool) -> list[Column]:

@@ -10,14 +10,16 @@ Names alone are not enough: layers without a label take consecutive indices, as 
 do (`features.0`, `features.2`, ...), so one layer inserted near the start renumbers all that
 follow it. The two layer sequences are therefore aligned in passes, each on the stretches the
 previous pass left unmatched (the longest in-order matching where the keys are unique, as
-names are; difflib's longest common runs otherwise):
+names are; difflib's longest common runs otherwise, up to a size: archdsl/sequences.py):
 
 1. same name and same content (op, attributes, attached norm/activation, input and output
    shapes) — the unchanged layers;
 2. same content, and the same name once numeric parts are ignored (`features.#`) — unchanged
    layers that were only renumbered (listed in `renamed`, not as changes);
 3. same name, where the name was written (`conv1`, `layer1.0.conv2`) rather than an automatic
-   index (`features.8`) — changed layers;
+   index (`features.8`) — changed layers; then the same content in the same scope under
+   another name (`avgpool` and `0`: a layer one spec labels and the other leaves to its
+   index) — renamed, unchanged;
 4. same op, and the same name once numeric parts are ignored — changed layers, paired in
    order (`features.6` → `features.8` when a norm was added).
 
@@ -33,10 +35,8 @@ The library never prints: `diff_table` gives a rich renderable, `diff_markdown` 
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from difflib import SequenceMatcher
 from typing import Any
 
 from rich.console import Group
@@ -47,8 +47,10 @@ from .analysis import Conventions, analyse
 from .columns import Column
 from .notation import Layer, arch_labels, layer_notation, layers
 from .numfmt import human
-from .ops import Shape, fmt_shape
-from .report import FittedTable
+from .ops import Shape, fmt_shape, same_pad
+from .report import FittedTable, capped, plain
+from .report import md_cell as _md
+from .sequences import matching_pairs, merge_order
 
 # attributes that paper notation (conv3-64/2, maxpool3/2, FC-4096, ...) already shows, or that
 # the input/output shapes explain (a depthwise conv's groups = its input channels)
@@ -198,7 +200,7 @@ def diff_archs(a: Any, b: Any, depth: int | None = 1,
     ga = {r.name: r for r in sa.rollup(depth)}
     gb = {r.name: r for r in sb.rollup(depth)}
     stages = []
-    for name in _merge_order(list(ga), list(gb)):
+    for name in merge_order(list(ga), list(gb)):
         ra, rb = ga.get(name), gb.get(name)
         stages.append(SizeDiff(name, ra.params if ra else 0, rb.params if rb else 0,
                                ra.macs if ra else 0, rb.macs if rb else 0,
@@ -211,6 +213,10 @@ def diff_archs(a: Any, b: Any, depth: int | None = 1,
 
 def _skeleton(name: str) -> str:
     return ".".join("#" if p.isdigit() else p for p in name.split("."))
+
+
+def _scope(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else ""
 
 
 def _content(x: Layer) -> str:
@@ -227,6 +233,7 @@ _PASSES: list[Callable[[Layer], Hashable]] = [
     lambda x: (x.name, _content(x)),
     lambda x: (_skeleton(x.name), _content(x)),
     _semantic_name,
+    lambda x: (_scope(x.name), _content(x)),
     lambda x: (_skeleton(x.name), x.primary.op),
 ]
 
@@ -241,7 +248,7 @@ def _align(a: list[Layer], b: list[Layer]) -> list[tuple[Layer | None, Layer | N
             out.extend((None, y) for y in b[j1:j2])
             return
         key = _PASSES[level]
-        anchors = _matches([key(x) for x in a[i1:i2]], [key(y) for y in b[j1:j2]])
+        anchors = matching_pairs([key(x) for x in a[i1:i2]], [key(y) for y in b[j1:j2]])
         pi = pj = 0
         for i, j in anchors + [(i2 - i1, j2 - j1)]:
             if i > pi or j > pj:
@@ -251,49 +258,6 @@ def _align(a: list[Layer], b: list[Layer]) -> list[tuple[Layer | None, Layer | N
             pi, pj = i + 1, j + 1
 
     run(0, len(a), 0, len(b), 0)
-    return out
-
-
-def _matches(ka: list[Hashable], kb: list[Hashable]) -> list[tuple[int, int]]:
-    """Index pairs of equal keys, increasing on both sides. Keys unique on both sides (names):
-    the longest such chain, in O(n log n) (patience diff); otherwise difflib's matching
-    (longest common runs first)."""
-    if len(set(ka)) == len(ka) and len(set(kb)) == len(kb):
-        where = {k: j for j, k in enumerate(kb)}
-        return _increasing([(i, where[k]) for i, k in enumerate(ka) if k in where])
-    sm = SequenceMatcher(None, ka, kb, autojunk=False)
-    return [(p + t, q + t) for p, q, n in sm.get_matching_blocks() for t in range(n)]
-
-
-def _increasing(pairs: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The longest subsequence of (i, j) pairs (sorted by i) whose j increase."""
-    tails: list[int] = []  # smallest last j of an increasing run of each length
-    ends: list[int] = []  # index in pairs of that last element
-    prev = [-1] * len(pairs)
-    for n, (_, j) in enumerate(pairs):
-        k = bisect_left(tails, j)
-        if k == len(tails):
-            tails.append(j)
-            ends.append(n)
-        else:
-            tails[k], ends[k] = j, n
-        prev[n] = ends[k - 1] if k else -1
-    out = []
-    n = ends[-1] if ends else -1
-    while n >= 0:
-        out.append(pairs[n])
-        n = prev[n]
-    return out[::-1]
-
-
-def _merge_order(a: list[str], b: list[str]) -> list[str]:
-    """The names of both lists, each once, in an order that respects both."""
-    out: list[str] = []
-    sm = SequenceMatcher(None, a, b, autojunk=False)
-    for tag, i1, i2, j1, j2 in sm.get_opcodes():
-        out += a[i1:i2]
-        if tag != "equal":
-            out += [n for n in b[j1:j2] if n not in a]
     return out
 
 
@@ -335,7 +299,7 @@ def _details(x: Layer, y: Layer) -> list[str]:
 
 def _same_pad(a: dict) -> bool:
     """`pad` is the kernel's `same` padding (conv3 pad=1, conv1 pad=0): not worth a mention."""
-    return "k" in a and a.get("pad") == a.get("dilation", 1) * (a["k"] - 1) // 2
+    return "k" in a and a.get("pad") == same_pad(a)
 
 
 def _shapes(shapes: tuple) -> str:
@@ -386,14 +350,15 @@ _STAGE_HEADERS = ["Stage", "Params A", "Params B", "ΔParams", "Params Δ%", "MA
 
 def diff_table(d: ArchDiff) -> Group:
     """A rich renderable: the layer changes, then sizes per stage with the total as footer."""
-    parts: list[Any] = [Text.assemble((d.a, "bold"), " → ", (d.b, "bold"), f": {d.summary}")]
+    parts: list[Any] = [Text.assemble(plain(d.a, "bold"), " → ", plain(d.b, "bold"),
+                                      f": {d.summary}")]
     if d.layers:
         t = Table(title="Layers", title_justify="left")
         for h in _LAYER_HEADERS:
             t.add_column(h, justify="right" if h.startswith("Δ") else "left",
                          overflow="fold", no_wrap=h in ("", "ΔParams", "ΔMACs"))
-        for x in d.layers:
-            t.add_row(*(Text(c) for c in _layer_cells(x)), style=_STYLE[x.kind])
+        capped(t, d.layers, lambda x: [plain(c, _STYLE[x.kind] or "")
+                                       for c in _layer_cells(x)], "layers")
         parts.append(t)
     if d.renamed:
         parts.append(Text(f"{len(d.renamed)} unchanged layers renumbered "
@@ -423,12 +388,8 @@ def _size_values(s: SizeDiff) -> list[Any]:
             s.dmacs, pct(s.pct_macs)]
 
 
-def _md(cell: str) -> str:
-    return cell.replace("|", "\\|")
-
-
 def diff_markdown(d: ArchDiff) -> str:
-    lines = [f"### {d.a} → {d.b}", "", f"{d.summary}."]
+    lines = [f"### {_md(d.a)} → {_md(d.b)}", "", f"{d.summary}."]
     if d.layers:
         lines += ["", "| " + " | ".join(_LAYER_HEADERS) + " |",
                   "|---|---|---|---:|---:|"]
@@ -439,7 +400,7 @@ def diff_markdown(d: ArchDiff) -> str:
     lines += ["", "| " + " | ".join(_STAGE_HEADERS) + " |", "|---|" + "---:|" * 8]
     lines += ["| " + " | ".join(_md(c) for c in _stage_cells(s)) + " |" for s in d.stages]
     lines.append("| **total** | " + " | ".join(_stage_cells(d.total)[1:]) + " |")
-    lines += ["", f"_A = {d.a}, B = {d.b}; MACs = multiply-accumulates_"]
+    lines += ["", f"_A = {_md(d.a)}, B = {_md(d.b)}; MACs = multiply-accumulates_"]
     return "\n".join(lines) + "\n"
 
 

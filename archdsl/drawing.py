@@ -22,11 +22,12 @@ from typing import Any
 import graphviz
 
 from .analysis import Conventions, Row, analyse
-from .atomic import atomic_path
+from .atomic import atomic_path, check_output
 from .errors import UsageError
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
+from .notation import call_notation
 from .numfmt import human
-from .ops import OPS, fmt_shape
+from .ops import OPS, fmt_axes, fmt_shape
 from .windows import pair
 
 # suffix → what dot is asked for (None: the source itself, no `dot` needed)
@@ -156,10 +157,11 @@ def draw(arch_or_graph: Any, depth: int | None = None, *,
     return dot
 
 
-def render(dot: graphviz.Digraph, path: Path) -> Path:
+def render(dot: graphviz.Digraph, path: Path, inputs=()) -> Path:
     """Write a drawing to `path`, in the format its suffix names (.svg .png .pdf .dot/.gv),
-    atomically: a failed render leaves any existing file as it was."""
-    path = Path(path)
+    atomically: a failed render leaves any existing file as it was (archdsl.atomic; never
+    onto one of `inputs`)."""
+    path = check_output(path, inputs)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise UsageError(f"cannot write a drawing as `{path.name}`: unknown suffix "
@@ -183,7 +185,7 @@ def render(dot: graphviz.Digraph, path: Path) -> Path:
                 detail = detail.decode("utf-8", "replace")
             raise UsageError(f"Graphviz `dot` failed writing {path.name}: "
                              f"{(detail or str(exc)).strip()}", None) from None
-    with atomic_path(path) as tmp:
+    with atomic_path(path, inputs) as tmp:
         tmp.write_bytes(data)
     return path
 
@@ -305,7 +307,8 @@ def _describe(node: Node, graph: Graph) -> str:
     """What a layer does, as papers print it: `conv 7×7/2, 64`, `maxpool 3×3/2`, `fc 1000`."""
     a, op = node.attrs, node.op
     if op == "conv":
-        text = f"conv {a['k']}×{a['k']}" + (f"/{a['stride']}" if a["stride"] != 1 else "")
+        text = f"conv {fmt_axes(a['k'])}" + (f"/{fmt_axes(a['stride'], collapse=True)}"
+                                             if a["stride"] != 1 else "")
         ins = graph.inputs(node.id)
         cin = graph.node(ins[0]).shape[0] if ins and graph.node(ins[0]).shape else None
         if a["groups"] > 1 and a["groups"] == cin:
@@ -326,12 +329,12 @@ def _describe(node: Node, graph: Graph) -> str:
     if op == "patch_merging":
         return f"patch merging, {a['out']}"
     if op in ("maxpool", "avgpool"):
-        return f"{op} {a['k']}×{a['k']}/{a['stride']}"
+        return f"{op} {fmt_axes(a['k'])}/{fmt_axes(a['stride'], collapse=True)}"
     if op == "adaptive_avgpool":
-        return f"adaptive_avgpool {a['size']}×{a['size']}"
+        return f"adaptive_avgpool {fmt_axes(a['size'])}"
     if op == "dropout":
         return f"dropout {a['p']:g}"
-    return op
+    return call_notation(node)
 
 
 def _cost(row: Row | None, kind: tuple[str, int]) -> str:

@@ -4,6 +4,8 @@ style questions can be answered, and errors name both the producer and the consu
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,29 +22,25 @@ from .errors import (
     ValueError_,
     did_you_mean,
 )
-from .expr import as_int, evaluate, evaluate_value
+from .expr import (
+    as_int,
+    charge,
+    charge_copy,
+    evaluate,
+    evaluate_value,
+    user_value,
+)
 from .formatter import spec_value
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
-from .ops import (
-    ACTIVATIONS,
-    NORMS,
-    OPS,
-    REQUIRED,
-    AttrSpec,
-    OpDef,
-    OpShapeError,
-    fmt_shape,
-    lookup,
-    spellings,
-    syntax_names,
-)
+from .layer_attrs import Default, count, gather, known_attrs
+from .limits import MAX_DIM, MAX_ELEMENTS, MAX_NESTING, MAX_NODES, MAX_STEPS, exceeded
+from .ops import OPS, OpDef, OpShapeError, chunk_bounds, features, fmt_shape, lookup, syntax_names
+from .plugins import PluginError, lookup_or_load
 from .program import Program
 
 MAX_BLOCK_DEPTH = 64
-MAX_NODES = 2_000_000
-_KERNEL_SUFFIX = re.compile(r"^([A-Za-z_]+?)(\d+)$")
-ATTACH_KEYS = ("norm", "act")
-_ALL_ATTRS = sorted({a for op in OPS.values() for a in op.attrs} | set(ATTACH_KEYS))
+# conv3, maxpool2, conv1x7 (height × width): the kernel as a suffix of the op's name
+_KERNEL_SUFFIX = re.compile(r"^([A-Za-z_]+?)(\d+)(?:x(\d+))?$")
 
 
 class _Abort(Exception):
@@ -85,10 +83,11 @@ class Env:
     """What a statement sees: variable values and the network defaults in force."""
 
     values: dict[str, Any]
-    defaults: dict[str, tuple[S.Expr, dict[str, Any]]]  # attr → (expr, env it is evaluated in)
+    defaults: dict[str, Default]  # attribute → its value in force
     calls: tuple[str, ...] = ()  # the blocks being elaborated, outermost first
 
     def with_values(self, extra: dict[str, Any]) -> Env:
+        charge_copy(self.values)
         return Env({**self.values, **extra}, self.defaults, self.calls)
 
 
@@ -121,11 +120,26 @@ class _CallSink:
 class Elaborator:
     def __init__(self, program: Program, sink: ErrorSink) -> None:
         self.program, self.sink = program, _CallSink(sink)
+        self.depth = 0  # bodies open inside one another (MAX_NESTING)
+        self.repeats: list[tuple[Span, int] | None] = []  # the repetitions being elaborated
+        # the `defaults` attributes met (by id), and those some layer took: the rest apply
+        # to nothing, which is worth a warning
+        self.seen_defaults: dict[int, S.Attr] = {}
+        self.used_defaults: set[int] = set()
+        # `bias=auto` with no norm attached: a bias unless every reader cancels it (a separate
+        # batch norm); node id → the ops that read it, settled once the graph is made
+        self.auto_bias: dict[int, list[str]] = {}
+
+    @staticmethod
+    def _step(span: Span) -> None:
+        """Charge one statement elaborated to the work budget (expr.Meter, MAX_STEPS): work
+        is bounded even where it makes no nodes (`((relu x0) x1999999) x1999999`)."""
+        charge(1, span)
 
     # ------------------------------------------------------------------ architectures
     def arch(self, name: str, overrides: dict[str, Any]) -> Graph:
         decl = self.program.archs[name]
-        span, chain, settings = decl.span, [name], dict(overrides)
+        span, chain, settings = decl.span, [name], self._overrides(overrides)
         while isinstance(decl, S.ArchAlias):  # arch d = c(k=7); arch c = b(...): outermost wins
             base = self._alias_args(decl, name)
             settings = {**base, **settings}
@@ -144,6 +158,17 @@ class Elaborator:
         graph = self._arch_def(decl, settings, name, span)
         graph.given = {k: graph.settings[k] for k in overrides if k in graph.settings}
         return graph
+
+    def _overrides(self, given: dict[str, Any]) -> dict[str, Any]:
+        values = {}
+        for key, value in given.items():
+            try:
+                values[key] = user_value(value, f"the value of `{key}`")
+            except ArchError as exc:
+                self.sink.add(UsageError(exc.message, None, exc.hint))
+        if len(values) < len(given):
+            raise _Abort
+        return values
 
     def _alias_args(self, decl: S.ArchAlias, name: str) -> dict[str, Any]:
         values = {}
@@ -187,7 +212,22 @@ class Elaborator:
         top.names["input"] = None
         cur = self._stmts(stmts, top, self.graph.structure, cur, env)
         self.graph.output_id = cur
+        for nid, readers in self.auto_bias.items():  # bias=auto, no norm attached
+            self.graph.node(nid).attrs["bias"] = not (
+                readers and all(OPS[op].cancels_bias for op in readers))
+        self._warn_unused_defaults()
         return self.graph
+
+    def _warn_unused_defaults(self) -> None:
+        """A `defaults` attribute (or one written on a block call) that no layer took: a
+        misspelt intent (`eps` where no layer has a norm) that would otherwise be silent."""
+        for key, attr in self.seen_defaults.items():
+            if key not in self.used_defaults:
+                self.graph.warnings.append(ArchWarning(
+                    f"`{attr.name}={_shown(attr.value)}` applies to no layer", attr.span,
+                    f"no layer after it, in this body or the blocks it calls, takes "
+                    f"`{attr.name}` from defaults; remove it, or write it on the layers "
+                    "that should have it"))
 
     def _check_kinds(self, decl: S.ArchDef, given: dict[str, Any],
                      values: dict[str, Any]) -> None:
@@ -220,6 +260,11 @@ class Elaborator:
             except ArchError as exc:
                 self.sink.add(exc)
                 raise _Abort from None
+        try:
+            _check_size(tuple(dims), "the input")
+        except OpShapeError as exc:
+            self.sink.add(ValueError_(exc.message, stmt.span, exc.hint))
+            raise _Abort from None
         node = Node(0, "input", "input", {"shape": tuple(dims)}, tuple(dims), stmt.span, 0)
         self.graph.add_node(node, [])
         return 0
@@ -232,6 +277,7 @@ class Elaborator:
                 values[p.name] = given[p.name]
             elif p.default is not None:
                 try:
+                    charge_copy(env)
                     values[p.name] = evaluate_value(p.default, {**env, **values})
                 except ArchError as exc:
                     self.sink.add(exc)
@@ -245,12 +291,14 @@ class Elaborator:
     # ------------------------------------------------------------------ statements
     def _stmts(self, stmts: list, scope: Scope, items: list, cur: int, env: Env) -> int:
         for stmt in stmts:
+            self._step(stmt.span)
             try:
                 if isinstance(stmt, S.Defaults):
                     env = self._defaults(stmt, env)
                 elif isinstance(stmt, S.Let):
                     env = self._let(stmt, env)
                 elif isinstance(stmt, S.Budget):
+                    charge_copy(env.values)
                     self.graph.budgets.append((stmt.expr, dict(env.values)))
                 elif isinstance(stmt, S.Item):
                     cur = self._item(stmt, scope, items, cur, env)
@@ -283,40 +331,68 @@ class Elaborator:
     def _defaults(self, stmt: S.Defaults, env: Env) -> Env:
         new = dict(env.defaults)
         for attr in stmt.attrs:
-            if attr.name not in _ALL_ATTRS:
+            if attr.name not in known_attrs():
                 self.sink.add(NameError_(f"no op has an attribute `{attr.name}`", attr.span,
-                                         did_you_mean(attr.name, _ALL_ATTRS)))
+                                         did_you_mean(attr.name, known_attrs())))
                 continue
-            new[attr.name] = (attr.value, env.values)
+            new[attr.name] = self._default(attr, env.values)
         return Env(env.values, new, env.calls)
 
+    def _default(self, attr: S.Attr, values: dict[str, Any]) -> Default:
+        self.seen_defaults.setdefault(id(attr), attr)
+        return Default(attr.value, values, attr)
+
     def _body(self, body: S.Body, scope: Scope, items: list, cur: int, env: Env) -> int:
-        return self._stmts(body.stmts, scope, items, cur, env)
+        """A bracketed body (a group, a branch, a residual, a block's): every nesting passes
+        here, so MAX_NESTING bounds the recursion of this pass and of every later one."""
+        if self.depth >= MAX_NESTING:
+            self.sink.add(ValueError_(f"blocks, groups and joins nest more than {MAX_NESTING} "
+                                      "deep here", body.span,
+                                      exceeded("nesting of blocks, groups and joins",
+                                               MAX_NESTING)))
+            raise _Abort
+        self.depth += 1
+        try:
+            return self._stmts(body.stmts, scope, items, cur, env)
+        finally:
+            self.depth -= 1
 
     def _item(self, item: S.Item, scope: Scope, items: list, cur: int, env: Env) -> int:
         count = 1
         if item.repeat is not None:
             count = as_int(evaluate(item.repeat, env.values), "a repeat count", item.repeat.span,
                            minimum=0)
-            if count > MAX_NODES:
-                raise ValueError_(f"a repeat count of {count:,} makes more than {MAX_NODES:,} "
-                                  "nodes", item.repeat.span)
-        atom = item.atom
-        single = item.repeat is None
+            if count > MAX_STEPS:
+                raise ValueError_(f"a repeat count of {count:,} exceeds the budget of "
+                                  f"{MAX_STEPS:,} elaboration steps", item.repeat.span,
+                                  exceeded("elaboration steps (statements, repetitions and "
+                                           "expression operations)", MAX_STEPS))
         if count == 0:  # `x{0}`: the item is not there at all, its name included
             return cur
+        self.repeats.append((item.repeat.span, count) if count > 1 else None)
+        try:
+            return self._repeated(item, count, scope, items, cur, env)
+        finally:
+            self.repeats.pop()
+
+    def _repeated(self, item: S.Item, count: int, scope: Scope, items: list, cur: int,
+                  env: Env) -> int:
+        atom = item.atom
+        single = item.repeat is None
         if item.label_template is not None:
             return self._templated(item, count, scope, items, cur, env)
         if item.label is None:
             for i in range(count):
+                self._step(item.span)
                 cur = self._atom(atom, None, scope, items, cur, _repetition(env, item, i))
             return cur
-        if single and (isinstance(atom, (S.Layer, S.Join, S.Residual, S.Gate, S.Dense))):
+        if single and (isinstance(atom, (S.Layer, S.Join, S.Residual, S.Gate, S.Dense, S.Split))):
             # the label names the layer (or block instance, or join node) itself
             return self._atom(atom, (item.label, item.label_span), scope, items, cur, env)
         full = scope.claim(item.label, item.label_span, self.sink)
         sub, sub_items = Scope(full + "."), []
         for i in range(count):
+            self._step(item.span)
             cur = self._atom(atom, None, sub, sub_items, cur, _repetition(env, item, i))
         items.append(ScopeRef(item.label, sub_items))
         return cur
@@ -325,16 +401,16 @@ class Elaborator:
                    env: Env) -> int:
         """`denselayer{i + 1}: dense_layer(32) x6` names each repetition on its own."""
         for i in range(count):
+            self._step(item.span)
             env_i = env.with_values({"i": i})
-            suffix = evaluate(item.label_template, env_i.values)
-            if isinstance(suffix, float) and suffix.is_integer():
-                suffix = int(suffix)
-            label = f"{item.label}{suffix}"
-            if not label.isidentifier():
-                raise ValueError_(f"`{label}` is not a valid name", item.label_span)
+            label = item.label + "".join(_label_part(p, env_i) for p in item.label_template)
+            if not S.VALID_LABEL.match(label):
+                raise ValueError_(f"`{label}` is not a valid name", item.label_span,
+                                  "a name is letters, digits and `_`, in parts joined by `-` "
+                                  "(`layer1`, `block1-0`); no `.`, spaces or other signs")
             atom = item.atom
             if isinstance(atom, S.Layer) and atom.name not in self.program.blocks or \
-                    isinstance(atom, (S.Join, S.Residual, S.Gate, S.Dense)):
+                    isinstance(atom, (S.Join, S.Residual, S.Gate, S.Dense, S.Split)):
                 cur = self._atom(atom, (label, item.label_span), scope, items, cur, env_i)
             else:  # a block call or a group: a scope per repetition
                 full = scope.claim(label, item.label_span, self.sink)
@@ -358,6 +434,8 @@ class Elaborator:
             return self._residual(atom, label, scope, items, cur, env)
         if isinstance(atom, S.Join):
             return self._join(atom.kind, atom.branches, label, atom.span, scope, items, cur, env)
+        if isinstance(atom, S.Split):
+            return self._split(atom, label, scope, items, cur, env)
         if isinstance(atom, S.Gate):
             empty = S.Body([], atom.span)
             return self._join("mul", [empty, atom.body], label, atom.span, scope, items, cur, env)
@@ -366,18 +444,50 @@ class Elaborator:
 
     # ------------------------------------------------------------------ joins
     def _join(self, kind: str, branches: list[S.Body], label, span: Span, scope: Scope,
-              items: list, cur: int, env: Env) -> int:
+              items: list, cur: int, env: Env, parts: list[dict] | None = None) -> int:
+        """Branches from `cur` joined by `kind`; with `parts`, each branch starts from a
+        slice of the channels (`split`)."""
         if len(branches) < 2:
-            raise ValueError_(f"`{kind}` needs at least two branches separated by `|`", span,
-                              f"an empty branch is the identity: {kind} {{ | ... }}")
+            what = "split" if parts is not None else kind
+            raise ValueError_(f"`{what}` needs at least two branches separated by `|`", span,
+                              f"an empty branch is the identity: {what} {{ | ... }}")
         outs, refs = [], []
-        for br in branches:
+        for i, br in enumerate(branches):
             br_items: list = []
-            outs.append(self._body(br, scope, br_items, cur, env))
+            start = cur
+            if parts is not None:
+                start = self._emit("slice", parts[i], [cur], self._name(None, scope), span,
+                                   None)
+                br_items.append(NodeRef(start))
+            outs.append(self._body(br, scope, br_items, start, env))
             refs.append(br_items)
         nid = self._emit(kind, {}, outs, self._name(label, scope), span, None)
         items.append(JoinRef(nid, refs))
         return nid
+
+    def _split(self, sp: S.Split, label, scope: Scope, items: list, cur: int, env: Env) -> int:
+        """ShuffleNet's channel split: branch i gets the i-th part of the channels, the parts
+        are concatenated (torch.chunk's equal parts, or the sizes given)."""
+        shape = self.graph.node(cur).shape
+        if shape is None:  # the error that hid it is reported already
+            return cur
+        channels, n = features(shape), len(sp.branches)
+        if sp.sizes:
+            sizes = [as_int(evaluate(a.value, env.values), "a part's size", a.span)
+                     for a in sp.sizes]
+            if len(sizes) != n or sum(sizes) != channels:
+                raise ShapeError(f"split({', '.join(map(str, sizes))}) cannot cut {channels} "
+                                 f"channels into {n} branches", sp.span,
+                                 f"give {n} sizes that add up to {channels}")
+            ends = list(itertools.accumulate(sizes))
+            parts = [{"start": e - s, "end": e} for s, e in zip(sizes, ends, strict=True)]
+        else:
+            try:
+                parts = [dict(zip(("start", "end"), chunk_bounds(channels, n, i), strict=True))
+                         for i in range(n)]
+            except OpShapeError as exc:
+                raise self._shape_error(exc, sp.span, [cur]) from None
+        return self._join("concat", sp.branches, label, sp.span, scope, items, cur, env, parts)
 
     def _residual(self, res: S.Residual, label, scope: Scope, items: list, cur: int,
                   env: Env) -> int:
@@ -419,11 +529,14 @@ class Elaborator:
         values = self._bind_params(block.params, given, env.values, call.span, call.name)
         defaults = dict(env.defaults)
         for attr in call.attrs:  # attributes on a block call become defaults inside it
-            if attr.name not in _ALL_ATTRS:
+            if attr.name not in known_attrs():
                 raise NameError_(f"no op has an attribute `{attr.name}`", attr.span,
-                                 did_you_mean(attr.name, _ALL_ATTRS))
-            defaults[attr.name] = (attr.value, env.values)
+                                 did_you_mean(attr.name, known_attrs()))
+            defaults[attr.name] = self._default(attr, env.values)
+        charge_copy(env.values)
         inner = Env({**env.values, **values}, defaults, env.calls + (call.name,))
+        if block.inline and label is None and claimed is None:  # as if written here
+            return self._body(block.body, scope, items, cur, inner)
         if claimed is not None:
             name, short = claimed, label[0]
         elif label is None:
@@ -448,7 +561,7 @@ class Elaborator:
             if arg.name is None:
                 if i >= len(names):
                     got = sum(a.name is None for a in call.args or [])
-                    raise ValueError_(f"`{call.name}` takes {_count(len(names), 'argument')}"
+                    raise ValueError_(f"`{call.name}` takes {count(len(names), 'argument')}"
                                       f", got {got}", arg.span,
                                       f"{call.name}({_param_list(block.params, bare=True)})")
                 key = names[i]
@@ -466,7 +579,9 @@ class Elaborator:
     def _layer(self, layer: S.Layer, label, scope: Scope, items: list, cur: int,
                env: Env) -> int:
         op, kernel = self._resolve(layer)
-        attrs, attach = self._layer_attrs(layer, op, kernel, env)
+        gathered = gather(layer, op, kernel, env.defaults, env.values)
+        self.used_defaults.update(id(d.attr) for d in gathered.used)
+        attrs = gathered.values
         in_shape = self.graph.node(cur).shape
         if op.advice is not None and in_shape is not None:
             self._advise(op.advice(attrs, [in_shape]), layer.span)
@@ -483,13 +598,9 @@ class Elaborator:
         name = scope.claim(primary_label, label[1] if label else None, self.sink)
         nid = self._emit(op_name, attrs, [cur], name, layer.span, None)
         items.append(NodeRef(nid))
-        for key in ATTACH_KEYS:
-            kind = attach.get(key)
-            if kind is None:
-                continue
+        for kind, sub_attrs in gathered.attached:
             sub_label = _attached_label(primary_label, kind, scope, label is not None)
             sub_name = scope.claim(sub_label, layer.span, self.sink, report=not clash)
-            sub_attrs = _defaults_of(OPS[kind])
             cur_sub = self._emit(kind, sub_attrs, [items[-1].id], sub_name, layer.span, nid)
             items.append(NodeRef(cur_sub))
         return items[-1].id
@@ -504,82 +615,34 @@ class Elaborator:
             self.graph.warnings.append(self.sink.located(ArchWarning(advice[0], span,
                                                                      advice[1])))
 
-    def _resolve(self, layer: S.Layer) -> tuple[OpDef, int | None]:
+    def _resolve(self, layer: S.Layer) -> tuple[OpDef, int | tuple[int, int] | None]:
+        """The op a layer names, and the kernel its name's suffix gives (`conv1x7`): a
+        registered op first, then an installed plugin's (whose lookup reads every installed
+        package's entry points: only for a name nothing else explains)."""
         op = lookup(layer.name)
         if op is not None and op.in_syntax:
             return op, None
         m = _KERNEL_SUFFIX.match(layer.name)
-        if m:
-            op = lookup(m.group(1))
+        for find in (lookup, lambda name: self._plugin(name, layer)):
+            op = find(layer.name)
+            if op is not None and op.in_syntax:
+                return op, None
+            op = find(m.group(1)) if m else None
             if op is not None and op.in_syntax and op.kernel:
-                return op, int(m.group(2))
+                k = int(m.group(2))
+                return op, (k if m.group(3) is None else (k, int(m.group(3))))
             if op is not None and op.in_syntax:
                 raise ValueError_(f"`{m.group(1)}` takes no kernel size", layer.name_span,
                                   f"write `{m.group(1)}` without the digits")
         raise NameError_(f"unknown op or block `{layer.name}`", layer.name_span,
                          _suggest(layer.name, self.program.blocks))
 
-    def _layer_attrs(self, layer: S.Layer, op: OpDef, kernel: int | None,
-                     env: Env) -> tuple[dict[str, Any], dict[str, str | None]]:
-        raw: dict[str, tuple[Any, Span, dict]] = {}  # attr → (expr or value, span, env)
-
-        def put(key: str, value, span: Span, where: dict) -> None:
-            if key in raw:
-                raise ValueError_(f"`{key}` is given twice", span)
-            raw[key] = (value, span, where)
-
-        if kernel is not None:
-            put(op.kernel, S.Expr("num", (kernel,), layer.name_span), layer.name_span, {})
-        for part, slot, what in ((layer.channels, op.dash, "-N count"),
-                                 (layer.stride, op.slash, "/S stride")):
-            if part is not None:
-                if slot is None:
-                    raise ValueError_(f"`{layer.name}` takes no {what}", part.span)
-                put(slot, part, part.span, env.values)
-        allowed = set(op.attrs) | (set(ATTACH_KEYS) if op.attaches else set())
-        for i, arg in enumerate(layer.args or []):
-            if arg.name is None:
-                if i >= len(op.positional):
-                    got = sum(a.name is None for a in layer.args or [])
-                    raise ValueError_(f"`{layer.name}` takes "
-                                      f"{_count(len(op.positional), 'positional argument')}"
-                                      f", got {got}", arg.span,
-                                      _attr_hint(op) if op.positional else "use name=value")
-                put(op.positional[i], arg.value, arg.span, env.values)
-            else:
-                self._check_attr_name(arg.name, allowed, op, arg.span)
-                put(arg.name, arg.value, arg.span, env.values)
-        for attr in layer.attrs:
-            self._check_attr_name(attr.name, allowed, op, attr.span)
-            put(attr.name, attr.value, attr.span, env.values)
-        from_defaults = set(op.attrs) | set(op.default_attach if op.attaches else ())
-        for key, (expr, where) in env.defaults.items():
-            if key in from_defaults and key not in raw:
-                raw[key] = (expr, expr.span, where)
-        values: dict[str, Any] = {}
-        attach: dict[str, str | None] = {}
-        for key in sorted(allowed):
-            if key in raw:
-                expr, span, where = raw[key]
-                value = evaluate(expr, where) if isinstance(expr, S.Expr) else expr
-                if key in ATTACH_KEYS:
-                    attach[key] = _attach_value(key, value, span)
-                else:
-                    values[key] = _convert(op.attrs[key], value, key, span, layer.name)
-            elif key in op.attrs:
-                spec = op.attrs[key]
-                if spec.default is REQUIRED:
-                    raise ValueError_(f"`{layer.name}` needs {_describe(key, op)}", layer.span,
-                                      _attr_hint(op))
-                values[key] = spec.default
-        if values.get("bias") == "auto":  # a bias is redundant before a normalization
-            values["bias"] = attach.get("norm") is None
-        return values, attach
-
-    def _check_attr_name(self, name: str, allowed: set[str], op: OpDef, span: Span) -> None:
-        if name not in allowed:
-            raise NameError_(f"`{op.name}` has no attribute `{name}`", span,
-                             did_you_mean(name, allowed) or _attr_hint(op))
+    @staticmethod
+    def _plugin(name: str, layer: S.Layer) -> OpDef | None:
+        try:
+            return lookup_or_load(name)
+        except PluginError as exc:
+            raise NameError_(str(exc), layer.name_span) from None
 
     # ------------------------------------------------------------------ nodes
     def _name(self, label, scope: Scope) -> str:
@@ -589,19 +652,35 @@ class Elaborator:
 
     def _emit(self, op: str, attrs: dict, inputs: list[int], name: str, span: Span,
               layer: int | None, hint: str | None = None) -> int:
+        if len(set(inputs)) < len(inputs):  # the graph holds one edge per pair of nodes
+            raise ValueError_(f"this {op} would take the same tensor twice: its branches (or "
+                              "its body and shortcut) are all the identity", span,
+                              "give the body or a branch a layer (found by tests/core/"
+                              "test_fuzz_grammar.py)")
         nid = self.graph.node_count
         if nid >= MAX_NODES:
-            self.sink.add(ValueError_(f"the network has more than {MAX_NODES} nodes", span))
+            outer = next((r for r in self.repeats if r is not None), None)
+            notes = [] if outer is None else [(f"repeated {outer[1]:,} times here", outer[0])]
+            self.sink.add(ValueError_(f"the network has more than {MAX_NODES:,} nodes", span,
+                                      exceeded("nodes in one architecture", MAX_NODES),
+                                      notes))
             raise _Abort
         shapes = [self.graph.node(i).shape for i in inputs]
         shape = None
         if all(s is not None for s in shapes):
             try:
                 shape = tuple(OPS[op].shape(attrs, shapes))  # type: ignore[arg-type]
+                _check_size(shape, f"this {op}'s output")
             except OpShapeError as exc:
                 self.sink.add(self._shape_error(exc, span, inputs, hint))
+                shape = None
         node = Node(nid, name, op, attrs, shape, span, nid if layer is None else layer)
         self.graph.add_node(node, inputs)
+        for i in inputs:  # what reads a layer whose bias=auto is still open
+            if i in self.auto_bias:
+                self.auto_bias[i].append(op)
+        if attrs.get("bias") == "auto":
+            self.auto_bias[nid] = []
         return nid
 
     def _shape_error(self, exc: OpShapeError, span: Span, inputs: list[int],
@@ -620,6 +699,38 @@ class Elaborator:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def _check_size(shape: tuple[int, ...], what: str) -> None:
+    """Every tensor within MAX_DIM per dimension and MAX_ELEMENTS in all: the counts of
+    analysis stay plain numbers, and no backend is asked for petabytes."""
+    big = next((d for d in shape if d > MAX_DIM), None)
+    if big is not None:
+        raise OpShapeError(f"{what} has a dimension of {big:,}",
+                           exceeded("one dimension of a tensor", MAX_DIM))
+    elements = math.prod(shape)
+    if elements > MAX_ELEMENTS:
+        raise OpShapeError(f"{what} has {elements:,} elements per image",
+                           exceeded("the elements of one tensor", MAX_ELEMENTS))
+
+
+def _shown(value: S.Expr) -> str:
+    """An attribute's value as written, for messages."""
+    span = value.span
+    line = span.source_line()
+    if span.end_line == span.line and line:
+        return line[span.col - 1:span.end_col - 1]
+    return "..."
+
+
+def _label_part(part: str | S.Expr, env: Env) -> str:
+    """A word of a label template as it is, an expression's value as text (2.0 → 2)."""
+    if isinstance(part, str):
+        return part
+    value = evaluate(part, env.values)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
 
 def _alias_value(arg: S.Arg, sink: ErrorSink) -> Any:
     if arg.name is None:
@@ -649,96 +760,6 @@ def _attached_label(primary: str, kind: str, scope: Scope, labelled: bool) -> st
     return f"{primary}_{kind}"
 
 
-def _attach_value(key: str, value: Any, span: Span) -> str | None:
-    choices = NORMS if key == "norm" else ACTIVATIONS
-    if value in (None, False, "none"):
-        return None
-    name = str(value).lower()
-    op = lookup(name)
-    if op is None or op.name not in choices:
-        words = [w for w in spellings(choices) if w.isidentifier()]  # attribute values
-        raise ValueError_(f"`{key}={value}` is not one of: none, {', '.join(words)}", span,
-                          did_you_mean(str(value), words))
-    return op.name
-
-
-def _convert(spec: AttrSpec, value: Any, key: str, span: Span, owner: str) -> Any:
-    what = f"`{key}` of `{owner}`"
-    if spec.type == "int":
-        if value is None and spec.default is None:
-            return None
-        minimum = None if spec.minimum is None else int(spec.minimum)
-        return as_int(value, what, span, minimum=minimum)
-    if spec.type == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError_(f"{what} must be a number, got {value!r}", span)
-        if spec.minimum is not None and value < spec.minimum:
-            raise ValueError_(f"{what} must be at least {spec.minimum}, got {value}", span)
-        if spec.maximum is not None and value > spec.maximum:
-            raise ValueError_(f"{what} must be at most {spec.maximum}, got {value}", span)
-        return float(value)
-    if spec.type == "bias" and value == "auto":
-        return value
-    if spec.type in ("bool", "bias"):
-        if isinstance(value, bool):
-            return value
-        if value in (0, 1):
-            return bool(value)
-        raise ValueError_(f"{what} must be true or false, got {value!r}", span)
-    if spec.type == "pad":
-        if value in ("same", "valid"):
-            return value
-        if isinstance(value, str):
-            raise ValueError_(f"{what} must be same, valid or a number, got {value!r}", span,
-                              did_you_mean(value, ["same", "valid"]))
-        return as_int(value, what, span, minimum=0)
-    if spec.type == "pair":
-        return _pair(spec, value, what, span)
-    if spec.type == "choice":
-        if value not in spec.choices:
-            raise ValueError_(f"{what} must be one of {', '.join(spec.choices)}, got {value!r}",
-                              span, did_you_mean(str(value), spec.choices))
-        return value
-    raise ValueError_(f"{what} cannot be set", span)
-
-
-def _pair(spec: AttrSpec, value: Any, what: str, span: Span) -> int | tuple[int, int]:
-    """A size per axis: `7` or `[7, 7]` (kept as 7), `[7, 9]` (height, width)."""
-    minimum = None if spec.minimum is None else int(spec.minimum)
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise ValueError_(f"{what} must be one number or [height, width], got "
-                              f"{len(value)} values", span)
-        h, w = (as_int(v, what, span, minimum=minimum) for v in value)
-        return h if h == w else (h, w)
-    return as_int(value, what, span, minimum=minimum)
-
-
-def _defaults_of(op: OpDef) -> dict[str, Any]:
-    return {k: s.default for k, s in op.attrs.items() if s.default is not REQUIRED}
-
-
-def _describe(key: str, op: OpDef) -> str:
-    if key == op.dash:
-        return f"a -N count ({key})"
-    if key == op.kernel:
-        return f"a kernel size ({key})"
-    return f"`{key}`"
-
-
-def _attr_hint(op: OpDef) -> str:
-    parts = [op.name + ("K" if op.kernel else "") + ("-N" if op.dash else "")
-             + ("/S" if op.slash else "")]
-    if op.positional:
-        parts[0] += "(" + ", ".join(op.positional) + ")"
-    names = [k for k in op.attrs if k not in (op.kernel, op.dash, op.slash)]
-    if op.attaches:
-        names += list(ATTACH_KEYS)
-    if names:
-        parts.append("attributes: " + ", ".join(names))
-    return f"{op.name} is written {parts[0]}" + (f"; {parts[1]}" if len(parts) > 1 else "")
-
-
 def _suggest(name: str, blocks) -> str | None:
     m = _KERNEL_SUFFIX.match(name)
     candidates = syntax_names() + list(blocks)
@@ -756,10 +777,6 @@ def _kind(value: Any) -> str:
     if isinstance(value, (int, float)):
         return "a number"
     return "a list" if isinstance(value, list) else "a word"
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def _param_list(params: list[S.Param], bare: bool = False) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from .formatter import attr_value
 from .ir import Graph, JoinRef, Node, NodeRef, ScopeRef
 from .ops import OPS, Shape
 
@@ -71,12 +72,13 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
     if op == "conv":
         k, out, s, g = a["k"], a["out"], a.get("stride", 1), a.get("groups", 1)
         cin = in_shape[0] if in_shape else None
+        k = attr_value("k", k)
         if g > 1 and g == cin:
             text = f"dwconv{k}" + ("" if out == cin else f"-{out}")
         else:
             text = f"conv{k}-{out}"
         if stride and s != 1:
-            text += f"/{s}"
+            text += f"/{attr_value('stride', s)}"
         if g > 1 and g != cin:
             text += f" groups={g}"
         if a.get("dilation", 1) != 1:
@@ -99,9 +101,9 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
         k, s = a["k"], a["stride"]
         if k == 2 and s == 2:
             return op
-        return f"{op}{k}" + (f"/{s}" if stride else "")
+        return f"{op}{attr_value('k', k)}" + (f"/{attr_value('stride', s)}" if stride else "")
     if op == "adaptive_avgpool":
-        return f"adaptive_avgpool({a['size']})"
+        return f"adaptive_avgpool({attr_value('size', a['size'])})"
     if op == "lrn":
         return "LRN"
     if op == "softmax":
@@ -109,7 +111,17 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
     if op == "dropout":
         p = a.get("p", 0.5)
         return "dropout" if p == 0.5 else f"dropout({p:g})"
-    return op
+    return call_notation(node)
+
+
+def call_notation(node: Node) -> str:
+    """Any other op as it is called, with its positional arguments where they are not the
+    defaults: `channel_shuffle(2)`, `slice(0, 58)`, `leakyrelu(0.2)`, `relu`."""
+    opdef = OPS[node.op]
+    args = [(k, node.attrs.get(k)) for k in opdef.positional]
+    if all(v == opdef.attrs[k].default for k, v in args):
+        return node.op
+    return f"{node.op}({', '.join(attr_value(k, v) for k, v in args)})"
 
 
 def _size(value: int | tuple[int, int]) -> str:

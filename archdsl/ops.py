@@ -3,12 +3,14 @@
 Analysis and every backend ask these declarations; nothing else switches on op names.
 Counting conventions (Grosse & Ba, CSC421 "Convolutional networks", and DESIGN.md):
 
-- units: output activations of a layer, C·H·W per image (0 for ops that only re-view data).
-- weights: multiplicative weights only (K·K·Cin/groups·Cout for conv, in·out for FC, 4·D² for
-  attention's projections, one per feature for a layer scale) and learned embeddings (class
-  token, position embedding).
+- units: output activations of a layer, C·H·W per image (0 for ops that only re-view or route
+  data: flatten, tokens, token, slice, channel_shuffle, concat, dropout).
+- weights: multiplicative weights only (Kh·Kw·Cin/groups·Cout for conv, in·out for FC, 4·D² for
+  attention's projections, one per feature for a layer scale, prelu's learned slopes) and
+  learned embeddings (class token, position embedding).
 - params: every trainable parameter: weights + biases + normalization scale/shift.
-- connections: units × fan-in, for conv (K·K·Cin/groups), FC (in) and pooling windows (K·K).
+- connections: units × fan-in, for conv (Kh·Kw·Cin/groups), FC (in) and pooling windows
+  (Kh·Kw).
 - MACs: multiply-accumulates of weighted layers (the MobileNet paper's Mult-Adds,
   torchvision's "GFLOPS"); for attention the projections plus QKᵀ and A·V (L²·D each);
   FLOPs = 2 × MACs.
@@ -16,6 +18,7 @@ Counting conventions (Grosse & Ba, CSC421 "Convolutional networks", and DESIGN.m
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +57,32 @@ class AttrSpec:
     doc: str = ""
 
 
+def _nothing(a: dict, ins: list[Shape], out: Shape) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class Keeps:
+    """What an op keeps for its backward pass when it trains, as PyTorch's autograd does
+    (measured with saved_tensors_hooks; tests/backends/test_training_memory.py): what the
+    gradient of its input needs (`for_input`), and what the gradients of its own parameters
+    need (`for_params`) — "inputs" (its input tensors), "output", "extra" (tensors of its
+    own: `extra` values per image in the activation dtype plus `extra_bytes` per image, such
+    as max pooling's int64 indices, and `per_batch` values however large the batch: batch
+    norm's batch mean and 1/σ)."""
+
+    for_input: tuple[str, ...] = ()
+    for_params: tuple[str, ...] = ()
+    extra: Callable[[dict, list[Shape], Shape], int] = _nothing
+    extra_bytes: Callable[[dict, list[Shape], Shape], int] = _nothing
+    per_batch: Callable[[dict, list[Shape], Shape], int] = _nothing
+
+
+_INPUTS = Keeps(("inputs",))
+_OUTPUT = Keeps(("output",))
+_FOR_WEIGHTS = Keeps((), ("inputs",))  # conv/FC/linear: their input, for the weight gradient
+
+
 @dataclass(frozen=True)
 class OpDef:
     name: str
@@ -82,6 +111,9 @@ class OpDef:
     total_connections: Callable[[dict, list[Shape], Shape], int] | None = None
     makes_units: bool = True
     weighted: bool = False  # MACs = connections
+    # subtracts a per-channel mean (batch norm): a bias on the layer before has no effect, so
+    # `bias=auto` there means none, even when the norm is written as a layer of its own
+    cancels_bias: bool = False
     # the tensors a layer holds at inference, suffix → shape, keyed like PyTorch's state_dict
     # ("weight", "running_mean", "out_proj.weight"; "" is a tensor registered under the
     # layer's own name, like torchvision's `class_token`); backends and tests read this
@@ -91,6 +123,11 @@ class OpDef:
     # those of `tensors` that are computed from the attributes rather than learned (buffers
     # like Swin's relative_position_index): suffix → values, flat and row-major
     derived: Callable[[dict, list[Shape], Shape], dict[str, tuple]] = lambda a, ins, out: {}
+    # a user-defined op's own lowerings, by backend ("pytorch", "tvm"); the built-in ops'
+    # are in each backend's table (archdsl.plugins.register_op)
+    lowerings: dict[str, Callable] = field(default_factory=dict)
+    keeps: Keeps = Keeps()  # what it keeps for backward in training
+    view: bool = False  # its output is a view of its input (no memory of its own)
 
     def params(self, attrs: dict, ins: list[Shape], out: Shape) -> int:
         return self.weights(attrs, ins, out) + self.biases(attrs, ins, out)
@@ -141,28 +178,42 @@ def _window(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool)
 
 def _conv_like(a: dict, ins: list[Shape], op: str, channels: int) -> Shape:
     c, h, w = _spatial(ins, op)
-    k, s, p, d = a["k"], a["stride"], a["pad"], a.get("dilation", 1)
+    (kh, kw), (sh, sw), (ph, pw) = pair(a["k"]), pair(a["stride"]), pair(a["pad"])
+    dh, dw = pair(a.get("dilation", 1))
     ceil = a.get("ceil", False)
-    ho, wo = (_window(x, k, s, p, d, ceil) for x in (h, w))
+    ho, wo = _window(h, kh, sh, ph, dh, ceil), _window(w, kw, sw, pw, dw, ceil)
     if ho < 1 or wo < 1:
         raise OpShapeError(
-            f"spatial size shrinks below 1: a {k}×{k} window with stride {s} and padding {p} "
-            f"on a {h}×{w} input gives {max(ho, 0)}×{max(wo, 0)}",
+            f"spatial size shrinks below 1: a {fmt_axes(a['k'])} window with stride "
+            f"{fmt_axes(a['stride'], collapse=True)} and padding "
+            f"{fmt_axes(a['pad'], ',', collapse=True)} on a {h}×{w} "
+            f"input gives {max(ho, 0)}×{max(wo, 0)}",
             "use a larger input resolution, padding (pad=same), or fewer downsampling layers")
     return (channels, ho, wo)
 
 
-def _same_pad(a: dict) -> int:
-    return (a.get("dilation", 1) * (a["k"] - 1)) // 2
+def axes(values: tuple[int, int]) -> int | tuple[int, int]:
+    """The canonical form of a per-axis attribute: an int when both axes agree."""
+    return values[0] if values[0] == values[1] else values
+
+
+def same_pad(a: dict) -> int | tuple[int, int]:
+    d, k = pair(a.get("dilation", 1)), pair(a["k"])
+    return axes((d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2))
 
 
 def _resolve_pad(a: dict) -> dict:
     pad = a["pad"]
     if pad == "same":
-        a["pad"] = _same_pad(a)
+        a["pad"] = same_pad(a)
     elif pad == "valid":
         a["pad"] = 0
     return a
+
+
+def kernel_area(a: dict) -> int:
+    kh, kw = pair(a["k"])
+    return kh * kw
 
 
 # ---------------------------------------------------------------- conv / fc
@@ -203,17 +254,17 @@ def _conv_shape(a: dict, ins: list[Shape]) -> Shape:
 
 
 def _conv_weights(a: dict, ins: list[Shape], out: Shape) -> int:
-    return a["k"] * a["k"] * (ins[0][0] // a["groups"]) * a["out"]
+    return kernel_area(a) * (ins[0][0] // a["groups"]) * a["out"]
 
 
 _CONV_ATTRS = {
     "out": AttrSpec("int", REQUIRED, 1, doc="output channels (conv3-64)"),
-    "k": AttrSpec("int", REQUIRED, 1, doc="kernel size (the digits in conv3)"),
-    "stride": AttrSpec("int", 1, 1, doc="stride (conv7-64/2)"),
-    "pad": AttrSpec("pad", "same", doc="same | valid | N"),
-    "dilation": AttrSpec("int", 1, 1),
+    "k": AttrSpec("pair", REQUIRED, 1, doc="kernel size: the digits in conv3, or conv1x7"),
+    "stride": AttrSpec("pair", 1, 1, doc="stride (conv7-64/2; stride=1x2 per axis)"),
+    "pad": AttrSpec("pad", "same", doc="same | valid | N | H,W"),
+    "dilation": AttrSpec("pair", 1, 1),
     "groups": AttrSpec("int", 1, 1),
-    "bias": AttrSpec("bias", "auto", doc="auto: a bias unless a norm follows"),
+    "bias": AttrSpec("bias", "auto", doc="auto: none with norm=, or before a batch norm"),
 }
 
 
@@ -234,15 +285,16 @@ def _pool_prepare(name: str) -> Callable[[dict, list[Shape]], tuple[str, dict]]:
 
 def _pool_shape(a: dict, ins: list[Shape]) -> Shape:
     c = _spatial(ins, "pooling")[0]
-    if a["pad"] * 2 > a["k"]:
-        raise OpShapeError(f"pooling padding {a['pad']} is more than half the window {a['k']}")
+    if any(p * 2 > k for p, k in zip(pair(a["pad"]), pair(a["k"]), strict=True)):
+        raise OpShapeError(f"pooling padding {fmt_axes(a['pad'], ',')} is more than half the "
+                           f"window {fmt_axes(a['k'])}")
     return _conv_like(a, ins, "pooling", c)
 
 
 _POOL_ATTRS = {
-    "k": AttrSpec("int", 2, 1, doc="window (maxpool3)"),
-    "stride": AttrSpec("int", None, 1, doc="stride (maxpool3/2); default: the window"),
-    "pad": AttrSpec("pad", "valid", doc="valid (default) | same | N"),
+    "k": AttrSpec("pair", 2, 1, doc="window (maxpool3, maxpool1x3)"),
+    "stride": AttrSpec("pair", None, 1, doc="stride (maxpool3/2); default: the window"),
+    "pad": AttrSpec("pad", "valid", doc="valid (default) | same | N | H,W"),
     "ceil": AttrSpec("bool", False, doc="round the output size up (PyTorch ceil_mode)"),
 }
 
@@ -269,13 +321,14 @@ def _adaptive_window_sum(size: int, out: int) -> int:
 
 def _adaptive_shape(a: dict, ins: list[Shape]) -> Shape:
     c, h, w = _spatial(ins, "adaptive pooling")
-    return (c, a["size"], a["size"])
+    return (c, *pair(a["size"]))
 
 
 def _adaptive_connections(a: dict, ins: list[Shape], out: Shape) -> int:
     # PyTorch's adaptive windows differ in size; sum them exactly over all units
     c, h, w = ins[0]
-    return c * _adaptive_window_sum(h, a["size"]) * _adaptive_window_sum(w, a["size"])
+    oh, ow = pair(a["size"])
+    return c * _adaptive_window_sum(h, oh) * _adaptive_window_sum(w, ow)
 
 
 # ---------------------------------------------------------------- features, tokens
@@ -389,6 +442,29 @@ def _window_attention_macs(a: dict, ins: list[Shape], out: Shape) -> int:
         hidden = a["mlp_hidden"]
         macs += table_rows(plan.window) * (2 * hidden + hidden * a["heads"])
     return macs
+
+
+def _window_attention_kept(a: dict, ins: list[Shape], out: Shape) -> int:
+    """What torchvision's shifted_window_attention keeps, per image, over the P positions of
+    the padded map in windows of N tokens: the qkv projection's input, Q, K and V, the
+    output projection's input (P·C each) and the attention weights (P·N per head); v2's
+    cosine attention also Q, K and V as one tensor, normalized Q and K with their norms, and
+    the unscaled weights (measured: tests/backends/test_training_memory.py)."""
+    plan = _window_plan(a, ins)
+    positions, c, heads = plan.padded[0] * plan.padded[1], ins[0][0], a["heads"]
+    kept = 5 * positions * c + positions * plan.tokens * heads
+    if a["cosine"]:
+        kept += 3 * positions * c + 4 * positions * heads + positions * plan.tokens * heads
+    return kept
+
+
+def _window_attention_per_batch(a: dict, ins: list[Shape], out: Shape) -> int:
+    """v2's position-bias MLP runs once per batch: its hidden layer over the offset table,
+    the bias it makes (per head, N×N) and the logit scale."""
+    if a["position_bias"] != "mlp":
+        return 0
+    plan = _window_plan(a, ins)
+    return table_rows(plan.window) * a["mlp_hidden"] + a["heads"] * (plan.tokens ** 2 + 1)
 
 
 def _window_attention_tensors(a: dict, ins: list[Shape], out: Shape) -> dict[str, Shape]:
@@ -508,6 +584,76 @@ def _concat_shape(a: dict, ins: list[Shape]) -> Shape:
     return (sum(s[0] for s in ins),) + tuple(first[1:])
 
 
+# ---------------------------------------------------------------- channel routing
+
+def _slice_shape(a: dict, ins: list[Shape]) -> Shape:
+    n, start, end = features(ins[0]), a["start"], a["end"]
+    if not start < end <= n:
+        raise OpShapeError(f"channels {start} to {end} (end excluded) are not a part of the "
+                           f"{n} of a {fmt_shape(ins[0])} input",
+                           f"give 0 <= start < end <= {n}")
+    return _with_features(ins[0], end - start)
+
+
+def chunk_bounds(channels: int, n: int, index: int) -> tuple[int, int]:
+    """Where the `index`-th of `n` chunks starts and ends, as torch.chunk cuts: ceil(C/n)
+    channels each, the last one what is left."""
+    size = -(-channels // n)
+    start = index * size
+    if start >= channels:
+        raise OpShapeError(f"{channels} channels make {-(-channels // size)} chunks of {size}, "
+                           f"not {index + 1}", "torch.chunk gives fewer chunks when the "
+                           "channels run out; use slice(start, end)")
+    return start, min(channels, start + size)
+
+
+def _chunk_prepare(a: dict, ins: list[Shape]) -> tuple[str, dict]:
+    if a["index"] >= a["n"]:
+        raise OpShapeError(f"chunk {a['index']} of {a['n']} does not exist",
+                           f"chunks are numbered 0 to {a['n'] - 1}")
+    start, end = chunk_bounds(features(ins[0]), a["n"], a["index"])
+    return "slice", {"start": start, "end": end}
+
+
+def _shuffle_shape(a: dict, ins: list[Shape]) -> Shape:
+    c = _spatial(ins, "channel_shuffle")[0]
+    if c % a["groups"]:
+        raise OpShapeError(f"{a['groups']} groups must divide the {c} channels")
+    return ins[0]
+
+
+def _affine_shape(a: dict, ins: list[Shape]) -> Shape:
+    n = features(ins[0])
+    for key in ("scale", "shift"):
+        if len(a[key]) not in (1, n):
+            raise OpShapeError(f"`{key}` has {len(a[key])} values for {n} channels",
+                               "give one value, or one per channel")
+    return ins[0]
+
+
+CHANNEL_OPS = [
+    OpDef("slice", "shape",
+          "channels start to end (end excluded) of a C×H×W map; of each token's features, or "
+          "of a vector: slice(0, 58)",
+          attrs={"start": AttrSpec("int", REQUIRED, 0), "end": AttrSpec("int", REQUIRED, 1)},
+          positional=("start", "end"), shape=_slice_shape, makes_units=False, view=True),
+    OpDef("chunk", "shape",
+          "the index-th of n parts of the channels, as torch.chunk cuts them: chunk(2, 1)",
+          attrs={"n": AttrSpec("int", REQUIRED, 1), "index": AttrSpec("int", REQUIRED, 0)},
+          positional=("n", "index"), prepare=_chunk_prepare, lowers_to="slice"),
+    OpDef("channel_shuffle", "shape",
+          "ShuffleNet's shuffle: the channels as G groups, transposed: channel_shuffle(2)",
+          attrs={"groups": AttrSpec("int", REQUIRED, 1)}, positional=("groups",),
+          shape=_shuffle_shape, makes_units=False),
+    OpDef("affine", "scale",
+          "a fixed scale and shift per channel, x·scale + shift (torchvision's GoogLeNet and "
+          "Inception transform_input): affine(scale=[0.458, 0.448, 0.45], shift=[...])",
+          attrs={"scale": AttrSpec("floats", (1.0,), doc="one value, or one per channel"),
+                 "shift": AttrSpec("floats", (0.0,), doc="one value, or one per channel")},
+          positional=("scale", "shift"), shape=_affine_shape),
+]
+
+
 def _flatten_shape(a: dict, ins: list[Shape]) -> Shape:
     return (math.prod(ins[0]),)
 
@@ -516,8 +662,86 @@ def _in_features(ins: list[Shape]) -> int:
     return math.prod(ins[0])
 
 
-def _act(name: str, doc: str, **attrs: AttrSpec) -> OpDef:
-    return OpDef(name, "act", doc, attrs=dict(attrs), positional=tuple(attrs))
+def _act(name: str, doc: str, keeps: Keeps = _INPUTS, **attrs: AttrSpec) -> OpDef:
+    return OpDef(name, "act", doc, attrs=dict(attrs), positional=tuple(attrs), keeps=keeps)
+
+
+def _positions(shape: Shape) -> int:
+    """Positions a per-position op normalizes over: pixels of a map, tokens, or 1."""
+    return math.prod(shape) // features(shape)
+
+
+def _keeps_dropped(a: dict, ins: list[Shape], out: Shape) -> int:
+    # PyTorch's CPU dropout keeps a mask of the activation dtype (CUDA's: 1 byte a value)
+    return math.prod(out) if a["p"] > 0 else 0
+
+
+def _attention_kept(a: dict, ins: list[Shape], out: Shape) -> int:
+    """Q, K, V and the heads' output (L·D each) and one log-sum-exp per head and token, as
+    PyTorch's fused attention keeps them (without attention dropout)."""
+    n, d = ins[0]
+    return 4 * n * d + a["heads"] * n
+
+
+def _prelu_slopes(a: dict, ins: list[Shape]) -> int:
+    return ins[0][0] if a["per_channel"] else 1
+
+
+def _prelu_shape(a: dict, ins: list[Shape]) -> Shape:
+    if a["per_channel"] and len(ins[0]) == 2:  # PyTorch's slopes follow dim 1: the tokens
+        raise OpShapeError("a slope per channel needs a C×H×W map or a vector, got a sequence "
+                           f"{fmt_shape(ins[0])}", "use one slope (per_channel=false)")
+    return ins[0]
+
+
+def _celu_shape(a: dict, ins: list[Shape]) -> Shape:
+    if a["alpha"] == 0:
+        raise OpShapeError("celu's alpha must not be 0 (it divides by it)")
+    return ins[0]
+
+
+_ALPHA = AttrSpec("float", 1.0, doc="the scale of the negative part")
+_INPUT_AND_ONE_MORE = Keeps(("inputs", "extra"), extra=lambda a, ins, out: math.prod(out))
+
+# The activations of torch.nn that classifiers use, each usable as a layer and as `act=`.
+# They compute elementwise (softmax and log_softmax over channels), make C·H·W units and have
+# no weights, except prelu's learned slopes (one, or one per channel: params).
+ACTIVATION_OPS = [
+    _act("relu", "rectified linear unit", _OUTPUT),
+    _act("relu6", "ReLU capped at 6 (MobileNet)"),
+    _act("sigmoid", "logistic sigmoid", _OUTPUT),
+    _act("tanh", "hyperbolic tangent", _OUTPUT),
+    _act("gelu", "Gaussian error linear unit; approximate=tanh for its tanh form",
+         approximate=AttrSpec("choice", "none", choices=("none", "tanh"))),
+    _act("swish", "x·sigmoid(x), a.k.a. SiLU"),
+    _act("hardswish", "x·relu6(x+3)/6 (MobileNetV3)"),
+    _act("hardsigmoid", "relu6(x+3)/6 (MobileNetV3's squeeze-and-excitation gate)"),
+    _act("hardtanh", "x clipped to [min_val, max_val]: hardtanh(-1, 1)",
+         min_val=AttrSpec("float", -1.0), max_val=AttrSpec("float", 1.0)),
+    _act("leakyrelu", "x, or negative_slope·x below 0: leakyrelu(0.2)",
+         negative_slope=AttrSpec("float", 0.01)),
+    _act("elu", "x, or alpha·(exp(x) − 1) below 0 (Clevert et al. 2016)", alpha=_ALPHA),
+    OpDef("celu", "act", "max(0, x) + min(0, alpha·(exp(x/alpha) − 1)) (Barron 2017)",
+          attrs={"alpha": AttrSpec("float", 1.0, doc="not 0")}, positional=("alpha",),
+          shape=_celu_shape, keeps=_INPUTS),
+    _act("selu", "scale·elu(x, alpha) with SNNs' fixed constants (Klambauer et al. 2017)"),
+    _act("softplus", "log(1 + exp(beta·x))/beta, x itself where beta·x > threshold",
+         beta=AttrSpec("float", 1.0), threshold=AttrSpec("float", 20.0)),
+    _act("mish", "x·tanh(softplus(x)) (Misra 2019)"),
+    # two tensors each: the input and an intermediate of the output's size (1 + |x|; the
+    # buffer of log_sigmoid_forward), as autograd keeps them
+    _act("softsign", "x / (1 + |x|)", _INPUT_AND_ONE_MORE),
+    _act("logsigmoid", "log(sigmoid(x))", _INPUT_AND_ONE_MORE),
+    OpDef("prelu", "act", "x, or a learned slope·x below 0 (He et al. 2015); "
+          "per_channel=true learns one slope per channel",
+          attrs={"per_channel": AttrSpec("bool", False),
+                 "init": AttrSpec("float", 0.25, doc="initial slope")}, shape=_prelu_shape,
+          weights=lambda a, ins, out: _prelu_slopes(a, ins),
+          tensors=lambda a, ins, out: {"weight": (_prelu_slopes(a, ins),)},
+          keeps=Keeps(("inputs",), ("inputs",))),
+    _act("softmax", "softmax over channels", _OUTPUT),
+    _act("log_softmax", "log of the softmax over channels", _OUTPUT),
+]
 
 
 OPS: dict[str, OpDef] = {op.name: op for op in [
@@ -527,9 +751,9 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           attrs=_CONV_ATTRS, kernel="k", dash="out", slash="stride", attaches=True,
           prepare=_conv_prepare, shape=_conv_shape, weights=_conv_weights,
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
-          fan_in=lambda a, ins, out: a["k"] * a["k"] * ins[0][0] // a["groups"], weighted=True,
-          tensors=lambda a, ins, out: {
-              "weight": (a["out"], ins[0][0] // a["groups"], a["k"], a["k"]),
+          fan_in=lambda a, ins, out: kernel_area(a) * ins[0][0] // a["groups"], weighted=True,
+          keeps=_FOR_WEIGHTS, tensors=lambda a, ins, out: {
+              "weight": (a["out"], ins[0][0] // a["groups"], *pair(a["k"])),
               **({"bias": (a["out"],)} if a["bias"] else {})}),
     OpDef("dwconv", "conv", "depthwise convolution (groups = input channels): dwconv3/2",
           attrs={**_CONV_ATTRS, "out": AttrSpec("int", None, 1, doc="default: input channels")},
@@ -540,7 +764,7 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           dash="out", attaches=True, default_attach=("act",), shape=_fc_shape,
           weights=lambda a, ins, out: _in_features(ins) * a["out"],
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
-          fan_in=lambda a, ins, out: _in_features(ins), weighted=True,
+          fan_in=lambda a, ins, out: _in_features(ins), weighted=True, keeps=_FOR_WEIGHTS,
           tensors=lambda a, ins, out: _matrix(a, _in_features(ins))),
     OpDef("linear", "linear",
           "fully connected layer at every position: over the channels of each pixel of a "
@@ -550,24 +774,33 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           dash="out", attaches=True, default_attach=("act",), shape=_linear_shape,
           weights=lambda a, ins, out: features(ins[0]) * a["out"],
           biases=lambda a, ins, out: a["out"] if a["bias"] else 0,
-          fan_in=lambda a, ins, out: features(ins[0]), weighted=True,
+          fan_in=lambda a, ins, out: features(ins[0]), weighted=True, keeps=_FOR_WEIGHTS,
           tensors=lambda a, ins, out: _matrix(a, features(ins[0]))),
     OpDef("maxpool", "pool", "max pooling: maxpool (2×2/2), maxpool3/2", attrs=_POOL_ATTRS,
           kernel="k", slash="stride", prepare=_pool_prepare("maxpool"), shape=_pool_shape,
-          fan_in=lambda a, ins, out: a["k"] * a["k"]),
+          fan_in=lambda a, ins, out: kernel_area(a),
+          keeps=Keeps(("inputs", "extra"), extra_bytes=lambda a, ins, out: 8 * math.prod(out))),
     OpDef("avgpool", "pool", "average pooling (padding counted, as in PyTorch): avgpool2/2",
           attrs=_POOL_ATTRS, kernel="k", slash="stride", prepare=_pool_prepare("avgpool"),
-          shape=_pool_shape, fan_in=lambda a, ins, out: a["k"] * a["k"]),
+          shape=_pool_shape, fan_in=lambda a, ins, out: kernel_area(a), keeps=_INPUTS),
     OpDef("gap", "pool", "global average pooling: C×H×W to C×1×1, or L×D tokens to their "
           "mean D-vector", shape=_global_shape, fan_in=_global_fan_in),
     OpDef("gmp", "pool", "global max pooling: C×H×W to C×1×1, or L×D tokens to a D-vector",
-          shape=_global_shape, fan_in=_global_fan_in),
-    OpDef("adaptive_avgpool", "pool", "adaptive average pooling to C×S×S: adaptive_avgpool(7)",
-          attrs={"size": AttrSpec("int", REQUIRED, 1)}, positional=("size",),
-          shape=_adaptive_shape, total_connections=_adaptive_connections),
+          shape=_global_shape, fan_in=_global_fan_in,
+          # a map's max pooling keeps int64 indices; tokens' maximum (amax), its output
+          keeps=Keeps(("inputs", "extra"),
+                      extra=lambda a, ins, out: math.prod(out) if len(ins[0]) == 2 else 0,
+                      extra_bytes=lambda a, ins, out: 8 * math.prod(out)
+                      if len(ins[0]) == 3 else 0)),
+    OpDef("adaptive_avgpool", "pool",
+          "adaptive average pooling to C×S×S, or C×H×W: adaptive_avgpool(7), adaptive_avgpool(4x6)",
+          attrs={"size": AttrSpec("pair", REQUIRED, 1)}, positional=("size",),
+          shape=_adaptive_shape, total_connections=_adaptive_connections, keeps=_INPUTS),
     OpDef("bn", "norm", "batch normalization (inference: scale and shift per channel)",
           attrs={"eps": AttrSpec("float", 1e-5, 0), "momentum": AttrSpec("float", 0.1, 0)},
-          biases=lambda a, ins, out: 2 * ins[0][0],
+          cancels_bias=True, biases=lambda a, ins, out: 2 * ins[0][0],
+          keeps=Keeps(("inputs", "extra"), ("inputs", "extra"),
+                      per_batch=lambda a, ins, out: 2 * ins[0][0]),
           tensors=lambda a, ins, out: {k: (ins[0][0],) for k in (
               "weight", "bias", "running_mean", "running_var")}),
     OpDef("layernorm", "norm",
@@ -575,37 +808,37 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           "of each pixel of a C×H×W map (ConvNeXt), the features of each token (ViT), or a "
           "vector: layernorm eps=1e-6",
           attrs={"eps": AttrSpec("float", 1e-5, 0)},
-          biases=lambda a, ins, out: 2 * features(ins[0]), tensors=_norm_tensors),
+          biases=lambda a, ins, out: 2 * features(ins[0]), tensors=_norm_tensors,
+          keeps=Keeps(("inputs", "extra"), ("inputs", "extra"),  # and a mean and 1/σ each
+                      extra=lambda a, ins, out: 2 * _positions(ins[0]))),
     OpDef("layerscale", "scale",
           "a learned scale per feature, initialised to `init` (CaiT, ConvNeXt): layerscale(1e-6)",
           attrs={"init": AttrSpec("float", 1e-6, doc="initial value of every scale")},
           positional=("init",), weights=lambda a, ins, out: features(ins[0]),
-          tensors=lambda a, ins, out: {"": _scale_shape(ins)}),
+          keeps=_FOR_WEIGHTS, tensors=lambda a, ins, out: {"": _scale_shape(ins)}),
     OpDef("lrn", "norm", "local response normalization across channels (Krizhevsky et al.)",
           attrs={"size": AttrSpec("int", 5, 1), "alpha": AttrSpec("float", 1e-4),
                  "beta": AttrSpec("float", 0.75), "k": AttrSpec("float", 2.0)},
-          positional=("size",)),
+          # PyTorch's LocalResponseNorm is a composite: it keeps the squares padded by the
+          # window across channels, and the power's base and result
+          positional=("size",), keeps=Keeps(("inputs", "extra"), extra=lambda a, ins, out: (
+              (out[0] + a["size"] - 1 + 2 * out[0]) * math.prod(out[1:])))),
     OpDef("dropout", "regularizer", "dropout (identity at inference): dropout, dropout(0.4)",
           attrs={"p": AttrSpec("float", 0.5, 0, maximum=1)}, positional=("p",),
-          makes_units=False),
+          makes_units=False, keeps=Keeps(("extra",), extra=_keeps_dropped)),
     OpDef("droppath", "regularizer",
           "stochastic depth: drops a residual branch per sample in training (identity at "
           "inference): droppath(0.2)",
           attrs={"p": AttrSpec("float", 0.0, 0, maximum=1)}, positional=("p",),
-          makes_units=False),
-    _act("relu", "rectified linear unit"),
-    _act("relu6", "ReLU capped at 6 (MobileNet)"),
-    _act("sigmoid", "logistic sigmoid"),
-    _act("tanh", "hyperbolic tangent"),
-    _act("gelu", "Gaussian error linear unit"),
-    _act("swish", "x·sigmoid(x), a.k.a. SiLU"),
-    _act("hardswish", "x·relu6(x+3)/6 (MobileNetV3)"),
-    _act("softmax", "softmax over channels"),
+          makes_units=False,  # keeps one mask value per sample
+          keeps=Keeps(("extra",), extra=lambda a, ins, out: 1 if a["p"] > 0 else 0)),
+    *ACTIVATION_OPS,
+    *CHANNEL_OPS,
     OpDef("flatten", "shape", "flatten C×H×W to a vector", shape=_flatten_shape,
-          makes_units=False),
+          makes_units=False, view=True),
     OpDef("tokens", "shape",
           "a C×H×W map as a sequence of H·W tokens of C features (row by row; ViT's patches)",
-          shape=_tokens_shape, makes_units=False),
+          shape=_tokens_shape, makes_units=False, view=True),
     OpDef("class_token", "sequence",
           "prepends a learned token to an L×D sequence (BERT's [class], ViT): L+1 × D",
           shape=_class_token_shape, makes_units=False,
@@ -626,6 +859,7 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           weights=lambda a, ins, out: 4 * ins[0][1] ** 2,
           biases=lambda a, ins, out: 4 * ins[0][1],
           total_connections=_attention_macs, weighted=True,
+          keeps=Keeps(("extra",), ("inputs", "extra"), extra=_attention_kept),
           tensors=lambda a, ins, out: {
               "in_proj_weight": (3 * ins[0][1], ins[0][1]), "in_proj_bias": (3 * ins[0][1],),
               "out_proj.weight": (ins[0][1], ins[0][1]), "out_proj.bias": (ins[0][1],)}),
@@ -651,7 +885,9 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           positional=("heads",), shape=_window_attention_shape,
           weights=_learned("weights"), biases=_learned("biases"),
           total_connections=_window_attention_macs, weighted=True,
-          tensors=_window_attention_tensors, derived=_window_attention_derived),
+          tensors=_window_attention_tensors, derived=_window_attention_derived,
+          keeps=Keeps(("extra",), ("extra",), extra=_window_attention_kept,
+                      per_batch=_window_attention_per_batch)),
     OpDef("patch_merging", "linear",
           "Swin's patch merging: each 2×2 neighbourhood of a C×H×W map concatenated (4C), layer "
           "normalization, a linear reduction without bias to `out` (default 2C); odd sizes "
@@ -663,7 +899,12 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           dash="out", prepare=_merge_prepare, shape=_merge_shape,
           weights=lambda a, ins, out: 4 * ins[0][0] * a["out"],
           biases=lambda a, ins, out: 2 * (a["out"] if a["post_norm"] else 4 * ins[0][0]),
-          fan_in=lambda a, ins, out: 4 * ins[0][0], weighted=True, tensors=_merge_tensors),
+          fan_in=lambda a, ins, out: 4 * ins[0][0], weighted=True, tensors=_merge_tensors,
+          # the 2×2 neighbourhoods concatenated (once), what the norm normalizes with its
+          # mean and 1/σ per position, and (v2) the reduction's output the norm reads
+          keeps=Keeps(("extra",), ("extra",), extra=lambda a, ins, out: (
+              math.prod(out) if a["post_norm"] else 4 * ins[0][0] * out[1] * out[2])
+              + 4 * ins[0][0] * out[1] * out[2] + 2 * out[1] * out[2])),
     OpDef("grid", "shape",
           "L×D tokens back to a D×H×W map, row by row (the inverse of `tokens`): grid, "
           "grid(14), grid(7, 28)",
@@ -672,11 +913,11 @@ OPS: dict[str, OpDef] = {op.name: op for op in [
           positional=("h", "w"), shape=_grid_shape, makes_units=False),
     OpDef("token", "shape", "one token of an L×D sequence as a D-vector: token(0)",
           attrs={"index": AttrSpec("int", REQUIRED, 0)}, positional=("index",),
-          shape=_token_shape, makes_units=False),
+          shape=_token_shape, makes_units=False, view=True),
     OpDef("add", "join", "elementwise sum of branches (residual join)", arity=(2, 0),
           in_syntax=False, shape=_add_shape),
     OpDef("mul", "join", "elementwise product with broadcasting (gating)", arity=(2, 0),
-          in_syntax=False, shape=_mul_shape),
+          in_syntax=False, shape=_mul_shape, keeps=_INPUTS),
     OpDef("concat", "join", "concatenation along channels", arity=(2, 0), in_syntax=False,
           shape=_concat_shape, makes_units=False),
 ]}
@@ -687,7 +928,10 @@ ALIASES: dict[str, str] = {
     "layer_scale": "layerscale", "mhsa": "attention", "self_attention": "attention",
     "cls_token": "class_token", "position_embedding": "pos_embedding",
     "batchnorm": "bn", "soft-max": "softmax",
-    "silu": "swish", "globalavgpool": "gap", "global_avgpool": "gap", "gavgpool": "gap",
+    "silu": "swish", "hard_swish": "hardswish", "hswish": "hardswish",
+    "hard_sigmoid": "hardsigmoid", "hsigmoid": "hardsigmoid", "hard_tanh": "hardtanh",
+    "leaky_relu": "leakyrelu", "lrelu": "leakyrelu", "logsoftmax": "log_softmax",
+    "log_sigmoid": "logsigmoid", "globalavgpool": "gap", "global_avgpool": "gap", "gavgpool": "gap",
     "global_maxpool": "gmp", "max_pool": "maxpool", "avg_pool": "avgpool",
     "depthwise": "dwconv", "stochastic_depth": "droppath", "drop_path": "droppath",
     "shifted_window_attention": "window_attention", "w_msa": "window_attention",
@@ -695,8 +939,42 @@ ALIASES: dict[str, str] = {
     "untokens": "grid", "to_map": "grid",
 }
 
-ACTIVATIONS = tuple(n for n, op in OPS.items() if op.category == "act")
-NORMS = ("bn", "lrn", "layernorm")
+# Attribute names other tools use, and how archdsl writes them (a hint on an unknown attribute).
+ATTR_SPELLINGS: dict[str, str] = {
+    **dict.fromkeys(("kh", "kw", "kernel_h", "kernel_w", "kernel_size", "kernel"),
+                    "the kernel is `k`, one number or one per axis: k=3, k=1x7 (or conv1x7-C)"),
+    **dict.fromkeys(("padding", "pad_h", "pad_w", "ph", "pw"),
+                    "padding is `pad`: same, valid, a number or one per axis: pad=0,3"),
+    **dict.fromkeys(("strides", "stride_h", "stride_w", "sh", "sw"),
+                    "the stride is `/S` or `stride`, one per axis: stride=1x2"),
+    "out_channels": "output channels are written `-N` (conv3-64) or `out=N`",
+    "out_features": "output features are written `-N` (FC-1000) or `out=N`",
+    "num_groups": "groups are `groups=G`",
+    "shuffle": "a channel shuffle is a layer of its own: channel_shuffle(G)",
+}
+
+@functools.cache
+def attachable(key: str | None = None) -> tuple[str, ...]:
+    """The ops `norm=` (key "norm") or `act=` (key "act") may name; both without a key.
+    (Asked for every layer: cached, and forgotten when an op is registered: `ops_changed`.)"""
+    categories = ("norm", "act") if key is None else (key,)
+    return tuple(n for n, op in OPS.items() if op.category in categories and op.in_syntax)
+
+
+_CACHED: list = [attachable]
+
+
+def cached_on_ops(fn):
+    """A function of the registered ops alone, computed once until an op is registered or
+    removed (archdsl.plugins calls `ops_changed`)."""
+    fn = functools.cache(fn)
+    _CACHED.append(fn)
+    return fn
+
+
+def ops_changed() -> None:
+    for fn in _CACHED:
+        fn.cache_clear()
 
 
 def lookup(name: str) -> OpDef | None:
@@ -718,3 +996,11 @@ def syntax_names() -> list[str]:
 
 def fmt_shape(shape: Shape | None) -> str:
     return "?" if shape is None else "×".join(str(d) for d in shape)
+
+
+def fmt_axes(value: int | tuple[int, int], sep: str = "×", collapse: bool = False) -> str:
+    """A per-axis attribute for people: 3 → 3×3 (3 with `collapse`), (1, 7) → 1×7 (`sep`
+    between the axes)."""
+    if collapse and isinstance(value, int):
+        return str(value)
+    return sep.join(str(v) for v in pair(value))

@@ -38,11 +38,13 @@ from typing import Any
 
 from rich.cells import cell_len
 from rich.table import Table
-from rich.text import Text
 
 from .analysis import Conventions, analyse
 from .notation import Layer, arch_labels, branch_ids, layer_notation, layers, shortcut_ids
 from .ops import OPS, fmt_shape
+from .report import capped, plain
+from .report import md_cell as _md
+from .sequences import merge_order
 
 SHOWN_CATEGORIES = ("conv", "linear", "attention", "pool", "norm")
 TIMES = "×"
@@ -92,7 +94,7 @@ def config_table(archs: list[Any], depth: int = 1, names: list[str] | None = Non
     per_arch = [_stages(a.graph, depth) for a in archs]
     keys: list[tuple[str, int]] = []
     for stages in per_arch:
-        keys = _merge(keys, list(stages))
+        keys = merge_order(keys, list(stages))
     counts: dict[str, int] = {}
     for group, i in keys:
         counts[group] = max(counts.get(group, 0), i + 1)
@@ -175,18 +177,6 @@ def _count_runs(entries: list[str]) -> list[str]:
     return out
 
 
-def _merge(keys: list, more: list) -> list:
-    """Both key lists, each key once, in an order that respects both."""
-    from difflib import SequenceMatcher
-    out: list = []
-    sm = SequenceMatcher(None, keys, more, autojunk=False)
-    for tag, i1, i2, j1, j2 in sm.get_opcodes():
-        out += keys[i1:i2]
-        if tag != "equal":
-            out += [k for k in more[j1:j2] if k not in keys]
-    return out
-
-
 # ---------------------------------------------------------------- renderers
 
 def paper_table_rich(t: PaperTable) -> PaperTableRich:
@@ -223,17 +213,14 @@ class PaperTableRich:
         title = "Configurations" + (f" (columns {group[0] + 1}–{group[-1] + 1} of "
                                     f"{len(t.columns)})" if several else "")
         table = Table(title=title, show_lines=True, caption_justify="left",
-                      caption="; ".join(t.notes) if last else None)
+                      caption=plain("; ".join(t.notes), "table.caption") if last else None)
         table.add_column("", no_wrap=True, style="bold")
         for j in group:
-            table.add_column(t.columns[j], justify="center", no_wrap=True)
-        for row in t.rows:
-            table.add_row(Text(row.label), *(Text("\n".join(row.cells[j])) for j in group))
+            table.add_column(plain(t.columns[j]), justify="center", no_wrap=True)
+        capped(table, t.rows, lambda row: [plain(row.label),
+                                           *(plain("\n".join(row.cells[j])) for j in group)],
+               "stages")
         return table
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|")
 
 
 def paper_table_markdown(t: PaperTable) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,8 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from . import syntax as S
 from .brackets import PAIRS, unclosed
-from .errors import ArchErrors, ArchSyntaxError, ErrorSink, Span
+from .errors import ArchError, ArchErrors, ArchSyntaxError, ErrorSink, Span, printable
+from .limits import MAX_LITERAL_DIGITS, MAX_SYNTAX_DEPTH, MAX_SYNTAX_REPARSE_BYTES, exceeded
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -24,15 +27,17 @@ _TERMINAL_WORDS = {
     "LSQB": "`[`", "RSQB": "`]`", "$END": "end of file", "PLUS": "`+`", "STAR": "`*`",
     "SOFT_MAX": "`soft-max`", "POW": "`**`", "ADD_OP": "`+` or `-`",
     "MUL_OP": "`*`, `/`, `//` or `%`",
-    "COMP_OP": "a comparison", "DOT": "`.`",
+    "COMP_OP": "a comparison", "DOT": "`.`", "DIMS": "a size per axis (`1x7`)",
+    "LABEL_DASH": "`-` (in a name)",
 }
 
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    # cache=True stores the analysed LALR tables on disk: building them is most of start-up time.
-    return Lark(GRAMMAR.read_text(), parser="lalr", propagate_positions=True,
-                maybe_placeholders=True, cache=True)
+    # the LALR tables ship with the package (grammar_tables.py): never a cache file that
+    # someone else could have written
+    from .grammar_tables import load
+    return load()
 
 
 MAX_SYNTAX_ERRORS = 20
@@ -45,11 +50,33 @@ def parse(text: str, file: str = "<string>") -> S.Module:
     except UnexpectedInput as exc:
         errors = _syntax_errors(exc, text, file)
         raise ArchErrors(_unclosed_first(errors, text, file)) from None
+    _check_depth(tree, file, text)
     sink = ErrorSink()
-    items = _Build(file, text).build(tree)
-    module = _group(items, file, sink)
+    try:
+        items = _Build(file, text).build(tree)
+    except ArchError as exc:  # a literal the builder refuses, a quoted name with a `.`
+        raise ArchErrors([exc]) from None
+    module = S.Module(file, [], [], [])
+    with sink.collecting():
+        module = _group(items, file, sink)
     sink.check()
     return module
+
+
+def _check_depth(tree: Tree, file: str, text: str) -> None:
+    """Refuse a tree deeper than MAX_SYNTAX_DEPTH before anything walks it recursively
+    (building the syntax tree, evaluating expressions, elaborating nested groups): a chain of
+    500 `+` or 200 nested brackets would otherwise end in Python's RecursionError."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_SYNTAX_DEPTH:
+            where = _span(file, text, node.meta)
+            raise ArchErrors([ArchSyntaxError(
+                f"this nests more than {MAX_SYNTAX_DEPTH} levels deep", where,
+                exceeded("nesting (brackets, blocks and chained operators, in levels of the "
+                         "syntax tree)", MAX_SYNTAX_DEPTH) + "; split it up with `let` or blocks")])
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
 
 
 def _group(items: list, file: str, sink: ErrorSink) -> S.Module:
@@ -81,7 +108,10 @@ def _syntax_errors(first: UnexpectedInput, text: str, file: str) -> list[ArchSyn
     errors = [_syntax_error(first, text, file)]
     lines = text.split("\n")
     exc: UnexpectedInput | None = first
-    while exc is not None and len(errors) < MAX_SYNTAX_ERRORS:
+    reparsed = 0  # bounded: each attempt parses the whole text again
+    while exc is not None and len(errors) < MAX_SYNTAX_ERRORS and \
+            reparsed + len(text) <= MAX_SYNTAX_REPARSE_BYTES:
+        reparsed += len(text)
         row = errors[-1].span.line - 1  # type: ignore[union-attr]
         if not 0 <= row < len(lines) - 1 or not _balanced(lines[row]):
             break
@@ -146,7 +176,10 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> ArchSyntaxError
         lines = text.splitlines() or [""]
         line, col = len(lines), len(lines[-1]) + 1
     span = Span(file, line, col, line, col + width, text)
-    return ArchSyntaxError(msg, span, f"expected {expected}" if expected else _hint_for(text, span))
+    hint = f"expected {expected}" if expected else None
+    extra = _line_break_hint(exc, span)
+    hint = f"{extra}; {hint}" if hint and extra else hint or extra
+    return ArchSyntaxError(msg, span, hint)
 
 
 def _expected(names) -> str:
@@ -156,7 +189,18 @@ def _expected(names) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def _hint_for(text: str, span: Span) -> str | None:
+def _line_break_hint(exc: UnexpectedInput, span: Span) -> str | None:
+    """A statement cut by a line break: one that stops where more was needed (`let x = 1 +`),
+    or an attribute written on a line of its own (`  act=relu` under its layer)."""
+    if not isinstance(exc, UnexpectedToken):
+        return None
+    if exc.token.type == "_NL":
+        return ("a line break ends a statement: end the line with `\\` to continue it (inside "
+                "( ), [ ] or { } of an expression a line continues by itself)")
+    before = span.source_line()[:span.col - 1]
+    if exc.token.type == "EQUAL" and re.fullmatch(r"\s*[A-Za-z_]\w*", before):
+        return ("an attribute on a line of its own: it belongs to the layer it follows on the "
+                "same line; to continue the line above, end it with `\\`")
     return None
 
 
@@ -207,8 +251,8 @@ class _Build(Transformer):
         return S.Include(c[0][1:-1], self._s(meta))
 
     def blockdef(self, meta, c):
-        name, params, body = c
-        return S.BlockDef(str(name), params or [], body, self._s(meta))
+        inline, name, params, body = c
+        return S.BlockDef(str(name), params or [], body, self._s(meta), inline is not None)
 
     def archdef(self, meta, c):
         return S.ArchDef(str(c[0]), c[1] or [], self._s(meta))
@@ -231,7 +275,8 @@ class _Build(Transformer):
 
     def _int(self, d):
         if isinstance(d, Token):
-            return S.Expr("num", (int(d),), _tok_span(self.file, self.text, d))
+            span = _tok_span(self.file, self.text, d)
+            return S.Expr("num", (_number(d, span),), span)
         return d
 
     def defaults(self, meta, c):
@@ -253,13 +298,37 @@ class _Build(Transformer):
 
     def label(self, meta, c):
         tok = c[0]
-        return str(tok), _tok_span(self.file, self.text, tok), None
+        span = _tok_span(self.file, self.text, tok)
+        if getattr(tok, "type", "") != "STRING":
+            return str(tok), span, None
+        name = str(tok)[1:-1]
+        if not name or "." in name or not name.isprintable():
+            raise ArchSyntaxError(f"`{tok}` cannot be a name", span,
+                                  "a quoted name may hold any characters but `.` (which "
+                                  "separates scopes)")
+        return name, span, None
 
     def keyword(self, meta, c):
         return c[0]
 
+    block_word = keyword
+
     def label_template(self, meta, c):
-        return str(c[0]), self._s(meta), c[1]
+        """`block1-0:` is a plain name; with `{...}` parts it is a template: its parts, words
+        and expressions, are joined per repetition."""
+        parts: list = []
+        for x in c:
+            if isinstance(x, Token):
+                text = "-" if x.type == "LABEL_DASH" else str(x)
+                if parts and isinstance(parts[-1], str):
+                    parts[-1] += text
+                else:
+                    parts.append(text)
+            else:
+                parts.append(x)
+        if len(parts) == 1:
+            return parts[0], self._s(meta), None
+        return str(parts[0]), self._s(meta), tuple(parts[1:])
 
     def repeat(self, meta, c):
         return self._int(c[1])
@@ -296,10 +365,19 @@ class _Build(Transformer):
         return self._e("sym", (str(c[0]),), meta)
 
     def num(self, meta, c):
-        return self._e("num", (_number(c[0]),), meta)
+        return self._e("num", (_number(c[0], self._s(meta)),), meta)
 
     def str(self, meta, c):
-        return self._e("str", (c[0][1:-1],), meta)
+        return self._e("str", (self._string(c[0], meta),), meta)
+
+    def _string(self, tok: Token, meta) -> str:
+        """A string's text, which may not hold control characters: they would reach a
+        terminal through tables and canonical forms (issue #13)."""
+        text = tok[1:-1]
+        if printable(text) != text:
+            raise ArchSyntaxError("a string cannot hold control characters (tabs included)",
+                                  self._s(meta), "write them out in words")
+        return text
 
     def group(self, meta, c):
         return S.Group(c[0], self._s(meta))
@@ -321,6 +399,9 @@ class _Build(Transformer):
     def shortcut(self, meta, c):
         return (str(c[0]) if c[0] else None), c[1]
 
+    def split(self, meta, c):
+        return S.Split(c[0], c[1], self._s(meta))
+
     def gate(self, meta, c):
         return S.Gate(c[0], self._s(meta))
 
@@ -332,19 +413,37 @@ class _Build(Transformer):
 
     # ---- expressions ----
     def number(self, meta, c):
-        return self._e("num", (_number(c[0]),), meta)
+        return self._e("num", (_number(c[0], self._s(meta)),), meta)
 
     def var(self, meta, c):
         return self._e("var", (str(c[0]),), meta)
 
     def string(self, meta, c):
-        return self._e("str", (c[0][1:-1],), meta)
+        return self._e("str", (self._string(c[0], meta),), meta)
 
     def call(self, meta, c):
         return self._e("call", (str(c[0]), tuple(x for x in c[1:] if x is not None)), meta)
 
-    def list(self, meta, c):
+    def list_lit(self, meta, c):
         return self._e("list", tuple(x for x in c if x is not None), meta)
+
+    def listcomp(self, meta, c):
+        """[element for a, b in iterable if condition]"""
+        element, *names, iterable, condition = c
+        return self._e("listcomp", (element, tuple(str(n) for n in names), iterable, condition),
+                       meta)
+
+    def numbers(self, meta, c):
+        """pad=0,3: a list of numbers written without brackets"""
+        spans = [_tok_span(self.file, self.text, t) for t in c]
+        return self._e("list", tuple(S.Expr("num", (_number(t, span),), span)
+                                     for t, span in zip(c, spans, strict=True)), meta)
+
+    def axes(self, meta, c):
+        """k=1x7: a list of integers, one per axis"""
+        values = re.split("[x×]", str(c[0]))
+        return self._e("list", tuple(S.Expr("num", (int(v),), self._s(meta)) for v in values),
+                       meta)
 
     def index(self, meta, c):
         return self._e("index", (c[0], c[1]), meta)
@@ -377,12 +476,23 @@ class _Build(Transformer):
 _SCALE = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 
-def _number(tok) -> int | float:
+def _number(tok, span: Span) -> int | float:
+    """A number literal's value: K/M/G/T scale it; more than MAX_LITERAL_DIGITS digits, or
+    too large for a float, is an error (Python's int() refuses 4,300 digits, with a
+    ValueError of its own)."""
     s = str(tok)
-    if s[-1] in _SCALE:
-        value = _number(s[:-1]) * _SCALE[s[-1]]
-        return int(value) if float(value).is_integer() else value
+    digits = sum(ch.isdigit() for ch in s)
+    if digits > MAX_LITERAL_DIGITS:
+        raise ArchSyntaxError(f"a number of {digits} digits", span,
+                              exceeded("the digits of a number", MAX_LITERAL_DIGITS))
+    scale = _SCALE.get(s[-1], 1)
+    s = s.rstrip("KMGT")
     try:
-        return int(s)
+        value: int | float = int(s) * scale
     except ValueError:
-        return float(s)
+        value = float(s) * scale
+        if not math.isfinite(value):
+            raise ArchSyntaxError(f"{tok} is too large a number", span) from None
+        if scale != 1 and value.is_integer():
+            value = int(value)
+    return value

@@ -3,13 +3,16 @@ shared blocks, and the architectures a file offers."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import syntax as S
 from ._perf import gc_paused
-from .errors import ArchErrors, ErrorSink, IncludeError, NameError_, Span
+from .errors import ArchErrors, ErrorSink, IncludeError, NameError_, Span, printable
+from .inputs import FileTooLarge, read_regular
+from .limits import MAX_FILE_BYTES, MAX_FILES, MAX_TOTAL_BYTES, exceeded
 from .parser import parse
 
 
@@ -21,6 +24,15 @@ class Program:
     blocks: dict[str, S.BlockDef] = field(default_factory=dict)
     archs: dict[str, S.ArchDef | S.ArchAlias] = field(default_factory=dict)
     own: list[str] = field(default_factory=list)  # the architectures the root file offers
+    # every file read (the root first, then its includes): path → SHA-256 of its bytes
+    files: dict[Path, str] = field(default_factory=dict)
+
+    def sha256(self) -> str:
+        """One hash over every file the spec is made of (names and contents), for manifests."""
+        h = hashlib.sha256()
+        for path, digest in self.files.items():
+            h.update(f"{display_path(path)}\0{digest}\n".encode())
+        return h.hexdigest()
 
 
 def display_path(path: Path) -> str:
@@ -40,50 +52,127 @@ def load_program(path: str | os.PathLike | None = None, text: str | None = None,
 
 def _load_program(path: str | os.PathLike | None, text: str | None, name: str) -> Program:
     sink = ErrorSink()
+    budget = _Budget()
     if text is None:
         if path is None:
             raise ValueError("load_program needs a path or text")
-        root = Path(path).resolve()
         name = display_path(Path(path))
         try:
-            text = root.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ArchErrors([IncludeError(f"cannot read {name}: {_reason(exc)}", None)]) from None
+            root = _resolve(Path(path))
+            text = budget.read(root, f"read {name}", None)
+        except IncludeError as exc:
+            raise ArchErrors([exc]) from None
     else:
         root = Path.cwd() / name
+        if len(text) > MAX_FILE_BYTES:
+            raise ArchErrors([IncludeError(f"{name} is longer than {MAX_FILE_BYTES:,} characters",
+                                           None, exceeded("the size of a spec file",
+                                                          MAX_FILE_BYTES, " bytes"))])
     prog = Program(name)
     files: dict[Path, S.Module] = {}
-    root_module = _visit(root, text, name, files, sink)
-    if root_module is not None:
-        _collect(prog, files, root_module, sink)
+    with sink.collecting():
+        root_module = _visit(root, text, name, files, sink, budget)
+        if root_module is not None:
+            _collect(prog, files, root_module, sink)
+    prog.files = {p: d for p, d in budget.digests.items() if p in files}
     sink.check()
     return prog
 
 
-def _visit(path: Path, text: str, name: str, files: dict[Path, S.Module],
-           sink: ErrorSink) -> S.Module | None:
+class _Budget:
+    """Reads spec files: regular files only, each within MAX_FILE_BYTES, all together within
+    MAX_TOTAL_BYTES and MAX_FILES; a FIFO or device is refused without reading from it."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.digests: dict[Path, str] = {}
+
+    def read(self, path: Path, name: str, span: Span | None) -> str:
+        """The text of the file at `path`; `name` says what reading it is ("read x.arch",
+        'include "y.arch"'), for messages."""
+        if len(self.digests) >= MAX_FILES:
+            raise IncludeError(f"cannot {name}: the spec reads more than {MAX_FILES} "
+                               "files", span, exceeded("files in one spec", MAX_FILES))
+        data = _read_regular(path, name, span)
+        self.total += len(data)
+        if self.total > MAX_TOTAL_BYTES:
+            raise IncludeError(f"cannot {name}: the spec and its includes hold more "
+                               f"than {MAX_TOTAL_BYTES:,} bytes", span,
+                               exceeded("the size of a spec with its includes", MAX_TOTAL_BYTES,
+                                        " bytes"))
+        self.digests[path] = hashlib.sha256(data).hexdigest()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise IncludeError(f"cannot {name}: not UTF-8 text (byte {exc.start})",
+                               span) from None
+
+
+def _read_regular(path: Path, name: str, span: Span | None) -> bytes:
     try:
-        module = parse(text, name)
-    except ArchErrors as exc:
-        for e in exc.errors:
-            sink.add(e)
-        return None
-    files[path] = module
+        return read_regular(path, MAX_FILE_BYTES)
+    except FileTooLarge as exc:
+        raise IncludeError(f"cannot {name}: it holds {exc.size:,} bytes", span,
+                           exceeded("the size of a spec file", MAX_FILE_BYTES, " bytes")) from None
+    except OSError as exc:
+        raise IncludeError(f"cannot {name}: {exc.strerror or exc}", span) from None
+
+
+def _resolve(path: Path, span: Span | None = None) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a link loop, a NUL byte
+        raise IncludeError(f"cannot read {printable(str(path))}: {exc}", span) from None
+
+
+def _visit(root: Path, text: str, name: str, files: dict[Path, S.Module], sink: ErrorSink,
+           budget: _Budget) -> S.Module | None:
+    """Parse the root file and, depth first, every file it includes (each once)."""
+    todo: list[tuple[Path, str | None, str, S.Include | None]] = [(root, text, name, None)]
+    first = None
+    while todo:
+        path, source, shown, inc = todo.pop()
+        if path in files:
+            continue  # included once, like `#pragma once`; cycles are harmless
+        try:
+            if source is None:
+                source = budget.read(path, f'include "{inc.path}"', inc.span)
+            module = parse(source, shown)
+        except IncludeError as exc:
+            sink.add(exc)
+            continue
+        except ArchErrors as exc:
+            for e in exc.errors:
+                sink.add(e)
+            if first is None:
+                return None
+            continue
+        files[path] = module
+        first = first or module
+        todo.extend(reversed(_includes(path, module, name if inc is None else shown, sink)))
+    return first
+
+
+def _includes(path: Path, module: S.Module, name: str,
+              sink: ErrorSink) -> list[tuple[Path, None, str, S.Include]]:
+    found = []
+    folder = path.parent.resolve()
     for inc in module.includes:
-        target = (path.parent / inc.path).resolve()
-        if not target.is_relative_to(path.parent.resolve()):
+        if any(ord(c) < 32 or c == "\x7f" for c in inc.path):
+            sink.add(IncludeError(f"include {printable(repr(inc.path))}: a path cannot hold "
+                                  "control characters", inc.span))
+            continue
+        try:
+            target = _resolve(folder / inc.path, inc.span)
+        except IncludeError as exc:
+            sink.add(exc)
+            continue
+        if not target.is_relative_to(folder):
             sink.add(IncludeError(f"include \"{inc.path}\" escapes the directory of {name}",
                                   inc.span, "include files from the same folder or below"))
             continue
-        if target in files:
-            continue  # included once, like `#pragma once`; cycles are harmless
-        try:
-            sub = target.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            sink.add(IncludeError(f"cannot include \"{inc.path}\": {_reason(exc)}", inc.span))
-            continue
-        _visit(target, sub, display_path(target), files, sink)
-    return module
+        found.append((target, None, display_path(target), inc))
+    return found
 
 
 def _collect(prog: Program, files: dict[Path, S.Module], root: S.Module, sink: ErrorSink) -> None:
@@ -106,9 +195,3 @@ def _define(table: dict, seen: dict[str, Span], name: str, value, span: Span, wh
         return
     seen[name] = span
     table[name] = value
-
-
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, UnicodeDecodeError):
-        return "not UTF-8 text"
-    return getattr(exc, "strerror", None) or str(exc)

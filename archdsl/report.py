@@ -20,10 +20,40 @@ from rich.table import Table
 from rich.text import Text
 
 from .analysis import COUNTS, Conventions, Stats
-from .columns import Column, choose, hidden
+from .columns import COLUMNS, TRAINING_KEYS, Column, choose, hidden
+from .errors import printable
+from .limits import MAX_TABLE_ROWS
 from .numfmt import compact, grouped, human  # noqa: F401  (human: re-exported)
 from .ops import fmt_shape
-from .writers import settings_text
+from .training import definitions as training_definitions
+from .writers import kind_rows, settings_text
+
+
+def plain(text: str, style: str = "") -> Text:
+    """Text for a rich table (a cell, a title, a caption): never read as markup (a spec's
+    string `"[link=...]x[/link]"` would become a hyperlink, `"[/x]"` an error), control
+    characters shown as symbols (issue #13)."""
+    return Text(printable(text), style=style)
+
+
+def md_cell(text: str) -> str:
+    """Text for a Markdown table cell: `|` and `\\` escaped, one line, control characters
+    shown as symbols."""
+    return printable(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def capped(table: Table, rows: Sequence, cells, what: str = "rows") -> None:
+    """Add `cells(row)` for each of `rows` to a rich table, at most MAX_TABLE_ROWS of them;
+    the caption says how many more there are. Rich takes milliseconds a row (a table of
+    24,000 layers took 50 s); the text formats are not capped."""
+    for row in rows[:MAX_TABLE_ROWS]:
+        table.add_row(*cells(row))
+    if len(rows) > MAX_TABLE_ROWS:
+        note = plain(f"… and {len(rows) - MAX_TABLE_ROWS:,} more {what}, not shown (all of "
+                     "them: --format csv, markdown or json)", "table.caption")
+        caption = table.caption
+        table.caption = note if caption is None else Text.assemble(
+            caption if isinstance(caption, Text) else plain(str(caption)), "\n", note)
 
 
 def conventions_text(conv: Conventions, keys: Sequence[str] = COUNTS) -> str:
@@ -194,8 +224,9 @@ class FittedTable:
         narrow, natural = self._label_widths()
         room = width - (self._width(form) - narrow)
         total = self.footer is not None
-        table = Table(title=self.title, caption=self._caption(form), caption_justify="left",
-                      show_footer=total)
+        table = Table(title=plain(self.title, "table.title"),
+                      caption=plain(self._caption(form), "table.caption"),
+                      caption_justify="left", show_footer=total)
         table.add_column(self.key, footer="total" if total else "",
                          width=max(narrow, min(natural, room)), overflow="fold")
         for j, level in form.items():
@@ -204,14 +235,17 @@ class FittedTable:
                              justify="left" if col.kind == "text" else "right",
                              footer=self._cells(j, level)[-1] if total else "")
         rows = [self._cells(j, level) for j, level in form.items()]
-        for i, label in enumerate(self.labels):
-            table.add_row(Text(label), *(Text(cells[i]) for cells in rows),
-                          style=self.styles[i] if self.styles else None)
+        capped(table, range(len(self.labels)), lambda i: [
+            plain(self.labels[i], (self.styles[i] or "") if self.styles else ""),
+            *(plain(cells[i], (self.styles[i] or "") if self.styles else "")
+              for cells in rows)], f"{self.key.lower()}s")
         return table
 
 
 def _notes(stats: Stats, columns: list[Column], dtypes: list[str]) -> list[str]:
     notes = [conventions_text(stats.conventions, [c.key for c in columns])]
+    if any(c.key in TRAINING_KEYS for c in columns):
+        notes.append(training_definitions(stats.extra.get("batch", 1)))
     if any(c.kind == "mib" for c in columns):
         notes.append(f"MB = 2^20 bytes as {', '.join(dtypes)}")
     return notes
@@ -247,11 +281,36 @@ def layer_table(stats: Stats, depth: int | None = None,
         more=hidden(columns, per_layer=True))
 
 
+# the per-kind table's columns: those of the registry with these keys
+KIND_COLUMNS = ("params", "macs", "train_macs", "kept_mb", "trainable")
+
+
+def kinds_table(stats: Stats) -> FittedTable:
+    """One row per kind of op (OpDef.category: conv, linear, attention, norm...), with the
+    totals as footer: where the parameters, the cost and the training memory are."""
+    columns = [COLUMNS[k] for k in KIND_COLUMNS]
+    factor = 2 if stats.conventions.count == "flops" else 1
+    rows = [[r["params"], r["macs"] * factor, r["train_macs"] * factor, r["kept_bytes"],
+             r["trainable"]] for _, r in kind_rows(stats)]
+    return FittedTable(
+        f"{arch_label(stats)} by kind of op", "Kind", [k for k, _ in kind_rows(stats)],
+        columns, [c.title(stats) for c in columns], rows,
+        footer=[sum(col) for col in zip(*rows, strict=True)] if rows else None,
+        notes=_notes(stats, columns, [stats.dtype]))
+
+
+def kinds_markdown(stats: Stats) -> str:
+    t = kinds_table(stats)
+    return "\n".join([f"### {t.title}", "", *_md_rows(t), "", *(f"_{n}_" for n in t.notes),
+                      ""]) + "\n"
+
+
 def _md_rows(t: FittedTable) -> list[str]:
     cols = range(len(t.columns))
     lines = ["| " + " | ".join([t.key, *t.headers]) + " |",
              "|---|" + "".join("---|" if t.columns[j].kind == "text" else "---:|" for j in cols)]
-    lines += ["| " + " | ".join([label, *(cell(t.columns[j], row[j]) for j in cols)]) + " |"
+    lines += ["| " + " | ".join(map(md_cell, [label, *(cell(t.columns[j], row[j])
+                                                      for j in cols)])) + " |"
               for label, row in zip(t.labels, t.values, strict=True)]
     if t.footer is not None:
         lines.append("| **total** | " + " | ".join(cell(t.columns[j], t.footer[j])
@@ -266,7 +325,7 @@ def to_markdown(all_stats: Sequence[Stats], per_layer: bool, depth: int | None =
     if per_layer:
         for s in all_stats:
             t = layer_table(s, depth, columns)
-            lines += [f"### {t.title}", "", *_md_rows(t), ""]
+            lines += [f"### {md_cell(t.title)}", "", *_md_rows(t), ""]
     else:
         t = comparison_table(all_stats, columns)
         lines += [*_md_rows(t), ""]

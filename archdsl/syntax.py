@@ -5,9 +5,14 @@ Every node keeps its source span so that any later error can point at the text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .errors import Span
+
+# what a label may be written as without quotes: torchvision's module names (`layer1`, `0`,
+# `block1-0`); a quoted label (`"any name":`) may hold anything printable but `.`
+VALID_LABEL = re.compile(r"^[A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*$")
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,15 @@ class Residual:
 
 
 @dataclass
+class Split:
+    """`split { | b }`, `split(24, 40) { a | b }`: each branch gets its part of the channels."""
+
+    sizes: list[Arg] | None
+    branches: list[Body]
+    span: Span
+
+
+@dataclass
 class Gate:
     body: Body
     span: Span
@@ -92,7 +106,7 @@ class Dense:
     span: Span
 
 
-Atom = Layer | Group | Join | Residual | Gate | Dense
+Atom = Layer | Group | Join | Residual | Gate | Dense | Split
 
 
 @dataclass
@@ -102,8 +116,10 @@ class Item:
     atom: Atom
     repeat: Expr | None
     span: Span
-    # `denselayer{i + 1}: ... x6`: a name per repetition, `i` counting repetitions from 0
-    label_template: Expr | None = None
+    # `denselayer{i + 1}: ... x6`, `block{s}-{i}: ...`: a name per repetition, `i` counting
+    # repetitions from 0; `label` is the first word, these the parts that follow it (words and
+    # expressions, joined in order)
+    label_template: tuple[str | Expr, ...] | None = None
 
 
 @dataclass
@@ -145,6 +161,7 @@ class BlockDef:
     params: list[Param]
     body: Body
     span: Span
+    inline: bool = False  # `inline block`: its items are named in the caller's scope
 
 
 @dataclass

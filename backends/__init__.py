@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-EXTRAS = {"pytorch": "torch", "pytorch.train": "train", "tvm": "tvm", "tvm.build": "tvm",
+EXTRAS = {"pytorch": "torch", "pytorch.importer": "torch", "pytorch.train": "train",
+          "tvm": "tvm", "tvm.build": "tvm",
           "tvm.runtime": "tvm"}
 
 

@@ -7,12 +7,16 @@ needs `tvm/lib/libtvm_runtime_cuda.so`, the CUDA runtime it links (libcudart) an
 TVM's thread pool starts half as many threads as there are logical CPUs (it assumes SMT pairs):
 set TVM_NUM_THREADS to the core count where that is wrong (archdsl's own `run` does).
 
+A library is code: loading it runs it. Like `archdsl run`, this loads a library only if it
+matches the SHA-256 in the manifest `archdsl compile` wrote beside it (`resnet18.so.json`).
+
     python examples/deploy.py resnet18.so [--input x.npy] [--device cpu|cuda] [--repeat 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -20,6 +24,22 @@ from pathlib import Path
 import numpy as np
 import tvm
 from tvm.runtime.vm import VirtualMachine
+
+
+def verify(path: str) -> None:
+    """Refuse a library that does not match its manifest's `library_sha256`."""
+    manifest = Path(path + ".json")
+    try:
+        want = json.loads(manifest.read_text())["library_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"error: cannot read the manifest {manifest} ({exc}); a library is "
+                         "code: load only one whose manifest vouches for it") from None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != want:
+        raise SystemExit(f"error: {path} does not match its manifest {manifest}")
 
 
 def load(path: str, device: str):
@@ -48,6 +68,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=0, help="also time this many runs")
     args = parser.parse_args()
 
+    verify(args.library)
     try:
         vm, meta = load(args.library, args.device)
     except (OSError, RuntimeError) as exc:  # not a library; no driver for its device code

@@ -34,6 +34,7 @@ SLOW = (
     "tests/backends/test_export.py::test_sequence_ops_export_to_onnx",
     "tests/backends/test_export.py::test_each_format_reloads_and_agrees",
     "tests/backends/test_export.py::test_onnx_runs_in_onnxruntime_with_another_batch",
+    "tests/backends/test_export.py::test_channel_and_activation_ops_export_to_onnx",
     "tests/examples/",  # each runs a script that builds, trains or compiles
 )
 
@@ -42,3 +43,11 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if item.nodeid.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _no_terminal_size_from_the_environment(monkeypatch) -> None:
+    """Output is tested as a pipe gives it: pytest-xdist's workers (and some shells) set
+    COLUMNS, which the CLI honours; a test that wants a width sets it itself."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)

@@ -97,10 +97,24 @@ MODULES: dict[str, Builder] = {
     "relu6": lambda n, ins: nn.ReLU6(),
     "sigmoid": lambda n, ins: nn.Sigmoid(),
     "tanh": lambda n, ins: nn.Tanh(),
-    "gelu": lambda n, ins: nn.GELU(),
+    "gelu": lambda n, ins: nn.GELU(approximate=n.attrs["approximate"]),
     "swish": lambda n, ins: nn.SiLU(),
     "hardswish": lambda n, ins: nn.Hardswish(),
+    "hardsigmoid": lambda n, ins: nn.Hardsigmoid(),
+    "hardtanh": lambda n, ins: nn.Hardtanh(n.attrs["min_val"], n.attrs["max_val"]),
+    "leakyrelu": lambda n, ins: nn.LeakyReLU(n.attrs["negative_slope"]),
+    "elu": lambda n, ins: nn.ELU(n.attrs["alpha"]),
+    "celu": lambda n, ins: nn.CELU(n.attrs["alpha"]),
+    "selu": lambda n, ins: nn.SELU(),
+    "softplus": lambda n, ins: nn.Softplus(n.attrs["beta"], n.attrs["threshold"]),
+    "mish": lambda n, ins: nn.Mish(),
+    "softsign": lambda n, ins: nn.Softsign(),
+    "logsigmoid": lambda n, ins: nn.LogSigmoid(),
+    "prelu": lambda n, ins: nn.PReLU(ins[0][0] if n.attrs["per_channel"] else 1,
+                                     n.attrs["init"]),
     "softmax": lambda n, ins: nn.Softmax(dim=1),
+    "log_softmax": lambda n, ins: nn.LogSoftmax(dim=1),
+    "affine": lambda n, ins: ChannelAffine(n.attrs["scale"], n.attrs["shift"], len(ins[0])),
     "flatten": lambda n, ins: nn.Flatten(1),
 }
 
@@ -111,9 +125,25 @@ FUNCTIONS: dict[str, Callable[[list[torch.Tensor]], torch.Tensor]] = {
     "concat": lambda xs: torch.cat(xs, dim=1),
     "tokens": lambda xs: xs[0].flatten(2).transpose(1, 2),
 }
+
+
+def _slice(node: Node) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    start, length = node.attrs["start"], node.attrs["end"] - node.attrs["start"]
+    # the features of each token of a batch of sequences are dim 2; channels, entries dim 1
+    return lambda xs: xs[0].narrow(2 if xs[0].dim() == 3 else 1, start, length)
+
+
+def _channel_shuffle(node: Node) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    """torchvision's channel_shuffle: N×C×H×W as N×G×(C/G)×H×W, the group axes swapped."""
+    groups = node.attrs["groups"]
+    return lambda xs: xs[0].unflatten(1, (groups, -1)).transpose(1, 2).flatten(1, 2)
+
+
 # The same with the node's attributes.
 NODE_FUNCTIONS: dict[str, Callable[[Node], Callable[[list[torch.Tensor]], torch.Tensor]]] = {
     "token": lambda n: lambda xs: xs[0][:, n.attrs["index"]],
+    "slice": _slice,
+    "channel_shuffle": _channel_shuffle,
     "grid": lambda n: lambda xs: xs[0].transpose(1, 2).unflatten(2, n.shape[1:]),
 }
 
@@ -153,6 +183,25 @@ PROBABILITIES = {"softmax"}
 UNSUPPORTED: dict[str, str] = {}
 
 
+def _builder(node: Node) -> Builder | None:
+    """The op's module builder: the table's, or a user-defined op's own (archdsl.plugins)."""
+    if node.op in MODULES:
+        return MODULES[node.op]
+    user = node.opdef.lowerings.get("pytorch")
+    return None if user is None else lambda n, shapes: _checked(user(n, shapes), n, shapes)
+
+
+def _checked(module: nn.Module, node: Node, shapes) -> nn.Module:
+    """A user-defined op's module must hold the tensors its declaration states: the counts,
+    TVM and the key-for-key checks all read the declaration."""
+    declared = node.opdef.tensors(node.attrs, list(shapes), node.shape)
+    got = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    if got != declared:
+        raise ValueError(f"{node.name}: the PyTorch module of the user-defined op `{node.op}` "
+                         f"holds {got}, its declaration (OpDef.tensors) says {declared}")
+    return module
+
+
 def _fold(fn, xs: list[torch.Tensor]) -> torch.Tensor:
     out = xs[0]
     for x in xs[1:]:
@@ -177,8 +226,9 @@ class ArchModule(nn.Module):
             ins = tuple(graph.inputs(node.id))
             shapes = [graph.node(i).shape for i in ins]
             in_place = bool(ins) and ins[0] in overwritable
-            if node.op in MODULES:
-                module = MODULES[node.op](node, shapes)
+            builder = _builder(node)
+            if builder is not None:
+                module = builder(node, shapes)
                 if node.op == "fc" and len(shapes[0]) > 1:
                     module = _Flattening(module)
                 if hasattr(module, "inplace") and node.opdef.category == "act":
@@ -350,6 +400,23 @@ class _OwnParameter:
         return self.act(xs[0], getattr(self.scope, self.name))
 
 
+class ChannelAffine(nn.Module):
+    """x·scale + shift with a fixed value per channel (feature): torchvision's GoogLeNet and
+    Inception `transform_input`. The values are buffers outside the state_dict (constants of
+    the architecture, not weights), so they follow `.to()` without changing the keys."""
+
+    def __init__(self, scale: tuple[float, ...], shift: tuple[float, ...], rank: int) -> None:
+        super().__init__()
+        view = {3: (1, -1, 1, 1), 2: (1, 1, -1), 1: (1, -1)}[rank]
+        for name, values in (("scale", scale), ("shift", shift)):
+            tensor = torch.tensor(values, dtype=torch.float32)
+            self.register_buffer(name, tensor.view(view) if len(values) > 1 else tensor[0],
+                                 persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
 class LayerNorm2d(nn.LayerNorm):
     """Layer normalization over the channels of each pixel of an N×C×H×W map (ConvNeXt)."""
 
@@ -382,5 +449,9 @@ class SelfAttention(nn.MultiheadAttention):
 
 def to_torch(graph: Graph, in_place: bool = True, logits: bool = False) -> ArchModule:
     """Build the module; `in_place=False` never overwrites a tensor (slower, same results);
-    `logits=True` leaves out a final softmax (the module gives scores, for training)."""
+    `logits=True` leaves out a final softmax (the module gives scores, for training). Its
+    parameters are allocated (float32): a network too large for this machine's memory is
+    refused first (archdsl.memory)."""
+    from archdsl.memory import check_fits
+    check_fits(graph, 1, 4, "building", copies=1)
     return ArchModule(graph, in_place, logits)

@@ -36,8 +36,10 @@ class ExportReport:
 
 
 def export(model: torch.nn.Module, input_shape: tuple[int, ...], fmt: str,
-           path: str | os.PathLike, batch: int = 2, opset: int | None = None) -> ExportReport:
-    """Write `model` in format `fmt` to `path`. The batch axis is dynamic (ONNX, exported)."""
+           path: str | os.PathLike, batch: int = 2, opset: int | None = None,
+           inputs=()) -> ExportReport:
+    """Write `model` in format `fmt` to `path` (atomically, never onto one of `inputs`: the
+    spec, the weights). The batch axis is dynamic (ONNX, exported)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format `{fmt}`", None, "one of " + ", ".join(FORMATS))
     model = model.eval()
@@ -46,7 +48,7 @@ def export(model: torch.nn.Module, input_shape: tuple[int, ...], fmt: str,
     with torch.no_grad():
         expected = model(x)
     target = Path(path)
-    with atomic_path(target) as tmp:
+    with atomic_path(target, inputs) as tmp:
         try:
             checked, diff = _WRITERS[fmt](model, x, expected, tmp, opset)
         except ExportError:

@@ -18,10 +18,12 @@ class StateDictDiff:
     missing: list[str] = field(default_factory=list)  # in the model, not in the state_dict
     unexpected: list[str] = field(default_factory=list)  # in the state_dict, not in the model
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (key, model, given)
+    # floating-point tensors given as bool, integer or complex ones: (key, dtype given)
+    mistyped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
+        return not (self.missing or self.unexpected or self.mismatched or self.mistyped)
 
     def render(self, limit: int = 20) -> str:
         lines: list[str] = []
@@ -37,6 +39,11 @@ class StateDictDiff:
             lines += [f"  {k}: {list(a)} vs {list(b)}" for k, a, b in self.mismatched[:limit]]
             if len(self.mismatched) > limit:
                 lines.append(f"  ... and {len(self.mismatched) - limit} more")
+        if self.mistyped:
+            lines.append(f"{len(self.mistyped)} tensor(s) that are not floating point:")
+            lines += [f"  {k}: {t}" for k, t in self.mistyped[:limit]]
+            if len(self.mistyped) > limit:
+                lines.append(f"  ... and {len(self.mistyped) - limit} more")
         return "\n".join(lines) if lines else "state_dicts match"
 
     def __str__(self) -> str:
@@ -61,6 +68,10 @@ def diff_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) ->
     diff.mismatched = [(k, tuple(own[k].shape), tuple(state_dict[k].shape))
                        for k in own if k in state_dict
                        and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    # load_state_dict would cast them silently (True → 1.0, a complex number's real part)
+    diff.mistyped = [(k, str(state_dict[k].dtype).removeprefix("torch."))
+                     for k in own if k in state_dict and own[k].is_floating_point()
+                     and not state_dict[k].is_floating_point()]
     return diff
 
 
@@ -72,7 +83,7 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
     diff = diff_state_dict(model, state_dict)
     if strict and not diff.ok:
         raise WeightsMismatch(diff)
-    skip = {k for k, _, _ in diff.mismatched}
+    skip = {k for k, _, _ in diff.mismatched} | {k for k, _ in diff.mistyped}
     fitting = {k: v for k, v in state_dict.items() if k not in skip and k not in diff.unexpected}
     model.load_state_dict(fitting, strict=False)
     return diff
@@ -114,7 +125,15 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     """A state_dict from a `.safetensors` file (a training checkpoint gives its model's) or
     a `torch.save` file (loaded with weights_only=True, so no pickled code runs)."""
     from pathlib import Path
+
+    from archdsl.inputs import check_regular
     p = Path(path)
+    try:
+        check_regular(p)  # torch.load would read a FIFO or /dev/zero until memory ran out
+    except FileNotFoundError:
+        raise ArchError(f"no such weights file: {p}", None) from None
+    except OSError as exc:
+        raise ArchError(f"cannot read weights from {p}: {exc.strerror or exc}", None) from None
     if p.suffix == ".safetensors":  # archdsl's weights and checkpoints, or anyone's
         from .checkpoint import model_state, read
         kind, _, tensors = read(p)
@@ -123,6 +142,8 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
         data = torch.load(str(p), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ArchError(f"no such weights file: {p}", None) from None
+    except OSError as exc:
+        raise ArchError(f"cannot read weights from {p}: {exc.strerror or exc}", None) from None
     except Exception as exc:  # corrupt or foreign files raise many types
         raise ArchError(f"cannot read weights from {p}: {type(exc).__name__}: {exc}", None,
                         "expected a state_dict saved with torch.save, or .safetensors") from None

@@ -7,19 +7,25 @@ archdsl's default CPU schedules), dlight's GPU fallback, lowering to the Relax V
 from __future__ import annotations
 
 import json
+import numbers
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import tvm
 from tvm import relax
 
+from archdsl import interrupt
 from archdsl.backends.tvm import cpu, tune
 from archdsl.backends.tvm.lower import build_module
 from archdsl.backends.tvm.runtime import META_FUNC, Compiled
 from archdsl.ir import Graph
+from archdsl.memory import check_fits
 
-__all__ = ["SCHEDULE_HOOKS", "ScheduleHook", "compile", "make_target"]
+__all__ = ["SCHEDULE_HOOKS", "ScheduleHook", "check_build_args", "check_target", "compile",
+           "make_target"]
 
 
 # ---------------------------------------------------------------- targets and building
@@ -41,30 +47,49 @@ def make_target(target: str | Mapping[str, Any] | tvm.target.Target = "llvm") ->
         t = tvm.target.Target(target)
     if t.kind.name != "llvm" and t.host is None:
         t = tvm.target.Target(t, host={"kind": "llvm", "mcpu": _host_cpu()})
-    for part in (t, t.host):
-        if part is not None and part.kind.name == "llvm":
-            _check_cpu_name(part)
+    check_target(t)
     return t
+
+
+KINDS = ("llvm", "cuda")  # the targets archdsl builds and tests (build.compile's pipelines)
+
+
+def check_target(t: tvm.target.Target) -> None:
+    """Refuse a target TVM would accept here and fail on deep in the build (issue #13): a
+    kind archdsl does not build for, a CUDA architecture that is not sm_NN, a CPU LLVM does
+    not know (for the target or its host)."""
+    from tvm.target import codegen
+    if t.kind.name not in KINDS:
+        raise ValueError(f"archdsl builds for {' and '.join(KINDS)} targets, not "
+                         f"`{t.kind.name}`")
+    arch = str(t.attrs.get("arch", ""))
+    if t.kind.name == "cuda" and not re.fullmatch(r"sm_\d{2,3}[a-z]?", arch):
+        raise ValueError(f"`{arch}` is not a CUDA architecture (sm_80, sm_90a, ...)")
+    for cpu_target in (t, t.host):
+        if cpu_target is None or cpu_target.kind.name != "llvm":
+            continue
+        mcpu = str(cpu_target.attrs.get("mcpu", ""))
+        triple = str(cpu_target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
+        if mcpu and not codegen.llvm_is_valid_cpu(mcpu, triple):
+            # LLVM would take it for `generic`, with a warning
+            raise ValueError(f"LLVM does not know the CPU `{mcpu}` (for {triple}): "
+                             + _cpu_hint(mcpu, triple))
 
 
 def _host_cpu() -> str:
     return tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")()
 
 
-def _check_cpu_name(target: tvm.target.Target) -> None:
-    """LLVM takes an unknown -mcpu for `generic` with a warning; refuse it instead."""
+def _cpu_hint(mcpu: str, triple: str) -> str:
+    """The CPU names LLVM knows that are close to `mcpu`, or a few common ones."""
+    import difflib
+
     from tvm.target import codegen
-    mcpu = str(target.attrs.get("mcpu", ""))
-    triple = str(target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
-    if mcpu and not codegen.llvm_is_valid_cpu(mcpu, triple):
-        import difflib
-        generic = tvm.target.Target({"kind": "llvm", "mtriple": triple})
-        known = [str(c) for c in codegen.llvm_get_cpu_archlist(generic)]
-        close = difflib.get_close_matches(mcpu, known, n=3)
-        raise ValueError(f"unknown CPU `{mcpu}` for {triple}: "
-                         + (f"did you mean {' or '.join(close)}?" if close else
-                            "LLVM knows haswell, skylake-avx512, znver3, znver4, x86-64-v3...")
-                         )
+    generic = tvm.target.Target({"kind": "llvm", "mtriple": triple})
+    known = [str(c) for c in codegen.llvm_get_cpu_archlist(generic)]
+    close = difflib.get_close_matches(mcpu, known, n=3)
+    return (f"did you mean {' or '.join(close)}?" if close else
+            "LLVM knows haswell, skylake-avx512, znver3, znver4, x86-64-v3...")
 
 
 def _fuse_passes(channel_block: int | None = None) -> list:
@@ -127,24 +152,56 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
     (a callable for `TuneEvent`s) are `tune`'s; `channel_block` sets the channels per block of
     the CPU's blocked activations (default: the vector width; tests run AVX-512's 16 on any
     host)."""
+    try:
+        return _compile(graph, target, weights, batch, dtype, fold_bn, strict, seed, options)
+    except Exception:
+        # a Ctrl-C raised inside one of TVM's callbacks comes out as a RuntimeError
+        interrupt.checkpoint()
+        raise
+
+
+def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: bool,
+             strict: bool, seed: int, options: dict[str, Any]) -> Compiled:
     started = time.perf_counter()
+    batch = check_build_args(batch, dtype)
     tgt = make_target(target)
     channel_block = options.pop("channel_block", None)
+    # the weights are made (or converted), then held as Relax constants: two copies at least
+    check_fits(graph, batch, np.dtype(dtype).itemsize, "compiling", copies=2)
+    # checkpoint(): a Ctrl-C that a library swallowed on the way stops the build here
+    interrupt.checkpoint()
     mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed)
     meta = {**_meta_of(mod), "cpu": cpu.needs(tgt)}
     mod = _with_meta(mod, meta)
     with tgt:
         mod = tvm.transform.Sequential(_fuse_passes(channel_block))(mod)
         for hook in SCHEDULE_HOOKS:
+            interrupt.checkpoint()
             mod = hook(mod, tgt, options)
+        interrupt.checkpoint()
         mod = tvm.transform.Sequential(_gpu_fallback_passes(tgt) + _lower_passes(tgt))(mod)
+    interrupt.checkpoint()
     executable = tvm.compile(mod, target=tgt, relax_pipeline=None)
+    interrupt.checkpoint()
     compiled = Compiled(executable.mod, tgt.kind.name, meta)
     if compiled.device_kind != "llvm" and not compiled.device_modules():
         raise RuntimeError(f"the {tgt.kind.name} build holds no device code: its kernels "
                            "would run on the host")
     compiled.compile_seconds = time.perf_counter() - started
     return compiled
+
+
+DTYPES = ("float32", "float16")
+
+
+def check_build_args(batch: Any, dtype: Any) -> int:
+    """A batch of at least 1 and a dtype the backend builds correctly: anything else is
+    refused (int8 built a network whose outputs were all 0; batch=0 was accepted)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"the TVM backend builds float32 or float16 networks, not {dtype!r}")
+    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
+        raise ValueError(f"batch must be a whole number of at least 1, got {batch!r}")
+    return int(batch)
 
 
 def _meta_of(mod: tvm.IRModule) -> dict[str, Any]:

@@ -24,6 +24,8 @@ import tvm
 from tvm import relax
 
 from archdsl.backends.tvm import windows
+from archdsl.backends.tvm.activations import LOWERINGS as ACTIVATIONS
+from archdsl.backends.tvm.channel_ops import LOWERINGS as CHANNEL_OPS
 from archdsl.backends.tvm.context import (
     Lowering,
     _bias,
@@ -38,6 +40,7 @@ from archdsl.backends.tvm.weights import (
     weight_shapes,
 )
 from archdsl.ir import Graph, Node
+from archdsl.ops import pair
 
 __all__ = ["LOWERINGS", "UNSUPPORTED", "WeightsError", "build_module", "random_weights",
            "weight_shapes"]
@@ -49,7 +52,8 @@ __all__ = ["LOWERINGS", "UNSUPPORTED", "WeightsError", "build_module", "random_w
 # (`_ACCUMULATE`) they run wholly in that dtype, between two casts that fuse into their kernels.
 # A float16 softmax over 1,000 classes summed its exponentials in float16: MobileNet v1's
 # probabilities were 4.4% (of the largest) off float32, PyTorch's float16 0.05%.
-_WIDE_OPS = frozenset({"softmax", "layernorm", "gap", "avgpool", "adaptive_avgpool", "lrn"})
+_WIDE_OPS = frozenset({"softmax", "log_softmax", "layernorm", "gap", "avgpool",
+                       "adaptive_avgpool", "lrn"})
 
 
 def _lower(rule: Lowering, ctx: _Ctx, node: Node, xs: list[relax.Expr],
@@ -146,10 +150,6 @@ def _lrn(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
     return relax.op.divide(x, denom)
 
 
-def _hardswish(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
-    x = xs[0]
-    r6 = ctx.emit(relax.op.clip(relax.op.add(x, ctx.const(np.array(3.0))), 0.0, 6.0), node)
-    return relax.op.multiply(x, relax.op.divide(r6, ctx.const(np.array(6.0))))
 
 
 def _linear(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
@@ -244,21 +244,15 @@ LOWERINGS: dict[str, Lowering] = {
     "gap": lambda ctx, n, xs, ins: _global(relax.op.mean, xs[0], ins),
     "gmp": lambda ctx, n, xs, ins: _global(relax.op.max, xs[0], ins),
     "adaptive_avgpool": lambda ctx, n, xs, ins: relax.op.nn.adaptive_avg_pool2d(
-        xs[0], (n.attrs["size"], n.attrs["size"])),
+        xs[0], pair(n.attrs["size"])),
     "bn": _bn,
     "lrn": _lrn,
     "layernorm": _layernorm,
     "layerscale": _layerscale,
     "dropout": lambda ctx, n, xs, ins: xs[0],
     "droppath": lambda ctx, n, xs, ins: xs[0],  # stochastic depth: the identity at inference
-    "relu": lambda ctx, n, xs, ins: relax.op.nn.relu(xs[0]),
-    "relu6": lambda ctx, n, xs, ins: relax.op.clip(xs[0], 0.0, 6.0),
-    "sigmoid": lambda ctx, n, xs, ins: relax.op.sigmoid(xs[0]),
-    "tanh": lambda ctx, n, xs, ins: relax.op.tanh(xs[0]),
-    "gelu": lambda ctx, n, xs, ins: relax.op.nn.gelu(xs[0]),  # erf form, as nn.GELU()
-    "swish": lambda ctx, n, xs, ins: relax.op.nn.silu(xs[0]),
-    "hardswish": _hardswish,
-    "softmax": lambda ctx, n, xs, ins: relax.op.nn.softmax(xs[0], axis=1),
+    **ACTIVATIONS,
+    **CHANNEL_OPS,
     "flatten": lambda ctx, n, xs, ins: relax.op.reshape(xs[0], (ctx.batch, math.prod(ins[0]))),
     "add": _fold(relax.op.add),
     "mul": _fold(relax.op.multiply),
@@ -273,6 +267,9 @@ LOWERINGS: dict[str, Lowering] = {
     "window_attention": windows.window_attention,
     "patch_merging": windows.patch_merging,
 }
+
+_NO_USER_LOWERING = ("a user-defined op registered without one "
+                     "(archdsl.plugins.register_op(..., tvm=...))")
 
 # Ops with no Relax lowering here, and why (none today; the coverage test reads this table).
 UNSUPPORTED: dict[str, str] = {}
@@ -311,11 +308,11 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
                 if node.op == "input":
                     continue
                 ins = graph.inputs(node.id)
-                rule = LOWERINGS.get(node.op)
+                rule = LOWERINGS.get(node.op) or node.opdef.lowerings.get("tvm")
                 if rule is None:
                     raise NotImplementedError(
                         f"{node.name}: op `{node.op}` has no TVM lowering: "
-                        f"{UNSUPPORTED.get(node.op, 'not implemented')}")
+                        f"{UNSUPPORTED.get(node.op, _NO_USER_LOWERING)}")
                 expr = _lower(rule, ctx, node, [values[i] for i in ins],
                               [graph.node(i).shape for i in ins])
                 values[node.id] = expr if isinstance(expr, relax.Var) else ctx.emit(expr, node)

@@ -20,6 +20,7 @@ from typing import Any
 
 import tvm
 
+from archdsl import interrupt
 from archdsl.backends.tvm import runtime
 
 BUILD_TIMEOUT_S = 60.0
@@ -39,11 +40,16 @@ def workers() -> tuple[Any, Any]:
     if not _WORKERS:
         from tvm.s_tir import meta_schedule as ms
         cores = ms.utils.cpu_count(logical=False)
-        builder = _builder_class()(cores)
-        for _ in range(cores):  # start the build workers while the runner's starts
-            builder.pool.submit(_worker_ready)
-        _WORKERS[:] = [builder, ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S,
-                                                      initializer=_worker_init)]
+        # the pools' threads, and the processes they start (now and when they restart one),
+        # inherit a blocked SIGINT: the terminal's Ctrl-C reaches the whole process group, and
+        # a worker still importing TVM would die of it ("Subprocess terminated")
+        with interrupt.blocked():
+            builder = _builder_class()(cores)
+            started = [builder.pool.submit(_worker_ready) for _ in range(cores)]
+            runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, initializer=_worker_init)
+            for future in started:
+                future.result()
+        _WORKERS[:] = [builder, runner]
         atexit.register(drop_workers)
     return _WORKERS[0], _WORKERS[1]
 
@@ -73,6 +79,7 @@ def _builder_class():
                                           initializer=_worker_init, maximum_process_uses=256)
 
         def build(self, build_inputs):
+            check_interrupted()
             results = []
             for done in self.pool.map_with_error_catching(
                     lambda x: _build(*x), [(b.mod, b.target) for b in build_inputs]):
@@ -98,6 +105,7 @@ def time_functions(funcs: list[Any], target: tvm.target.Target) -> list[float | 
     builder, runner = workers()
     mods = [tvm.IRModule({"main": f.with_attr("global_symbol", "main")}) for f in funcs]
     built = builder.build([BuilderInput(m, target) for m in mods])
+    check_interrupted()
     device = "cpu" if target.kind.name == "llvm" else target.kind.name
     inputs = [(i, RunnerInput(b.artifact_path, device, ArgInfo.from_prim_func(f)))
               for i, (b, f) in enumerate(zip(built, funcs, strict=True)) if b.error_msg is None]
@@ -135,6 +143,7 @@ def _measured_class():
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
                   runner_results) -> None:
             self.on_batch(task_id, list(runner_results))
+            check_interrupted()  # the batch is in the database: a safe place to stop
     return Measured
 
 
@@ -189,26 +198,28 @@ def log_to(file: Path) -> Iterator[logging.Logger]:
         handler.close()
 
 
-@contextlib.contextmanager
-def interrupts() -> Iterator[list[bool]]:
-    """Ctrl-C while tuning: a KeyboardInterrupt raised inside one of MetaSchedule's Python
-    callbacks comes out of its C++ loop as a RuntimeError; the yielded list (made true by the
-    signal) tells them apart."""
-    flag: list[bool] = []
+class Interrupted(Exception):
+    """Raised at a safe point of tuning (a batch boundary, in Python) after a Ctrl-C."""
 
-    def on_sigint(signum, frame):
-        flag.append(True)
-        raise KeyboardInterrupt
 
-    try:
-        saved = signal.signal(signal.SIGINT, on_sigint)
-    except ValueError:  # not the main thread: signals are not ours to take
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, saved)
+def stopping() -> bool:
+    """Whether Ctrl-C was pressed (archdsl.interrupt)."""
+    return interrupt.pressed()
+
+
+def check_interrupted() -> None:
+    """Stop here if Ctrl-C was pressed: called where MetaSchedule calls Python (the builder,
+    the measure callback) and between archdsl's own measurements. An exception raised there
+    comes out of MetaSchedule's C++ loop as any error of a callback does."""
+    if interrupt.pressed():
+        raise Interrupted("interrupted")
+
+
+def interrupts(on_first: Callable[[], None] | None = None):
+    """Ctrl-C while tuning only sets a flag (archdsl.interrupt.deferred), checked at the batch
+    boundaries (`check_interrupted`): a KeyboardInterrupt raised wherever the signal landed
+    was swallowed as a failed build, or crashed MetaSchedule."""
+    return interrupt.deferred(on_first)
 
 
 # ---------------------------------------------------------------- tensor intrinsics

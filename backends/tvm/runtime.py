@@ -8,6 +8,7 @@ TVM (the `tvm` and `tvm_ffi` packages without `libtvm_compiler.so`, or `TVM_USE_
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -20,10 +21,12 @@ import numpy as np
 import tvm
 from tvm.runtime.vm import VirtualMachine
 
-from archdsl.atomic import atomic_path
-from archdsl.backends.tvm import cpu
+from archdsl.backends.tvm import cpu, library
+from archdsl.inputs import open_regular
 
-__all__ = ["Compiled", "physical_cores", "use_physical_cores"]
+__all__ = ["Compiled", "LibraryError", "physical_cores", "read_input", "use_physical_cores"]
+
+LibraryError = library.LibraryError
 
 # The name of the Relax function that returns a build's metadata (JSON), so that a loaded
 # library knows its input shape and dtype.
@@ -57,6 +60,35 @@ def use_physical_cores() -> None:
     at the first parallel kernel of a process, so this must come before that."""
     if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
         os.environ["TVM_NUM_THREADS"] = str(physical_cores())
+
+
+def read_input(path: str | os.PathLike, shape: tuple[int, ...]) -> np.ndarray:
+    """An input batch from a `.npy` file, checked before its data is read: one array (not an
+    .npz archive), a floating-point dtype (an integer or complex array would be cast
+    silently), the compiled `shape`, and a file that holds as many bytes as its header says
+    (a header may claim 10**10 floats). No pickles. Raises ValueError or OSError."""
+    with open_regular(path) as fd, os.fdopen(os.dup(fd), "rb") as fh:
+        magic = fh.read(6)
+        if magic[:2] == b"PK":
+            raise ValueError("it is an .npz archive; save the one input array with numpy.save")
+        if magic != b"\x93NUMPY":
+            raise ValueError("it is not a .npy file (numpy.save writes one)")
+        fh.seek(0)
+        version = np.lib.format.read_magic(fh)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        got, fortran, dtype = read_header(fh)
+        if dtype.kind != "f":
+            raise ValueError(f"it holds {dtype} values; the network takes floating point "
+                             "(convert with .astype('float32'), and scale as in training)")
+        if tuple(got) != tuple(shape):
+            raise ValueError(f"it has shape {list(got)}; the library takes {list(shape)}")
+        need = fh.tell() + math.prod(got) * dtype.itemsize
+        size = os.fstat(fd).st_size
+        if size != need:
+            raise ValueError(f"it holds {size:,} bytes where its header says {need:,}")
+        data = np.fromfile(fh, dtype=dtype, count=math.prod(got))
+    return data.reshape(got, order="F" if fortran else "C")
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -174,34 +206,55 @@ class Compiled:
         return _device_modules(self.module)
 
     def __call__(self, x: Any) -> np.ndarray:
-        x = np.ascontiguousarray(_to_numpy(x), dtype=self.dtype)
+        x = _to_numpy(x)
+        if x.dtype.kind != "f":  # casting bool, integer or complex input would hide a mistake
+            raise ValueError(f"`{self.arch}` takes floating-point input, got {x.dtype}")
+        x = np.ascontiguousarray(x, dtype=self.dtype)
         if x.shape != self.input_shape:
             raise ValueError(f"`{self.arch}` was compiled for input {self.input_shape}, "
                              f"got {x.shape}")
         return self.vm["main"](tvm.runtime.tensor(x, self.device)).numpy()
 
-    def export_library(self, path: str | os.PathLike) -> Path:
-        """Write the shared library, weights included, atomically (a C compiler links it)."""
+    def export_library(self, path: str | os.PathLike, manifest: dict[str, Any] | None = None,
+                       inputs=()) -> Path:
+        """Write the shared library, weights included (a C compiler links it), and its
+        manifest `PATH.json` (the build's metadata, `manifest`, and the library's SHA-256),
+        together and atomically (library.write). `inputs`: files the write must not
+        replace."""
         path = Path(path)
-        with atomic_path(path) as tmp, _quiet_scope_warnings():
-            self.module.export_library(str(tmp))
+
+        def export(tmp: Path, workspace: Path) -> None:
+            with _quiet_scope_warnings():
+                self.module.export_library(str(tmp), workspace_dir=str(workspace))
+
+        library.write(path, export, {**self.meta, **(manifest or {})}, inputs)
         return path
 
+    save = export_library
+
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Compiled:
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> Compiled:
         """Load a library written by `export_library`; needs only the TVM runtime (and, for a
-        GPU build, TVM's runtime library for that GPU, its CUDA runtime and a driver)."""
-        try:
-            module = _load_module(path)
-        except RuntimeError as exc:
-            kind = _unloadable_kind(exc)
-            if kind is None:
-                raise
-            why = _load_device_runtime(kind)  # a runtime-only TVM loads no device runtime
-            if why is not None:
-                raise RuntimeError(f"{path}: holds {kind} code, and TVM's runtime for "
-                                   f"{kind} cannot be loaded here: {why}") from None
-            module = _load_module(path)
+        GPU build, TVM's runtime library for that GPU, its CUDA runtime and a driver).
+
+        A library is code: it is loaded only if it matches the SHA-256 in its manifest
+        (`library.open_verified`; `verify=False` skips that, for a library you trust without
+        one), and never if it is not a complete shared object. Raises library.LibraryError."""
+        with library.open_verified(path, verify) as checked:
+            try:
+                module = _load_module(checked)
+            except RuntimeError as exc:
+                kind = _unloadable_kind(exc)
+                if kind is None:
+                    raise
+                why = _load_device_runtime(kind)  # a runtime-only TVM loads no device runtime
+                if why is not None:
+                    raise RuntimeError(f"{path}: holds {kind} code, and TVM's runtime for "
+                                       f"{kind} cannot be loaded here: {why}") from None
+                module = _load_module(checked)
+        if not module.implements_function("vm_load_executable"):
+            raise LibraryError(f"cannot load {path}: it is a shared library, but not one "
+                               "written by archdsl compile (no Relax VM executable)")
         kinds = [m.kind for m in _device_modules(module)]
         compiled = cls(module, kinds[0] if kinds else "llvm")
         compiled.check_cpu()
@@ -212,9 +265,12 @@ class Compiled:
                 f"dtype={self.dtype})")
 
 
-def _load_module(path: str | os.PathLike):
+def _load_module(path: str):
+    # tvm_ffi's loader, not tvm.runtime.load_module: that one resolves the path (the checked
+    # file's link would become its name again) and compiles or untars .o/.tar files
+    import tvm_ffi
     with _quiet_scope_warnings():
-        return tvm.runtime.load_module(str(path))
+        return tvm_ffi.load_module(path)
 
 
 def _unloadable_kind(exc: RuntimeError) -> str | None:

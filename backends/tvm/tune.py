@@ -31,13 +31,11 @@ tuned: the build takes what the database holds and a note says so.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,28 +43,19 @@ from typing import Any
 import tvm
 from tvm import relax
 
-from archdsl.backends.tvm import measure
+from archdsl.backends.tvm import database, measure
+from archdsl.backends.tvm.database import TuningError
 from archdsl.errors import last_line
 
 __all__ = ["KernelChoice", "TuneEvent", "TuningError", "default_database", "schedule_hook",
            "target_key"]
 
-_DB_FILES = ("database_workload.json", "database_tuning_record.json")
-# archdsl's own notes beside them, keyed by workload (structural hash): the workloads whose
-# search ran out of new schedules before its budget (a kernel with a one-point space would be
-# retried every run), and the measured time of archdsl's default schedule of each workload
-_USED_UP = "archdsl_used_up.json"
-_DEFAULTS = "archdsl_defaults.json"
 
 # MetaSchedule's search settings. TVM's defaults, except trials per round: small enough that
 # a kernel's budget spans a few rounds (the cost model learns between them), and a Ctrl-C
 # loses at most one round. Tests shrink the population to keep the search quick.
 SEARCH: dict[str, Any] = {"population_size": 512, "init_min_unmeasured": 50}
 TRIALS_PER_ROUND = 32
-
-
-class TuningError(RuntimeError):
-    """A tuning request that cannot be carried out (a missing or busy database)."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +123,7 @@ def schedule_hook(mod: tvm.IRModule, target: tvm.target.Target,
     if not trials and options.get("tuning_db") is None:
         return mod
     path = Path(options.get("tuning_db") or default_database(target)).expanduser()
-    if not trials and not _exists(path):
+    if not trials and not database.present(path):
         raise TuningError(f"no tuning database at {path} (tune with --tune N to make one)")
     report = _Reporter(options.get("progress"), path)
     mod = _layout_free(mod, target)
@@ -147,9 +136,9 @@ def schedule_hook(mod: tvm.IRModule, target: tvm.target.Target,
                         f"machine has none: building with the schedules {path} already "
                         "holds (tune on the GPU machine, then copy the folder)")
     scheduled, choices = mod, ()
-    if _exists(path):
+    if database.present(path):
         measure.load_intrinsics(target)  # records may replay tensorization
-        with _reading(path) as db:
+        with database.applying(path, _json_database) as db:  # a private copy: never written
             _count_trials(db, tasks)
         times = _default_times(tasks, target, path) if options.get("schedules", True) else {}
         tuned = [t for t in tasks if t.best is not None]
@@ -190,7 +179,7 @@ def _default_times(tasks: list[_Task], target: tvm.target.Target,
                    path: Path) -> dict[str, float]:
     """Task key → the measured time of its default schedule (from `_compare_defaults`), for
     the tasks whose default schedule is still the one archdsl makes now."""
-    measured = _read_note(path, _DEFAULTS, {})
+    measured = database.read_defaults(path, strict=True)
     times = {}
     for task in tasks:
         seen = measured.get(task.key)
@@ -206,7 +195,7 @@ def _compare_defaults(tasks: list[_Task], target: tvm.target.Target, path: Path,
                       report: _Reporter) -> None:
     """Measure the default schedule of every tuned task that lacks a time for it (the default
     schedules change as archdsl does), as the tuning measures its trials; note the times."""
-    measured = _read_note(path, _DEFAULTS, {})
+    measured = database.read_defaults(path, strict=False)  # corrupt: measured again
     todo = []
     for task in tasks:
         func = _default_schedule(task, target) if task.measured else None
@@ -220,7 +209,7 @@ def _compare_defaults(tasks: list[_Task], target: tvm.target.Target, path: Path,
     for (task, func), seconds in zip(todo, times, strict=True):
         if seconds is not None:
             measured[task.key] = {"schedule": _schedule_key(func), "seconds": seconds}
-    _write_note(path, _DEFAULTS, measured)
+    database.write_note(path, database.DEFAULTS, measured)
 
 
 def _best_records(tasks: list[_Task]):
@@ -325,40 +314,15 @@ def _tuning_target(target: tvm.target.Target) -> tvm.target.Target:
     return tvm.target.Target({**target.export(), "num-cores": cpu_count(logical=False)})
 
 
-def _exists(path: Path) -> bool:
-    return all((path / name).is_file() for name in _DB_FILES)
-
-
-@contextlib.contextmanager
-def _opened(path: Path, repair: bool = True) -> Iterator[Any]:
-    """The JSON database in `path` (made if missing). With `repair` (only while holding the
-    lock: no one else writes), a line cut short by a killed process is dropped first: every
-    complete line is a whole workload or trial."""
+def _json_database(folder: Path):
+    """MetaSchedule's JSONDatabase in `folder` (made if missing)."""
     from tvm.s_tir.meta_schedule.database import JSONDatabase
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        for name in _DB_FILES if repair else ():
-            _drop_torn_tail(path / name)
-    except OSError as exc:
-        raise TuningError(f"cannot use {path} as a tuning database: {exc}") from None
-    try:
-        db = JSONDatabase(work_dir=str(path), module_equality="structural")
+        folder.mkdir(parents=True, exist_ok=True)
+        return JSONDatabase(work_dir=str(folder), module_equality="structural")
     except Exception as exc:  # a database written by something else
-        raise TuningError(f"{path}: not a readable MetaSchedule database: {exc}") from exc
-    yield db
-
-
-def _drop_torn_tail(file: Path) -> None:
-    if not file.is_file():
-        return
-    data = file.read_bytes()
-    end = data.rstrip(b"\n").rfind(b"\n") + 1
-    tail = data[end:]
-    try:
-        json.loads(tail or b"0")
-    except ValueError:
-        with open(file, "r+b") as fh:
-            fh.truncate(end)
+        raise TuningError(f"{folder}: not a readable MetaSchedule database: "
+                          f"{last_line(exc)[:300]}") from exc
 
 
 def _count_trials(db, tasks: list[_Task]) -> None:
@@ -377,21 +341,6 @@ def _count_trials(db, tasks: list[_Task]) -> None:
         task.best = _seconds(top[0].run_secs) if top else None
 
 
-def _read_note(path: Path, name: str, empty: Any) -> Any:
-    """One of archdsl's notes in the database folder (`empty` if missing or unreadable)."""
-    try:
-        value = json.loads((path / name).read_text())
-    except (OSError, ValueError):
-        return empty
-    return value if isinstance(value, type(empty)) else empty
-
-
-def _write_note(path: Path, name: str, value: Any) -> None:
-    from archdsl.atomic import atomic_path
-    with atomic_path(path / name) as tmp:
-        tmp.write_text(json.dumps(value, indent=0, sort_keys=True) + "\n")
-
-
 def _seconds(run_secs) -> float | None:
     values = [float(s) for s in run_secs or []]
     return sum(values) / len(values) if values and max(values) < 1e9 else None
@@ -403,38 +352,6 @@ def _estimate_ms(tasks: list[_Task]) -> float | None:
     return 1e3 * sum(t.uses * t.best for t in tasks)  # type: ignore[operator]
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One tuning job per database at a time: two would number their workloads apart."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fh = open(path / ".lock", "w")  # noqa: SIM115 - held until the end of the with
-    except OSError as exc:
-        raise TuningError(f"cannot use {path} as a tuning database: {exc}") from None
-    with fh:
-        try:
-            import fcntl
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # pragma: no cover - not POSIX: no lock
-            pass
-        except OSError:
-            raise TuningError(f"the tuning database {path} is in use by another tuning "
-                              "job") from None
-        yield
-
-
-@contextlib.contextmanager
-def _reading(path: Path) -> Iterator[Any]:
-    """The database, to apply: repaired if no tuning job holds it, else read as it is."""
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(_locked(path))
-            repair = True
-        except TuningError:  # being tuned, or read-only
-            repair = False
-        yield stack.enter_context(_opened(path, repair))
-
-
 # ---------------------------------------------------------------- tuning
 
 def _tune(tasks: list[_Task], target: tvm.target.Target, path: Path, budget: int,
@@ -442,19 +359,26 @@ def _tune(tasks: list[_Task], target: tvm.target.Target, path: Path, budget: int
     """Tune every task below `budget` trials, then measure the default schedules of the tuned
     ones (`_compare_defaults`), holding the database's lock."""
     measure.load_intrinsics(target)  # the schedule rules' tensorization
-    with _locked(path), _opened(path) as db:
+    with database.tuning(path):
+        db = _json_database(path)
         _count_trials(db, tasks)
-        used_up = set(_read_note(path, _USED_UP, []))
+        used_up = database.read_used_up(path)
         for task in tasks:
             task.used_up = task.key in used_up
         todo = [t for t in tasks if t.measured < budget and not t.used_up]
         report.send("start", tasks=len(tasks), tasks_to_tune=len(todo),
                     trials_total=sum(budget - t.measured for t in todo),
                     best_ms=_estimate_ms(tasks))
-        with measure.log_to(path / "logs" / "tuning.log") as log:
-            if todo:
-                _search(tasks, todo, target, path, db, budget, used_up, report, log)
-            _compare_defaults(tasks, target, path, report)
+        # Ctrl-C from here on stops at the next batch boundary (measure.interrupts)
+        with measure.log_to(path / database.LOG) as log, measure.interrupts(lambda: report.note(
+                "stopping after the batch being measured (its trials are kept); Ctrl-C "
+                "again stops at once")):
+            try:
+                if todo:
+                    _search(tasks, todo, target, path, db, budget, used_up, report, log)
+                _compare_defaults(tasks, target, path, report)
+            except measure.Interrupted:
+                raise KeyboardInterrupt from None
 
 
 def _search(tasks: list[_Task], todo: list[_Task], target: tvm.target.Target, path: Path, db,
@@ -463,30 +387,31 @@ def _search(tasks: list[_Task], todo: list[_Task], target: tvm.target.Target, pa
     from tvm.s_tir import meta_schedule as ms
     log.info("archdsl: tuning %d of %d tasks to %d trials each", len(todo), len(tasks), budget)
     builder, runner = measure.workers()
+    measure.check_interrupted()
     cores = ms.utils.cpu_count(logical=False)
     cost_model = ms.CostModel.create("xgb", num_tuning_cores=cores, tree_method="auto")
     progress = _Progress(tasks, todo, budget, report)
-    with measure.interrupts() as interrupted:
-        try:
-            # one scheduler run per remaining budget: MetaSchedule caps its tasks alike
-            for left in sorted({budget - t.measured for t in todo}, reverse=True):
-                progress.group = [t for t in todo if budget - t.measured == left]
-                _tune_group(progress.group, target, db, left, builder, runner, cost_model,
-                            progress, log)
-                short = {t.key for t in progress.group if t.measured < budget}
-                if short:
-                    used_up |= short
-                    _write_note(path, _USED_UP, sorted(used_up))
-        except BaseException as exc:
-            if interrupted:  # the workers ignore Ctrl-C: they are fine
-                raise KeyboardInterrupt from None
-            measure.drop_workers()
-            if not isinstance(exc, Exception) or isinstance(exc, TuningError):
-                raise
-            why = last_line(exc)
-            raise TuningError(f"MetaSchedule failed while tuning ({why[:300]}); the trials "
-                              f"measured before are kept; its log: "
-                              f"{path / 'logs' / 'tuning.log'}") from exc
+    try:
+        # one scheduler run per remaining budget: MetaSchedule caps its tasks alike
+        for left in sorted({budget - t.measured for t in todo}, reverse=True):
+            measure.check_interrupted()
+            progress.group = [t for t in todo if budget - t.measured == left]
+            _tune_group(progress.group, target, db, left, builder, runner, cost_model,
+                        progress, log)
+            short = {t.key for t in progress.group if t.measured < budget}
+            if short:
+                used_up |= short
+                database.write_note(path, database.USED_UP, sorted(used_up))
+    except BaseException as exc:
+        if measure.stopping():  # the workers ignore Ctrl-C: they are fine
+            raise measure.Interrupted from None
+        measure.drop_workers()
+        if not isinstance(exc, Exception) or isinstance(exc, TuningError):
+            raise
+        why = last_line(exc)
+        raise TuningError(f"MetaSchedule failed while tuning ({why[:300]}); the trials "
+                          f"measured before are kept; its log: "
+                          f"{path / 'logs' / 'tuning.log'}") from exc
 
 
 def _tune_group(group: list[_Task], target, db, trials: int, builder, runner, cost_model,

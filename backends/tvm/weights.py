@@ -54,17 +54,18 @@ _RANGES = {
     # a bias of the scores big enough to matter; Swin v2's logit scale starts at log(10)
     "window_attention": {"relative_position_bias_table": (-0.5, 0.5), "logit_scale": (1.0, 3.0)},
     "patch_merging": {"norm.weight": _NEAR_ONE, "norm.bias": _SMALL},
+    "prelu": {"weight": (0.0, 0.5)},
 }
 
 
-def _fan_in_bound(params: dict[str, tuple[int, ...]], suffix: str) -> float:
+def _fan_in_bound(params: dict[str, tuple[int, ...]], suffix: str) -> float | None:
     """1/sqrt(fan_in) of the matrix a tensor belongs to: itself, the `weight` beside a `bias`,
-    else the op's first matrix."""
+    else the op's first matrix; None for an op with no matrix (a user-defined op's vectors)."""
     shape = params[suffix]
     if len(shape) < 2:
         sibling = suffix[:-len("bias")] + "weight" if suffix.endswith("bias") else ""
-        shape = params.get(sibling) or next(s for s in params.values() if len(s) >= 2)
-    return 1.0 / math.sqrt(math.prod(shape[1:]))
+        shape = params.get(sibling) or next((s for s in params.values() if len(s) >= 2), None)
+    return None if shape is None else 1.0 / math.sqrt(math.prod(shape[1:]))
 
 
 def _derived(graph: Graph) -> dict[str, np.ndarray]:
@@ -97,8 +98,11 @@ def random_weights(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
                 out[key] = derived[key]
                 continue
             bound = _fan_in_bound(params, suffix) if suffix not in ranges else 0.0
-            low, high = ranges.get(suffix, (-bound, bound))
-            out[key] = rng.uniform(low, high, shape).astype(np.float32)
+            low, high = ranges.get(suffix, (-bound, bound) if bound is not None else _NEAR_ONE)
+            values = rng.random(shape, dtype=np.float32)  # float32 throughout: no float64 copy
+            values *= high - low
+            values += low
+            out[key] = values
     return out
 
 
@@ -111,12 +115,18 @@ def _check_weights(graph: Graph, weights: Mapping[str, Any], strict: bool) -> di
                    for k in set(need) & set(got) if tuple(got[k].shape) != need[k])
     # an index addresses a table: one that is not what the attributes make (another window
     # size, a hostile file) is refused, and the lowering uses its own
-    foreign = sorted(k for k, v in _derived(graph).items() if k in got and not wrong
+    derived = _derived(graph)
+    foreign = sorted(k for k, v in derived.items() if k in got and not wrong
                      and not np.allclose(got[k].astype(v.dtype), v, atol=1e-6))
-    if missing or unexpected or wrong or foreign:
+    # a bool or integer tensor where a weight belongs is a mistake, not something to cast
+    # (indices, computed from the attributes, are integers)
+    kind = sorted(f"{k} ({got[k].dtype})" for k in set(need) & set(got)
+                  if k not in derived and got[k].dtype.kind != "f")
+    if missing or unexpected or wrong or foreign or kind:
         parts = []
         for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("wrong shape", wrong), ("not computed from the window", foreign)):
+                             ("wrong shape", wrong), ("not computed from the window", foreign),
+                             ("not floating point", kind)):
             if items:
                 shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)"
                                                 if len(items) > 8 else "")

@@ -121,8 +121,40 @@ def test_sequence_ops_export_to_onnx(tmp_path, spec, settings):
         for key, param in model.named_parameters():
             if param.dim() <= 1 or "token" in key or "embedding" in key or "layer_scale" in key:
                 param.normal_(0.0, 0.5)
-    path = ex.export(model, arch.graph.input_shape, "onnx", tmp_path / "m.onnx").path
-    x = torch.randn(3, *arch.graph.input_shape)
+    _agrees_in_onnxruntime(ort, model, arch.graph.input_shape, tmp_path)
+
+
+CHANNEL_AND_ACTIVATION_OPS = """
+arch routing
+input 6x8x8
+defaults norm=bn eps=0.001 act=hardswish
+transform: affine(scale=[1, 2, 3, 4, 5, 6], shift=-0.5)
+c: conv1x3-12
+s: split { | conv1-6 act=hardsigmoid; dwconv3x1 act=mish }
+channel_shuffle(3)
+concat { chunk(2, 0) | slice(6, 12); leakyrelu(0.2) | elu; selu | celu(2); softplus(2, 5) \\
+       | prelu per_channel=true | softsign; logsigmoid | hardtanh(-0.5, 0.5) }
+gap
+FC-4 act=gelu approximate=tanh
+log_softmax
+"""
+
+
+def test_channel_and_activation_ops_export_to_onnx(tmp_path):
+    """Split, slice, chunk, shuffle, a fixed affine, per-axis kernels and the activations of
+    torch.nn survive ONNX export and run in ONNX Runtime with another batch size."""
+    ort = pytest.importorskip("onnxruntime")
+    arch = archdsl.load(CHANNEL_AND_ACTIVATION_OPS)
+    torch.manual_seed(0)
+    model = arch.to_torch().eval()
+    _agrees_in_onnxruntime(ort, model, arch.graph.input_shape, tmp_path)
+
+
+def _agrees_in_onnxruntime(ort, model, input_shape, tmp_path) -> None:
+    """Exported to ONNX, the model computes in ONNX Runtime, at another batch size, what it
+    computes in PyTorch."""
+    path = ex.export(model, input_shape, "onnx", tmp_path / "m.onnx").path
+    x = torch.randn(3, *input_shape)
     got = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
     with torch.no_grad():
         want = model(x).numpy()

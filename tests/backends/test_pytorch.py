@@ -9,6 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from zoo_sampling import sampled_zoo  # noqa: E402
+
 import archdsl  # noqa: E402
 from archdsl.api import unique_archs  # noqa: E402
 from archdsl.backends import pytorch as backend  # noqa: E402
@@ -78,6 +80,18 @@ TORCHVISION_TWINS = [
     ("vit.arch", "vit_l_16", "vit_l_16", False),
     *[("swin.arch", n, n, False) for n in ("swin_t", "swin_s", "swin_b")],
     *[("swin_v2.arch", n, n, False) for n in ("swin_v2_t", "swin_v2_s", "swin_v2_b")],
+    *[("shufflenet_v2.arch", n, n, False)
+      for n in ("shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
+                "shufflenet_v2_x2_0")],
+    ("mobilenet_v3.arch", "mobilenet_v3_large", "mobilenet_v3_large", False),
+    ("mobilenet_v3.arch", "mobilenet_v3_small", "mobilenet_v3_small", False),
+    ("regnet.arch", "regnet_y_400mf", "regnet_y_400mf", False),
+    ("regnet.arch", "regnet_x_400mf", "regnet_x_400mf", False),
+    # without the training-time auxiliary classifiers; with and without transform_input
+    *[(spec, name, tv_name, False, {"aux_logits": False, "init_weights": False, **t}, t)
+      for spec, name, tv_name in (("googlenet.arch", "googlenet_torchvision", "googlenet"),
+                                  ("inception_v3.arch", "inception_v3", "inception_v3"))
+      for t in ({}, {"transform_input": True})],
 ]
 # Parameters torchvision initialises to (near) constants that would hide a mistake downstream
 # of them (ConvNeXt's layer scale is 1e-6, ViT's head is zero, Swin's head bias is zero and its
@@ -86,14 +100,17 @@ _CONSTANT_AT_INIT = ("layer_scale", "class_token", "pos_embedding", "head.weight
                      "head.bias", "relative_position_bias_table")
 
 
-@pytest.mark.parametrize("spec,name,tv_name,softmax", TORCHVISION_TWINS,
-                         ids=[t[1] for t in TORCHVISION_TWINS])
-def test_loads_torchvision_weights_and_agrees(spec, name, tv_name, softmax):
+@pytest.mark.parametrize("twin", TORCHVISION_TWINS,
+                         ids=[t[1] + "".join(f"-{k}" for k in t[5]) if len(t) > 5 else t[1]
+                              for t in TORCHVISION_TWINS])
+def test_loads_torchvision_weights_and_agrees(twin):
+    """(spec, arch, torchvision builder, softmax at the end?[, builder kwargs, our settings])"""
+    spec, name, tv_name, softmax, kwargs, settings = (*twin, {}, {})[:6]
     torchvision = pytest.importorskip("torchvision")
-    arch = archdsl.load(SPECS[0].parent / spec, arch=name)
+    arch = archdsl.load(SPECS[0].parent / spec, arch=name, **settings)
     _skip_if_heavy(arch)
     torch.manual_seed(0)
-    reference = getattr(torchvision.models, tv_name)().eval()
+    reference = getattr(torchvision.models, tv_name)(**kwargs).eval()
     with torch.no_grad():
         for key, param in reference.named_parameters():
             if key.endswith(_CONSTANT_AT_INIT):
@@ -109,7 +126,7 @@ def test_loads_torchvision_weights_and_agrees(spec, name, tv_name, softmax):
     assert (got - expected).abs().max().item() < 1e-5
 
 
-@pytest.mark.parametrize("spec,name", list(_archs()))
+@pytest.mark.parametrize("spec,name", sampled_zoo(SPECS))
 def test_module_exports_as_one_graph(spec, name):
     """torch.export captures every spec whole (no graph breaks) and computes the same."""
     arch = archdsl.load(spec, arch=name)
@@ -259,3 +276,20 @@ def test_parameter_ops_read_their_parameter_at_call_time(tmp_path):
     path.write_text("arch t\ninput 4x2x2\nscale: layerscale(0.5)\n")
     scaled = archdsl.load(path).to_torch()
     assert torch.equal(scaled(x), 0.5 * x)
+
+
+@pytest.mark.parametrize("act", sorted(n for n, op in OPS.items() if op.category == "act"))
+def test_every_activation_trains_in_place_as_out_of_place(act):
+    """After a conv, an activation may run in place (its input is dead after it): outputs and
+    gradients equal those of a copy that never writes in place."""
+    arch = archdsl.load(f"arch t\ninput 3x5x5\nc: conv3-4 act={act}\n")
+    model = backend.to_torch(arch.graph).train()
+    reference = backend.to_torch(arch.graph, in_place=False).train()
+    reference.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 5, 5)
+    outs = [m(x) for m in (model, reference)]
+    assert torch.allclose(outs[0], outs[1])
+    for out in outs:
+        out.square().mean().backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name

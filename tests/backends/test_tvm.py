@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -24,10 +26,11 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 # depthwise and grouped convs, LRN, pooling with padding and ceil mode (pool3 hits PyTorch's
 # "last window starts in the padding" rule), adaptive pooling that upsamples, BN folded into
 # conv/FC and BN standing alone (mixbn, fcbn), a conv with a bias before its BN, softmax over
-# channels on a C×H×W tensor, every activation, and the sequence ops: linear and layernorm over
-# the channels of a map and over tokens, layer scale, shifted window attention on a map that
-# windows do not divide, patch merging, tokens and back to a map, class token, position
-# embedding, multi-head attention on a residual, one token picked, tokens pooled.
+# channels on a C×H×W tensor, every activation (with their attributes), and the sequence ops:
+# linear and layernorm over the channels of a map and over tokens, layer scale, shifted window
+# attention on a map that windows do not divide, patch merging, tokens and back to a map, class
+# token, position embedding, multi-head attention on a residual, one token picked, tokens
+# pooled; channel routing: split, slice, chunk, channel shuffle, a fixed affine per channel.
 EVERY_OP = r"""
 arch every_op(classes = 10)
 input 3x16x16
@@ -40,12 +43,21 @@ pool1: maxpool3/2 pad=1
 mix: concat { conv1-8 act=gelu | dwconv3 act=swish; conv1-8 groups=2 act=hardswish \
              | avgpool3/1 pad=1 }
 mixbn: bn
+acts: concat { hardsigmoid | hardtanh(-0.5, 0.5) | leakyrelu(0.1) | elu(0.9) | celu(1.5) \
+             | selu | softplus(2, 1) | mish | softsign | logsigmoid | prelu per_channel=true \
+             | prelu | gelu approximate=tanh | log_softmax }
+squeeze: conv1-24 act=none
+asym: conv3x1-24 dilation=2x1 act=none
+shuf: split(8, 16) { affine(scale=[0.5, 1, 2, 3, -1, 1, 1, 2], shift=0.25) | conv1-16 act=none }
+cs: channel_shuffle(3)
+ck: concat { chunk(2, 1) | slice(0, 12); affine(scale=2, shift=[0.5]) }
 se: gate { gap; conv1-4 norm=none; conv1-24 norm=none act=sigmoid }
 attn: softmax
 sum: add { conv3-24 act=tanh | }
 gm: mul { | gmp }
 pool2: avgpool3/2 pad=1 ceil=true
 pool3: maxpool2/3 pad=1 ceil=true
+apx: adaptive_avgpool(4x3)
 ap: adaptive_avgpool(3)
 lin: linear-16 act=gelu
 ln1: layernorm
@@ -246,7 +258,11 @@ def test_export_library_and_load_round_trip(tmp_path):
     compiled = backend.compile(arch.graph, seed=1)
     x = np.random.default_rng(4).standard_normal(compiled.input_shape).astype(np.float32)
     path = compiled.export_library(tmp_path / "lenet5.so")
-    assert path.exists() and [p.name for p in tmp_path.iterdir()] == ["lenet5.so"]
+    # the library and its manifest (its metadata and SHA-256, checked by load), nothing else
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet5.so", "lenet5.so.json"]
+    manifest = json.loads((tmp_path / "lenet5.so.json").read_text())
+    assert manifest["library_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert manifest["input"] == [1, 1, 32, 32] and manifest["library"] == "lenet5.so"
     loaded = backend.Compiled.load(path)
     assert loaded.device_kind == "llvm" and not loaded.device_modules()
     assert loaded.meta == compiled.meta
@@ -262,6 +278,7 @@ def test_failed_export_leaves_the_old_file(tmp_path, monkeypatch):
     compiled = backend.compile(arch.graph)
     target = tmp_path / "net.so"
     target.write_bytes(b"old")
+    (tmp_path / "net.so.json").write_text("old manifest")
 
     def fail(*args, **kwargs):
         raise RuntimeError("linker failed")
@@ -269,7 +286,9 @@ def test_failed_export_leaves_the_old_file(tmp_path, monkeypatch):
     monkeypatch.setattr(type(compiled.module), "export_library", fail)
     with pytest.raises(RuntimeError, match="linker failed"):
         compiled.export_library(target)
-    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["net.so"]
+    assert target.read_bytes() == b"old" and (tmp_path / "net.so.json").read_text() == \
+        "old manifest"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.so", "net.so.json"]
 
 
 def test_llvm_target_is_the_host_cpu():

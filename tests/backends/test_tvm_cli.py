@@ -94,7 +94,8 @@ def test_a_bad_target_writes_nothing(tmp_path):
     result = invoke("compile", SPECS / "lenet5.arch", "-o", tmp_path / "x.so",
                     "-t", "llvm -mcpu=znver9")
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "unknown CPU `znver9`" in result.output and "did you mean znver" in result.output
+    assert "LLVM does not know the CPU `znver9`" in result.output
+    assert "did you mean znver" in result.output
     assert list(tmp_path.iterdir()) == []
 
 

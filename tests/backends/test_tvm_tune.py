@@ -22,6 +22,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 import archdsl  # noqa: E402
 from archdsl.backends import tvm as backend  # noqa: E402
+from archdsl.backends.tvm import database  # noqa: E402
 from archdsl.backends.tvm import tune as tvm_tune  # noqa: E402
 from archdsl.cli import app  # noqa: E402
 
@@ -139,12 +140,14 @@ def test_a_torn_last_line_is_dropped_and_a_busy_database_is_still_applied(tuned,
     db = tmp_path / "db"
     shutil.copytree(tuned[0], db)
     records = db / "database_tuning_record.json"
-    whole = records.read_text()
-    records.write_text(whole + '[0, [[["b0", "SampleCate')  # a process killed mid-line
+    torn = records.read_text() + '[0, [[["b0", "SampleCate'  # a process killed mid-line
+    records.write_text(torn)
+    before = {p.name: p.read_bytes() for p in db.iterdir() if p.is_file()}
     _, events, err = _compile(NET_A, tuning_db=db)
-    assert events[-1].applied + events[-1].defaults == 4
-    assert err < 1e-4 and records.read_text() == whole
-    with tvm_tune._locked(db):  # a tuning job holds it: applied as it is, not repaired
+    assert events[-1].applied + events[-1].defaults == 4 and err < 1e-4
+    # applying reads a private copy (repaired there): the folder is not written at all
+    assert {p.name: p.read_bytes() for p in db.iterdir() if p.is_file()} == before
+    with database.locked(db):  # a tuning job holds it: applied all the same
         _, events, _ = _compile(NET_A, tuning_db=db)
         assert events[-1].applied + events[-1].defaults == 4
         with pytest.raises(tvm_tune.TuningError, match="in use by another tuning job"):
@@ -310,3 +313,66 @@ def test_cli_ctrl_c_while_tuning_writes_nothing_and_says_how_to_go_on(tmp_path, 
     assert "interrupted: no library written; " in result.output
     assert f"{tmp_path / 'db'} keeps every trial measured so far" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.arch"]
+
+
+# ---------------------------------------------------------------- hostile databases (issue #13)
+
+@pytest.mark.parametrize("name", ["database_tuning_record.json", "database_workload.json",
+                                  "archdsl_defaults.json"])
+def test_a_planted_link_in_a_copied_database_is_refused_and_never_written(tuned, tmp_path,
+                                                                            name):
+    db = tmp_path / "db"
+    shutil.copytree(tuned[0], db)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (db / name).unlink()
+    (db / name).symlink_to(victim)
+    arch = archdsl.load(NET_A)
+    for tune in (0, 2):  # applying, and tuning into it
+        with pytest.raises(tvm_tune.TuningError, match="symbolic link"):
+            backend.compile(arch.graph, tune=tune, tuning_db=db)
+    assert victim.read_text() == "precious\n"
+
+
+def test_applying_writes_no_lock_and_follows_no_link(tuned, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(tuned[0], db)
+    (db / ".lock").unlink(missing_ok=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (db / ".lock").symlink_to(victim)  # was opened with "w": truncated
+    (db / "logs").mkdir(exist_ok=True)
+    _, events, err = _compile(NET_A, tuning_db=db)
+    assert events[-1].applied + events[-1].defaults == 4 and err < 1e-4
+    assert victim.read_text() == "precious\n"
+    with pytest.raises(tvm_tune.TuningError, match="symbolic link"):
+        backend.compile(archdsl.load(NET_A).graph, tune=2, tuning_db=db)
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("notes", ["{not json", '{"k": {"schedule": "s", "seconds": "fast"}}',
+                                   '{"k": {"schedule": "s", "seconds": -1}}', "[1, 2]",
+                                   '{"k": {"schedule": "s", "seconds": NaN}}'])
+def test_a_corrupt_defaults_note_is_an_error_when_applying(tuned, tmp_path, notes):
+    """It used to be read as "no default measured": every tuned kernel was taken, however
+    much slower than archdsl's default schedule."""
+    db = tmp_path / "db"
+    shutil.copytree(tuned[0], db)
+    (db / "archdsl_defaults.json").write_text(notes)
+    with pytest.raises(tvm_tune.TuningError, match="archdsl_defaults.json is corrupt"):
+        backend.compile(archdsl.load(NET_A).graph, tuning_db=db)
+    spec = tmp_path / "a.arch"
+    spec.write_text(NET_A)
+    result = _invoke("compile", spec, "-o", tmp_path / "a.so", "--tuning-db", db)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "archdsl_defaults.json is corrupt" in result.output
+    assert not (tmp_path / "a.so").exists()
+
+
+def test_a_database_file_that_is_not_a_regular_file(tuned, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(tuned[0], db)
+    (db / "database_workload.json").unlink()
+    os.mkfifo(db / "database_workload.json")
+    with pytest.raises(tvm_tune.TuningError, match="FIFO"):
+        backend.compile(archdsl.load(NET_A).graph, tuning_db=db)

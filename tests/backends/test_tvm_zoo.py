@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,9 @@ import pytest
 pytest.importorskip("tvm")
 torch = pytest.importorskip("torch")
 
+from zoo_sampling import sampled_zoo  # noqa: E402
+
 import archdsl  # noqa: E402
-from archdsl.api import unique_archs  # noqa: E402
 from archdsl.backends import tvm as backend  # noqa: E402
 
 SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.arch"))
@@ -23,29 +23,24 @@ SMALL = {"resolution": 96}
 # vgg_a_lrn (the only LRN network of that size) always runs. Compile time also grows with the
 # number of kernels: a network of over 300 nodes runs in CI only as the first of its file
 # (DenseNet-121 and EfficientNet-B0 stand for the deeper members of their families, which
-# add depth, not new kernels, at 10-30 s each).
+# add depth, not new kernels, at 10-30 s each). And a network whose kinds of layer an earlier
+# one of its file has all is stood for by it (zoo_sampling.py).
 HEAVY_MACS = 7e9
 MANY_NODES = 300
 ALWAYS = {"vgg_a_lrn"}
-FULL = os.environ.get("ARCHDSL_FULL_ZOO") == "1"
 
 
-def _archs():
-    params, files = [], set()
-    for spec, name in unique_archs(SPECS, distinct=True):
-        arch = archdsl.load(spec, arch=name)
-        first, files = spec not in files, files | {spec}
-        reason = ("over 7 GMACs" if arch.stats().totals["macs"] > HEAVY_MACS
-                  else f"over {MANY_NODES} nodes; the first network of its file stands for it"
-                  if len(arch.graph.nodes) > MANY_NODES and not first else None)
-        run = FULL or reason is None or name in ALWAYS
-        marks = [] if run else [pytest.mark.skip(reason=f"{reason}; set ARCHDSL_FULL_ZOO=1 "
-                                                        "to run it")]
-        params.append(pytest.param(spec, name, id=name, marks=marks))
-    return params
+def _too_big(arch, first_of_file: bool) -> str | None:
+    if arch.name in ALWAYS:
+        return None
+    if arch.stats().totals["macs"] > HEAVY_MACS:
+        return "over 7 GMACs"
+    if len(arch.graph.nodes) > MANY_NODES and not first_of_file:
+        return f"over {MANY_NODES} nodes; the first network of its file stands for it"
+    return None
 
 
-@pytest.mark.parametrize("spec,name", list(_archs()))
+@pytest.mark.parametrize("spec,name", sampled_zoo(SPECS, _too_big))
 def test_llvm_build_matches_pytorch(spec, name):
     arch = archdsl.load(spec, arch=name)
     small = {k: v for k, v in SMALL.items() if k in arch.settings}

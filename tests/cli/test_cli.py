@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from archdsl.api import load, load_all, load_spec
-from archdsl.cli import app, parse_sets, parse_value
+from archdsl.cli import app
+from archdsl.cli_shell import parse_sets, parse_value
 
 SPECS_DIR = Path(__file__).parents[2] / "specs"
 ZOO = sorted(SPECS_DIR.glob("*.arch"))
@@ -119,6 +120,15 @@ def test_check_reports_errors_from_every_file(runner, specs, tmp_path):
     result = invoke(runner, "check", specs["broken"], other, specs["small"], code=1)
     assert "other.arch:3:1: error: cannot add 4×8×8 and 3×8×8" in result.stderr
     assert result.stderr.rstrip().endswith("3 errors")
+
+
+def test_check_prints_warnings_and_succeeds(runner, tmp_path):
+    spec = tmp_path / "w.arch"
+    spec.write_text("arch w\ninput 3x8x8\ndefaults eps=0.001\nconv3-4\n")
+    result = invoke(runner, "check", spec)
+    assert result.stdout.startswith("ok: 1 architecture")
+    assert "w.arch:3:10: warning: `eps=0.001` applies to no layer" in result.stderr
+    assert "    defaults eps=0.001\n             ^^^^^^^^^\n" in result.stderr
 
 
 def test_check_syntax_error(runner, tmp_path):

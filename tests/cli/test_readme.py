@@ -27,10 +27,18 @@ def code_block(after: str, lang: str = "") -> str:
 
 
 def readme_commands() -> list[list[str]]:
-    """Every `archdsl ...` command line in the README (comments stripped), shell-split."""
+    """Every `archdsl ...` command line in the README (comments stripped), shell-split, from
+    its command on (global options such as `--plugin FILE` before it are checked apart)."""
     lines = [ln.split("#")[0] for ln in README.splitlines()]
     found = [m for ln in lines for m in re.findall(r"(?:^|&& )(archdsl [^&]*?)\s*$", ln)]
-    return [shlex.split(c)[1:] for c in found]
+    commands = []
+    for c in found:
+        args = shlex.split(c)[1:]
+        while args and args[0].startswith("--"):  # a global option and its value
+            get_command(app).make_context("archdsl", args[:2] + ["ops"])
+            args = args[2:]
+        commands.append(args)
+    return commands
 
 
 COMMANDS = readme_commands()

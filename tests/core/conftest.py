@@ -26,15 +26,17 @@ def tv():
     return torch, torchvision
 
 
-def assert_same_state_dict_as_torchvision(spec, name: str, params: int) -> None:
-    """Our module's state_dict equals torchvision's `name` key for key, in order, shape for
-    shape (both built on the meta device), and torchvision has `params` parameters."""
+def assert_same_state_dict_as_torchvision(spec, name: str, params: int, arch: str | None = None,
+                                          settings: dict | None = None, **kwargs) -> None:
+    """Our module's state_dict equals torchvision's `name` (built with `kwargs`) key for key,
+    in order, shape for shape (both built on the meta device), and torchvision has `params`
+    parameters. `arch` (default `name`) and its `settings` select ours."""
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
     import archdsl
     with torch.device("meta"):
-        reference = getattr(torchvision.models, name)()
-        ours = archdsl.load(spec, arch=name).to_torch()
+        reference = getattr(torchvision.models, name)(**kwargs)
+        ours = archdsl.load(spec, arch=arch or name, **(settings or {})).to_torch()
     theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     mine = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
     assert list(mine) == list(theirs) and mine == theirs

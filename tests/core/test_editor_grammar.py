@@ -237,7 +237,7 @@ def test_every_layer_of_the_zoo_is_a_layer_token(path: Path) -> None:
         tok = layer_at.get((sp.line, sp.col - 1))
         assert tok is not None, f"{path.name}:{sp.line}:{sp.col}: `{layer.name}` not a layer token"
         name = lines[sp.line - 1][sp.col - 1:sp.end_col - 1]
-        expected = name if name.lower() == "soft-max" else re.sub(r"\d+$", "", name)
+        expected = name if name.lower() == "soft-max" else re.sub(r"\d+(x\d+)?$", "", name)
         assert tok.text(lines) == expected, (path.name, sp.line, name)
 
     # every paper token written like conv3-64, FC-4096 or maxpool3/2 outside comments is
@@ -245,7 +245,7 @@ def test_every_layer_of_the_zoo_is_a_layer_token(path: Path) -> None:
     skip = [t for t in toks if t.scope.startswith(("comment.", "string."))]
     numeric = {(t.line, t.start, t.end) for t in toks if t.scope.startswith("constant.numeric")}
     for ln, line in enumerate(lines, 1):
-        for m in re.finditer(r"\b([A-Za-z_]+)(\d*)(?:-(\d+))?(?:/(\d+))?\b", line):
+        for m in re.finditer(r"\b([A-Za-z_]+)(\d+(?:x\d+)?)?(?:-(\d+))?(?:/(\d+))?\b", line):
             if not (m.group(3) or m.group(4)):
                 continue
             if any(t.line == ln and t.start <= m.start() < t.end for t in skip):
@@ -267,3 +267,20 @@ def test_vscode_extension_points_at_the_grammar() -> None:
     assert gram["path"].endswith("archdsl.tmLanguage.json")
     conf = json.loads((ROOT / "editors" / "vscode" / "language-configuration.json").read_text())
     assert conf["comments"]["lineComment"] == "#"
+
+
+def test_new_notation_is_highlighted() -> None:
+    lines = ["inline block row(c) { conv1x7-{c} }", "block1-0: conv-64 k=1x7 pad=0,3",
+             "x: basic_conv(c7, 7x1)"]
+    toks = tokenize(lines)
+
+    def scoped(line: int, scope: str) -> list[str]:
+        return [t.text(lines) for t in toks if t.line == line and t.scope == scope]
+
+    assert scoped(1, "keyword.control.archdsl") == ["inline", "block"]
+    assert scoped(1, LAYER_SCOPE) == ["conv"]
+    assert scoped(1, "constant.numeric.kernel.archdsl") == ["1x7"]
+    assert scoped(2, "entity.name.tag.label.archdsl") == ["block1-0"]
+    assert scoped(2, LAYER_SCOPE) == ["conv"]
+    assert "1x7" in scoped(2, "constant.numeric.archdsl")
+    assert "7x1" in scoped(3, "constant.numeric.archdsl")

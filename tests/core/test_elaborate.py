@@ -177,7 +177,8 @@ def test_node_cap(monkeypatch):
         load("arch a\ninput 3x4x4\nconv3-4 x100\n")
     (err,) = info.value.errors
     assert isinstance(err, ValueError_) and "more than 50 nodes" in err.message
-    assert (err.span.line, err.span.col) == (3, 10)  # the repeat count that is too large
+    assert (err.span.line, err.span.col) == (3, 1)  # the layer that is one too many
+    assert [(n.line, n.col) for _, n in err.notes] == [(3, 10)]  # and the repetition
 
 
 def test_errors_do_not_cascade_into_later_layers():

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from archdsl.analysis import analyse
 from archdsl.api import elaborate, load, load_spec
 from archdsl.cli import app
-from archdsl.errors import ArchError, ArchErrors, IncludeError, NameError_, UsageError
+from archdsl.errors import ArchError, ArchErrors, ErrorLimit, IncludeError, NameError_, UsageError
 from archdsl.formatter import format_graph
 from archdsl.ir import validate
 
@@ -161,7 +161,7 @@ def check_errors(exc: ArchErrors) -> None:
     for err in exc.errors:
         assert isinstance(err, ArchError), type(err)
         if err.span is None:
-            assert isinstance(err, (UsageError, IncludeError)), (
+            assert isinstance(err, (UsageError, IncludeError, ErrorLimit)), (
                 f"{type(err).__name__} without a location: {err.render()}")
         else:
             assert err.span.line >= 1 and err.span.col >= 1, err.span
@@ -175,8 +175,9 @@ def check_errors(exc: ArchErrors) -> None:
     assert isinstance(text, str) and text
 
 
-def load_and_measure(path: Path) -> None:
-    """load_spec + elaborate + analyse; successful graphs validate and round-trip."""
+def load_and_measure(path: Path | str) -> None:
+    """load_spec + elaborate + analyse (of a file, or of spec text); successful graphs
+    validate and round-trip."""
     try:
         program = load_spec(path)
     except ArchErrors as exc:

@@ -432,10 +432,13 @@ def test_defaults_norm_applies_to_conv_only_and_act_to_fc():
 
 
 def test_bias_auto_and_explicit_bias():
+    # auto: no bias with an attached norm (any), or where a batch norm is the next layer
     g = graph_of("arch a\ninput 3x8x8\nconv3-4\nconv3-4 norm=bn\nconv3-4 norm=bn bias=true\n"
-                 "conv3-4 bias=false\nconv3-4 norm=lrn\n")
-    convs = [n for n in g.nodes if n.op == "conv"]
-    assert [c.attrs["bias"] for c in convs] == [True, False, True, False, False]
+                 "conv3-4 bias=false\nconv3-4 norm=lrn\nconv3-4; bn\nconv3-4 act=relu; bn\n"
+                 "concat { conv1-4 | }; bn\nconv1-4; layernorm\nFC-4; bn\n")
+    convs = [n for n in g.nodes if n.op in ("conv", "fc")]
+    assert [c.attrs["bias"] for c in convs] == [True, False, True, False, False, False, True,
+                                                True, True, False]
 
 
 def test_layernorm_attaches_like_bn():
@@ -567,7 +570,7 @@ def test_repeated_items_see_their_index():
 
 def test_label_template_must_make_a_name():
     with pytest.raises(ArchErrors, match="is not a valid name"):
-        load("arch a\ninput 3x8x8\nx{-1}: conv1-2 x2\n")
+        load("arch a\ninput 3x8x8\nx{0.5}: conv1-2 x2\n")
 
 
 def test_keywords_can_be_labels():

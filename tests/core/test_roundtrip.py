@@ -86,6 +86,18 @@ conv3-{chans[-1]} act=none
 avgpool2/2
 FC-{c}
 """,
+    "routing_and_axes": """inline block two(c) { conv1x3-{c} norm=bn eps=0.001; relu }
+arch a
+input 6x9x9
+defaults momentum=0.01
+transform: affine(scale=[1, 2, 3, 4, 5, 6], shift=-0.5)
+two(6)
+s: split { | b2: (conv1-3 act=leakyrelu negative_slope=0.2; dwconv3x1 act=hardsigmoid) }
+channel_shuffle(3)
+split(2, 4) { slice(0, 1) | chunk(2, 1); prelu per_channel=true }
+block1-0: conv-8 k=1x7 pad=0,3 stride=1x2 norm=bn act=gelu approximate=tanh
+maxpool3x1/1 pad=1,0
+""",
     "derived": """arch base(k=2, norm=none)
 input 1x4x4
 conv1-{k} norm={norm}

@@ -163,7 +163,7 @@ def test_window_attributes_round_trip_through_the_formatter():
     from archdsl.formatter import format_graph
     a = archdsl.load(SWIN_LIKE)
     text = format_graph(a.graph)
-    assert "window={[3, 4]}\n" in text and "window=3\n" in text
+    assert "window=3x4\n" in text and "window=3\n" in text  # a size per axis: height × width
     again = elaborate(load_spec(text), "t")
     assert again.signature() == a.graph.signature()
 

@@ -43,7 +43,7 @@ OFFERS: dict[str, list[str]] = {
     "vgg_e.arch": ["vgg_e", "vgg19_bn"],
     "vgg.arch": ["vgg_a", "vgg11_bn", "vgg_a_lrn", "vgg_b", "vgg13_bn", "vgg_c", "vgg_d",
                  "vgg16_bn", "vgg_e", "vgg19_bn"],
-    "googlenet.arch": ["googlenet"],
+    "googlenet.arch": ["googlenet", "googlenet_torchvision"],
     "resnet_common.arch": ["resnet"],
     "resnet.arch": ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
     "resnet18.arch": ["resnet18"],
@@ -65,6 +65,16 @@ OFFERS: dict[str, list[str]] = {
     "vit.arch": ["vit", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"],
     "swin.arch": ["swin", "swin_t", "swin_s", "swin_b"],
     "swin_v2.arch": ["swin_v2", "swin_v2_t", "swin_v2_s", "swin_v2_b"],
+    # tests/core/test_zoo_torchvision_more.py
+    "shufflenet_v2.arch": ["shufflenet_v2", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+                           "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"],
+    "mobilenet_v3.arch": ["mobilenet_v3_large", "mobilenet_v3_small"],
+    "inception_v3.arch": ["inception_v3"],
+    # tests/core/test_regnet.py
+    "regnet.arch": ["regnet", *[f"regnet_y_{s}" for s in ("400mf", "800mf", "1_6gf", "3_2gf",
+                                                          "8gf", "16gf", "32gf", "128gf")],
+                    *[f"regnet_x_{s}" for s in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf",
+                                                 "16gf", "32gf")]],
 }
 DEFAULT_CLASSES = {"lenet5": 10}  # all others: the 1000 ImageNet classes
 

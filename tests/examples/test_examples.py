@@ -71,3 +71,28 @@ def test_export_and_compile(tmp_path):
         assert m and float(m.group(1)) < 1e-4
         top = re.search(r"top class: (\d+) \(PyTorch\), (\d+) \(TVM\)", out)
         assert top and top.group(1) == top.group(2)
+
+
+def test_user_op():
+    out = run("user_op.py")
+    assert "conv1: conv3-32/1 bias=false dilation=1 groups=1 pad=1 norm=groupnorm num_groups=8" \
+        in out
+    assert "gn       groupnorm              params    128" in out
+    assert "state_dict: conv1.weight, groupnorm1.weight, groupnorm1.bias" in out
+    assert "forward (2, 3, 32, 32) -> (2, 10)" in out
+    if "TVM: not installed" not in out:
+        m = re.search(r"TVM: max abs diff vs PyTorch ([0-9.e+-]+)", out)
+        assert m and float(m.group(1)) < 1e-4
+
+
+def test_user_op_from_the_command_line(tmp_path):
+    spec = tmp_path / "gn.arch"
+    spec.write_text("arch gn\ninput 8x4x4\nconv3-8 norm=gn num_groups=4\ngroupnorm(2)\n")
+    proc = subprocess.run([sys.executable, "-m", "archdsl", "--plugin",
+                           str(EXAMPLES / "user_op.py"), "stats", str(spec)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "608" in proc.stdout  # 8·8·9 conv weights + 2·8 + 2·8 groupnorm params
+    proc = subprocess.run([sys.executable, "-m", "archdsl", "check", str(spec)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "unknown op or block `groupnorm`" in proc.stderr
