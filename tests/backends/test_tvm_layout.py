@@ -22,7 +22,8 @@ from archdsl.backends.tvm import schedules  # noqa: E402
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 # Concatenations whose parts fill whole blocks of 8 (stay blocked at 8) or do not (12: back to
-# NCHW), a residual add, max and average pools and a global mean on blocked tensors, a conv
+# NCHW), a residual add, grouped convs whose groups are whole blocks (16 channels: at 8 and 16;
+# 8: at 8 only, NCHW at 16), max and average pools and a global mean on blocked tensors, a conv
 # after the NCHW island (its input blocked again), and a conv ending the network.
 MIXED = r"""
 arch mixed
@@ -33,6 +34,8 @@ cat: concat { conv1-8 | conv3-8 | maxpool3/1 pad=1 }
 odd: concat { conv1-12 | conv3-20 }
 res: residual { conv3-32; conv3-32 act=none }
 relu
+g2: conv3-32 groups=2
+g4: conv3-32/2 groups=4
 p1: avgpool2/1
 lrn: LRN
 c9: conv1-24
@@ -97,7 +100,7 @@ def test_what_stays_blocked_and_what_does_not():
     marks = Counter(schedules.scheduled_by(f) for f in schedules.schedule_cpu(
         fused, backend.make_target("llvm"), {}).functions.values()
         if isinstance(f, tvm.tirx.PrimFunc))
-    assert marks["conv2d_blocked"] == 9 and marks["conv2d"] == 0
+    assert marks["conv2d_blocked"] == 11 and marks["conv2d"] == 0  # the grouped ones too
 
 
 def test_float16_builds_keep_nchw():

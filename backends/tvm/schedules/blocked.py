@@ -7,7 +7,10 @@ the last block padded. `layout.Blocked` lowers the network's convolutions to the
 finite values that every blocked conv multiplies by zero weights.
 
 - `conv2d`: data N×ICb×H×W×ib (or plain NCHW, N×IC×H×W, read as ib = 1: a first layer of 3
-  channels is not padded to a vector), weights OCb×ICb×KH×KW×ib×ob → N×OCb×OH×OW×ob;
+  channels is not padded to a vector), weights OCb×ICb×KH×KW×ib×ob → N×OCb×OH×OW×ob; grouped,
+  when each group's channels are whole blocks (RegNet's and ResNeXt's group widths of 8k),
+  with ICb the blocks of one group and output block o reading its group's
+  (its block is annotated `GROUP_VECTORS`: output blocks per group);
 - `pointwise_conv2d`: a 1×1 unpadded conv of blocked data over its plane as one flat axis of
   pixels, padded to a multiple of the register tile's pixels (a 7×7 plane's 49 pixels as 13
   tiles of 4: the last computes pixel 48 again, and its copies are dropped), its input first
@@ -22,8 +25,8 @@ from collections.abc import Sequence
 
 from tvm import te, tirx
 
-__all__ = ["CONV", "DEPTHWISE", "GATHER", "PAD", "POINTWISE", "UNPAD", "conv2d",
-           "depthwise_conv2d", "out_size", "pointwise_conv2d"]
+__all__ = ["CONV", "DEPTHWISE", "GATHER", "GROUP_VECTORS", "PAD", "POINTWISE", "UNPAD",
+           "conv2d", "depthwise_conv2d", "out_size", "pointwise_conv2d"]
 
 CONV = "archdsl_conv_blocked"
 POINTWISE = "archdsl_conv_flat"
@@ -31,6 +34,7 @@ DEPTHWISE = "archdsl_dwconv_blocked"
 PAD = "archdsl_pad"
 UNPAD = "archdsl_unpad"
 GATHER = "archdsl_gather"
+GROUP_VECTORS = "archdsl_group_vectors"
 
 
 def out_size(size: int, kernel: int, stride: int, dilation: int, before: int, after: int) -> int:
@@ -55,8 +59,10 @@ def _padded(data: te.Tensor, padding: Sequence[int]) -> te.Tensor:
 
 
 def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: Sequence[int],
-           dilation: Sequence[int], out_dtype: str, width: int | None = None) -> te.Tensor:
-    """A dense convolution onto blocked output channels (see the module's docstring). With
+           dilation: Sequence[int], out_dtype: str, width: int | None = None,
+           groups: int = 1) -> te.Tensor:
+    """A dense or grouped convolution onto blocked output channels (see the module's
+    docstring). With
     `width` above the output's, rows are computed that wide (whole register tiles: a 7-wide
     row as 8 = 2 × 4), from input padded further on the right, and cut back (`UNPAD`)."""
     ocb, icb, kh, kw, ib, ob = (int(d) for d in weight.shape)
@@ -71,16 +77,19 @@ def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: 
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
     ri = te.reduce_axis((0, ib), "ri")
     blocked = len(data.shape) == 5
+    per_group = ocb // groups  # output blocks per group
 
-    def read(b, c, y, x, i):
+    def read(b, o, c, y, x, i):
+        if groups > 1:
+            c = o // per_group * icb + c
         return pad[b, c, y, x, i] if blocked else pad[b, c, y, x]
 
     out = te.compute(
         (n, ocb, oh, wide, ob),
         lambda b, o, y, x, oi: te.sum(
-            read(b, rc, y * sy + ry * dy, x * sx + rx * dx, ri).astype(out_dtype)
+            read(b, o, rc, y * sy + ry * dy, x * sx + rx * dx, ri).astype(out_dtype)
             * weight[o, rc, ry, rx, ri, oi].astype(out_dtype), axis=[rc, ry, rx, ri]),
-        name=CONV)
+        name=CONV, attrs={GROUP_VECTORS: per_group} if groups > 1 else None)
     if wide == ow:
         return out
     return te.compute((n, ocb, oh, ow, ob), lambda *i: out[i], name=UNPAD)

@@ -9,7 +9,9 @@ float32 Relax graph before legalization:
 
 - dense and depthwise convolutions with constant weights become the blocked computes of
   `blocked.py` (`call_te`), their weights packed and padded in numpy; a dense one whose input
-  is not blocked and has too few channels to fill vectors (an RGB image) reads it as it is;
+  is not blocked and has too few channels to fill vectors (an RGB image) reads it as it is; a
+  grouped one too when each group's input and output channels are whole blocks (others, and
+  channel multipliers, stay NCHW);
 - elementwise ops, pools, channel means and channel concatenations of blocked tensors stay
   blocked (their per-channel constants blocked the same way);
 - every other use of a blocked tensor gets it back as NCHW (one `layout_transform`, and a
@@ -178,21 +180,25 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
     channels, groups, b = _shape(x)[1], int(a.groups), rw.b
     geometry = dict(strides=[int(s) for s in a.strides], padding=[int(p) for p in a.padding],
                     dilation=[int(d) for d in a.dilation], out_dtype="float32")
-    if groups == 1:
+    # groups of whole blocks: each output block reads its own group's input blocks
+    whole_groups = groups > 1 and (channels // groups) % b == 0 and (o // groups) % b == 0
+    if groups == 1 or whole_groups:
         if rw.is_blocked(x) or channels % b == 0:
             data, ib = rw.block(x), b
         else:  # too few channels to fill vectors (an image): read as NCHW
             data, ib = rw.visit_expr(x), 1
         packed = relax.const(np.ascontiguousarray(pack_conv(weight, b, ib)))
-        ocb, plane = packed.value.shape[0], _pointwise_plane(call, ib > 1)
+        ocb = packed.value.shape[0]
+        plane = _pointwise_plane(call, ib > 1) if groups == 1 else None
         if plane is not None:  # tiled as one flat axis, padded to whole tiles
             _, _, pixels = pixel_tile(ocb, plane, rw.machine)
             return rw.builder_.call_te(
                 blocked.pointwise_conv2d, data, packed, strides=geometry["strides"],
                 pixels=pixels, out_dtype="float32", primfunc_name_hint="conv2d_blocked"), o
-        _, _, width = pixel_tile(ocb, _shape(call)[3], rw.machine)  # rows of whole tiles
+        # rows of whole tiles, as the rule will tile them
+        _, _, width = pixel_tile(ocb // groups, _shape(call)[3], rw.machine)
         return rw.builder_.call_te(blocked.conv2d, data, packed, **geometry, width=width,
-                                   primfunc_name_hint="conv2d_blocked"), o
+                                   groups=groups, primfunc_name_hint="conv2d_blocked"), o
     if groups == channels == o and i == 1:
         packed = relax.const(np.ascontiguousarray(pack_depthwise(weight, b)))
         return rw.builder_.call_te(blocked.depthwise_conv2d, rw.block(x), packed, **geometry,

@@ -81,8 +81,9 @@ def pixel_tile(ocb: int, count: int, machine: Machine) -> tuple[int, int, int]:
 def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[int, ...],
               flat: bool) -> ConvPlan:
     """The tile and loop order of a blocked conv on `machine` (see the module's docstring).
-    `count`: the pixels the tiles cover (a row's, or a flat plane's); `reduction`: input
-    blocks, window height and width, channels per input block."""
+    `ocb`: the output blocks a tile may take vectors from (a group's, grouped); `count`: the
+    pixels the tiles cover (a row's, or a flat plane's); `reduction`: input blocks (of a
+    group), window height and width, channels per input block."""
     icb, kh, kw, ib = reduction
     vectors, pixels, _ = pixel_tile(ocb, count, machine)
     weights = vectors * ob * icb * ib * kh * kw * 4
@@ -112,6 +113,8 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     else:
         n, ocb, _, _, ob, icb, kh, kw, ib = (extent(sch, conv, i) for i in range(9))
         count, reduction = extent(sch, after, 3), (icb, kh, kw, ib)
+        # a grouped conv's tile stays in one group: its pixels' inputs are shared
+        ocb = int(sch.get(conv).annotations.get(blocked.GROUP_VECTORS, ocb))
     plan = plan_conv(Machine.of(k.target), ocb, count, ob, reduction, flat)
     before = [b for b in blocks[:blocks.index(conv)]
               if sch.get(b).name_hint.startswith((blocked.PAD, blocked.GATHER))]
