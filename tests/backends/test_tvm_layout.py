@@ -119,3 +119,15 @@ def test_padded_channels_stay_finite():
     out = backend.compile(arch.graph, weights=state, channel_block=16)(x)
     assert np.isfinite(out).all()
     _assert_close(out, ref)
+
+
+def test_hard_activations_stay_blocked():
+    """hardswish and hardsigmoid (a clip, then / 6), leaky ReLU: elementwise on blocked
+    tensors: the input blocked once, no conversion until the end; 12 channels pad to 16, and
+    hardsigmoid's 0.5 of a padded zero meets only zero weights."""
+    arch = archdsl.load("arch h\ninput 8x10x10\ndefaults norm=bn\nc1: conv3-12 act=hardswish\n"
+                        "c2: conv3-12 act=hardsigmoid\nc3: conv3-12 act=leakyrelu\n"
+                        "c4: conv3-10 act=none")
+    assert _transforms(_blocked_module(arch, 8)) == Counter(block=1, unblock=1)
+    ref, state, x = _torch_run(arch, 2)
+    _assert_close(backend.compile(arch.graph, weights=state, batch=2, channel_block=8)(x), ref)

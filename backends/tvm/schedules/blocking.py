@@ -18,8 +18,8 @@ float32 Relax graph before legalization:
   slice where channels were padded): correct for any op, fast for the ones in `RULES`.
 
 Padded channels hold finite values (activations of zeros): blocked convs multiply them by zero
-weights, and nothing that mixes channels sees them. Ops that could make them infinite (divide,
-exp, power) are not in `RULES`.
+weights, and nothing that mixes channels sees them. Ops that could make them infinite (exp,
+power, a division other than by a non-zero scalar) are not in `RULES`.
 """
 
 from __future__ import annotations
@@ -237,6 +237,18 @@ def _elementwise(rw: _Rewriter, call: relax.Call) -> Made:
     return relax.Call(call.op, args, call.attrs), channels
 
 
+def _divide(rw: _Rewriter, call: relax.Call) -> Made:
+    """A division by a finite, non-zero scalar constant (hardswish's and hardsigmoid's / 6):
+    elementwise, and finite on padded channels (a per-channel divisor is padded with zeros)."""
+    divisor = call.args[1]
+    if not isinstance(divisor, _Const):
+        return None
+    value = divisor.value.numpy()
+    if value.size != 1 or not np.isfinite(value).all() or not value.all():
+        return None
+    return _elementwise(rw, call)
+
+
 def _pool(make: Callable) -> Callable[[_Rewriter, relax.Call], Made]:
     def rule(rw: _Rewriter, call: relax.Call) -> Made:
         x = call.args[0]
@@ -280,12 +292,14 @@ def _concat(rw: _Rewriter, call: relax.Call) -> Made:
 
 
 _ELEMENTWISE = ("add", "subtract", "multiply", "maximum", "minimum", "clip", "sigmoid", "tanh",
-                "negative", "nn.relu", "nn.silu", "nn.gelu", "nn.gelu_tanh")
+                "negative", "abs", "nn.relu", "nn.leakyrelu", "nn.silu", "nn.gelu",
+                "nn.gelu_tanh")
 
 # Relax op → how it is made on blocked tensors (None: it is not, here)
 RULES: dict[str, Callable[[_Rewriter, relax.Call], Made]] = {
     "relax.nn.conv2d": _conv,
     **{f"relax.{op}": _elementwise for op in _ELEMENTWISE},
+    "relax.divide": _divide,
     "relax.nn.max_pool2d": _pool(_max_pool),
     "relax.nn.avg_pool2d": _pool(_avg_pool),
     "relax.mean": _spatial_reduce,
