@@ -1,4 +1,4 @@
-"""Per-layer and total size/cost of an architecture, asking each op's declaration (ops.py).
+"""Per-layer and total size/cost of an architecture, asking each op's declaration (archdsl/ops/).
 
 A *layer* is one spec statement: `conv3-64` with `norm=bn act=relu` is one layer made of three
 nodes (conv, bn, relu), as a paper's table shows it. Its units are the layer's output; its

@@ -9,7 +9,7 @@ from typing import Any
 
 from . import syntax as S
 from ._perf import gc_paused
-from .elaborate import Elaborator, _Abort
+from .elaborate import Abort, Elaborator
 from .errors import ArchErrors, ErrorSink, UsageError, did_you_mean
 from .expr import WorkLimit, metered
 from .ir import Graph
@@ -31,7 +31,7 @@ def elaborate(program: Program, arch: str, overrides: dict[str, Any] | None = No
         try:
             with gc_paused(), sink.collecting():
                 graph = Elaborator(program, sink).arch(arch, dict(overrides or {}))
-        except _Abort:
+        except Abort:
             pass
         except WorkLimit as exc:
             with sink.collecting():

@@ -46,6 +46,34 @@ def unclosed(text: str) -> list[Bracket]:
     return guess
 
 
+def statement_rows(lines: list[str], row: int) -> tuple[int, int] | None:
+    """The rows (0-based, first and last) of the statement that row `row` is part of as far
+    as brackets tell, or None when that is unclear. A statement spans lines inside the
+    brackets of an expression (a list over several lines): from the row that opened a bracket
+    `row` closes to the row that closes every bracket opened from there on. A `(` or `{` that
+    ends its line opens a body (a block, a group) whose lines are statements of their own; a
+    closing bracket that does not match is not counted (it is the error, not a structure)."""
+    stack: list[tuple[str, int, bool]] = []  # (bracket, row, opens a body)
+    first = row
+    for r, line in enumerate(lines):
+        marks = list(_brackets(line))
+        for i, (col, ch) in enumerate(marks):
+            if ch in PAIRS:
+                rest = line[col:].split("#", 1)[0].strip()
+                stack.append((ch, r, ch != "[" and i == len(marks) - 1 and not rest))
+            elif stack and PAIRS[stack[-1][0]] == ch:
+                opened = stack.pop()
+                if r == row and opened[1] < row and not opened[2]:
+                    first = min(first, opened[1])
+        if r >= row:
+            pending = [b for b in stack if b[1] >= first]
+            if not pending:
+                return first, r
+            if any(body for _, _, body in pending):
+                return None
+    return None
+
+
 def _brackets(line: str):
     """(column, bracket) for each bracket of one line outside comments and strings."""
     in_string = False

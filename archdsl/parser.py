@@ -12,7 +12,7 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import syntax as S
-from .brackets import PAIRS, unclosed
+from .brackets import PAIRS, statement_rows, unclosed
 from .errors import ArchError, ArchErrors, ArchSyntaxError, ErrorSink, Span, printable
 from .limits import MAX_LITERAL_DIGITS, MAX_SYNTAX_DEPTH, MAX_SYNTAX_REPARSE_BYTES, exceeded
 
@@ -103,8 +103,10 @@ def _group(items: list, file: str, sink: ErrorSink) -> S.Module:
 
 
 def _syntax_errors(first: UnexpectedInput, text: str, file: str) -> list[ArchSyntaxError]:
-    """The first syntax error, and more: blank out the offending line and parse again, as
-    long as that line opens no bracket it does not close (or the rest would be noise)."""
+    """The first syntax error, and more: blank out the offending statement and parse again —
+    its lines, from the one that opened the brackets the error is inside to the one that
+    closes them (a list spanning lines is one statement: blanking only its last line would
+    leave a bracket open and every later line reported as noise)."""
     errors = [_syntax_error(first, text, file)]
     lines = text.split("\n")
     exc: UnexpectedInput | None = first
@@ -113,19 +115,40 @@ def _syntax_errors(first: UnexpectedInput, text: str, file: str) -> list[ArchSyn
             reparsed + len(text) <= MAX_SYNTAX_REPARSE_BYTES:
         reparsed += len(text)
         row = errors[-1].span.line - 1  # type: ignore[union-attr]
-        if not 0 <= row < len(lines) - 1 or not _balanced(lines[row]):
+        rows = statement_rows(lines, row) if 0 <= row < len(lines) - 1 else None
+        if rows is None:
             break
-        lines[row] = " " * len(lines[row])
+        if _cut_by_line_break(exc):  # its rest is on the lines indented under it
+            rows = (rows[0], _indented_under(lines, rows[1]))
+        for r in range(rows[0], rows[1] + 1):
+            lines[r] = " " * len(lines[r])
         try:
             _lark().parse("\n".join(lines))
             exc = None
         except UnexpectedInput as nxt:
             err = _syntax_error(nxt, text, file)
-            if err.span.line <= row + 1:  # type: ignore[union-attr]
+            if err.span.line <= rows[1] + 1:  # type: ignore[union-attr]
                 break  # no progress: the trouble is not on that line alone
             errors.append(err)
             exc = nxt
     return errors
+
+
+def _cut_by_line_break(exc: UnexpectedInput) -> bool:
+    return isinstance(exc, UnexpectedToken) and exc.token.type == "_NL"
+
+
+def _indented_under(lines: list[str], row: int) -> int:
+    """The last row of the lines after `row` indented deeper than it (a statement's
+    continuation the user meant, `let x = 1 +` then `    2`), or `row` itself."""
+    indent = len(lines[row]) - len(lines[row].lstrip())
+    last = row
+    for r in range(row + 1, len(lines)):
+        text = lines[r].split("#", 1)[0]
+        if text.strip() and len(text) - len(text.lstrip()) <= indent:
+            break
+        last = r
+    return last
 
 
 def _unclosed_first(errors: list[ArchSyntaxError], text: str,
@@ -148,11 +171,6 @@ def _unclosed_first(errors: list[ArchSyntaxError], text: str,
                                    Span(file, b.line, b.col, b.line, b.col + 1, text),
                                    f"add the `{close}` that ends it", notes))
     return out
-
-
-def _balanced(line: str) -> bool:
-    code = line.split("#", 1)[0]
-    return all(code.count(o) <= code.count(c) for o, c in ("()", "[]", "{}"))
 
 
 def _syntax_error(exc: UnexpectedInput, text: str, file: str) -> ArchSyntaxError:

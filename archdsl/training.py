@@ -1,6 +1,6 @@
 """What training a network costs: memory and multiply-accumulates, forward and backward.
 
-Counted from each op's declaration (`OpDef.keeps`, ops.py), as PyTorch's autograd behaves:
+Counted from each op's declaration (`OpDef.keeps`, archdsl/ops/), as PyTorch's autograd behaves:
 
 - **kept for backward**, per image: every tensor some op keeps — a conv's input (for its
   weight gradient), a ReLU's output, a max pool's indices — once, however many ops keep it

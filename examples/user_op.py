@@ -4,7 +4,7 @@ archdsl does not have built in, declared here and used from a spec without editi
     python examples/user_op.py                            # declare, use, count, build, compile
     archdsl --plugin examples/user_op.py check SPEC.arch  # the same op from the command line
 
-The declaration is an `OpDef`, as every op of archdsl/ops.py is: its attributes, its shape rule
+The declaration is an `OpDef`, as every op of archdsl/ops/ is: its attributes, its shape rule
 and its counts (here: no weights, 2·C params for the per-channel scale and shift, no MACs,
 C·H·W units), and the tensors it holds, keyed as PyTorch's state_dict keys them. The lowerings
 are the op's own: a function making its `nn.Module` and, optionally, one making its Relax

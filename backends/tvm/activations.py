@@ -1,5 +1,5 @@
-"""Lowerings of the activations (archdsl/ops.py's ACTIVATION_OPS) to Relax, each computing what
-its torch.nn module does; part of lower.py's LOWERINGS table."""
+"""Lowerings of the activations (archdsl/ops/activations.py's ACTIVATION_OPS) to Relax, each
+computing what its torch.nn module does; part of lower.py's LOWERINGS table."""
 
 from __future__ import annotations
 
@@ -81,6 +81,24 @@ def _logsigmoid(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
     return relax.op.negative(sp)
 
 
+def _shrink(ctx: _Ctx, node: Node, xs, ins, soft: bool) -> relax.Expr:
+    """Hardshrink: x where |x| > lambd, else 0; Softshrink: x − lambd·sign(x) there."""
+    lambd, x = node.attrs["lambd"], xs[0]
+    kept = x
+    if soft:
+        step = ctx.emit(relax.op.multiply(relax.op.sign(x), _scalar(ctx, lambd)), node)
+        kept = ctx.emit(relax.op.subtract(x, step), node)
+    outside = ctx.emit(relax.op.greater(relax.op.abs(x), _scalar(ctx, lambd)), node)
+    return relax.op.where(outside, kept, relax.op.zeros_like(x))
+
+
+def _threshold(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
+    above = relax.op.greater(xs[0], _scalar(ctx, node.attrs["threshold"]))
+    value = ctx.emit(relax.op.add(relax.op.zeros_like(xs[0]),
+                                  _scalar(ctx, node.attrs["value"])), node)
+    return relax.op.where(above, xs[0], value)
+
+
 def _prelu(ctx: _Ctx, node: Node, xs, ins) -> relax.Expr:
     slopes = ctx.weights[f"{node.name}.weight"]
     if slopes.size == 1:  # one slope: x · (slope where x < 0, else 1)
@@ -116,6 +134,14 @@ LOWERINGS: dict[str, Lowering] = {
     "softsign": _softsign,
     "logsigmoid": _logsigmoid,
     "prelu": _prelu,
+    "hardshrink": lambda ctx, n, xs, ins: _shrink(ctx, n, xs, ins, soft=False),
+    "softshrink": lambda ctx, n, xs, ins: _shrink(ctx, n, xs, ins, soft=True),
+    "tanhshrink": lambda ctx, n, xs, ins: relax.op.subtract(xs[0], relax.op.tanh(xs[0])),
+    "threshold": _threshold,
+    # inference: the mean slope (nn.RReLU in eval mode)
+    "rrelu": lambda ctx, n, xs, ins: relax.op.nn.leakyrelu(
+        xs[0], (n.attrs["lower"] + n.attrs["upper"]) / 2),
     "softmax": lambda ctx, n, xs, ins: relax.op.nn.softmax(xs[0], axis=1),
+    "softmin": lambda ctx, n, xs, ins: relax.op.nn.softmax(relax.op.negative(xs[0]), axis=1),
     "log_softmax": lambda ctx, n, xs, ins: relax.op.nn.log_softmax(xs[0], axis=1),
 }

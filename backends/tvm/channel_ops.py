@@ -1,5 +1,5 @@
-"""Lowerings of the channel-routing ops (archdsl/ops.py's CHANNEL_OPS: slice, channel_shuffle,
-affine) to Relax; part of lower.py's LOWERINGS table."""
+"""Lowerings of the channel-routing ops (archdsl/ops/channels.py's CHANNEL_OPS: slice,
+channel_shuffle, affine) to Relax; part of lower.py's LOWERINGS table."""
 
 from __future__ import annotations
 

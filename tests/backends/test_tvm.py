@@ -45,7 +45,8 @@ mix: concat { conv1-8 act=gelu | dwconv3 act=swish; conv1-8 groups=2 act=hardswi
 mixbn: bn
 acts: concat { hardsigmoid | hardtanh(-0.5, 0.5) | leakyrelu(0.1) | elu(0.9) | celu(1.5) \
              | selu | softplus(2, 1) | mish | softsign | logsigmoid | prelu per_channel=true \
-             | prelu | gelu approximate=tanh | log_softmax }
+             | prelu | gelu approximate=tanh | log_softmax | hardshrink(0.3) | softshrink \
+             | tanhshrink | threshold(0.1, 2) | rrelu(0.1, 0.3) | softmin }
 squeeze: conv1-24 act=none
 asym: conv3x1-24 dilation=2x1 act=none
 shuf: split(8, 16) { affine(scale=[0.5, 1, 2, 3, -1, 1, 1, 2], shift=0.25) | conv1-16 act=none }

@@ -373,6 +373,8 @@ def test_ops_lists_the_ops(runner):
     for name in ("dwconv", "fc", "maxpool", "adaptive_avgpool", "bn", "relu", "dropout"):
         assert any(line.startswith(f"│ {name} ") for line in lines), name
     assert not any(line.startswith("│ input ") or line.startswith("│ add ") for line in lines)
+    # docs are text, not rich markup: hardtanh's "[min_val, max_val]" is printed
+    assert "clipped to [min_val, max_val]" in next(x for x in lines if x.startswith("│ hardtanh"))
 
 
 def test_no_arguments_shows_help(runner):

@@ -1,5 +1,5 @@
 """`archdsl stats` with training facts: --training, --batch, --freeze, --train-last,
---by-kind; the table, JSON and CSV (no torch: the counts come from ops.py's declarations;
+--by-kind; the table, JSON and CSV (no torch: the counts come from archdsl/ops/'s declarations;
 tests/backends/test_training_memory.py checks them against PyTorch)."""
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from archdsl.errors import ArchErrors, UsageError, ValueError_
 from archdsl.formatter import format_graph
 from archdsl.ir import Graph, IRError, JoinRef, NodeRef, ScopeRef, validate
 
-ELABORATOR = importlib.import_module("archdsl.elaborate")  # the module, not api.elaborate
+# the modules whose budgets a test makes small: where each is read
+LAYERS = importlib.import_module("archdsl.elaborate.layers")  # MAX_NODES
 
 
 def graph_of(text: str, **kw) -> Graph:
@@ -172,7 +173,7 @@ def test_load_all_applies_parameters_to_the_archs_that_declare_them():
 
 
 def test_node_cap(monkeypatch):
-    monkeypatch.setattr(ELABORATOR, "MAX_NODES", 50)
+    monkeypatch.setattr(LAYERS, "MAX_NODES", 50)
     with pytest.raises(ArchErrors) as info:
         load("arch a\ninput 3x4x4\nconv3-4 x100\n")
     (err,) = info.value.errors
@@ -272,3 +273,36 @@ def test_signature_sees_attribute_changes():
     assert g1.signature() == g2.signature()
     g2.node(1).attrs["bias"] = True
     assert g1.signature() != g2.signature()
+
+
+# ---------------------------------------------------------------- the input of an item
+
+def test_in_channels_is_the_input_of_each_item_and_repetition():
+    g = graph_of("arch a\ninput 8x6x6\nconv3-{in_channels * 2} x3\nlet c = in_channels\n"
+                 "conv1-{c // 4}\n"
+                 "gate { gap; conv1-{in_channels // 4}; conv1-{in_channels * 4} act=sigmoid }\n"
+                 "tokens\nlinear-{in_shape[0] + in_channels}\n")
+    convs = [n.shape for n in g.nodes if n.op in ("conv", "linear")]
+    assert convs == [(16, 6, 6), (32, 6, 6), (64, 6, 6), (16, 6, 6), (4, 1, 1), (16, 1, 1),
+                     (36, 52)]
+
+
+def test_in_channels_in_a_block_is_its_calls_input():
+    # DenseNet-BC's transition (compression 0.5) and an SE gate written once for any width
+    text = ("block transition() { conv1-{in_channels // 2}; avgpool2/2 }\n"
+            "block se(r) { gate { gap; conv1-{in_channels // r}; conv1-{in_shape[0] * r} "
+            "act=sigmoid } }\n"
+            "arch a\ninput 3x8x8\nconv3-12\ntransition()\nse(3)\n")
+    nodes = {n.name: n for n in graph_of(text).nodes}
+    assert nodes["1.0"].shape == (6, 8, 8) and nodes["2.1"].shape == (2, 1, 1)
+    assert nodes["2.2"].shape == (6, 1, 1)
+    # a name the spec gives wins (a parameter, a `let`)
+    g = graph_of("arch a(in_channels = 5)\ninput 3x8x8\nconv3-{in_channels}\n")
+    assert g.output_shape == (5, 8, 8)
+
+
+def test_in_channels_after_an_error_adds_no_error():
+    with pytest.raises(ArchErrors) as info:
+        load("arch a\ninput 3x8x8\ncnv3-8\nconv3-{in_channels}\nconv3-{nope}\n")
+    assert [e.message for e in info.value.errors] == [
+        "unknown op or block `cnv3`", "unknown name `nope`"]

@@ -90,6 +90,25 @@ def test_several_syntax_errors_in_one_file():
         (ArchSyntaxError, (6, 7), "unexpected `]`")]
 
 
+def test_a_syntax_error_ending_a_list_over_several_lines_is_one_error():
+    # the error's line closes a list opened two lines up: the whole statement is set aside
+    # (blanking its last line alone left the `[` open and every later line an error)
+    errs = errors_of("arch a(v = 0)\nlet rows = [[1, 2],\n  [3, 4],\n  [5, 6]][v].y\n"
+                     "let n = 3\ninput 3x8x8\nfeatures: (\n  conv3-{n} ]\n  relu\n)\n"
+                     "let m = [1,\n  2 +* 3]\nFC-10\n")
+    assert [(where(e), e.message) for e in errs] == [
+        ((4, 13), "unexpected character `.`"), ((8, 13), "unexpected `]`"),
+        ((12, 6), "unexpected `*`")]
+
+
+def test_a_statement_cut_by_a_line_break_is_one_error():
+    # the indented line under it is its rest, not a statement of its own
+    errs = errors_of(H + "let x = 1 +\n    2\nconv3-4 )\n")
+    assert [(where(e), e.message) for e in errs] == [
+        ((3, 12), "unexpected end of line"), ((5, 9), "unexpected `)`")]
+    assert "end the line with `\\`" in errs[0].hint
+
+
 def test_statement_before_arch():
     err = only_error("conv3-4\n" + H)
     assert isinstance(err, ArchSyntaxError)

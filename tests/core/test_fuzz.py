@@ -26,8 +26,8 @@ from archdsl.formatter import format_graph
 from archdsl.ir import validate
 
 SPECS_DIR = Path(__file__).parents[2] / "specs"
-# the module (archdsl.api re-exports a function of the same name)
-ELABORATOR = importlib.import_module("archdsl.elaborate")
+# where the elaborator reads the node budget
+LAYERS = importlib.import_module("archdsl.elaborate.layers")
 
 INLINE = {
     "inline_resnetish.arch": """# a small residual network
@@ -86,7 +86,7 @@ def workdir(tmp_path_factory):
     for name, text in INLINE.items():
         (root / name).write_text(text, encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ELABORATOR, "MAX_NODES", 20_000)
+        mp.setattr(LAYERS, "MAX_NODES", 20_000)
         yield root
 
 

@@ -11,15 +11,24 @@ import networkx as nx
 PACKAGE = Path(__file__).resolve().parents[2] / "archdsl"
 
 
+def _top(path: Path) -> str:
+    """The top-level archdsl module a file belongs to: `ops` for archdsl/ops/conv.py."""
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
 def imports(path: Path) -> set[str]:
-    """The archdsl modules a file imports, at the top or inside functions."""
+    """The top-level archdsl modules a file imports, at the top or inside functions (a
+    package's modules count as the package: archdsl/ops/ is `ops`)."""
+    depth = len(path.relative_to(PACKAGE).parts)  # 1 for archdsl/x.py, 2 for archdsl/ops/x.py
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level == depth:
             if node.module:
                 out.add(node.module.split(".")[0])
             else:
                 out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 1 and depth == 2:
+            out.add(_top(path))  # a sibling in the same package
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("archdsl."):
             out.add(node.module.split(".")[1])
     return out
@@ -27,10 +36,11 @@ def imports(path: Path) -> set[str]:
 
 def module_graph() -> nx.DiGraph:
     g = nx.DiGraph()
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.glob("**/*.py"):
         for target in imports(path):
-            if (PACKAGE / f"{target}.py").exists() and target != path.stem:
-                g.add_edge(path.stem, target)
+            known = (PACKAGE / f"{target}.py").exists() or (PACKAGE / target).is_dir()
+            if known and target != _top(path):
+                g.add_edge(_top(path), target)
     return g
 
 

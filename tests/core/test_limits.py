@@ -14,7 +14,9 @@ import archdsl
 from archdsl import limits
 from archdsl.errors import ArchErrors, ErrorSink, Span
 
-ELABORATE = importlib.import_module("archdsl.elaborate")
+LAYERS = importlib.import_module("archdsl.elaborate.layers")  # reads MAX_NODES
+# reads MAX_STEPS and MAX_NESTING
+STATEMENTS = importlib.import_module("archdsl.elaborate.elaborator")
 HEAD = "arch a\ninput 3x8x8\n"
 
 
@@ -39,8 +41,8 @@ def names_limit(err, what: str) -> None:
 def fast(monkeypatch):
     """Small budgets: the same code paths, in milliseconds."""
     monkeypatch.setattr(importlib.import_module("archdsl.expr"), "MAX_STEPS", 20_000)
-    monkeypatch.setattr(ELABORATE, "MAX_STEPS", 20_000)
-    monkeypatch.setattr(ELABORATE, "MAX_NODES", 2_000)
+    monkeypatch.setattr(STATEMENTS, "MAX_STEPS", 20_000)
+    monkeypatch.setattr(LAYERS, "MAX_NODES", 2_000)
 
 
 # ---------------------------------------------------------------- elaboration work
@@ -76,7 +78,7 @@ def test_blocks_called_twice_forty_deep(fast):
 
 
 def test_the_node_cap_notes_the_repetition(monkeypatch):
-    monkeypatch.setattr(ELABORATE, "MAX_NODES", 50)
+    monkeypatch.setattr(LAYERS, "MAX_NODES", 50)
     err = only(HEAD + "(conv3-4; relu) x100\n")
     assert "more than 50 nodes" in err.message
     assert [(n.line, n.col) for _, n in err.notes] == [(3, 18)]
@@ -84,7 +86,7 @@ def test_the_node_cap_notes_the_repetition(monkeypatch):
 
 
 def test_nesting_of_blocks_and_groups(monkeypatch):
-    monkeypatch.setattr(ELABORATE, "MAX_NESTING", 8)
+    monkeypatch.setattr(STATEMENTS, "MAX_NESTING", 8)
     blocks = [f"block b{i} {{ (b{i + 1}) }}" for i in range(6)] + ["block b6 { relu }"]
     err = only("\n".join(blocks) + "\n" + HEAD + "b0\n")
     assert "nest more than 8" in err.message and err.span is not None
@@ -257,14 +259,21 @@ def test_docs_limits_states_the_budgets_as_they_are():
     assert rows["number literal"] == f"{limits.MAX_LITERAL_DIGITS} digits"
     assert rows["expression integers"] == f"{limits.MAX_INT_BITS} bits"
     assert rows["nesting"] == str(limits.MAX_NESTING)
-    assert rows["block calls"] == f"{ELABORATE.MAX_BLOCK_DEPTH} deep"
+    assert rows["block calls"] == f"{limits.MAX_BLOCK_DEPTH} deep"
     assert rows["nodes"] == f"{limits.MAX_NODES:,}"
+    assert rows["build cache"] == f"{limits.MAX_BUILD_CACHE_BYTES >> 30} GiB"
     assert rows["elaboration steps"] == f"{limits.MAX_STEPS:,}"
     assert rows["tensor dimension"] == "2³¹ − 1" and limits.MAX_DIM == 2**31 - 1
     assert rows["tensor size"] == "2⁴⁰ elements" and limits.MAX_ELEMENTS == 2**40
     assert rows["settings"] == f"{limits.MAX_SETTINGS:,}"
     assert rows["errors"] == str(limits.MAX_ERRORS)
     assert rows["table rows"] == f"{limits.MAX_TABLE_ROWS:,}"
+    assert rows["shape on a command line"] == f"{limits.MAX_INPUT_RANK} dimensions"
+    assert rows["training image side"] == str(limits.MAX_SCALE)
+    assert rows["training epochs"] == f"{limits.MAX_EPOCHS:,}"
+    assert rows["loader workers"] == str(limits.MAX_WORKERS)
+    assert rows["torch threads"] == f"{limits.MAX_THREADS:,}"
+    assert rows["image cache"] == "1 TiB" and limits.MAX_CACHE_MIB == 1 << 20
     syntax = importlib.import_module("archdsl.parser").MAX_SYNTAX_ERRORS
     assert rows["syntax errors"] == \
         f"{syntax}, within {limits.MAX_SYNTAX_REPARSE_BYTES >> 20} MiB re-parsed"

@@ -1,5 +1,5 @@
 """Per-op counts: parameters and output shapes against the equivalent torch.nn layer, and
-units/weights/connections/MACs against the conventions in archdsl/ops.py's docstring:
+units/weights/connections/MACs against the conventions in archdsl/ops/__init__.py's docstring:
 
   units = C·H·W of a layer's output; weights = multiplicative weights only;
   params = weights + biases + norm scale/shift; connections = units × fan-in
@@ -279,7 +279,10 @@ def test_lrn():
     ("softplus(2, 10)", lambda: nn.Softplus(2, 10)), ("mish", nn.Mish), ("softsign", nn.Softsign),
     ("logsigmoid", nn.LogSigmoid), ("log_softmax", lambda: nn.LogSoftmax(dim=1)),
     ("gelu approximate=tanh", lambda: nn.GELU(approximate="tanh")),
-    ("prelu", nn.PReLU), ("prelu per_channel=true", lambda: nn.PReLU(8))])
+    ("prelu", nn.PReLU), ("prelu per_channel=true", lambda: nn.PReLU(8)),
+    ("hardshrink(0.3)", lambda: nn.Hardshrink(0.3)), ("softshrink", nn.Softshrink),
+    ("tanhshrink", nn.Tanhshrink), ("threshold(0.1, 20)", lambda: nn.Threshold(0.1, 20)),
+    ("rrelu", nn.RReLU), ("softmin", lambda: nn.Softmin(dim=1))])
 def test_activations(name, make):
     shape = (8, 5, 3)
     g, _, row = build(shape, name)

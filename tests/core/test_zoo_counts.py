@@ -70,6 +70,11 @@ OFFERS: dict[str, list[str]] = {
                            "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"],
     "mobilenet_v3.arch": ["mobilenet_v3_large", "mobilenet_v3_small"],
     "inception_v3.arch": ["inception_v3"],
+    # tests/core/test_zoo_torchvision_rest.py
+    "squeezenet.arch": ["squeezenet1_0", "squeezenet1_1"],
+    "mnasnet.arch": ["mnasnet", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3"],
+    "efficientnet_v2.arch": ["efficientnet_v2", "efficientnet_v2_s", "efficientnet_v2_m",
+                             "efficientnet_v2_l"],
     # tests/core/test_regnet.py
     "regnet.arch": ["regnet", *[f"regnet_y_{s}" for s in ("400mf", "800mf", "1_6gf", "3_2gf",
                                                           "8gf", "16gf", "32gf", "128gf")],

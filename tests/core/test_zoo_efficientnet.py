@@ -95,3 +95,19 @@ def test_mbconv_structure_b0():
     # SE squeezes to in_channels // 4 (16 // 4 = 4 on the 96-channel expansion)
     assert shapes["features.2.0.block.2.fc1"] == (4, 1, 1)
     assert shapes["features.8.0"] == (1280, 7, 7)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b4", "efficientnet_b5"])
+def test_batch_norms_are_torchvisions(name):
+    # B5-B7 normalize as TensorFlow does (eps 1e-3, momentum 0.01), B0-B4 as PyTorch
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    with torch.device("meta"):
+        reference = getattr(torchvision.models, name)()
+        ours = archdsl.load(SPEC, arch=name).to_torch()
+
+    def norms(model):
+        return [(m.eps, m.momentum) for m in model.modules()
+                if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms(ours) == norms(reference)
+    assert len(set(norms(ours))) == 1
