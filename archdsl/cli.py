@@ -239,9 +239,8 @@ def _latency(archs: list[Architecture], all_stats: list[Stats], target: str, bat
         build.check_build_args(batch, dtype)
     except ValueError as exc:
         raise UsageError(f"--latency: {exc}", None, "--dtype float32 or float16") from None
-    with progress.display(f"measuring latency on {target}") as display:
-        return measure_all(archs, all_stats, tgt, target, batch, dtype, runs,
-                           cache_dir=cache_dir, display=display)
+    return measure_all(archs, all_stats, tgt, target, batch, dtype, runs, cache_dir=cache_dir,
+                       show=True)
 
 
 def _print_kinds(all_stats: list[Stats], fmt: Format) -> None:
