@@ -107,11 +107,6 @@ TWINS = [
 ]
 # Where the hand-written spec is not torchvision's network, and how: layers only it has.
 PAPER_ONLY = {f"vgg{n}{bn}": {"softmax"} for n in (11, 13, 16, 19) for bn in ("", "_bn")}
-# torchvision's EfficientNet-B5…B7 normalize with eps=1e-3, momentum=0.01 (their weights were
-# ported from TensorFlow), as specs/efficientnet.arch does; but the import writes a batch norm
-# with other than PyTorch's defaults as a layer of its own (`bn eps=0.001 ...`), not attached
-# to its conv, so the two graphs differ in layout at every batch norm (the same numbers).
-NOT_TWINS = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7"}
 TWIN_SAMPLE = {"resnet50", "alexnet", "vgg16_bn", "resnext50_32x4d", "mobilenet_v2",
                "densenet121", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t",
                "inception_v3", "mobilenet_v3_small", "regnet_y_400mf"}
@@ -127,7 +122,7 @@ def _lines(path: Path) -> int:
 @pytest.mark.parametrize("spec,arch,name", [
     pytest.param(*t, id=t[2], marks=[] if FULL or t[2] in TWIN_SAMPLE else
                  [pytest.mark.skip(reason="ARCHDSL_FULL_ZOO=1 compares every twin")])
-    for t in TWINS if t[2] not in NOT_TWINS])
+    for t in TWINS])
 def test_imported_twin_is_the_hand_written_graph_in_few_lines(spec, arch, name):
     hand = archdsl.load(SPECS / spec, arch=arch)
     imported = _quiet_import(name, input_shape=hand.graph.input_shape)
