@@ -24,9 +24,9 @@ from .cli_shell import (
     _out,
     run,
 )
-from .cli_train import read_labels, register
+from .cli_train import check_labels, read_labels, register
 from .columns import COLUMNS, TRAINING_KEYS, choose
-from .errors import UsageError, last_line
+from .errors import UsageError, last_line, printable
 from .plugins import PluginError, load_plugin
 from .program import display_path
 from .training import DEFAULT_COLUMNS, for_stats
@@ -155,7 +155,7 @@ def stats(
         "training facts in JSON and CSV")] = False,
     batch: Annotated[int, typer.Option(
         "--batch", min=1, metavar="N", help="images per batch, for the per-batch training "
-        "columns (Kept, SGD and Adam MB)")] = 1,
+        "columns (Kept, SGD and Adam MB) and --latency")] = 1,
     freeze: Annotated[bool, typer.Option(
         "--freeze", help="train only the head, as archdsl.backends.pytorch.freeze does")]
     = False,
@@ -165,6 +165,16 @@ def stats(
     by_kind: Annotated[bool, typer.Option(
         "--by-kind", help="one row per kind of op (conv, linear, attention, norm...)")]
     = False,
+    latency: Annotated[str | None, typer.Option(
+        "--latency", metavar="TARGET", help="measure: compile each architecture with TVM for "
+        "TARGET (llvm: this CPU) and add its median latency in ms (random weights, --batch); "
+        "builds are cached (--cache-dir)")] = None,
+    runs: Annotated[int, typer.Option(
+        "--runs", min=1, max=10_000, metavar="N",
+        help="--latency: timed runs per architecture, after 3 warm-up runs")] = 20,
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", metavar="DIR", help="--latency's build cache (default: "
+        "$XDG_CACHE_HOME or ~/.cache, then archdsl/builds)")] = None,
 ) -> None:
     """Size and cost: params, MACs, memory (and units, weights, connections: --wide).
 
@@ -181,16 +191,57 @@ def stats(
                        if (COLUMNS[k].layer if per else COLUMNS[k].arch)]
         train = training or batch > 1 or freeze or train_last > 0 or by_kind or \
             any(c.key in TRAINING_KEYS for c in chosen)
+        chosen = _latency_column(chosen, latency, columns is not None, per or by_kind)
         conv = Conventions(bias=bias, norm=norm, count=count.value)
         archs = _graphs(specs, set_, arch)
         all_stats = [analyse(a.graph, dtype, conv) for a in archs]
         for a, s in zip(archs, all_stats, strict=True) if train else ():
             for_stats(s, a.graph, batch, freeze, train_last)
+        failed = [] if latency is None else \
+            _latency(archs, all_stats, latency, batch, dtype, runs, cache_dir)
         if by_kind:
             _print_kinds(all_stats, format)
         else:
             _print_stats(all_stats, per, depth, format, chosen)
+        if failed:
+            from .errors import ArchErrors
+            raise ArchErrors(failed)
     run(body)
+
+
+def _latency_column(chosen: list, target: str | None, named: bool, per: bool) -> list:
+    """The columns, with `latency_ms` when --latency measures (it cannot be shown without)."""
+    if target is None:
+        if COLUMNS["latency_ms"] in chosen:
+            raise UsageError("the latency_ms column is measured: it needs --latency TARGET",
+                             None, "e.g. --latency llvm (this CPU)")
+        return chosen
+    if per:
+        raise UsageError("--latency measures whole networks: it goes with the comparison "
+                         "table, not --per-layer, --depth or --by-kind", None)
+    return chosen if COLUMNS["latency_ms"] in chosen or named else \
+        [*chosen, COLUMNS["latency_ms"]]
+
+
+def _latency(archs: list[Architecture], all_stats: list[Stats], target: str, batch: int,
+             dtype: str, runs: int, cache_dir: Path | None) -> list[UsageError]:
+    """Compile (or load from the cache) and time every architecture; the points that failed."""
+    from .backends import load_backend
+    from .latency import measure_all
+    build = load_backend("tvm.build")  # a clear message when TVM is missing
+    try:
+        tgt = build.make_target(parse_target(target))
+    except ValueError as exc:
+        raise UsageError(f"--latency {target}: {last_line(exc)}", None,
+                         "--latency takes the targets `archdsl compile --target` takes "
+                         "(llvm: this CPU)") from None
+    try:
+        build.check_build_args(batch, dtype)
+    except ValueError as exc:
+        raise UsageError(f"--latency: {exc}", None, "--dtype float32 or float16") from None
+    with progress.display(f"measuring latency on {target}") as display:
+        return measure_all(archs, all_stats, tgt, target, batch, dtype, runs,
+                           cache_dir=cache_dir, display=display)
 
 
 def _print_kinds(all_stats: list[Stats], fmt: Format) -> None:
@@ -553,6 +604,7 @@ def run_(
         import numpy as np
 
         from .backends import load_backend
+        names = None if labels is None else read_labels(labels)  # before the library runs
         runtime = load_backend("tvm.runtime")
         try:
             compiled = runtime.Compiled.load(library)
@@ -584,7 +636,8 @@ def run_(
                              f"{last_line(exc)}", None) from None
         scores = y.reshape(y.shape[0], -1)
         what = _SCORES.get(compiled.meta.get("output_op"), "scores")
-        names = None if labels is None else read_labels(labels, scores.shape[1])
+        if names is not None:
+            check_labels(labels, names, scores.shape[1])
         for b, row in enumerate(scores):
             best = np.argsort(-row)[:top]
             cells = ", ".join(f"class {int(i)}{f' ({names[i]})' if names else ''}: "
@@ -608,9 +661,9 @@ def ops() -> None:
         if not op.in_syntax:
             continue
         aliases = ", ".join(a for a, t in ALIASES.items() if t == name)
-        # plain text: a doc's `[min_val, max_val]` is not rich markup (it vanished)
+        # a plugin's op is described by its own text: plain text, never markup or escapes
         cells = (name, op.category, attr_hint(op).split(" is written ", 1)[1], aliases, op.doc)
-        table.add_row(*(Text(c) for c in cells))
+        table.add_row(*(Text(printable(str(c))) for c in cells))
     _out().print(table)
 
 

@@ -3,12 +3,16 @@ registers it)."""
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+BUILT_IN = ("torchvision", "timm")  # sources that name a library's model, not the user's code
 SOURCE_HELP = (
     "torchvision:NAME (e.g. torchvision:resnet50), timm:NAME (when timm is installed), or "
     "package.module:callable — which IMPORTS AND RUNS that Python code (the callable is "
@@ -50,14 +54,16 @@ def import_command(
         from .backends import load_backend
         from .errors import UsageError
         importer = load_backend("pytorch.importer")
-        if "" not in sys.path and str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))  # package.module:callable, as `python -m`
         shape = _shape(input_) if input_ else None
         kwargs = parse_sets(args)[0] if args else {}
         if any(isinstance(v, list) for v in kwargs.values()):
             raise UsageError("--args takes one value per name", None)
-        with _err().status(f"importing {source}..."):
+        if output is not None:
+            from .atomic import check_output
+            check_output(output)  # before the model is built and traced
+        with _err().status(f"importing {source}..."), _user_code_path(source):
             result = importer.import_source(source, kwargs, shape, name, partial)
+        with _err().status(f"checking {result.name}..."):
             check = importer.check_counts(result)
         if output is None:
             sys.stdout.write(result.text)
@@ -67,14 +73,38 @@ def import_command(
     run(body)
 
 
+@contextlib.contextmanager
+def _user_code_path(source: str) -> Iterator[None]:
+    """The current folder on the import path while `package.module:callable` is imported
+    and called, as `python -m` would have it; never for torchvision:/timm:, whose imports
+    must not find a `torchvision.py` planted in the folder the command runs in (the
+    console script does not search it)."""
+    here = str(Path.cwd())
+    add = source.partition(":")[0] not in BUILT_IN and "" not in sys.path \
+        and here not in sys.path
+    if add:
+        sys.path.insert(0, here)
+    try:
+        yield
+    finally:
+        if add and here in sys.path:
+            sys.path.remove(here)
+
+
 def _shape(text: str) -> tuple[int, ...]:
     from .errors import UsageError
+    from .limits import MAX_DIM, MAX_ELEMENTS, MAX_INPUT_RANK, exceeded
+    parts = text.lower().replace("×", "x").split("x")
     try:
-        dims = tuple(int(d) for d in text.lower().replace("×", "x").split("x"))
+        dims = tuple(int(d) for d in parts) if len(parts) <= MAX_INPUT_RANK else ()
     except ValueError:
         dims = ()
     if not dims or any(d < 1 for d in dims):
-        raise UsageError(f"--input expects a shape such as 3x224x224, got `{text}`", None)
+        raise UsageError(f"--input expects a shape such as 3x224x224, got `{text[:80]}`", None)
+    if max(dims) > MAX_DIM or math.prod(dims) > MAX_ELEMENTS:
+        raise UsageError(f"--input {text[:80]} is larger than archdsl describes", None,
+                         exceeded("one dimension of a tensor", MAX_DIM) if max(dims) > MAX_DIM
+                         else exceeded("the elements of one tensor", MAX_ELEMENTS))
     return dims
 
 

@@ -138,6 +138,10 @@ def train(
         load_backend("pytorch.train")
         from .backends.pytorch.recipe import recipe as make_recipe
         from .backends.pytorch.train import TrainConfig
+        cores = os.cpu_count() or 1
+        if nproc > cores:
+            raise UsageError(f"--nproc {nproc}: this machine has {cores} cores", None,
+                             "one process per GPU, or a few per machine on CPUs")
         a = cli._one_graph(spec, set_, arch, "train")
         sets = cli.parse_sets(set_)[0]
         config = TrainConfig(
@@ -257,6 +261,9 @@ def evaluate(
         a = cli._one_graph(spec, set_, arch, "eval")
         picture = (None if str(confusion) == "none" else
                    confusion or Path(f"{a.name}-confusion.png"))
+        if picture is not None:  # before the data is read; run_eval checks it too
+            from .backends.pytorch.evaluate import check_picture
+            check_picture(picture, [*a.program.files, weights])
         report = run_eval(EvalConfig(
             spec=str(spec), arch=a.name, settings=cli.parse_sets(set_)[0], weights=weights,
             data=data, views=_views(ten_crop, dense), batch_size=batch_size, workers=workers,
@@ -271,19 +278,24 @@ def _views(ten_crop: bool, dense: bool) -> str:
     return "ten-crop" if ten_crop else "dense" if dense else "centre"
 
 
-def read_labels(path: Path, classes: int) -> list[str]:
-    """Class names, one a line, as `archdsl train` writes them (labels.txt)."""
-    limit = 16 << 20
+def read_labels(path: Path) -> list[str]:
+    """Class names, one a line, as `archdsl train` writes them (labels.txt): a regular file
+    of at most 16 MiB (never a FIFO or /dev/zero), UTF-8; control characters in a name are
+    shown as symbols, never sent to the terminal."""
+    from .errors import printable
+    from .inputs import read_regular
     try:
-        if path.stat().st_size > limit:
-            raise UsageError(f"{path} is larger than {limit >> 20} MiB: not a labels file", None)
-        names = path.read_text(encoding="utf-8").splitlines()
+        text = read_regular(path, 16 << 20).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read labels from {path}: {exc}", None) from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise UsageError(f"cannot read labels from {path}: {why}", None) from None
+    return [printable(name) for name in text.splitlines()]
+
+
+def check_labels(path: Path, names: list[str], classes: int) -> None:
     if len(names) != classes:
         raise UsageError(f"{path} names {len(names)} classes; the library gives {classes} "
                          "scores", None, "one class name a line, in the order of the outputs")
-    return names
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import training
+from . import latency, training
 from .analysis import DTYPE_BYTES, Row, Stats
 from .errors import UsageError, did_you_mean
 
@@ -35,6 +35,9 @@ class Column:
     # when a table does not fit even with short numbers, columns go in this order (highest
     # first); 0: never (the architecture or layer name never goes either)
     drop: int = 0
+    # measured by an option of its own (--latency), not counted: never in --wide, nor among
+    # the columns a table says it could show
+    measured: bool = False
 
     def title(self, stats: Stats) -> str:
         """The header as in force: the cost columns say MACs or FLOPs (--count)."""
@@ -118,8 +121,10 @@ COLUMNS: dict[str, Column] = {c.key: c for c in [
     Column("act_mb", "Act. MB", "mib", "activation memory, every layer output (--dtype)",
            arch=lambda s: s.totals["activation_bytes"], default=True, drop=5),
     *TRAINING,
+    Column("latency_ms", "Latency ms", "ms", "measured: median milliseconds per batch of the "
+           "network compiled with TVM (stats --latency TARGET)", arch=latency.of,
+           measured=True),
 ]}
-
 
 
 def choose(names: str | None, wide: bool, per_layer: bool) -> list[Column]:
@@ -128,7 +133,7 @@ def choose(names: str | None, wide: bool, per_layer: bool) -> list[Column]:
     usable = {k: c for k, c in COLUMNS.items() if (c.layer if per_layer else c.arch)}
     if names is None:
         if wide:
-            return list(usable.values())
+            return [c for c in usable.values() if not c.measured]
         return [c for c in usable.values() if (c.layer_default if per_layer else c.default)]
     chosen = []
     for key in (k.strip() for k in names.split(",") if k.strip()):
@@ -147,4 +152,4 @@ def choose(names: str | None, wide: bool, per_layer: bool) -> list[Column]:
 def hidden(shown: list[Column], per_layer: bool) -> list[str]:
     """The columns this table could show but does not (listed under it)."""
     return [k for k, c in COLUMNS.items() if (c.layer if per_layer else c.arch)
-            and c not in shown]
+            and c not in shown and not c.measured]

@@ -233,3 +233,10 @@ def last_line(exc: BaseException) -> str:
     """The last line of an exception's message (TVM's errors carry a C++ traceback before it),
     or its type's name when it has none."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+
+
+def first_line(exc: BaseException, width: int = 300) -> str:
+    """The first line of an exception's message, cut at `width` characters (PyTorch's C++
+    errors append their stack frames after it), or its type's name when it has none."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line if len(line) <= width else line[:width] + "…"

@@ -134,11 +134,11 @@ def _convert_all(op: OpDef, raw: dict, owner: str, span: Span | None = None) -> 
 def _routable(op: OpDef) -> frozenset[str]:
     """Attributes a layer passes on to its attached norm or activation (`eps`, `momentum`,
     `negative_slope`...): those of the ops it can attach that it does not take itself."""
-    return _routable_for(op.name) if op.attaches else frozenset()
+    return routable_for(op.name) if op.attaches else frozenset()
 
 
 @cached_on_ops
-def _routable_for(name: str) -> frozenset[str]:
+def routable_for(name: str) -> frozenset[str]:
     return frozenset(a for kind in attachable() for a in OPS[kind].attrs) - set(OPS[name].attrs)
 
 

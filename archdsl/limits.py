@@ -29,6 +29,14 @@ MAX_ELEMENTS = 1 << 40             # elements of one tensor (per image)
 
 # ---- command lines
 MAX_SETTINGS = 1_000               # architectures one command elaborates (--set a=1,2,3 ...)
+MAX_INPUT_RANK = 8                 # dimensions of a shape given on a command line (import --input)
+
+# ---- training (archdsl train / eval)
+MAX_SCALE = 8                      # a recipe's image side (scale, scale_max, test_scale) / crop
+MAX_EPOCHS = 1_000_000             # epochs of one run
+MAX_WORKERS = 64                   # DataLoader worker processes per training process
+MAX_THREADS = 1_024                # torch threads per process
+MAX_CACHE_MIB = 1 << 20            # --cache-limit (MiB): 1 TiB
 
 # ---- output
 MAX_TABLE_ROWS = 1_000             # rows of a rich table (text formats are not capped)
@@ -36,6 +44,9 @@ MAX_TABLE_ROWS = 1_000             # rows of a rich table (text formats are not 
 # ---- errors
 MAX_ERRORS = 50                    # errors collected before a pass stops
 MAX_SYNTAX_REPARSE_BYTES = 8 << 20  # text re-parsed to find further syntax errors
+
+# ---- files archdsl keeps
+MAX_BUILD_CACHE_BYTES = 8 << 30    # the libraries `stats --latency` caches (least recently used go)
 
 # ---- files archdsl reads that are not specs
 MAX_JSON_BYTES = 64 << 20          # a manifest, a tuning database's note or record file

@@ -49,6 +49,20 @@ def check_fits(graph: Graph, batch: int, itemsize: int, what: str, copies: int =
         "memory")])
 
 
+def check_training_fits(arch, batch: int, optimizer: str) -> None:
+    """Raise a located error when training `arch` (an Architecture) on batches of `batch`
+    images cannot fit in `available_bytes()`: its parameters, their gradients, the
+    optimizer's state and the activations kept for backward (archdsl.training)."""
+    need = arch.training().memory(batch, "adam" if optimizer.startswith("adam") else "sgd")
+    free = available_bytes()
+    if free is None or need <= free:
+        return
+    raise ArchErrors([UsageError(
+        f"training `{arch.graph.name}` on batches of {batch:,} needs at least {_gib(need)} of "
+        f"memory and this process has {_gib(free)} available", None,
+        "lower --batch-size, or make the network smaller (channels, resolution)")])
+
+
 def _tensor_elements(graph: Graph, node: Node) -> int:
     ins = [graph.node(i).shape for i in graph.inputs(node.id)]
     tensors = node.opdef.tensors(node.attrs, ins, node.shape) or {}

@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import importlib.metadata
 import importlib.util
+import operator
 import re
 import sys
 from collections.abc import Callable, Iterable
@@ -25,7 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from .attrs import CONVERTERS
-from .ops import ALIASES, OPS, OpDef, lookup, ops_changed
+from .errors import ArchError, first_line
+from .ops import ALIASES, OPS, OpDef, OpShapeError, lookup, ops_changed
 
 ENTRY_POINT_GROUP = "archdsl.ops"
 CATEGORIES = ("conv", "linear", "attention", "pool", "norm", "scale", "act", "regularizer",
@@ -64,11 +66,72 @@ def register_op(op: OpDef, *, pytorch: Callable | None = None, tvm: Callable | N
             raise PluginError(f"op `{op.name}`: attribute `{key}` has type `{spec.type}`, not "
                               "one of " + ", ".join(sorted(CONVERTERS)))
     lowerings = {k: f for k, f in (("pytorch", pytorch), ("tvm", tvm)) if f is not None}
-    op = dataclasses.replace(op, lowerings={**op.lowerings, **lowerings})
+    op = _guarded(dataclasses.replace(op, lowerings={**op.lowerings, **lowerings}))
     OPS[op.name] = op
     ALIASES.update((a.lower(), op.name) for a in aliases)
     ops_changed()
     return op
+
+
+class UserOpError(ArchError):
+    """A user-defined op's rule or lowering that raised, or returned what is not a count."""
+
+
+_COUNTS = ("weights", "biases", "fan_in", "total_connections")
+_CALLS = ("tensors", "derived", "advice", "prepare")
+
+
+def _guarded(op: OpDef) -> OpDef:
+    """`op` with its rules wrapped: they run on whatever attributes a spec gives, so what they
+    raise is an error of the spec (the shape rule's, an OpShapeError located where the op is
+    used), never a traceback, and a count must be a non-negative integer."""
+    changes: dict = {"shape": _shape_rule(op.name, op.shape)}
+    changes |= {n: _rule(op.name, n, f, count=True) for n in _COUNTS
+                if (f := getattr(op, n)) is not None}
+    changes |= {n: _rule(op.name, n, f) for n in _CALLS if (f := getattr(op, n)) is not None}
+    changes["lowerings"] = {k: _rule(op.name, f"{k} lowering", f)
+                            for k, f in op.lowerings.items()}
+    changes["keeps"] = dataclasses.replace(op.keeps, **{
+        n: _rule(op.name, f"keeps.{n}", getattr(op.keeps, n), count=True)
+        for n in ("extra", "extra_bytes", "per_batch")})
+    return dataclasses.replace(op, **changes)
+
+
+def _failed(name: str, what: str, exc: BaseException) -> str:
+    return f"the user-defined op `{name}`: its {what} failed: {type(exc).__name__}: " \
+        f"{first_line(exc)}"
+
+
+def _shape_rule(name: str, fn: Callable) -> Callable:
+    def shape(attrs, ins):
+        try:
+            out = fn(attrs, ins)
+            return tuple(operator.index(d) for d in out)
+        except OpShapeError:
+            raise
+        except Exception as exc:
+            raise OpShapeError(_failed(name, "shape rule", exc)) from None
+    return shape
+
+
+def _rule(name: str, what: str, fn: Callable, count: bool = False) -> Callable:
+    if getattr(fn, "_guarded", False):
+        return fn
+
+    def rule(*args):
+        try:
+            out = fn(*args)
+            if count and (isinstance(out, bool) or operator.index(out) < 0):
+                raise ValueError(f"returned {out!r}, not a count")
+        except (ArchError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise UserOpError(_failed(name, what, exc), None,
+                              "the op's rules are Python code of the plugin that registered "
+                              "it") from None
+        return operator.index(out) if count else out
+    rule._guarded = True  # type: ignore[attr-defined]
+    return rule
 
 
 def unregister_op(name: str) -> None:
@@ -98,7 +161,7 @@ def load_plugin(target: str) -> list[str]:
             importlib.import_module(target)
     except PluginError:
         raise
-    except Exception as exc:  # the plugin's own code failed: say which and how
+    except (Exception, SystemExit) as exc:  # the plugin's own code failed: say which and how
         raise PluginError(f"plugin {target} failed to load: {type(exc).__name__}: {exc}") \
             from exc
     return sorted(set(OPS) - before)

@@ -7,7 +7,8 @@ one per stage, and every `EVERY` seconds one saying it is still at it.
 
 A display is a context manager; it receives tuning's `TuneEvent`s as a callable (the
 `progress` callback of `Architecture.compile`) and keeps the last in `event`; `stage(what)`
-names the step it is in now.
+names the step it is in now, and `step(done, total, what)` counts the steps of a sweep (the
+points of `stats --latency`) with a bar.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class _Display:
     def note(self, text: str, plain: bool = False) -> None: ...
     def tuning(self, event: Any) -> None: ...
     def stage(self, what: str) -> None: ...
+    def step(self, done: int, total: int, what: str) -> None: ...
 
 
 class RichDisplay(_Display):
@@ -116,6 +118,11 @@ class RichDisplay(_Display):
             self._tuning = None
         self._progress.update(self._main, description=f"{self.title}: {what}")
 
+    def step(self, done: int, total: int, what: str) -> None:
+        """Step `done` of `total` (points of a sweep, say): the bar fills as they end."""
+        self._progress.update(self._main, total=total, completed=done, info=f"{done}/{total}",
+                              description=f"{self.title}: {what}")
+
 
 class PlainDisplay(_Display):
     """Plain lines: the start, each stage, tuning's progress, and every `EVERY` seconds
@@ -157,6 +164,9 @@ class PlainDisplay(_Display):
     def stage(self, what: str) -> None:
         self._what = what
         self._line(f"{self.title}: {what} ({time.monotonic() - self.started:.0f} s)")
+
+    def step(self, done: int, total: int, what: str) -> None:
+        self.stage(f"[{min(done + 1, total)}/{total}] {what}")
 
 
 def _dup_stderr() -> TextIO:

@@ -22,6 +22,7 @@ from rich.text import Text
 from .analysis import COUNTS, Conventions, Stats
 from .columns import COLUMNS, TRAINING_KEYS, Column, choose, hidden
 from .errors import printable
+from .latency import definition as latency_definition
 from .limits import MAX_TABLE_ROWS
 from .numfmt import compact, grouped, human  # noqa: F401  (human: re-exported)
 from .ops import fmt_shape
@@ -97,7 +98,7 @@ WRITERS: dict[str, tuple[Any, Any]] = {
     "count": (grouped, compact),
     "delta": (_signed(grouped), _signed(compact)),  # a signed difference: +10,803,912
     "mib": (lambda v: f"{v / 2**20:.1f}", None),
-    "ms": (lambda v: f"{v:.2f}", None),
+    "ms": (lambda v: f"{v:.2f}" if v >= 1 else f"{v:.3g}", None),  # 12.34, 0.0412
     "pct": (lambda v: v if isinstance(v, str) else f"{v:+.1f}%", None),
     "shape": (fmt_shape, None),
     "text": (str, None),
@@ -242,10 +243,13 @@ class FittedTable:
         return table
 
 
-def _notes(stats: Stats, columns: list[Column], dtypes: list[str]) -> list[str]:
+def _notes(stats: Stats, columns: list[Column], dtypes: list[str],
+           all_stats: Sequence[Stats] = ()) -> list[str]:
     notes = [conventions_text(stats.conventions, [c.key for c in columns])]
     if any(c.key in TRAINING_KEYS for c in columns):
         notes.append(training_definitions(stats.extra.get("batch", 1)))
+    if any(c.key == "latency_ms" for c in columns):
+        notes.append(latency_definition(all_stats or [stats]))
     if any(c.kind == "mib" for c in columns):
         notes.append(f"MB = 2^20 bytes as {', '.join(dtypes)}")
     return notes
@@ -260,7 +264,7 @@ def comparison_table(all_stats: Sequence[Stats], columns: list[Column] | None = 
         "Architectures", "Architecture", [arch_label(s) for s in all_stats], columns,
         [c.title(first) for c in columns],
         [[c.arch(s) for c in columns] for s in all_stats],  # type: ignore[misc]
-        notes=_notes(first, columns, sorted({s.dtype for s in all_stats})),
+        notes=_notes(first, columns, sorted({s.dtype for s in all_stats}), all_stats),
         more=hidden(columns, per_layer=False))
 
 

@@ -12,6 +12,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from .errors import printable
 
 
 def _clock(seconds: float) -> str:
@@ -56,7 +59,8 @@ class TrainDisplay:
 
     def print(self, text: str, style: str | None = None) -> None:
         if not self.quiet:
-            self.console.print(text, markup=False, style=style, highlight=False)
+            # paths and class names come from the data set: never terminal codes
+            self.console.print(printable(text), markup=False, style=style, highlight=False)
 
     def __call__(self, kind: str, info: dict) -> None:
         handler = getattr(self, f"_on_{kind}", None)
@@ -172,7 +176,7 @@ def print_eval(report, fmt: str = "table", console: Console | None = None) -> No
         return
     views = {"centre": "centre crop", "ten-crop": "ten crops averaged",
              "dense": "dense: the whole image and its mirror"}[report.views]
-    console.print(f"{report.arch} with {report.weights} on {report.data} ({views})",
+    console.print(printable(f"{report.arch} with {report.weights} on {report.data} ({views})"),
                   markup=False)
     console.print(f"top-1 {_pct(s.top1_accuracy)}  top-5 {_pct(s.top5_accuracy)}  "
                   f"(error {_pct(1 - s.top1_accuracy)} / {_pct(1 - s.top5_accuracy)}), "
@@ -187,13 +191,14 @@ def print_eval(report, fmt: str = "table", console: Console | None = None) -> No
                          ("most often taken for", "left")):
         table.add_column(col, justify=justify)
     for r in rows:
-        table.add_row(r["class"], str(r["images"]),
-                      "—" if r["top1"] is None else _pct(r["top1"]), r["confused_with"] or "")
+        cells = (r["class"], str(r["images"]), "—" if r["top1"] is None else _pct(r["top1"]),
+                 r["confused_with"] or "")  # class names are folder names: plain text
+        table.add_row(*(Text(printable(c)) for c in cells))
     console.print(table)
     for note in report.notes:
-        console.print(f"note: {note}", markup=False, style="yellow")
+        console.print(printable(f"note: {note}"), markup=False, style="yellow")
     if report.picture:
-        console.print(f"wrote {report.picture}", markup=False)
+        console.print(printable(f"wrote {report.picture}"), markup=False)
 
 
 def _confused(scores, k: int, report) -> str | None:

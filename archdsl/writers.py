@@ -31,6 +31,8 @@ def _json_object(stats: Stats, depth: int | None, indent: str) -> str:
     head = stats.to_dict(depth, layers=False)
     if "training" in stats.extra:
         head["training"] = training_totals(stats)
+    if "latency" in stats.extra:
+        head["latency"] = stats.extra["latency"].to_dict()
     fields = [f"{inner}{json.dumps(key)}: {json.dumps(value)}" for key, value in head.items()]
     rows = stats.rollup(depth)
     lines = map(_layer_line, rows)
@@ -69,13 +71,16 @@ def to_csv(all_stats: Sequence[Stats], per_layer: bool, depth: int | None = None
     else:
         keys = list(all_stats[0].totals) if all_stats else []
         extra = [k for k in training_totals(all_stats[0]) if k != "kinds"] if train else []
-        w.writerow(["arch", "settings", "input", "output", *keys, *extra])
+        timed = bool(all_stats) and "latency" in all_stats[0].extra
+        w.writerow(["arch", "settings", "input", "output", *keys, *extra,
+                    *(["latency_ms", "latency_target"] if timed else [])])
         for s in all_stats:
             t = s.totals
             more = training_totals(s) if train else {}
+            lat = [s.extra["latency"].to_dict()[k] for k in ("ms", "target")] if timed else []
             w.writerow([s.name, settings_text(s.settings), fmt_shape(s.input).replace("×", "x"),
                         fmt_shape(s.output).replace("×", "x"), *(t[k] for k in keys),
-                        *(more[k] for k in extra)])
+                        *(more[k] for k in extra), *lat])
     return buf.getvalue()
 
 

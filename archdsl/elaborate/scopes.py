@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import syntax as S
 from ..errors import ArchError, ErrorSink, NameError_, Span
-from ..expr import charge_copy, evaluate
+from ..expr import charge_copy, evaluate, short_repr
 from ..layer_attrs import Default
 from ..ops import features
 
@@ -137,7 +137,8 @@ def label_part(part: str | S.Expr, env: Env) -> str:
     value = evaluate(part, env.values)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return str(value)
+    # a list is never part of a name: shown cut, not 100,000 items long in the error
+    return short_repr(value) if isinstance(value, list) else str(value)
 
 
 def param_list(params: list[S.Param], bare: bool = False) -> str:

@@ -20,7 +20,7 @@ from ..ops import OPS
 from .blocks import Block, compact, extract, progressions
 from .doc import build
 from .flat import FlatNet, FlatNode, Unmapped
-from .forms import Call, Defaults, Group, Layer, Stmt, bodies, nested
+from .forms import Call, Defaults, Group, Layer, Stmt, attached_owner, bodies, nested
 from .render import Binding, render
 from .structure import (
     StructureError,
@@ -172,9 +172,10 @@ def _attr_defaults(stmts: list[Stmt]) -> tuple:
     for key in _SHARED:
         seen: Counter = Counter()
         for layer in _layers(stmts):
-            if key in layer.attrs:
-                spec = OPS[layer.op].attrs[key]
-                seen[layer.attrs[key] if layer.attrs[key] != spec.default else None] += 1
+            for op, attrs in ((layer.op, layer.attrs), (None, layer.attach_attrs)):
+                if key in attrs:
+                    spec = OPS[op or attached_owner(layer, key)].attrs[key]
+                    seen[attrs[key] if attrs[key] != spec.default else None] += 1
         if seen:
             value, count = seen.most_common(1)[0]
             if value is not None and count * 2 > sum(seen.values()):

@@ -1,7 +1,8 @@
 """The scoped tree (structure.py) → statements (forms.py), with labels and attachments.
 
-A conv/FC/linear followed in its sequence by a norm and/or activation at their defaults
-becomes one layer (`conv3-64 norm=bn act=relu`: one row of `stats`, as a paper counts it)
+A conv/FC/linear followed in its sequence by a norm and/or activation becomes one layer
+(`conv3-64 norm=bn act=relu`, `conv1-64 norm=bn eps=0.001`: one row of `stats`, as a paper
+counts it) where their attributes can be written on it, and
 wherever elaboration then names the norm as the module is named; joins take the form a person
 writes: `residual {}` (a sum with the identity, or with a projection where the shape
 changes), `gate {}` (a product with the identity), `dense {}` (a concatenation with it).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..layer_attrs import routable_for
 from ..ops import OPS, attachable
 from .flat import FlatNet, FlatNode
 from .forms import Group, Join, Layer, Stmt
@@ -89,10 +91,26 @@ def _followers(net: FlatNet, items: list, i: int) -> list[FlatNode]:
         j = i + 1 + len(out)
         if j < len(items) and isinstance(items[j], NodeIt):
             node = net.node(items[j].id)
-            if node.op in attachable(category) \
-                    and node.attrs == _defaults(node.op):
+            if node.op in attachable(category) and _writable(primary.op, out + [node]):
                 out.append(node)
     return out
+
+
+def _writable(primary: str, chosen: list[FlatNode]) -> bool:
+    """Can the attributes of these attached ops be written on the layer? Those not at their
+    defaults must be ones the layer passes on (`conv1-64 norm=bn eps=0.001`), not its own
+    (a conv's `k`, not LRN's), and of one of them only."""
+    routable = routable_for(primary)
+    seen = Counter(k for f in chosen for k in OPS[f.op].attrs)
+    return all(v == _defaults(f.op).get(k) or (k in routable and seen[k] == 1)
+               for f in chosen for k, v in f.attrs.items())
+
+
+def attached_attrs(primary: str, chosen: list[FlatNode]) -> dict:
+    """The attributes of the attached ops that the layer writes for them."""
+    routable = routable_for(primary)
+    seen = Counter(k for f in chosen for k in OPS[f.op].attrs)
+    return {k: v for f in chosen for k, v in f.attrs.items() if k in routable and seen[k] == 1}
 
 
 def _defaults(op: str) -> dict:
@@ -119,7 +137,8 @@ def _layer(net: FlatNet, it: NodeIt, followers: list[FlatNode], sim: Sim) -> Lay
                 if f not in option and wish is not None:
                     sim.reserved[wish] += 1  # given back: named on its own when its turn comes
             return Layer(label=label, op=node.op, attrs=dict(node.attrs), in_shape=ins,
-                         attach=[f.op for f in option], ids=[node.id] + [f.id for f in option])
+                         attach=[f.op for f in option], ids=[node.id] + [f.id for f in option],
+                         attach_attrs=attached_attrs(node.op, option))
     raise AssertionError(f"{node.name}: no label fits")  # a keep-name node always can
 
 
@@ -139,7 +158,8 @@ def _join(net: FlatNet, it: JoinIt, path: tuple[str, ...], sim: Sim, prev: int) 
         kind, body = "residual", [branches[empty.index(False)]]
     elif len(branches) == 2 and node.op == "add" and not any(empty):
         k = _projection(net, branches, prev)
-        if k is not None:
+        # computed before the body (RegNet's `proj(x) + f(x)`), it is written first: an add
+        if k is not None and _first(branches[k]) > _first(branches[1 - k]):
             kind, body = "residual", [branches[1 - k]]
             shortcut = branches[k][0]
     elif len(branches) == 2 and node.op == "mul" and any(empty) and not all(empty):
@@ -167,6 +187,13 @@ def _projection(net: FlatNet, branches: list[list], prev: int) -> int | None:
             and net.node(_last(branches[1 - k], prev)).shape != fork]
     # of two that could be, the lighter one (RegNet's `proj(x) + f(x)`)
     return min(fits, key=lambda k: _count(branches[k])) if fits else None
+
+
+def _first(items: list) -> int:
+    """The first node of a branch, in the order the network computes them."""
+    it = items[0]
+    return _first(it.items) if isinstance(it, ScopeIt) else \
+        min([it.id] + [_first(b) for b in it.branches if b]) if isinstance(it, JoinIt) else it.id
 
 
 def _count(items: list) -> int:

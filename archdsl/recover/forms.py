@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..formatter import spec_value
-from ..ops import OPS, REQUIRED, Shape
+from ..ops import OPS, REQUIRED, Shape, same_pad
 
 NOVALUE = object()
 
@@ -55,6 +55,7 @@ class Layer(Stmt):
     attrs: dict[str, Any] = field(default_factory=dict)
     in_shape: Shape | None = None
     attach: list[str] = field(default_factory=list)  # attached norm/act ops, in order
+    attach_attrs: dict[str, Any] = field(default_factory=dict)  # theirs, written on the layer
     ids: list[int] = field(default_factory=list)  # the flat nodes it stands for
     _form: Any = None
 
@@ -116,7 +117,7 @@ def _conv(layer: Layer, a: dict[str, Any]) -> str:
         del a["groups"]
         if a["out"] == cin:
             del a["out"]
-    if a["pad"] == a["dilation"] * (a["k"] - 1) // 2:
+    if a["pad"] == same_pad(a):
         del a["pad"]
     return token
 
@@ -146,15 +147,26 @@ def form(layer: Layer, defaults: Defaults) -> Form:
         slots["kernel"].omit = NOVALUE  # conv3: the kernel is always written
     if slots["slash"] is not None and layer.op == "conv":
         slots["slash"].omit = 1
-    args = [Slot(k, a.pop(k), _default(layer.op, k)) for k in op.positional if k in a]
+    args = []
+    for k in op.positional:  # up to a word (`gelu approximate=tanh`: a name is no value)
+        if k not in a or op.attrs[k].type == "choice":
+            break
+        args.append(Slot(k, a.pop(k), _default(layer.op, k)))
     given = dict(defaults.attrs)
+    owner = {k: layer.op for k in a} | {k: attached_owner(layer, k) for k in layer.attach_attrs}
     attrs = [Slot(k, v, _bias_default(layer, defaults) if k == "bias" else
-                  given.get(k, _default(layer.op, k))) for k, v in sorted(a.items())]
+                  given.get(k, _default(owner[k], k)))
+             for k, v in sorted((a | layer.attach_attrs).items())]
     extra = _attach_text(layer, defaults)
     out = Form(_TOKENS.get(token, token), slots["kernel"], slots["dash"], slots["slash"], args,
                attrs, extra)
     layer._form = (defaults, out)
     return out
+
+
+def attached_owner(layer: Layer, key: str) -> str:
+    """The attached op an attribute written on the layer is for."""
+    return next(k for k in layer.attach if key in OPS[k].attrs)
 
 
 def _norm_of(layer: Layer) -> str | None:

@@ -21,7 +21,16 @@ class Binding:
             return f"{{{slot.expr}}}" if braces else slot.expr
         if not force and slot.omit is not NOVALUE and _same(slot.value, slot.omit):
             return None
-        return spec_value(slot.value)
+        return value_text(slot.key, slot.value)
+
+
+def value_text(key: str, v: Any) -> str:
+    """A size per axis as papers print it, `1x7` (a kernel, stride, dilation); a padding
+    per axis as PyTorch writes it, `[0, 3]`."""
+    if isinstance(v, tuple) and len(v) == 2 and all(type(x) is int for x in v) and \
+            not key.startswith("pad"):
+        return f"{v[0]}x{v[1]}"
+    return spec_value(v)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -35,7 +44,7 @@ def layer_text(layer: Layer, defaults: Defaults, bind: Binding) -> str:
     text, words = f.token, []
     if f.kernel is not None:
         k = bind.shown(f.kernel)
-        if k is not None and k.isdigit():
+        if k is not None and k.replace("x", "", 1).isdigit():
             text += k
         elif k is not None:
             words.append(f"k={k}")
@@ -43,7 +52,9 @@ def layer_text(layer: Layer, defaults: Defaults, bind: Binding) -> str:
         text += f"-{bind.shown(f.dash, force=True)}"
     if f.slash is not None:
         s = bind.shown(f.slash)
-        if s is not None:
+        if s is not None and s[0].isdigit() and "x" in s:  # `/2x1` reads as `/2` x1
+            words.append(f"{f.slash.key}={s}")
+        elif s is not None:
             text += f"/{s}"
     args = [bind.shown(a) for a in f.args]
     while args and args[-1] is None:

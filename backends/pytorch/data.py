@@ -154,7 +154,10 @@ def decode(path: str, mode: str, min_side: int | None = None) -> torch.Tensor:
     many times larger than the transforms keep is decoded several times faster."""
     import numpy as np
     from PIL import Image
+
+    from archdsl.inputs import check_regular
     try:
+        check_regular(path)  # a FIFO named x.png would block the loader forever
         with Image.open(path) as img:
             w, h = img.size
             if w * h > MAX_PIXELS:

@@ -127,11 +127,26 @@ class EvalReport:
     notes: list[str]
 
 
+PICTURES = (".png", ".svg", ".pdf")
+
+
+def check_picture(path: Path, inputs) -> None:
+    """The confusion picture can be written at `path`, as a picture, and is none of `inputs`
+    (the spec, the weights): said before the evaluation, not after it."""
+    from archdsl.atomic import check_output
+    if path.suffix not in PICTURES:
+        raise UsageError(f"--confusion {path}: a picture is written as "
+                         + ", ".join(PICTURES), None, "e.g. --confusion confusion.png")
+    check_output(path, inputs)
+
+
 def run_eval(config: EvalConfig) -> EvalReport:
     """Evaluate weights on a data set (see `data.eval_source` for which images)."""
     from . import distributed
     from .data import BadImageError, Samples, ShardSampler, loader
     from .transforms import eval_transform
+    if config.confusion is not None:
+        check_picture(Path(config.confusion), [config.spec, config.weights])
     env = distributed.setup(config.device)
     notes: list[str] = []
     arch, model, classes, source, indices, what, meta = _model_and_data(config, notes)

@@ -26,6 +26,7 @@ adds layers, and `dropout` (when set) changes the rate of every dropout layer th
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 SCHEDULES = ("plateau", "cosine")
@@ -71,6 +72,19 @@ class Recipe:
             if getattr(self, name) not in allowed:
                 problems.append(f"{name} must be one of {', '.join(allowed)}, "
                                 f"got `{getattr(self, name)}`")
+        from archdsl.limits import MAX_EPOCHS, MAX_SCALE
+        numbers = [f.name for f in dataclasses.fields(self)
+                   if isinstance(getattr(self, f.name), float)]
+        infinite = [f"{n} must be a finite number, got {getattr(self, n)}"
+                    for n in numbers if not math.isfinite(getattr(self, n))]
+        if infinite:  # the comparisons below mean nothing for them
+            return problems + infinite
+        problems += [f"{n} must be at most {MAX_SCALE} (archdsl/limits.py): the image's side "
+                     f"as a multiple of the crop, got {getattr(self, n)}"
+                     for n in ("scale", "scale_max", "test_scale")
+                     if getattr(self, n) > MAX_SCALE]
+        if self.epochs > MAX_EPOCHS:
+            problems.append(f"epochs must be at most {MAX_EPOCHS:,} (archdsl/limits.py)")
         positive = ("epochs", "batch_size", "lr", "scale", "scale_max", "test_scale")
         problems += [f"{n} must be positive, got {getattr(self, n)}"
                      for n in positive if not getattr(self, n) > 0]

@@ -93,12 +93,16 @@ def prepare(config, env, on_bad) -> Run:
     if problems:
         raise ArchErrors([UsageError(p, None) for p in problems])
     base = archdsl.load(config.spec, config.arch, **config.settings)
+    check_run_folder(config.out, config.plot, base.program.files)
     channels = base.graph.input_shape[0]
     meta = _resume_meta(config)
     train_src, val_src = open_source(config.data, channels)
     notes: list[str] = []
     recipe = _flips(config, train_src, notes)
     arch = fit_classes(base, len(train_src.classes), notes)
+    if env.device.type == "cpu":  # a batch that cannot fit is refused before it is made
+        from archdsl.memory import check_training_fits
+        check_training_fits(arch, max(1, recipe.batch_size // env.world), recipe.optimizer)
     if val_src is None:
         train_idx, val_idx = split(train_src.targets, config.val_fraction, config.seed)
         val_src = train_src
@@ -144,6 +148,20 @@ def _flips(config, source: Source, notes: list[str]) -> Recipe:
     return recipe
 
 
+# what a run writes in its folder (train.py's CHECKPOINT, BEST and LABELS; logs.py's metrics)
+RUN_FILES = ("checkpoint.safetensors", "best.safetensors", "labels.txt", "metrics.csv",
+             "metrics.json")
+
+
+def check_run_folder(out: Path, plot: str, inputs) -> None:
+    """Every file a run writes in `out` can be written there and is none of its inputs (a
+    spec hard-linked as best.safetensors), before the data is read or a step taken; the
+    atomic writer checks each again when it writes."""
+    from archdsl.atomic import check_output
+    for name in RUN_FILES + ((f"curves.{plot}",) if plot else ()):
+        check_output(Path(out) / name, inputs)
+
+
 def _config_problems(config, env) -> list[str]:
     out = []
     if config.recipe.batch_size % env.world:
@@ -159,6 +177,22 @@ def _config_problems(config, env) -> list[str]:
         out.append(f"--val-fraction must be in [0, 1), got {config.val_fraction}")
     if config.plot not in ("", "png", "svg", "pdf"):
         out.append(f"--plot is png, svg or pdf, not `{config.plot}`")
+    return out + _bounds(config)
+
+
+def _bounds(config) -> list[str]:
+    """Counts from the command line that would start unbounded work (archdsl/limits.py)."""
+    from archdsl.limits import MAX_CACHE_MIB, MAX_THREADS, MAX_WORKERS
+    out = []
+    for name, value, low, high in (("--workers", config.workers, 0, MAX_WORKERS),
+                                   ("--threads", config.threads, 1, MAX_THREADS),
+                                   ("--max-steps", config.max_steps, 1, None),
+                                   ("--checkpoint-every", config.checkpoint_every, 0, None),
+                                   ("--cache-limit", config.cache_limit_mb, 0, MAX_CACHE_MIB)):
+        if value is not None and (value < low or (high is not None and value > high)):
+            out.append(f"{name} must be {low} or more" if high is None else
+                       f"{name} must be from {low} to {high:,} (archdsl/limits.py), "
+                       f"got {value}")
     return out
 
 

@@ -1,7 +1,8 @@
 """Training costs (archdsl.training) against PyTorch: the activations autograd keeps for
 backward, counted with torch.autograd.graph.saved_tensors_hooks on CPU (each storage once;
 parameters and buffers are not activations), for torchvision's ResNet-18, ViT-B/16 and
-small Swins (v1 and v2 blocks), trained whole and frozen but for the head. At 64×64 for
+small Swins (v1 and v2 blocks), MobileNetV3-Small (hard sigmoid gates) and ShuffleNetV2 x0.5
+(channel split and shuffle), trained whole and frozen but for the head. At 64×64 for
 speed: what is kept scales with the activations, and ViT's attention at 17 tokens and Swin's
 windows are still there; at 224×224, measured once for a batch of two, ResNet-18 keeps
 42.34 MiB and ViT-B/16 225.37 MiB, archdsl's counts to the byte.
@@ -44,7 +45,8 @@ def saved_per_image(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("name,frozen", [
     ("resnet18", False), ("resnet18", True), ("vit_b_16", False), ("vit_b_16", True),
-    ("swin_t", False), ("swin_v2_t", False)])
+    ("swin_t", False), ("swin_v2_t", False), ("mobilenet_v3_small", False),
+    ("shufflenet_v2_x0_5", False)])
 def test_kept_for_backward_is_what_autograd_keeps(name, frozen):
     torch.manual_seed(0)
     model = _model(name).train()

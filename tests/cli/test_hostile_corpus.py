@@ -93,6 +93,20 @@ def _made_cases(tmp: Path) -> list[dict]:
          "expect": "control character"},
         {"id": "--set markup", "args": ["stats", str(tmp / "k.arch"), "--set", "s=[/x]"],
          "expect": "ok"},
+        {"id": "diff /dev/zero", "args": ["diff", str(tmp / "k.arch"), "/dev/zero"],
+         "expect": "device"},
+        {"id": "diff FIFO", "args": ["diff", str(fifo), str(tmp / "k.arch")], "expect": "FIFO"},
+        {"id": "diff markup settings", "args": ["diff", str(tmp / "k.arch"), "--set-a",
+                                                "s=[/x]", "--set-b", "s=[link=https://e]y"],
+         "expect": "ok"},
+        {"id": "diff markdown", "args": ["diff", str(tmp / "k.arch"), "--set-a", "s=a|b",
+                                         "-f", "markdown"], "expect": "ok"},
+        {"id": "diff huge setting", "args": ["diff", str(tmp / "k.arch"), "--set-b",
+                                             "k=99999999999"], "expect": "limit",
+         "located": True},
+        {"id": "diff --set bomb", "args": ["diff", str(tmp / "k.arch"), "--set-a",
+                                           f"k={values}", "--set-b", f"s={values}"],
+         "expect": "takes one"},
         {"id": "graph onto its spec", "args": ["graph", str(tmp / "k.arch"), "-o",
                                                str(tmp / "k.arch")], "expect": "inputs"},
         {"id": "bad option", "args": ["stats", str(tmp / "k.arch"), "--depth", "0"],
@@ -141,6 +155,8 @@ def _problems(case: dict, r: dict) -> list[str]:
     want = case.get("status", 0 if expect == "ok" else 1)
     if r["status"] != want:
         problems.append(f"status {r['status']}, expected {want}")
+    if want == 1 and len(r["stderr"]) > 64_000:  # 50 errors, each with a line cut short
+        problems.append(f"{len(r['stderr']):,} characters of errors")
     if expect != "ok" and expect not in r["stderr"]:
         problems.append(f"no {expect!r} in the message")
     if want == 1 and case.get("located") and not LOCATED.search(r["stderr"]):

@@ -261,12 +261,19 @@ def test_docs_limits_states_the_budgets_as_they_are():
     assert rows["nesting"] == str(limits.MAX_NESTING)
     assert rows["block calls"] == f"{limits.MAX_BLOCK_DEPTH} deep"
     assert rows["nodes"] == f"{limits.MAX_NODES:,}"
+    assert rows["build cache"] == f"{limits.MAX_BUILD_CACHE_BYTES >> 30} GiB"
     assert rows["elaboration steps"] == f"{limits.MAX_STEPS:,}"
     assert rows["tensor dimension"] == "2³¹ − 1" and limits.MAX_DIM == 2**31 - 1
     assert rows["tensor size"] == "2⁴⁰ elements" and limits.MAX_ELEMENTS == 2**40
     assert rows["settings"] == f"{limits.MAX_SETTINGS:,}"
     assert rows["errors"] == str(limits.MAX_ERRORS)
     assert rows["table rows"] == f"{limits.MAX_TABLE_ROWS:,}"
+    assert rows["shape on a command line"] == f"{limits.MAX_INPUT_RANK} dimensions"
+    assert rows["training image side"] == str(limits.MAX_SCALE)
+    assert rows["training epochs"] == f"{limits.MAX_EPOCHS:,}"
+    assert rows["loader workers"] == str(limits.MAX_WORKERS)
+    assert rows["torch threads"] == f"{limits.MAX_THREADS:,}"
+    assert rows["image cache"] == "1 TiB" and limits.MAX_CACHE_MIB == 1 << 20
     syntax = importlib.import_module("archdsl.parser").MAX_SYNTAX_ERRORS
     assert rows["syntax errors"] == \
         f"{syntax}, within {limits.MAX_SYNTAX_REPARSE_BYTES >> 20} MiB re-parsed"

@@ -148,3 +148,23 @@ def test_quoted_label_with_a_dot_is_a_syntax_error():
     with pytest.raises(archdsl.ArchErrors) as info:
         archdsl.load('arch t\ninput 3x8x8\n"a.b": conv3-4\n')
     assert "cannot be a name" in str(info.value)
+
+
+def test_norms_with_their_own_settings_attach_and_a_projection_first_is_an_add():
+    """Batch norms at eps=0.001 attach to their convs (the settings on the layer or the
+    defaults line; the one at PyTorch's eps says so); a shortcut computed before the body
+    (RegNet's `proj(x) + f(x)`) is written first, as an add, so the layers keep their order."""
+    net = FlatNet.start("proj_first", (8, 8, 8))
+    x = 0
+    for i, eps in enumerate((0.001, 0.001, 1e-5)):
+        x = conv(net, x, 8, f"c{i}.conv")
+        x = net.add("bn", {"eps": eps, "momentum": 0.1}, [x], f"c{i}.bn").id
+        x = net.add("relu", {}, [x], scope=(f"c{i}",)).id
+    short = conv(net, x, 16, "block.proj.0", k=1, stride=2)
+    short = net.add("bn", {"eps": 0.001, "momentum": 0.1}, [short], "block.proj.1").id
+    y = conv_bn(net, x, 16, "block.f", 1, stride=2)
+    y = conv(net, y, 16, "block.f.conv2")
+    net.output = net.add("add", {}, [short, y], scope=("block",)).id
+    text = check(net)
+    assert "defaults norm=bn act=relu eps=0.001" in text and "bn:" not in text
+    assert "eps=1e-05" in text and "add {" in text and "shortcut" not in text

@@ -3,11 +3,12 @@ time; report how each ended (tests/cli/test_hostile_corpus.py).
 
     python tests/hostile/driver.py < cases.json > results.json
 
-`cases.json` is a list of {"id": str, "args": [str, ...]}. archdsl's CLI is imported once; each
-case runs in a fork of this process (cheap: no second import), whose memory (RLIMIT_AS) and CPU
-time (RLIMIT_CPU) are limited as a preexec_fn would, and which is killed at the wall-clock
-limit. The result of each: {"id", "status" (exit code, or -signal), "seconds", "stdout",
-"stderr", "peak_kib" (the child's peak resident memory)}.
+`cases.json` is a list of {"id": str, "args": [str, ...]} (with "memory": bytes of address
+space, for a case that imports PyTorch, whose libraries map more than the default). archdsl's
+CLI is imported once; each case runs in a fork of this process (cheap: no second import),
+whose memory (RLIMIT_AS) and CPU time (RLIMIT_CPU) are limited as a preexec_fn would, and
+which is killed at the wall-clock limit. The result of each: {"id", "status" (exit code, or
+-signal), "seconds", "stdout", "stderr", "peak_kib" (the child's peak resident memory)}.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ CPU_SECONDS = 60
 WALL_SECONDS = 60
 
 
-def run(args: list[str]) -> dict:
+def run(args: list[str], memory: int = MEMORY) -> dict:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:  # the child
-            _child(args, out.fileno(), err.fileno())
+            _child(args, out.fileno(), err.fileno(), memory)
         status, usage = _wait(pid, started + WALL_SECONDS)
         seconds = time.monotonic() - started
         out.seek(0)
@@ -43,12 +44,12 @@ def run(args: list[str]) -> dict:
                 "peak_kib": usage.ru_maxrss if usage else None}
 
 
-def _child(args: list[str], out: int, err: int) -> None:
+def _child(args: list[str], out: int, err: int, memory: int) -> None:
     code = 99
     try:
         os.dup2(out, 1)
         os.dup2(err, 2)
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS + 5))
         sys.argv = ["archdsl", *args]
         from archdsl.cli import main
@@ -93,8 +94,14 @@ def main() -> None:
                 app(args)
             except SystemExit:
                 pass
+    # ARCHDSL_DRIVER_PRELOAD=pytorch.importer: backends loaded once here too (torch takes
+    # seconds to import; each case would pay it again)
+    from archdsl.backends import load_backend
+    for name in filter(None, os.environ.get("ARCHDSL_DRIVER_PRELOAD", "").split(",")):
+        load_backend(name)
     cases = json.load(sys.stdin)
-    results = [{"id": case["id"], **run(case["args"])} for case in cases]
+    results = [{"id": case["id"], **run(case["args"], case.get("memory", MEMORY))}
+               for case in cases]
     json.dump(results, sys.stdout)
 
 

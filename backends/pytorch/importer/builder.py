@@ -9,7 +9,15 @@ Layouts say how PyTorch holds an archdsl shape (per image, no batch axis):
 - `last`: a C×H×W map held channels-last, N×H×W×C (ConvNeXt's permuted blocks);
 - `cl`: a C×H×W map with its pixels flattened, N×C×(H·W) (on the way to tokens);
 - `flat`: any value flattened to N×(C·H·W); an FC layer takes the value itself, and a
-  flatten node is made only when something else needs the vector.
+  flatten node is made only when something else needs the vector;
+- `grouped` / `shuffled`: a C×H×W map viewed as N×G×(C/G)×H×W, and that transposed to
+  N×(C/G)×G×H×W (a channel shuffle half done: viewed back as N×C×H×W it is one).
+
+Some values are made into nodes only when something uses them, so that what reads them can
+choose the node: `Part` (channels start to end of a map: `x[:, 1:3]`, a chunk), `Picked`
+(`x[:, i]`, one channel without its axis), `Scaled` (a value times a number plus a number).
+torchvision's `transform_input` — each channel picked, scaled, shifted and concatenated
+again — is then one `affine` node.
 
 The handlers for modules and functions (modules.py, functions.py) return values; every value
 a handler makes is checked against the shape PyTorch computed for it.
@@ -41,6 +49,39 @@ class Unmappable(Exception):
 class Ten:
     nid: int
     layout: str = "std"
+    groups: int = 0  # of the `grouped` and `shuffled` layouts
+
+
+@dataclass(frozen=True)
+class Part:
+    """Channels `start` to `end` of `src` (features of tokens), not made yet."""
+
+    src: Ten
+    start: int
+    end: int
+    scope: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Picked:
+    """`x[:, i]`: channel i of a map without its channel axis (unsqueezed, a Part)."""
+
+    src: Ten
+    index: int
+    scope: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """`src * scale + shift` with numbers, not made yet (an `affine` when it is)."""
+
+    src: Ten | Part
+    scale: float
+    shift: float
+    scope: tuple[str, ...] = ()
+
+
+PENDING = (Part, Picked, Scaled)
 
 
 @dataclass(frozen=True)
@@ -73,6 +114,7 @@ class Builder:
         self.flat_nodes: dict[int, int] = {}  # map nid → its flatten node, made once
         self.concats: dict[tuple[int, ...], int] = {}  # leaves → concat node
         self.node: fx.Node | None = None  # the fx node being mapped
+        self.made: dict[Any, Ten] = {}  # pending value → its node, made once
 
     # ------------------------------------------------------------------ nodes
     def shape(self, t: Ten) -> Shape:
@@ -112,6 +154,20 @@ class Builder:
             path = ".".join(node.target.split(".")[:-1])  # type: ignore[union-attr]
         return tuple(p for p in str(path).split(".") if p)
 
+    def constant(self, param: str, default: float = 1e-6) -> float:
+        """A parameter's value when all its entries are equal (a fresh model's init), which
+        becomes its op's `init` (layerscale, prelu); otherwise `default`."""
+        if self.original is not None:
+            try:
+                t = self.original.get_parameter(param)
+            except AttributeError:
+                t = None
+            if t is not None and t.device.type != "meta" and t.numel():
+                first = t.detach().flatten()[0]
+                if bool((t == first).all()):
+                    return _shortest(first)
+        return default
+
     def _note_shared(self, node: fx.Node | None) -> None:
         """torch.fx keys a module's second and later calls `path@N`."""
         for key, (path, _) in (node.meta.get("nn_module_stack") or {}).items() \
@@ -144,6 +200,10 @@ class Builder:
     def tensor(self, v: Any, what: str = "this op") -> Ten:
         if isinstance(v, Ten):
             return v
+        if isinstance(v, PENDING):
+            if v not in self.made:
+                self.made[v] = self._make(v, what)
+            return self.made[v]
         if isinstance(v, Opaque):
             raise _Downstream()
         if isinstance(v, (Param, Expanded)):
@@ -151,6 +211,17 @@ class Builder:
                              "archdsl knows parameters only as parts of its layers "
                              "(class_token, pos_embedding, layerscale)")
         raise Unmappable(f"{what} needs a tensor, got {type(v).__name__}")
+
+    def _make(self, v: Any, what: str) -> Ten:
+        if isinstance(v, Picked):
+            raise Unmappable(f"{what} reads one channel of a map without its channel axis",
+                             "archdsl keeps the axis: x[:, i:i + 1], or unsqueeze(x[:, i], 1)")
+        if isinstance(v, Part):
+            return self.emit("slice", {"start": v.start, "end": v.end}, [Ten(v.src.nid)],
+                             scope=v.scope, layout=v.src.layout)
+        src = self.tensor(v.src, what)
+        return self.emit("affine", {"scale": (v.scale,), "shift": (v.shift,)}, [Ten(src.nid)],
+                         scope=v.scope, layout=src.layout)
 
     def torch_shape(self, v: Ten) -> tuple[int, ...]:
         """How PyTorch holds this value for a batch of N, without N."""
@@ -161,6 +232,9 @@ class Builder:
             return (shape[0], shape[1] * shape[2])
         if v.layout == "flat":
             return (math.prod(shape),)
+        if v.layout in ("grouped", "shuffled"):
+            g, c = v.groups, shape[0] // v.groups
+            return (g, c, *shape[1:]) if v.layout == "grouped" else (c, g, *shape[1:])
         return tuple(shape)
 
     # ------------------------------------------------------------------ concatenation
@@ -200,12 +274,23 @@ class Builder:
         return None
 
 
+def _shortest(value: torch.Tensor) -> float:
+    """The shortest decimal that is this value in its dtype: a float32 0.1 is 0.1 (not
+    0.10000000149011612), as the spec would write it and the backend would store it."""
+    for digits in range(1, 18):
+        x = float(f"{float(value):.{digits}g}")
+        if torch.tensor(x, dtype=value.dtype) == value:
+            return x
+    return float(value)
+
+
 class _Downstream(Exception):
     """An input is the value of an unmapped node: this one is not reported on its own."""
 
 
 _LAYOUTS = {"last": "channels-last (N×H×W×C)", "cl": "as N×C×(H·W)",
-            "flat": "flattened", "std": "as archdsl's"}
+            "flat": "flattened", "std": "as archdsl's", "grouped": "in groups (N×G×C/G×H×W)",
+            "shuffled": "in transposed groups (N×C/G×G×H×W)"}
 
 
 def describe_shapes(builder: Builder, node: fx.Node) -> str:

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from archdsl.ops import scale_shape
 
+from . import activations as A
+from . import channels as C
 from . import modules as M
 from .builder import Builder, Expanded, Param, Ten, Unmappable
 
@@ -30,7 +32,11 @@ def _owner(p: Any) -> str | None:
     return p.name.rsplit(".", 1)[0] if isinstance(p, Param) and "." in p.name else None
 
 
-def add(b: Builder, x: Any, y: Any, *rest: Any, **kw: Any) -> Ten:
+def add(b: Builder, x: Any, y: Any, *rest: Any, **kw: Any) -> Any:
+    if not rest and kw.get("alpha", 1) == 1:
+        value = C.arithmetic(b, operator.add, x, y)
+        if value is not None:
+            return value
     if isinstance(x, Param) and isinstance(y, Ten):
         x, y = y, x
     if isinstance(y, Param) and isinstance(x, Ten):
@@ -44,7 +50,10 @@ def add(b: Builder, x: Any, y: Any, *rest: Any, **kw: Any) -> Ten:
     return join(b, "add", [x, y])
 
 
-def mul(b: Builder, x: Any, y: Any) -> Ten:
+def mul(b: Builder, x: Any, y: Any) -> Any:
+    value = C.arithmetic(b, operator.mul, x, y)
+    if value is not None:
+        return value
     if isinstance(x, Param) and isinstance(y, Ten):
         x, y = y, x
     if isinstance(y, Param) and isinstance(x, Ten):
@@ -53,24 +62,24 @@ def mul(b: Builder, x: Any, y: Any) -> Ten:
         if x.layout not in ("std", "last") or tuple(y.shape) != tuple(want):
             raise Unmappable(f"multiplying by a parameter of shape {y.shape}",
                              "archdsl scales by a parameter only per feature (layerscale)")
-        return b.emit("layerscale", {"init": _constant(b, y)}, [Ten(x.nid)], y.name,
+        return b.emit("layerscale", {"init": b.constant(y.name)}, [Ten(x.nid)], y.name,
                       layout=x.layout)
     return join(b, "mul", [x, y])
 
 
-def _constant(b: Builder, p: Param) -> float:
-    """The layer scale's value when all its entries are equal (a fresh model's init), which
-    becomes layerscale's `init`; otherwise archdsl's default."""
-    if b.original is not None:
-        try:
-            t = b.original.get_parameter(p.name)
-        except AttributeError:
-            t = None
-        if t is not None and t.device.type != "meta" and t.numel():
-            first = t.detach().flatten()[0]
-            if bool((t == first).all()):
-                return float(first)
-    return 1e-6
+def numbers(op: Any) -> Handler:
+    """`x - 1`, `x / 2`: only with a number (archdsl has no difference or quotient of maps)."""
+    def handle(b: Builder, x: Any, y: Any) -> Any:
+        value = C.arithmetic(b, op, x, y)
+        if value is None:
+            raise Unmappable(f"{op.__name__} of two tensors",
+                             "archdsl joins branches by add, mul and concat")
+        return value
+    return handle
+
+
+def neg(b: Builder, x: Any) -> Any:
+    return C.scaled(b, x, -1.0)
 
 
 def join(b: Builder, op: str, items: list[Any]) -> Ten:
@@ -88,6 +97,9 @@ def cat(b: Builder, items: Any, dim: int = 0) -> Ten:
     items = list(items)
     if len(items) == 1:
         return b.tensor(items[0], "torch.cat")
+    joined = C.fused(b, items) if dim in (1, -3) else None
+    if joined is not None:
+        return joined
     if len(items) == 2 and isinstance(items[0], Expanded) and isinstance(items[1], Ten):
         seq = b.std(items[1], "a class token")
         if dim == 1 and len(b.shape(seq)) == 2 and \
@@ -103,14 +115,16 @@ def cat(b: Builder, items: Any, dim: int = 0) -> Ten:
 
 def flatten(b: Builder, x: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
     t = b.tensor(x, "flatten")
-    if t.layout != "std":
+    if t.layout not in ("std", "grouped", "shuffled"):
         raise Unmappable("flattening a value not held as N×C×H×W")
-    rank = len(b.shape(t)) + 1
+    rank = len(b.torch_shape(t)) + 1
     start, end = start_dim % rank, end_dim % rank
     if start == 1 and end == rank - 1:
         return t if rank == 2 else Ten(t.nid, "flat")
     if rank == 4 and (start, end) == (2, 3):
         return Ten(t.nid, "cl")
+    if t.layout in ("grouped", "shuffled") and (start, end) == (1, 2):
+        return C.grouped_view(b, t, list(b.shape(t)))
     raise Unmappable(f"flatten({start_dim}, {end_dim})")
 
 
@@ -122,6 +136,9 @@ def reshape(b: Builder, x: Any, *shape: Any) -> Any:
     out = _resolve(list(dims), b.torch_shape(t))
     if out == list(b.torch_shape(t)):
         return t
+    shuffle = C.grouped_view(b, t, out)
+    if shuffle is not None:
+        return shuffle
     if t.layout == "std" and out == [math.prod(b.shape(t))]:
         return Ten(t.nid, "flat")
     if t.layout == "std" and len(b.shape(t)) == 3:
@@ -155,6 +172,9 @@ def permute(b: Builder, x: Any, *dims: Any) -> Any:
         return Ten(t.nid, "std")
     if t.layout == "cl" and perm == (0, 2, 1):
         return b.emit("tokens", {}, [Ten(t.nid)])
+    grouped = C.grouped_permute(t, perm)
+    if grouped is not None:
+        return grouped
     raise Unmappable(f"a permute {perm} of a value held {t.layout}",
                      "archdsl changes layout only for channels-last blocks and tokens")
 
@@ -180,7 +200,11 @@ def mean(b: Builder, x: Any, dim: Any = None, keepdim: bool = False, **kw: Any) 
 def getitem(b: Builder, x: Any, index: Any) -> Any:
     if isinstance(x, (tuple, list)):
         return x[index]
-    t = b.std(x, "indexing")
+    t = b.tensor(x, "indexing")
+    part = C.index_channels(b, t, index if isinstance(index, tuple) else (index,))
+    if part is not None:
+        return part
+    t = b.std(t, "indexing")
     if len(b.shape(t)) == 2 and isinstance(index, tuple) and len(index) in (2, 3) and \
             index[0] == slice(None) and isinstance(index[1], int) and \
             all(i == slice(None) for i in index[2:]):
@@ -195,39 +219,49 @@ def expand(b: Builder, x: Any, *sizes: Any) -> Any:
     raise Unmappable("expanding a tensor")
 
 
-def act(op: str) -> Handler:
-    def handle(b: Builder, x: Any, *rest: Any, **kw: Any) -> Ten:
-        return M.elementwise(b, op, {}, x, None)
+def act(op: str, *params: str) -> Handler:
+    """An activation function; `params` name its arguments after the input, in order
+    (F.leaky_relu(x, 0.2) is leakyrelu with negative_slope 0.2); `inplace` changes nothing."""
+    def handle(b: Builder, x: Any, *args: Any, **kw: Any) -> Ten:
+        given = dict(zip(params, args, strict=False))
+        given.update({k: v for k, v in kw.items() if k in params})
+        attrs = {k: float(v) if C.number(v) else v for k, v in given.items()}
+        return A.elementwise(b, op, attrs, x, None)
     return handle
 
 
 def hardtanh(b: Builder, x: Any, min_val: float = -1.0, max_val: float = 1.0, *r: Any,
              **kw: Any) -> Ten:
-    if (min_val, max_val) != (0.0, 6.0):
-        raise Unmappable(f"hardtanh({min_val}, {max_val})", "archdsl has relu6")
-    return M.elementwise(b, "relu6", {}, x, None)
+    if (min_val, max_val) == (0.0, 6.0):
+        return A.elementwise(b, "relu6", {}, x, None)
+    return A.elementwise(b, "hardtanh", {"min_val": float(min_val), "max_val": float(max_val)},
+                         x, None)
 
 
-def gelu(b: Builder, x: Any, approximate: str = "none") -> Ten:
-    if approximate != "none":
-        raise Unmappable(f"gelu(approximate={approximate!r})", "archdsl's gelu is exact")
-    return M.elementwise(b, "gelu", {}, x, None)
+def prelu(b: Builder, x: Any, weight: Any) -> Ten:
+    if not isinstance(weight, Param):
+        raise Unmappable("a PReLU whose slopes are computed")
+    return A.prelu_layer(b, x, weight.shape, b.constant(weight.name, 0.25), _owner(weight))
 
 
 def dropout(b: Builder, x: Any, p: float = 0.5, training: bool = True, *r: Any,
             **kw: Any) -> Ten:
-    return M.elementwise(b, "dropout", {"p": float(p)}, x, None)
+    return A.elementwise(b, "dropout", {"p": float(p)}, x, None)
 
 
 def stochastic_depth(b: Builder, x: Any, p: float, mode: str, training: bool = True) -> Ten:
     if mode != "row":
         raise Unmappable(f"stochastic depth in {mode!r} mode",
                          "archdsl's droppath drops each sample's branch (mode='row')")
-    return M.elementwise(b, "droppath", {"p": float(p)}, x, None)
+    return A.elementwise(b, "droppath", {"p": float(p)}, x, None)
 
 
 def softmax(b: Builder, x: Any, dim: int | None = None, *r: Any, **kw: Any) -> Ten:
-    return M.softmax_layer(b, x, dim, None)
+    return A.softmax_layer(b, x, dim, None)
+
+
+def log_softmax(b: Builder, x: Any, dim: int | None = None, *r: Any, **kw: Any) -> Ten:
+    return A.softmax_layer(b, x, dim, None, "log_softmax")
 
 
 def layer_norm(b: Builder, x: Any, shape: Any, weight: Any = None, bias: Any = None,
@@ -281,11 +315,23 @@ FUNCTIONS: dict[Any, Handler] = {
     torch.flatten: flatten, torch.reshape: reshape,
     torch.permute: permute, torch.transpose: transpose, torch.swapaxes: transpose,
     torch.mean: mean, operator.getitem: getitem,
+    operator.sub: numbers(operator.sub), torch.sub: numbers(operator.sub),
+    operator.truediv: numbers(operator.truediv), torch.div: numbers(operator.truediv),
+    operator.neg: neg, torch.neg: neg,
+    torch.chunk: C.chunk, torch.split: C.split, torch.narrow: C.narrow,
+    torch.unsqueeze: C.unsqueeze,
     F.relu: act("relu"), torch.relu: act("relu"), F.relu6: act("relu6"),
-    F.hardtanh: hardtanh, torch.sigmoid: act("sigmoid"), F.sigmoid: act("sigmoid"),
-    torch.tanh: act("tanh"), F.tanh: act("tanh"), F.silu: act("swish"),
-    F.hardswish: act("hardswish"), F.gelu: gelu,
-    F.softmax: softmax, torch.softmax: softmax, F.dropout: dropout,
+    F.hardtanh: hardtanh, F.hardtanh_: hardtanh, torch.sigmoid: act("sigmoid"),
+    F.sigmoid: act("sigmoid"), torch.tanh: act("tanh"), F.tanh: act("tanh"),
+    F.silu: act("swish"), F.hardswish: act("hardswish"), F.hardsigmoid: act("hardsigmoid"),
+    F.gelu: act("gelu", "approximate"), F.leaky_relu: act("leakyrelu", "negative_slope"),
+    F.leaky_relu_: act("leakyrelu", "negative_slope"), F.elu: act("elu", "alpha"),
+    F.elu_: act("elu", "alpha"), F.celu: act("celu", "alpha"), torch.celu: act("celu", "alpha"),
+    F.selu: act("selu"), torch.selu: act("selu"), F.mish: act("mish"),
+    F.softplus: act("softplus", "beta", "threshold"), F.softsign: act("softsign"),
+    F.logsigmoid: act("logsigmoid"), F.prelu: prelu, torch.prelu: prelu,
+    F.softmax: softmax, torch.softmax: softmax, F.log_softmax: log_softmax,
+    torch.log_softmax: log_softmax, F.dropout: dropout,
     F.layer_norm: layer_norm, F.batch_norm: batch_norm, F.linear: linear,
     F.max_pool2d: max_pool2d, F.avg_pool2d: avg_pool2d,
     F.adaptive_avg_pool2d: adaptive("avg"), F.adaptive_max_pool2d: adaptive("max"),
@@ -299,14 +345,13 @@ METHODS: dict[str, Handler] = {
     "reshape": reshape, "permute": permute, "transpose": transpose, "contiguous": contiguous,
     "mean": mean, "expand": expand, "relu": act("relu"), "relu_": act("relu"),
     "sigmoid": act("sigmoid"), "sigmoid_": act("sigmoid"), "tanh": act("tanh"),
-    "softmax": softmax,
+    "softmax": softmax, "log_softmax": log_softmax, "sub": numbers(operator.sub),
+    "div": numbers(operator.truediv), "neg": neg, "chunk": C.chunk, "split": C.split,
+    "narrow": C.narrow, "unsqueeze": C.unsqueeze,
 }
 # what archdsl lacks, and what to say about it
 SUGGESTIONS: dict[str, str] = {
-    "chunk": "archdsl cannot split a tensor yet (ShuffleNet's channel split)",
-    "split": "archdsl cannot split a tensor yet",
-    "hardsigmoid": "archdsl has no hardsigmoid yet (MobileNetV3's gates)",
     "pad": "archdsl pads symmetrically, as part of a convolution or pooling",
-    "roll": "archdsl has no shifted windows yet (Swin)",
+    "roll": "archdsl rolls maps only inside window_attention (Swin's shifted windows)",
     "einsum": "archdsl has no einsum",
 }

@@ -10,9 +10,10 @@ from torch import fx, nn
 
 from archdsl.recover.flat import FlatNet
 
+from . import channels as C
 from . import functions as Fn
 from . import modules as M
-from .builder import Builder, Opaque, Param, Ten, Unmappable, _Downstream, report
+from .builder import PENDING, Builder, Opaque, Param, Ten, Unmappable, _Downstream, report
 
 
 def build(gm: fx.GraphModule, recorded: dict[fx.Node, Any], input_shape: tuple[int, ...],
@@ -114,8 +115,9 @@ def _check(b: Builder, node: fx.Node, value: Any) -> None:
     if isinstance(value, tuple) and isinstance(recorded, (tuple, list)):
         pairs = list(zip(value, recorded, strict=False))
     for v, r in pairs:
-        if isinstance(v, Ten) and isinstance(r, torch.Tensor):
-            got, want = b.torch_shape(v), tuple(r.shape[1:])
+        if isinstance(v, (Ten, *PENDING)) and isinstance(r, torch.Tensor):
+            got = b.torch_shape(v) if isinstance(v, Ten) else C.torch_shape(b, v)
+            want = tuple(r.shape[1:])
             if got != want:
                 from archdsl.ops import fmt_shape
                 raise Unmappable(f"archdsl infers N×{fmt_shape(got)}, PyTorch computes "

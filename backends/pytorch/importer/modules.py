@@ -1,6 +1,6 @@
 """torch.nn modules → archdsl ops: one handler per module class (the inverse of the
 backend's MODULES table). A handler checks that the module does what the archdsl op does —
-square kernels, zero padding, an affine norm — and raises Unmappable with the reason if not.
+zero padding, an affine norm — and raises Unmappable with the reason if not.
 """
 
 from __future__ import annotations
@@ -10,40 +10,41 @@ from typing import Any
 
 from torch import nn
 
-from archdsl.ops import OPS
+from archdsl.ops import OPS, axes, pair
 
+from .activations import ACTIVATIONS, PER_VALUE, elementwise
 from .builder import Builder, Opaque, Ten, Unmappable
 
 Handler = Callable[..., Any]
 
 
-def _square(value: Any, what: str) -> int:
+def _axes(value: Any, what: str) -> int | tuple[int, int]:
+    """A size per axis as archdsl holds it: an int when height and width agree."""
     if isinstance(value, int):
         return value
-    first = value[0]
-    if any(v != first for v in value):
-        raise Unmappable(f"a non-square {what} {tuple(value)}",
-                         "archdsl's kernels, strides and paddings are square")
-    return int(first)
+    if len(value) != 2:
+        raise Unmappable(f"a {what} over {len(value)} axes", "archdsl's maps are 2-D")
+    return axes((int(value[0]), int(value[1])))
 
 
-def _conv_pad(m: nn.Conv2d) -> int:
+def _conv_pad(m: nn.Conv2d) -> int | tuple[int, int]:
     if m.padding == "valid":
         return 0
     if m.padding == "same":
-        k, d = _square(m.kernel_size, "kernel"), _square(m.dilation, "dilation")
-        if d * (k - 1) % 2:
+        (kh, kw), (dh, dw) = pair(_axes(m.kernel_size, "kernel")), pair(_axes(m.dilation,
+                                                                              "dilation"))
+        if dh * (kh - 1) % 2 or dw * (kw - 1) % 2:
             raise Unmappable("padding='same' with an even kernel pads one side more")
-        return d * (k - 1) // 2
-    return _square(m.padding, "padding")
+        return axes((dh * (kh - 1) // 2, dw * (kw - 1) // 2))
+    return _axes(m.padding, "padding")
 
 
 def conv2d(b: Builder, m: nn.Conv2d, x: Any) -> Ten:
     if m.padding_mode != "zeros":
         raise Unmappable(f"padding_mode={m.padding_mode!r}", "archdsl pads with zeros")
-    attrs = {"out": m.out_channels, "k": _square(m.kernel_size, "kernel"),
-             "stride": _square(m.stride, "stride"), "pad": _conv_pad(m),
-             "dilation": _square(m.dilation, "dilation"), "groups": m.groups,
+    attrs = {"out": m.out_channels, "k": _axes(m.kernel_size, "kernel"),
+             "stride": _axes(m.stride, "stride"), "pad": _conv_pad(m),
+             "dilation": _axes(m.dilation, "dilation"), "groups": m.groups,
              "bias": m.bias is not None}
     return b.emit("conv", attrs, [b.std_map(x, "a convolution")], b.module_name())
 
@@ -75,13 +76,9 @@ def linear_layer(b: Builder, x: Any, out: int, bias: bool, name: str | None) -> 
 
 def _from_sequence(b: Builder, t: Ten) -> bool:
     node = b.net.nodes[t.nid]
-    while node.op in _ELEMENTWISE and node.inputs:
+    while (node.op in PER_VALUE or node.op in ("layernorm", "bn")) and node.inputs:
         node = b.net.nodes[node.inputs[0]]
     return node.op == "token"
-
-
-_ELEMENTWISE = {"relu", "relu6", "sigmoid", "tanh", "gelu", "swish", "hardswish", "dropout",
-                "droppath", "layernorm", "bn"}
 
 
 def batchnorm(b: Builder, m: nn.modules.batchnorm._BatchNorm, x: Any) -> Ten:
@@ -123,35 +120,6 @@ def layernorm_layer(b: Builder, x: Any, shape: tuple[int, ...], eps: float,
     return b.emit("layernorm", {"eps": float(eps)}, [t], name)
 
 
-def activation(op: str) -> Handler:
-    def handle(b: Builder, m: nn.Module | None, x: Any, *rest: Any, **kw: Any) -> Ten:
-        return elementwise(b, op, {}, x, b.module_name())
-    return handle
-
-
-def elementwise(b: Builder, op: str, attrs: dict[str, Any], x: Any, name: str | None) -> Ten:
-    """An op that acts on each value alone keeps the layout of its input."""
-    t = b.tensor(x, op)
-    return b.emit(op, attrs, [Ten(t.nid)], name, layout=t.layout)
-
-
-def gelu(b: Builder, m: nn.GELU, x: Any) -> Ten:
-    if m.approximate != "none":
-        raise Unmappable(f"GELU(approximate={m.approximate!r})", "archdsl's gelu is exact")
-    return elementwise(b, "gelu", {}, x, b.module_name())
-
-
-def softmax(b: Builder, m: nn.Softmax, x: Any) -> Ten:
-    return softmax_layer(b, x, m.dim, b.module_name())
-
-
-def softmax_layer(b: Builder, x: Any, dim: int | None, name: str | None) -> Ten:
-    t = b.std(x, "softmax")
-    if dim not in (1, -1 if len(b.shape(t)) == 1 else 1):
-        raise Unmappable(f"softmax over dimension {dim}", "archdsl's softmax is over channels")
-    return b.emit("softmax", {}, [t], name)
-
-
 def dropout(b: Builder, m: nn.Dropout, x: Any) -> Ten:
     return elementwise(b, "dropout", {"p": float(m.p)}, x, b.module_name())
 
@@ -167,10 +135,10 @@ def pool(op: str) -> Handler:
 def pool_layer(b: Builder, op: str, x: Any, k: Any, stride: Any, pad: Any, ceil: bool,
                dilation: Any = 1, count_pad: bool = True, divisor: Any = None,
                name: str | None = None) -> Ten:
-    k = _square(k, "window")
-    stride = _square(stride if stride not in (None, ()) else k, "stride")
-    pad = _square(pad, "padding")
-    if _square(dilation, "dilation") != 1:
+    k = _axes(k, "window")
+    stride = _axes(stride if stride not in (None, ()) else k, "stride")
+    pad = _axes(pad, "padding")
+    if _axes(dilation, "dilation") != 1:
         raise Unmappable("a dilated pooling window")
     if divisor is not None or (not count_pad and pad):
         raise Unmappable("average pooling that leaves the padding out of the mean",
@@ -191,11 +159,12 @@ def adaptive_layer(b: Builder, x: Any, size: Any, kind: str, name: str | None) -
     t = b.std_map(x, "adaptive pooling")
     if size is None or (isinstance(size, (tuple, list)) and None in size):
         raise Unmappable("adaptive pooling that keeps a dimension")
-    s = _square(size, "output size")
+    s = _axes(size, "output size")
     if s == 1:
         return b.emit("gap" if kind == "avg" else "gmp", {}, [t], name)
     if kind == "max":
-        raise Unmappable(f"adaptive max pooling to {s}×{s}", "archdsl has gmp (to 1×1)")
+        raise Unmappable(f"adaptive max pooling to {'×'.join(map(str, pair(s)))}",
+                         "archdsl has gmp (to 1×1)")
     return b.emit("adaptive_avgpool", {"size": s}, [t], name)
 
 
@@ -278,14 +247,6 @@ MODULES: dict[type, Handler] = {
     nn.BatchNorm2d: batchnorm,
     nn.BatchNorm1d: batchnorm,
     nn.LayerNorm: layernorm,
-    nn.ReLU: activation("relu"),
-    nn.ReLU6: activation("relu6"),
-    nn.Sigmoid: activation("sigmoid"),
-    nn.Tanh: activation("tanh"),
-    nn.SiLU: activation("swish"),
-    nn.Hardswish: activation("hardswish"),
-    nn.GELU: gelu,
-    nn.Softmax: softmax,
     nn.Dropout: dropout,
     nn.MaxPool2d: pool("maxpool"),
     nn.AvgPool2d: pool("avgpool"),
@@ -295,6 +256,7 @@ MODULES: dict[type, Handler] = {
     nn.LocalResponseNorm: lrn,
     nn.MultiheadAttention: attention,
     nn.Identity: identity,
+    **ACTIVATIONS,
 }
 
 def register_module(cls: type, op: str, attrs: Callable[[nn.Module], dict[str, Any]]
@@ -329,7 +291,6 @@ def handler_for(cls: type) -> Handler | None:
 
 # modules archdsl does not have yet, and what to say about them
 SUGGESTIONS: dict[str, str] = {
-    "Hardsigmoid": "archdsl has no hardsigmoid yet (MobileNetV3's gates)",
     "Conv1d": "archdsl's convolutions are 2-D",
     "Conv3d": "archdsl's convolutions are 2-D",
     "Dropout2d": "archdsl's dropout drops single values, not channels",

@@ -13,13 +13,14 @@ so any size imports in moments; a constructor that cannot run that way is run no
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from archdsl.errors import UsageError, did_you_mean
+from archdsl.errors import UsageError, did_you_mean, first_line
 
 from .trace import parameters_on_meta
 
@@ -65,6 +66,10 @@ def _torchvision(name: str, args: dict[str, Any]) -> Built:
         raise UsageError(f"torchvision has no model `{name}`", None,
                          did_you_mean(name, names) or "see torchvision.models.list_models()")
     fn = torchvision.models.get_model_builder(name)
+    if "weights_backbone" in inspect.signature(fn).parameters:
+        # detection and segmentation models download ImageNet weights for their backbone by
+        # default: an import reads no weights, and fetches nothing from the network
+        args = {"weights_backbone": None, **args}
     module = _call(lambda **kw: _construct(fn, kw), args, f"torchvision:{name}")
     size = getattr(module, "image_size", None)  # a ViT built for it (ViT-H/14: 224, not the
     if isinstance(size, int):                   # 518 of its SWAG weights)
@@ -103,9 +108,12 @@ def _callable(module_name: str, attr: str, args: dict[str, Any]) -> Built:
     try:
         mod = importlib.import_module(module_name)
     except ImportError as exc:
-        raise UsageError(f"cannot import `{module_name}`: {exc}", None,
+        raise UsageError(f"cannot import `{module_name}`: {first_line(exc)}", None,
                          f"is it on the Python path? ({sys.path[0] or '.'} is searched first)") \
             from None
+    except Exception as exc:  # the user's module ran and failed, or its name is no name
+        raise UsageError(f"importing `{module_name}` failed: {type(exc).__name__}: "
+                         f"{first_line(exc)}", None) from None
     target: Any = mod
     for part in attr.split("."):
         if not hasattr(target, part):
@@ -127,10 +135,11 @@ def _call(fn: Any, args: dict[str, Any], what: str) -> nn.Module:
     try:
         module = fn(**args)
     except TypeError as exc:
-        raise UsageError(f"{what} does not take these arguments: {exc}", None) from None
-    except Exception as exc:  # the user's code may raise anything
-        raise UsageError(f"building {what} failed: {type(exc).__name__}: {exc}", None) \
+        raise UsageError(f"{what} does not take these arguments: {first_line(exc)}", None) \
             from None
+    except Exception as exc:  # the user's code may raise anything
+        raise UsageError(f"building {what} failed: {type(exc).__name__}: {first_line(exc)}",
+                         None) from None
     if not isinstance(module, nn.Module):
         raise UsageError(f"{what} returned a {type(module).__name__}, not an nn.Module", None)
     return module
