@@ -104,14 +104,15 @@ TWINS = [
     *[("regnet.arch", f"regnet_{k}_{s}", f"regnet_{k}_{s}") for k in "xy"
       for s in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")],
     ("regnet.arch", "regnet_y_128gf", "regnet_y_128gf"),
+    *[("mnasnet.arch", n, n) for n in ("mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3")],
+    *[("efficientnet_v2.arch", n, n) for n in ("efficientnet_v2_s", "efficientnet_v2_m",
+                                               "efficientnet_v2_l")],
 ]
 # Where the hand-written spec is not torchvision's network, and how: layers only it has.
 PAPER_ONLY = {f"vgg{n}{bn}": {"softmax"} for n in (11, 13, 16, 19) for bn in ("", "_bn")}
-# torchvision's EfficientNet-B5…B7 normalize with eps=1e-3, momentum=0.01 (their weights were
-# ported from TensorFlow), as specs/efficientnet.arch does; but the import writes a batch norm
-# with other than PyTorch's defaults as a layer of its own (`bn eps=0.001 ...`), not attached
-# to its conv, so the two graphs differ in layout at every batch norm (the same numbers).
-NOT_TWINS = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7"}
+# (SqueezeNet is not compared: the import names the flatten of its forward `classifier.4`,
+# the spec writes it after the classifier, as torchvision's module does.)
+NOT_TWINS: set[str] = set()
 TWIN_SAMPLE = {"resnet50", "alexnet", "vgg16_bn", "resnext50_32x4d", "mobilenet_v2",
                "densenet121", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t",
                "inception_v3", "mobilenet_v3_small", "regnet_y_400mf"}
