@@ -239,9 +239,8 @@ def _latency(archs: list[Architecture], all_stats: list[Stats], target: str, bat
         build.check_build_args(batch, dtype)
     except ValueError as exc:
         raise UsageError(f"--latency: {exc}", None, "--dtype float32 or float16") from None
-    with progress.display(f"measuring latency on {target}") as display:
-        return measure_all(archs, all_stats, tgt, target, batch, dtype, runs,
-                           cache_dir=cache_dir, display=display)
+    return measure_all(archs, all_stats, tgt, target, batch, dtype, runs, cache_dir=cache_dir,
+                       show=True)
 
 
 def _print_kinds(all_stats: list[Stats], fmt: Format) -> None:
@@ -424,7 +423,8 @@ def export(
 
 
 def parse_target(text: str) -> Any:
-    """--target: llvm (this CPU), cuda or cuda:sm_80 (host code for any x86-64), a TVM tag
+    """--target: llvm (this CPU), llvm -mcpu=NAME or llvm:NAME (another x86-64: znver4,
+    skylake-avx512, x86-64-v3...), cuda or cuda:sm_80 (host code for any x86-64), a TVM tag
     (nvidia/nvidia-h100), or a JSON dict ({"kind": "llvm", "mcpu": "x86-64-v3"})."""
     import json
     text = text.strip()
@@ -433,10 +433,19 @@ def parse_target(text: str) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise UsageError(f"--target is not valid JSON: {exc}", None) from None
+    words = text.split()
+    if len(words) == 2 and words[0] == "llvm" and words[1].startswith("-mcpu="):
+        return {"kind": "llvm", "mcpu": words[1].removeprefix("-mcpu=")}
+    if len(words) > 1:
+        raise UsageError(f"--target `{text}`: the only flag taken is -mcpu", None,
+                         'llvm -mcpu=NAME, or a JSON dict such as {"kind": "llvm", "mcpu": '
+                         '"znver4"}')
     kind, _, arch = text.partition(":")
     if kind == "cuda":
         # generic x86-64 host code: the library must load on the GPU machine's CPU too
         return {"kind": "cuda", "arch": arch or "sm_90", "host": {"kind": "llvm"}}
+    if kind == "llvm" and arch:
+        return {"kind": "llvm", "mcpu": arch}
     return text
 
 
@@ -445,8 +454,9 @@ def compile_(
     spec: Annotated[Path, typer.Argument(help="a spec file", metavar="SPEC")],
     target: Annotated[str, typer.Option(
         "--target", "-t", metavar="TARGET",
-        help="llvm (this CPU), cuda[:sm_XX] (default sm_90), a TVM tag, "
-        "or a JSON target dict")] = "llvm",
+        help="llvm (this CPU), 'llvm -mcpu=NAME' (another x86-64, e.g. znver4; the library "
+        "refuses to run on a CPU without its features), cuda[:sm_XX] (default sm_90), a TVM "
+        "tag, or a JSON target dict")] = "llvm",
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="FILE", help="the library to write (default: ARCH.so)")] = None,
     batch: Annotated[int, typer.Option(min=1, metavar="N", help="batch size compiled in")] = 1,
@@ -519,8 +529,9 @@ def _tvm_target(target: str):
         build.make_target(tgt)
     except ValueError as exc:
         raise UsageError(f"--target {target}: {last_line(exc)}", None,
-                         "llvm (this CPU), cuda or cuda:sm_80 (an NVIDIA architecture), a TVM "
-                         "tag such as nvidia/nvidia-h100, or a JSON dict such as "
+                         "llvm (this CPU), llvm -mcpu=NAME (another x86-64: znver4, "
+                         "skylake-avx512...), cuda or cuda:sm_80 (an NVIDIA architecture), a "
+                         "TVM tag such as nvidia/nvidia-h100, or a JSON dict such as "
                          '{"kind": "llvm", "mcpu": "x86-64-v3"}') from None
     return build, tgt
 

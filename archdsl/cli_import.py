@@ -58,17 +58,19 @@ def import_command(
         kwargs = parse_sets(args)[0] if args else {}
         if any(isinstance(v, list) for v in kwargs.values()):
             raise UsageError("--args takes one value per name", None)
+        from .atomic import check_output
         if output is not None:
-            from .atomic import check_output
             check_output(output)  # before the model is built and traced
         with _err().status(f"importing {source}..."), _user_code_path(source):
             result = importer.import_source(source, kwargs, shape, name, partial)
+        if output is not None:  # the spec never replaces the module it came from
+            check_output(output, _module_files(source))
         with _err().status(f"checking {result.name}..."):
             check = importer.check_counts(result)
         if output is None:
             sys.stdout.write(result.text)
         else:
-            result.write(output)
+            result.write(output, _module_files(source))
         _err().print(_summary(result, output, check), markup=False)
     run(body)
 
@@ -89,6 +91,15 @@ def _user_code_path(source: str) -> Iterator[None]:
     finally:
         if add and here in sys.path:
             sys.path.remove(here)
+
+
+def _module_files(source: str) -> list[str]:
+    """The file of the module a package.module:callable source imported (none for
+    torchvision:/timm:)."""
+    kind = source.partition(":")[0]
+    module = None if kind in BUILT_IN else sys.modules.get(kind)
+    where = getattr(module, "__file__", None)
+    return [where] if isinstance(where, str) else []
 
 
 def _shape(text: str) -> tuple[int, ...]:

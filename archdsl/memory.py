@@ -49,17 +49,19 @@ def check_fits(graph: Graph, batch: int, itemsize: int, what: str, copies: int =
         "memory")])
 
 
-def check_training_fits(arch, batch: int, optimizer: str) -> None:
-    """Raise a located error when training `arch` (an Architecture) on batches of `batch`
-    images cannot fit in `available_bytes()`: its parameters, their gradients, the
-    optimizer's state and the activations kept for backward (archdsl.training)."""
+def check_training_fits(arch, batch: int, optimizer: str, free: int | None = None,
+                        where: str = "this process has") -> None:
+    """Raise an error when training `arch` (an Architecture) on batches of `batch` images
+    cannot fit in `free` bytes (default: `available_bytes()`; a GPU's free memory for a run
+    on it): its parameters, their gradients, the optimizer's state and the activations kept
+    for backward (archdsl.training)."""
     need = arch.training().memory(batch, "adam" if optimizer.startswith("adam") else "sgd")
-    free = available_bytes()
+    free = available_bytes() if free is None else free
     if free is None or need <= free:
         return
     raise ArchErrors([UsageError(
         f"training `{arch.graph.name}` on batches of {batch:,} needs at least {_gib(need)} of "
-        f"memory and this process has {_gib(free)} available", None,
+        f"memory and {where} {_gib(free)} available", None,
         "lower --batch-size, or make the network smaller (channels, resolution)")])
 
 

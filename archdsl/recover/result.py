@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,9 +49,10 @@ class Imported:
         from ..api import load
         return load(self.text)
 
-    def write(self, path: str | os.PathLike) -> None:
+    def write(self, path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> None:
+        """The spec, written atomically; never onto one of `inputs` (the user's module)."""
         from ..atomic import atomic_path
-        with atomic_path(path) as tmp:
+        with atomic_path(path, inputs) as tmp:
             tmp.write_text(self.text, encoding="utf-8")
 
 

@@ -117,15 +117,34 @@ def restore(path: Path, model, optimizer, scheduler, scaler) -> tuple[dict, dict
     load_weights(model, model_state(kind, tensors), strict=True)
     try:
         _load_optimizer(optimizer, meta["optimizer"], tensors)
-        if scheduler is not None and meta.get("scheduler") is not None:
-            scheduler.load_state_dict(meta["scheduler"])
-        if scaler is not None and meta.get("scaler") is not None:
-            scaler.load_state_dict(meta["scaler"])
+        for obj, key in ((scheduler, "scheduler"), (scaler, "scaler")):
+            if obj is not None and meta.get(key) is not None:
+                # a scheduler's load_state_dict updates its __dict__ with what it is given:
+                # only the fields it has, each of the kind it has
+                _check_fits(obj.state_dict(), meta[key], key)
+                obj.load_state_dict(meta[key])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: its optimizer or scheduler state does not fit this run "
                               f"({type(exc).__name__}: {exc})", None) from None
     rng = {k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.")}
     return meta, rng
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    if isinstance(value, (tuple, list)):  # JSON has no tuples (AdamW's betas)
+        return "list"
+    return "number" if isinstance(value, (int, float)) else type(value).__name__
+
+
+def _check_fits(own: dict, saved: Any, what: str) -> None:
+    """`saved` (JSON from a checkpoint) has only keys `own` has, each value of the same kind."""
+    if not isinstance(saved, dict):
+        raise TypeError(f"the {what} state is a {type(saved).__name__}, not a dict")
+    for key, value in saved.items():
+        if key not in own or _kind(value) != _kind(own[key]):
+            raise TypeError(f"the {what} state's `{str(key)[:40]}` is not one this run has")
 
 
 def _load_optimizer(optimizer, opt: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -138,4 +157,9 @@ def _load_optimizer(optimizer, opt: dict, tensors: dict[str, torch.Tensor]) -> N
     for key, value in opt["scalars"].items():
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = value
+    own = optimizer.state_dict()["param_groups"]
+    if not isinstance(opt["param_groups"], list) or len(opt["param_groups"]) != len(own):
+        raise ValueError("the optimizer's parameter groups are not this run's")
+    for mine, saved in zip(own, opt["param_groups"], strict=True):
+        _check_fits(mine, saved, "optimizer")
     optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})

@@ -100,9 +100,7 @@ def prepare(config, env, on_bad) -> Run:
     notes: list[str] = []
     recipe = _flips(config, train_src, notes)
     arch = fit_classes(base, len(train_src.classes), notes)
-    if env.device.type == "cpu":  # a batch that cannot fit is refused before it is made
-        from archdsl.memory import check_training_fits
-        check_training_fits(arch, max(1, recipe.batch_size // env.world), recipe.optimizer)
+    _check_fits(arch, recipe, env)
     if val_src is None:
         train_idx, val_idx = split(train_src.targets, config.val_fraction, config.seed)
         val_src = train_src
@@ -160,6 +158,18 @@ def check_run_folder(out: Path, plot: str, inputs) -> None:
     from archdsl.atomic import check_output
     for name in RUN_FILES + ((f"curves.{plot}",) if plot else ()):
         check_output(Path(out) / name, inputs)
+
+
+def _check_fits(arch, recipe: Recipe, env) -> None:
+    """A batch whose training cannot fit is refused before it is made: in this machine's
+    memory, or on a GPU in its free memory."""
+    from archdsl.memory import check_training_fits
+    batch = max(1, recipe.batch_size // env.world)
+    if env.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(env.device)
+        check_training_fits(arch, batch, recipe.optimizer, free, f"{env.device} has")
+    else:
+        check_training_fits(arch, batch, recipe.optimizer)
 
 
 def _config_problems(config, env) -> list[str]:

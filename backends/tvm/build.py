@@ -18,7 +18,7 @@ import tvm
 from tvm import relax
 
 from archdsl import interrupt
-from archdsl.backends.tvm import tune
+from archdsl.backends.tvm import cpu, tune
 from archdsl.backends.tvm.lower import build_module
 from archdsl.backends.tvm.runtime import META_FUNC, Compiled
 from archdsl.ir import Graph
@@ -68,19 +68,43 @@ def check_target(t: tvm.target.Target) -> None:
     for cpu_target in (t, t.host):
         if cpu_target is None or cpu_target.kind.name != "llvm":
             continue
-        cpu = str(cpu_target.attrs.get("mcpu", ""))
+        mcpu = str(cpu_target.attrs.get("mcpu", ""))
         triple = str(cpu_target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
-        if cpu and not codegen.llvm_is_valid_cpu(cpu, triple):
-            raise ValueError(f"LLVM does not know the CPU `{cpu}` (for {triple})")
+        if mcpu and not codegen.llvm_is_valid_cpu(mcpu, triple):
+            # LLVM would take it for `generic`, with a warning
+            raise ValueError(f"LLVM does not know the CPU `{mcpu}` (for {triple}): "
+                             + _cpu_hint(mcpu, triple))
 
 
 def _host_cpu() -> str:
     return tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")()
 
 
-def _fuse_passes() -> list:
-    """Legalize to TIR and fuse: the first half of TVM's default pipeline for every target."""
-    return [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan(),
+def _cpu_hint(mcpu: str, triple: str) -> str:
+    """The CPU names LLVM knows that are close to `mcpu`, or a few common ones."""
+    import difflib
+
+    from tvm.target import codegen
+    generic = tvm.target.Target({"kind": "llvm", "mtriple": triple})
+    known = [str(c) for c in codegen.llvm_get_cpu_archlist(generic)]
+    close = difflib.get_close_matches(mcpu, known, n=3)
+    return (f"did you mean {' or '.join(close)}?" if close else
+            "LLVM knows haswell, skylake-avx512, znver3, znver4, x86-64-v3...")
+
+
+def _fuse_passes(channel_block: int | None = None) -> list:
+    """Legalize to TIR and fuse: the first half of TVM's default pipeline for every target,
+    after archdsl's CPU layout rewrites (they read the current target; a no-op on GPUs):
+    channel-blocked activations (blocks of `channel_block` channels, by default the target's
+    vector width), whole vectors of FC outputs, fast activations. The rewrites are part of the
+    graph, with or without the default schedules, so that a tuning database keyed by the
+    kernels' TIR applies to both."""
+    from archdsl.backends.tvm.schedules.blocking import Blocked
+    from archdsl.backends.tvm.schedules.fast_math import FastMath
+    from archdsl.backends.tvm.schedules.layout import PadChannels
+    return [Blocked(channel_block), PadChannels(), FastMath(),
+            relax.transform.DeadCodeElimination(), relax.backend.DispatchSampling(),
+            relax.backend.DispatchSortScan(),
             relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
 
@@ -125,7 +149,9 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
     takes `random_weights(graph, seed)`. `strict` rejects keys the graph does not use.
     `options` go to the schedule hooks: `tune=N` (MetaSchedule trials per kernel, kept in a
     resumable database), `tuning_db` (its folder; alone, it is only applied) and `progress`
-    (a callable for `TuneEvent`s) are `tune`'s."""
+    (a callable for `TuneEvent`s) are `tune`'s; `channel_block` sets the channels per block of
+    the CPU's blocked activations (default: the vector width; tests run AVX-512's 16 on any
+    host)."""
     try:
         return _compile(graph, target, weights, batch, dtype, fold_bn, strict, seed, options)
     except Exception:
@@ -139,14 +165,16 @@ def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: boo
     started = time.perf_counter()
     batch = check_build_args(batch, dtype)
     tgt = make_target(target)
+    channel_block = options.pop("channel_block", None)
     # the weights are made (or converted), then held as Relax constants: two copies at least
     check_fits(graph, batch, np.dtype(dtype).itemsize, "compiling", copies=2)
     # checkpoint(): a Ctrl-C that a library swallowed on the way stops the build here
     interrupt.checkpoint()
     mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed)
-    meta = _meta_of(mod)
+    meta = {**_meta_of(mod), "cpu": cpu.needs(tgt)}
+    mod = _with_meta(mod, meta)
     with tgt:
-        mod = tvm.transform.Sequential(_fuse_passes())(mod)
+        mod = tvm.transform.Sequential(_fuse_passes(channel_block))(mod)
         for hook in SCHEDULE_HOOKS:
             interrupt.checkpoint()
             mod = hook(mod, tgt, options)
@@ -179,6 +207,16 @@ def check_build_args(batch: Any, dtype: Any) -> int:
 def _meta_of(mod: tvm.IRModule) -> dict[str, Any]:
     body = mod[META_FUNC].body
     return json.loads((body.body if isinstance(body, relax.SeqExpr) else body).value)
+
+
+def _with_meta(mod: tvm.IRModule, meta: dict[str, Any]) -> tvm.IRModule:
+    """The module with `archdsl_meta()` returning `meta` (the build adds what the graph does
+    not know: the CPU features its code needs, which `Compiled` checks before running)."""
+    func = mod[META_FUNC]
+    mod = mod.clone()
+    body = relax.SeqExpr([], tvm.ir.StringImm(json.dumps(meta)))
+    mod[META_FUNC] = relax.Function(func.params, body, func.body.ty, func.is_pure, func.attrs)
+    return mod
 
 
 # archdsl's default CPU schedules (schedules/): after any tuning hook, which

@@ -3,7 +3,8 @@
 A point is built once (archdsl's default schedules, seeded random weights: latency does not
 depend on their values) and kept in the build cache (build_cache.py); later runs load it from
 there. It is then run on one random input: `warmup` runs, then the median of `runs` timed
-calls of the VM's `main`, each ended by a device sync. Threads are the runtime's default (every
+calls of the VM's `main` (more for a fast network: archdsl.latency.MIN_SECONDS), each ended by
+a device sync. Threads are the runtime's default (every
 physical core, unless TVM_NUM_THREADS or OMP_NUM_THREADS says otherwise)."""
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from archdsl.backends.tvm import build
 from archdsl.backends.tvm.build_cache import BuildCache, cache_key
 from archdsl.backends.tvm.runtime import Compiled
 from archdsl.ir import Graph
-from archdsl.latency import Latency
+from archdsl.latency import MAX_RUNS, MIN_SECONDS, Latency
 
-__all__ = ["measure_point", "time_compiled"]
+__all__ = ["measure_point", "missing_device", "time_compiled"]
 
 
 def measure_point(graph: Graph, target: tvm.target.Target, batch: int, dtype: str,
@@ -48,15 +49,26 @@ def measure_point(graph: Graph, target: tvm.target.Target, batch: int, dtype: st
                                           "compile_seconds": compile_seconds})
         stage("measuring")
     times = time_compiled(compiled, runs, warmup)
-    return Latency(ms=1e3 * statistics.median(times), min_ms=1e3 * min(times), runs=runs,
-                   warmup=warmup, batch=batch, dtype=dtype, target=describe(target),
-                   threads=_threads(), cached=found is not None,
+    return Latency(ms=1e3 * statistics.median(times), min_ms=1e3 * min(times),
+                   runs=len(times), min_runs=runs, warmup=warmup, batch=batch, dtype=dtype,
+                   target=describe(target), threads=_threads(), cached=found is not None,
                    compile_seconds=compile_seconds, library=str(path))
+
+
+def missing_device(target: tvm.target.Target) -> str | None:
+    """Why `target`'s code cannot run here (no such device), or None: said before anything
+    is compiled for it (a CUDA build compiles on a machine without a GPU, and only fails when
+    it runs)."""
+    kind = "cpu" if target.kind.name == "llvm" else target.kind.name
+    if tvm.device(kind, 0).exist:
+        return None
+    return f"this machine has no {target.kind.name} device to run on"
 
 
 def time_compiled(compiled: Compiled, runs: int, warmup: int, seed: int = 0) -> list[float]:
     """Seconds per call of `compiled` on one random input (normal, `seed`), after `warmup`
-    calls; each call waits for the device."""
+    calls: `runs` calls, or more until they add up to MIN_SECONDS (at most MAX_RUNS); each
+    call waits for the device."""
     x = np.random.default_rng(seed).standard_normal(compiled.input_shape).astype(compiled.dtype)
     dev = compiled.device
     main = compiled.vm["main"]
@@ -65,8 +77,8 @@ def time_compiled(compiled: Compiled, runs: int, warmup: int, seed: int = 0) -> 
         main(xt)
         dev.sync()
         interrupt.checkpoint()
-    times = []
-    for _ in range(runs):
+    times: list[float] = []
+    while len(times) < runs or (sum(times) < MIN_SECONDS and len(times) < MAX_RUNS):
         started = time.perf_counter()
         main(xt)
         dev.sync()

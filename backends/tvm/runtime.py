@@ -21,7 +21,7 @@ import numpy as np
 import tvm
 from tvm.runtime.vm import VirtualMachine
 
-from archdsl.backends.tvm import library
+from archdsl.backends.tvm import cpu, library
 from archdsl.inputs import open_regular
 
 __all__ = ["Compiled", "LibraryError", "physical_cores", "read_input", "use_physical_cores"]
@@ -43,8 +43,8 @@ def physical_cores() -> int:
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
     cores = set()
-    for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+    for number in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{number}/topology")
         try:
             cores.add(((topology / "physical_package_id").read_text(),
                        (topology / "core_id").read_text()))
@@ -149,9 +149,11 @@ class Compiled:
 
     @property
     def meta(self) -> dict[str, Any]:
-        """arch, input and output shapes (batch first) and dtype, as compiled."""
+        """arch, input and output shapes (batch first), dtype, and the CPU features its code
+        needs (`cpu`: archdsl.backends.tvm.cpu.needs), as compiled."""
         if self._meta is None:
-            self._meta = json.loads(str(self.vm[META_FUNC]()))
+            # the VM interprets this function: no kernel runs, whatever the CPU
+            self._meta = json.loads(str(self._machine()[META_FUNC]()))
         return self._meta
 
     @property
@@ -176,12 +178,28 @@ class Compiled:
 
     @property
     def vm(self) -> VirtualMachine:
-        """The Relax VM on this build's device (made on first use). CPU kernels run on every
-        core unless TVM_NUM_THREADS (or OMP_NUM_THREADS) is set (`use_physical_cores`)."""
+        """The Relax VM on this build's device (made on first use), once `check_cpu` has
+        passed. CPU kernels run on every core unless TVM_NUM_THREADS (or OMP_NUM_THREADS) is
+        set (`use_physical_cores`)."""
+        self.check_cpu()
+        return self._machine()
+
+    def _machine(self) -> VirtualMachine:
         if self._vm is None:
             use_physical_cores()
             self._vm = VirtualMachine(self.module, self.device)
         return self._vm
+
+    def check_cpu(self) -> None:
+        """Raise `CpuFeaturesError` if the build's code needs CPU features this CPU lacks (a
+        library built for another x86-64 would die of SIGILL in its first kernel)."""
+        need = self.meta.get("cpu")
+        lacking = cpu.missing(need)
+        if lacking:
+            raise cpu.CpuFeaturesError(
+                f"`{self.arch}` was built for {need.get('mcpu')} and needs CPU features this "
+                f"CPU lacks: {', '.join(lacking)}; build it for this CPU (`--target llvm`) or "
+                "for one it has the features of (`--target llvm -mcpu=NAME`)")
 
     def device_modules(self) -> list:
         """The imported device-code modules (CUDA etc.); none for a CPU build."""
@@ -238,7 +256,9 @@ class Compiled:
             raise LibraryError(f"cannot load {path}: it is a shared library, but not one "
                                "written by archdsl compile (no Relax VM executable)")
         kinds = [m.kind for m in _device_modules(module)]
-        return cls(module, kinds[0] if kinds else "llvm")
+        compiled = cls(module, kinds[0] if kinds else "llvm")
+        compiled.check_cpu()
+        return compiled
 
     def __repr__(self) -> str:
         return (f"Compiled({self.arch!r}, {self.device_kind}, input={self.input_shape}, "

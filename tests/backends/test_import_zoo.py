@@ -107,12 +107,11 @@ TWINS = [
     *[("mnasnet.arch", n, n) for n in ("mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3")],
     *[("efficientnet_v2.arch", n, n) for n in ("efficientnet_v2_s", "efficientnet_v2_m",
                                                "efficientnet_v2_l")],
+    # (not SqueezeNet: the import names the flatten of its forward `classifier.4`, the spec
+    # writes it after the classifier, as torchvision's module does)
 ]
 # Where the hand-written spec is not torchvision's network, and how: layers only it has.
 PAPER_ONLY = {f"vgg{n}{bn}": {"softmax"} for n in (11, 13, 16, 19) for bn in ("", "_bn")}
-# (SqueezeNet is not compared: the import names the flatten of its forward `classifier.4`,
-# the spec writes it after the classifier, as torchvision's module does.)
-NOT_TWINS: set[str] = set()
 TWIN_SAMPLE = {"resnet50", "alexnet", "vgg16_bn", "resnext50_32x4d", "mobilenet_v2",
                "densenet121", "efficientnet_b0", "convnext_tiny", "vit_b_16", "swin_t",
                "inception_v3", "mobilenet_v3_small", "regnet_y_400mf"}
@@ -128,7 +127,7 @@ def _lines(path: Path) -> int:
 @pytest.mark.parametrize("spec,arch,name", [
     pytest.param(*t, id=t[2], marks=[] if FULL or t[2] in TWIN_SAMPLE else
                  [pytest.mark.skip(reason="ARCHDSL_FULL_ZOO=1 compares every twin")])
-    for t in TWINS if t[2] not in NOT_TWINS])
+    for t in TWINS])
 def test_imported_twin_is_the_hand_written_graph_in_few_lines(spec, arch, name):
     hand = archdsl.load(SPECS / spec, arch=arch)
     imported = _quiet_import(name, input_shape=hand.graph.input_shape)

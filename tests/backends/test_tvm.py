@@ -266,9 +266,11 @@ def test_export_library_and_load_round_trip(tmp_path):
     assert manifest["input"] == [1, 1, 32, 32] and manifest["library"] == "lenet5.so"
     loaded = backend.Compiled.load(path)
     assert loaded.device_kind == "llvm" and not loaded.device_modules()
-    assert loaded.meta == compiled.meta == {"arch": "lenet5", "input": [1, 1, 32, 32],
-                                            "output": [1, 10], "dtype": "float32",
-                                            "output_op": "fc", "weights": "random (seed 1)"}
+    assert loaded.meta == compiled.meta
+    assert {k: v for k, v in loaded.meta.items() if k != "cpu"} == {
+        "arch": "lenet5", "input": [1, 1, 32, 32], "output": [1, 10], "dtype": "float32",
+        "output_op": "fc", "weights": "random (seed 1)"}
+    assert "sse2" in loaded.meta["cpu"]["features"]  # what its code needs (cpu.needs)
     np.testing.assert_array_equal(loaded(x), compiled(x))
 
 

@@ -91,7 +91,70 @@ def test_run_rejects_an_input_of_the_wrong_shape(tmp_path):
 def test_a_bad_target_writes_nothing(tmp_path):
     result = invoke("compile", SPECS / "lenet5.arch", "-o", tmp_path / "x.so", "-t", "{oops")
     assert result.exit_code == 1 and "not valid JSON" in result.output
+    result = invoke("compile", SPECS / "lenet5.arch", "-o", tmp_path / "x.so",
+                    "-t", "llvm -mcpu=znver9")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "LLVM does not know the CPU `znver9`" in result.output
+    assert "did you mean znver" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("text,mcpu", [("llvm -mcpu=znver4", "znver4"),
+                                       ("llvm:haswell", "haswell"),
+                                       ('{"kind": "llvm", "mcpu": "x86-64-v3"}', "x86-64-v3")])
+def test_a_target_names_its_cpu_in_any_of_three_forms(text, mcpu):
+    from archdsl.cli import parse_target
+    assert parse_target(text) == {"kind": "llvm", "mcpu": mcpu}
+
+
+def _foreign_cpu() -> str | None:
+    """An x86-64 whose features this host lacks (AVX-512 on an AVX2 host; AMX or AVX-512
+    FP16 on an AVX-512 one), or None if the host has them all."""
+    from archdsl.backends import tvm as backend
+    from archdsl.backends.tvm import cpu
+    for name in ("znver4", "sapphirerapids", "graniterapids", "diamondrapids"):
+        if cpu.missing(cpu.needs(backend.make_target({"kind": "llvm", "mcpu": name}))):
+            return name
+    return None
+
+
+def test_a_library_for_another_cpu_records_its_needs_and_refuses_to_run_here(tmp_path):
+    """Built for a CPU with features this host lacks, the library says which, and `run` (and
+    Compiled.load) refuses before any kernel runs (no SIGILL); the host's own build runs."""
+    foreign = _foreign_cpu()
+    if foreign is None:
+        pytest.skip("this host has the features of every CPU tried")
+    lib = tmp_path / "far.so"
+    result = invoke("compile", SPECS / "lenet5.arch", "-o", lib, "-t", f"llvm -mcpu={foreign}")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "far.so.json").read_text())
+    assert manifest["target"] == {"kind": "llvm", "mcpu": foreign}
+    assert manifest["cpu"]["mcpu"] == foreign and "avx2" in manifest["cpu"]["features"]
+    result = invoke("run", lib)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"was built for {foreign} and needs CPU features this CPU lacks" in result.output
+    from archdsl.backends.tvm import cpu
+    from archdsl.backends.tvm.runtime import Compiled
+    with pytest.raises(cpu.CpuFeaturesError, match="--target llvm"):
+        Compiled.load(lib)
+    here = tmp_path / "here.so"
+    assert invoke("compile", SPECS / "lenet5.arch", "-o", here).exit_code == 0
+    assert json.loads((tmp_path / "here.so.json").read_text())["cpu"]["features"]
+    assert invoke("run", here).exit_code == 0
+
+
+def test_missing_features_are_read_from_the_kernels_flags(tmp_path):
+    from archdsl.backends.tvm import cpu
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 pni avx avx2 fma abm bmi1\n")
+    flags = cpu.host_flags(info)
+    assert {"avx2", "abm", "pni"} <= flags
+    need = {"mcpu": "znver4", "features": ["avx2", "avx512f", "lzcnt", "sse3", "avx512vnni",
+                                           "no-such-feature"]}
+    assert cpu.missing(need, flags) == ["avx512f", "avx512vnni"]
+    assert cpu.missing(need, None if cpu.host_flags() else set()) is not None
+    assert cpu.missing(None, flags) == [] and cpu.missing({"features": "avx"}, flags) == []
+    assert cpu.host_flags(tmp_path / "absent") is None
 
 
 def test_cuda_build_holds_device_code(tmp_path):

@@ -1,5 +1,9 @@
 """archdsl's default CPU schedules (backends/tvm/schedules/): what they schedule, what they
-leave alone, and that the scheduled kernels still compute what PyTorch computes. No timing."""
+leave alone, and that the scheduled kernels still compute what PyTorch computes. No timing.
+
+Nothing here depends on the host's vector width: the rules are checked for AVX2 (8 lanes) and
+AVX-512 (16 lanes) by target, and code built for a CPU the host is not runs only where the
+host has every feature it needs (it is compiled, not run, elsewhere)."""
 
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 # Convolutions at odd sizes: stride 2 on odd widths, a 5×5, 1×1s (one strided: its input is
 # gathered first), groups, depthwise at stride 1 and 2, explicit padding, channels not a
-# multiple of the vector width (12: left to the fallback), input channels blocked (c8, c9: more
-# than 32 of them on a small plane), a conv without bias, norm or activation (the epilogue-free
-# case), pools with padding and ceil mode, and FCs whose widths do and do not fill vectors.
+# multiple of the vector width (24 on AVX-512, 12, the 10-class FC: padded to whole vectors),
+# input channels blocked (c8, c9: more than 32 of them on a small plane), a conv without bias,
+# norm or activation (the epilogue-free case), pools with padding and ceil mode, and FCs whose
+# widths do and do not fill vectors.
 ODD_CONVS = r"""
 arch odd_convs
 input 5x29x27
@@ -49,6 +54,23 @@ fc1: FC-32
 fc2: FC-10 act=none
 """
 
+# EfficientNet's pieces: convs whose epilogue reads the product twice (swish: x·sigmoid(x)),
+# a squeeze-and-excitation gate, and every activation that has a fast approximation on CPUs.
+ACTIVATIONS = r"""
+arch activations
+input 8x12x12
+defaults norm=bn
+c1: conv3-16 act=swish
+dw: dwconv5 act=swish
+se: gate { gap; conv1-4 norm=none bias=true act=swish; conv1-16 norm=none bias=true act=sigmoid }
+c2: conv1-24 act=tanh
+c3: conv1-16 act=gelu
+gap
+flat: flatten
+fc: FC-10 act=none
+sm: softmax
+"""
+
 # Ends in a convolution with nothing after it, so the conv writes the function's output.
 BARE_CONV = r"""
 arch bare_conv
@@ -57,10 +79,30 @@ c1: conv3-16/2 bias=false
 """
 
 
-def _fused(arch, batch: int = 1) -> tvm.IRModule:
-    mod = backend.build_module(arch.graph, batch=batch)
-    with backend.make_target("llvm"):
+# one CPU of each vector width; tests that depend on the width run for both
+CPUS = {"avx2": {"kind": "llvm", "mcpu": "haswell"}, "avx512": {"kind": "llvm", "mcpu": "znver4"}}
+LANES = {"avx2": 8, "avx512": 16}
+
+
+def _features(target) -> set[str]:
+    from tvm.target.codegen import llvm_get_cpu_features
+    return set(llvm_get_cpu_features(backend.make_target(target)))
+
+
+def _host_runs(target) -> bool:
+    """Whether this host has every CPU feature that code built for `target` may use."""
+    return _features(target) <= _features("llvm")
+
+
+def _fused(arch, batch: int = 1, target="llvm", dtype: str = "float32") -> tvm.IRModule:
+    mod = backend.build_module(arch.graph, batch=batch, dtype=dtype)
+    with backend.make_target(target):
         return tvm.transform.Sequential(backend._fuse_passes())(mod)
+
+
+def _scheduled(arch, cpu: str, batch: int = 1) -> tvm.IRModule:
+    target = backend.make_target(CPUS[cpu])
+    return schedules.schedule_cpu(_fused(arch, batch, target), target, {})
 
 
 def _marks(mod: tvm.IRModule) -> dict[str, str | None]:
@@ -98,13 +140,20 @@ def test_the_hook_runs_after_tuning():
     assert hooks.index(tvm_tune.schedule_hook) < hooks.index(schedules.schedule_cpu)
 
 
-def test_resnet18_kernels_all_carry_a_mark():
-    mod = _fused(archdsl.load(SPECS / "resnet18.arch"))
-    convs = {gv.name_hint for gv, f in mod.functions_items()
-             if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint}
+def test_the_cpus_have_the_widths_they_stand_for():
+    from archdsl.backends.tvm.schedules.common import vector_lanes
+    for cpu, target in CPUS.items():
+        assert vector_lanes(backend.make_target(target)) == LANES[cpu]
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_resnet18_kernels_all_carry_a_mark(cpu):
+    """Every conv gets the blocked conv rule and the 1000-class FC the dense rule on either
+    width (on AVX-512, 1000 % 16 != 0: its weights are padded to 1008 columns)."""
+    marks = _marks(_scheduled(archdsl.load(SPECS / "resnet18.arch"), cpu))
+    convs = {name for name in marks if "conv2d" in name}
     assert len(convs) >= 12
-    marks = _marks(schedules.schedule_cpu(mod, backend.make_target("llvm"), {}))
-    assert {name: marks[name] for name in convs} == dict.fromkeys(convs, "conv2d")
+    assert {name: marks[name] for name in convs} == dict.fromkeys(convs, "conv2d_blocked")
     assert all(marks.values()), f"unscheduled: {[n for n, m in marks.items() if not m]}"
     assert Counter(marks.values())["dense"] == 1
 
@@ -118,28 +167,70 @@ def _has_block(func, name: str) -> bool:
     return True
 
 
-def test_depthwise_convs_have_their_own_mark():
-    mod = _fused(archdsl.load(SPECS / "mobilenet_v1.arch", resolution=64, alpha=0.25))
-    kinds = {gv.name_hint: ("depthwise_conv2d" if _has_block(f, "group_conv2d_nchw")
-                            else "conv2d")
+@pytest.mark.parametrize("cpu", CPUS)
+def test_depthwise_convs_have_their_own_mark(cpu):
+    """α = 0.25: an 8-channel stem, a width AVX-512's 16 lanes do not divide, is a conv too."""
+    target = backend.make_target(CPUS[cpu])
+    mod = _fused(archdsl.load(SPECS / "mobilenet_v1.arch", resolution=64, alpha=0.25), 1, target)
+    kinds = {gv.name_hint: ("depthwise_blocked" if _has_block(f, "archdsl_dwconv_blocked")
+                            else "conv2d_blocked")
              for gv, f in mod.functions_items()
              if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint}
-    marks = _marks(schedules.schedule_cpu(mod, backend.make_target("llvm"), {}))
+    marks = _marks(schedules.schedule_cpu(mod, target, {}))
     assert {name: marks[name] for name in kinds} == kinds
-    assert Counter(kinds.values())["depthwise_conv2d"] >= 5
+    assert Counter(kinds.values())["depthwise_blocked"] >= 5
+    assert Counter(marks.values())["dense"] == 1
 
 
-def test_scheduled_conv_takes_repacked_weights():
-    mod = _fused(archdsl.load(BARE_CONV))
-    out = schedules.schedule_cpu(mod, backend.make_target("llvm"), {})
-    (name,) = [n for n, m in _marks(out).items() if m == "conv2d"]
+@pytest.mark.parametrize("cpu", CPUS)
+def test_every_dense_conv_and_fc_gets_its_rule_at_any_width(cpu):
+    """Channel counts that no vector width divides (12, 24, 10) are padded, not left to a
+    scalar fallback; the grouped conv (groups of 8 channels) is blocked where its groups are
+    whole vectors (AVX2's 8 lanes), and goes to the generic NCHW rule where not (AVX-512)."""
+    mod = _scheduled(archdsl.load(ODD_CONVS), cpu)
+    marks = Counter(_marks(mod).values())
+    whole_groups = LANES[cpu] == 8
+    assert marks["conv2d_blocked"] == 10 + whole_groups and marks["depthwise_blocked"] == 2
+    assert marks["dense"] == 2
+    marks = _marks(mod)
+    others = [n for n, m in marks.items() if "conv2d" in n and m not in (
+        "conv2d_blocked", "depthwise_blocked")]
+    assert [tuple(int(d) for d in mod[n].params[1].ty.shape) for n in others] == (
+        [] if whole_groups else [(32, 8, 3, 3)])  # g1's weights: 32 outputs, 32 / 4 groups
+
+
+def test_convs_with_any_activation_get_a_conv_rule_and_match_pytorch():
+    """Swish reads the conv's output twice; the epilogue still fuses into the conv's tile
+    (it fell to the generic parallel loops, EfficientNet-B0 9.8× ONNX Runtime's time), and
+    the fast exp/tanh/erf approximations keep the output within 1e-5 of PyTorch's."""
+    arch = archdsl.load(ACTIVATIONS)
+    fused = _fused(arch)
+    # no libm call per element: exp, tanh and erf are TOPI's polynomials (schedules/fast_math)
+    assert not [gv.name_hint for gv, f in fused.functions_items()
+                if isinstance(f, tvm.tirx.PrimFunc)
+                and any(f"T.{fn}(" in str(f) for fn in ("exp", "tanh", "erf", "sigmoid"))]
+    marks = _marks(schedules.schedule_cpu(fused, backend.make_target("llvm"), {}))
+    convs = {n: m for n, m in marks.items() if "conv2d" in n}
+    assert len(convs) >= 6 and "parallel" not in marks.values()
+    assert set(convs.values()) <= {"conv2d_blocked", "depthwise_blocked"}, convs
+    ref, state, x = _torch_run(arch, 2)
+    _assert_close(backend.compile(arch.graph, weights=state, batch=2)(x), ref, 1e-5)
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_blocked_convs_take_weights_packed_for_their_width(cpu):
+    """16 × 8 × 3 × 3 weights: on AVX2 (8 lanes) the 8 input channels are one block; on
+    AVX-512 (16) they do not fill one, and the conv reads its input as NCHW (ib = 1)."""
+    out = _scheduled(archdsl.load(BARE_CONV), cpu)
+    (name,) = [n for n, m in _marks(out).items() if m == "conv2d_blocked"]
     shapes = [tuple(int(d) for d in p.ty.shape) for p in out[name].params]
-    assert shapes[1] == (2, 8, 3, 3, 8) or shapes[1] == (1, 8, 3, 3, 16)  # OIHW{vo}o
+    assert shapes[1] == {"avx2": (2, 1, 3, 3, 8, 8), "avx512": (1, 8, 3, 3, 1, 16)}[cpu]
+    assert shapes[0] == {"avx2": (1, 1, 9, 9, 8), "avx512": (1, 8, 9, 9)}[cpu]
 
 
 def test_prescheduled_functions_are_left_alone():
-    mod = _fused(archdsl.load(SPECS / "resnet18.arch"))
-    name = "fused_conv2d_add_relu"  # the stem
+    mod = _fused(archdsl.load(SPECS / "resnet18.arch"), dtype="float16")
+    name = "fused_conv2d_add_cast_relu"  # the stem (float16 builds keep NCHW convs)
     gv = mod.get_global_var(name)
     tuned = mod[gv].with_attr("tirx.is_scheduled", True)
     mod[gv] = tuned
@@ -170,9 +261,22 @@ def test_scheduled_builds_match_pytorch(spec, batch):
     _assert_close(compiled(x), ref)
     naive = backend.compile(arch.graph, weights=state, batch=batch, schedules=False)
     _assert_close(naive(x), ref)
-    assert marks["conv2d"] >= 1
+    assert marks["conv2d_blocked"] >= 1
     if spec is ODD_CONVS:
-        assert marks["depthwise_conv2d"] == 2 and marks["dense"] == 1 and marks["pool"] >= 2
+        assert marks["depthwise_blocked"] == 2 and marks["dense"] == 2 and marks["pool"] >= 2
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_builds_for_either_width_match_pytorch_where_they_can_run(cpu):
+    """Built for AVX2 and for AVX-512 alike (the build is what is checked everywhere); run and
+    compared with PyTorch only where the host has the features (never AVX-512 code on an AVX2
+    host: it would die of SIGILL)."""
+    arch = archdsl.load(ODD_CONVS)
+    ref, state, x = _torch_run(arch, 2)
+    compiled = backend.compile(arch.graph, target=CPUS[cpu], weights=state, batch=2)
+    assert compiled.device_kind == "llvm"
+    if _host_runs(CPUS[cpu]):
+        _assert_close(compiled(x), ref)
 
 
 def test_parallel_loops_are_race_free():

@@ -42,14 +42,15 @@ def test_the_column_needs_a_measurement_and_a_comparison_table():
 
 def test_a_measured_latency_is_a_column_with_its_definition():
     s = analyse(load(LENET).graph)
-    s.extra["latency"] = Latency(0.0412, 0.04, runs=20, warmup=3, target="llvm -mcpu=znver3",
-                                 threads=2)
+    s.extra["latency"] = Latency(0.0412, 0.04, runs=4855, min_runs=20, warmup=3,
+                                 target="llvm -mcpu=znver3", threads=2)
     table = comparison_table([s], [COLUMNS["params"], COLUMNS["latency_ms"]])
     assert table.headers == ["Params", "Latency ms"] and table.values == [[61706, 0.0412]]
     assert cell(COLUMNS["latency_ms"], 12.345) == "12.35"
     assert cell(COLUMNS["latency_ms"], 0.0412) == "0.0412"
     assert cell(COLUMNS["latency_ms"], None) == "—"  # a point that failed
-    assert definition([s]) == ("Latency ms: median of 20 runs after 3 warm-up runs, batch 1, "
+    assert definition([s]) == ("Latency ms: median of at least 20 timed runs (of a fast "
+                               "network, as many as fill 0.2 s) after 3 warm-up runs, batch 1, "
                                "float32, random weights, compiled with TVM (archdsl's default "
                                "schedules) for llvm -mcpu=znver3, 2 threads")
 

@@ -80,6 +80,8 @@ def test_import(tmp_path):
         {"id": "user code", "args": ["import", "goodmod:build", "--input", "3x8x8",
                                      "--args", "width=6", "-o", "good.arch"],
          "expect": "wrote good.arch", "status": 0},
+        {"id": "-o onto the module", "args": ["import", "goodmod:build", "--input", "3x8x8",
+                                              "-o", "goodmod.py"], "expect": "inputs"},
         {"id": "user code that fails", "args": ["import", "badmod:build", "--input", "3x8x8"],
          "expect": "importing `badmod` failed: ValueError: broken at import"},
         {"id": "no module name", "args": ["import", ":build", "--input", "3x8x8"],
@@ -107,6 +109,7 @@ def test_import(tmp_path):
     assert not (tmp_path / "PLANTED_RAN").exists(), "the planted torchvision.py ran"
     assert (tmp_path / "keep.arch").read_text() == SPEC
     assert "arch build" in (tmp_path / "good.arch").read_text()
+    assert (tmp_path / "goodmod.py").read_text().startswith("from torch import nn")
 
 
 def _png(path: Path) -> None:
@@ -207,3 +210,68 @@ def test_the_python_api_checks_its_outputs_too(tmp_path):
         run_eval(EvalConfig(spec=str(spec), weights=tmp_path / "w.safetensors", data="digits",
                             confusion=tmp_path / "k.svg"))
     assert spec.read_text() == SPEC
+
+
+@pytest.fixture(scope="module")
+def one_step_run(tmp_path_factory):
+    """A run of one step (its folder is copied by each test that tampers with it)."""
+    pytest.importorskip("torchvision")
+    from archdsl.backends.pytorch import train
+    from archdsl.backends.pytorch.recipe import recipe
+    tmp = tmp_path_factory.mktemp("one-step")
+    spec = tmp / "k.arch"
+    spec.write_text(SPEC)
+    config = train.TrainConfig(spec=str(spec), data="digits", out=tmp / "run", plot="",
+                               recipe=recipe("alexnet", epochs=1, batch_size=64), max_steps=1,
+                               workers=0, threads=1)
+    train.train(config)
+    return config
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda m: m["scheduler"].update(optimizer=1),      # would replace the scheduler's optimizer
+    lambda m: m["scheduler"].update(best="worst"),
+    lambda m: m.update(scheduler=[1, 2]),
+    lambda m: m["optimizer"]["param_groups"][0].update(lr="fast"),
+    lambda m: m["optimizer"].update(param_groups=[]),
+])
+def test_a_tampered_checkpoint_is_refused_on_resume(one_step_run, tmp_path, tamper):
+    """A run's folder may come from elsewhere: its checkpoint's JSON may only hold the
+    fields the run's own optimizer and scheduler have, each of the kind they have."""
+    import dataclasses
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from archdsl.backends.pytorch import train
+    from archdsl.errors import ArchError
+    out = tmp_path / "run"
+    shutil.copytree(one_step_run.out, out)
+    path = out / train.CHECKPOINT
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta = json.loads(header["archdsl"])
+    tamper(meta)
+    save_file(tensors, str(path), metadata={**header, "archdsl": json.dumps(meta)})
+    with pytest.raises(ArchError, match="does not fit this run"):
+        train.train(dataclasses.replace(one_step_run, out=out, resume=True, max_steps=2))
+
+
+def test_a_batch_too_large_for_the_gpu_is_refused_before_it_is_made(monkeypatch):
+    """On a GPU the bound is its free memory (torch.cuda.mem_get_info), not the machine's."""
+    import types
+
+    import torch
+
+    import archdsl
+    from archdsl.backends.pytorch import setup
+    from archdsl.backends.pytorch.recipe import recipe
+    from archdsl.errors import ArchErrors
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 30, 2 << 30))
+    arch = archdsl.load(SPEC)
+    env = types.SimpleNamespace(device=torch.device("cuda", 0), world=1)
+    setup._check_fits(arch, recipe("alexnet", batch_size=64), env)  # a few MiB: fits
+    with pytest.raises(ArchErrors, match="cuda:0 has 1.0 GiB available"):
+        setup._check_fits(arch, recipe("alexnet", batch_size=10**8), env)

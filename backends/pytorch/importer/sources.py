@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,11 @@ def _torchvision(name: str, args: dict[str, Any]) -> Built:
         # detection and segmentation models download ImageNet weights for their backbone by
         # default: an import reads no weights, and fetches nothing from the network
         args = {"weights_backbone": None, **args}
-    module = _call(lambda **kw: _construct(fn, kw), args, f"torchvision:{name}")
+    with warnings.catch_warnings():
+        # "the default weight initialization will change" (GoogLeNet, Inception v3): nothing
+        # is initialized here, the parameters are on the meta device
+        warnings.filterwarnings("ignore", category=FutureWarning, module="torchvision")
+        module = _call(lambda **kw: _construct(fn, kw), args, f"torchvision:{name}")
     size = getattr(module, "image_size", None)  # a ViT built for it (ViT-H/14: 224, not the
     if isinstance(size, int):                   # 518 of its SWAG weights)
         return Built(module, name, (3, size, size))

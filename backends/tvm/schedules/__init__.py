@@ -1,30 +1,38 @@
 """archdsl's default CPU schedules: fast kernels without tuning, from what the graph's ops are.
 
-After legalization and fusion (`build._fuse_passes`) a CPU build has one PrimFunc per fused group,
-written as TVM's TOPI computes them: NCHW/OIHW convolutions with a padding stage and an epilogue
-(bias, residual add, activation: batch norm is already folded into the weights), matmuls against
-a pre-transposed weight, pools, reductions and elementwise ops. Left as they are, every loop runs
-scalar on one core. `schedule_cpu`, a schedule hook of `backends/tvm/build.py`, gives each function
-that tuning did not schedule a schedule by the first rule in `RULES` that fits:
+Before fusion (`build._fuse_passes`) the Relax graph is rewritten for the CPU: `blocking.Blocked`
+keeps float32 activations channel-blocked (NCHW[b]c, b = the vector width) from convolution to
+convolution, converting once at the ends, with the convolutions as the computes of `blocked.py`;
+`layout.PadChannels` gives FC layers (and the NCHW convs of float16 builds) whole vectors of
+outputs; `fast_math.FastMath` makes activations vectorizable. After legalization and fusion a
+CPU build has one PrimFunc per fused group: a blocked (or, in float16, TOPI's NCHW) convolution
+with a padding stage and its epilogue (bias, residual add, activation: batch norm is folded into
+the weights), matmuls against a pre-transposed weight, pools, reductions and elementwise ops.
+Left as they are, every loop runs scalar on one core. `schedule_cpu`, a schedule hook of
+`backends/tvm/build.py`, gives each function that tuning did not schedule a schedule by the
+first rule in `RULES` that fits:
 
-- convolution (`conv.py`, `depthwise.py`): the direct algorithm of the TVM x86 and oneDNN kernels —
-  output channels in blocks of one or two AVX vectors, a few output pixels in registers
-  (broadcast input × a vector of weights → FMA), the reduction over input channels and the
-  kernel window inside, blocked by input channels so that weights stay in L1, parallel over
-  (batch, channel block, rows). The weights are repacked to OIHW{vo}o at compile time (in
-  numpy, at the call sites: the constants change, the graph does not); the epilogue runs on each
-  tile while it is in registers. A strided 1×1 conv gathers its input densely first.
-  Depthwise convs are vectorized along output rows instead.
+- blocked convolution (`conv_blocked.py`): the direct algorithm of the NeoCPU / oneDNN / ONNX
+  Runtime NCHWc kernels — a register tile of output-channel vectors × pixels sized by the
+  target's registers (broadcast input × a vector of weights → FMA), the reduction over input
+  channel blocks and the window inside, blocked by input channels so that weights and partial
+  sums stay in L1, parallel over (batch, channel group, rows), the epilogue on vectors.
+  Blocked depthwise convolutions (`depthwise.py`): one vector of channels per output pixel.
+- NCHW convolution (`conv.py`, `depthwise.py`; float16 builds): as above on NCHW activations,
+  weights repacked to OIHW{vo}o at compile time (numpy, at the call sites), the epilogue per
+  tile; depthwise convs vectorized along output rows.
 - dense (FC): weights repacked to N/{vo}·K·{vo}, a tile of rows × one vector block in registers.
 - pooling, global pooling and other reductions over trailing axes: parallel over the outer
-  spatial axes, vectorized where the input is read at stride 1.
-- elementwise (and reshape, concat): inlined into one loop nest, vectorized and parallel.
+  spatial axes, vectorized where the input is read at stride 1 (a blocked tensor's channels).
+- elementwise (and reshape, concat, layout transforms): inlined into one loop nest, vectorized
+  and parallel.
 - the rest (softmax...): its outer loops parallel where they have several iterations.
   (dlight's CPU reduction rule made a 1000-class softmax 3.4 ms instead of 4 µs: not used.)
 
 Each function scheduled here carries the attribute `MARK` (the rule's name) besides
-"tirx.is_scheduled". `compile(..., schedules=False)` turns all of this off (TVM's naive loops).
-Measured effects are in the README's Performance section and in the rules' docstrings.
+"tirx.is_scheduled". `compile(..., schedules=False)` turns the rules off (TVM's naive loops on
+the same rewritten graph). Measured effects are in the README's Performance section and in the
+rules' docstrings.
 """
 
 from __future__ import annotations
@@ -35,8 +43,9 @@ from tvm import relax, tirx
 
 from archdsl.backends.tvm.schedules.common import Kernel, Plan, Rule
 from archdsl.backends.tvm.schedules.conv import conv2d
+from archdsl.backends.tvm.schedules.conv_blocked import conv2d_blocked
 from archdsl.backends.tvm.schedules.dense import dense
-from archdsl.backends.tvm.schedules.depthwise import depthwise_conv2d
+from archdsl.backends.tvm.schedules.depthwise import depthwise_blocked, depthwise_conv2d
 from archdsl.backends.tvm.schedules.elementwise import fallback_parallel, injective
 from archdsl.backends.tvm.schedules.pool import pool
 
@@ -49,6 +58,8 @@ _Const = tvm.ir.expr.GenericConst  # a Relax constant (relax.const makes one)
 
 # The rules, tried in order on each function; the first that returns a plan schedules it.
 RULES: dict[str, Rule] = {
+    "conv2d_blocked": conv2d_blocked,
+    "depthwise_blocked": depthwise_blocked,
     "conv2d": conv2d,
     "depthwise_conv2d": depthwise_conv2d,
     "dense": dense,

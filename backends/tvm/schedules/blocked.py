@@ -1,0 +1,140 @@
+"""Convolutions on channel-blocked activations (NCHW[b]c, b = the vector width), as TE computes.
+
+A blocked tensor is N × ⌈C/b⌉ × H × W × b: the b channels of a pixel side by side, one vector,
+the last block padded. `layout.Blocked` lowers the network's convolutions to these computes (via
+`call_te`) and keeps activations blocked between them; the schedule rules (`conv.py`,
+`depthwise.py`) find the blocks by the names below. The padded channels of an activation hold
+finite values that every blocked conv multiplies by zero weights.
+
+- `conv2d`: data N×ICb×H×W×ib (or plain NCHW, N×IC×H×W, read as ib = 1: a first layer of 3
+  channels is not padded to a vector), weights OCb×ICb×KH×KW×ib×ob → N×OCb×OH×OW×ob; grouped,
+  when each group's channels are whole blocks (RegNet's and ResNeXt's group widths of 8k),
+  with ICb the blocks of one group and output block o reading its group's
+  (its block is annotated `GROUP_VECTORS`: output blocks per group);
+- `pointwise_conv2d`: a 1×1 unpadded conv of blocked data over its plane as one flat axis of
+  pixels, padded to a multiple of the register tile's pixels (a 7×7 plane's 49 pixels as 13
+  tiles of 4: the last computes pixel 48 again, and its copies are dropped), its input first
+  gathered densely when it is strided;
+- `depthwise_conv2d`: data N×Cb×H×W×b, weights Cb×KH×KW×b → N×Cb×OH×OW×b.
+The convs pad their input in a stage of their own (`PAD`), which the schedules place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tvm import te, tirx
+
+__all__ = ["CONV", "DEPTHWISE", "GATHER", "GROUP_VECTORS", "PAD", "POINTWISE", "UNPAD",
+           "conv2d", "depthwise_conv2d", "out_size", "pointwise_conv2d"]
+
+CONV = "archdsl_conv_blocked"
+POINTWISE = "archdsl_conv_flat"
+DEPTHWISE = "archdsl_dwconv_blocked"
+PAD = "archdsl_pad"
+UNPAD = "archdsl_unpad"
+GATHER = "archdsl_gather"
+GROUP_VECTORS = "archdsl_group_vectors"
+
+
+def out_size(size: int, kernel: int, stride: int, dilation: int, before: int, after: int) -> int:
+    return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _padded(data: te.Tensor, padding: Sequence[int]) -> te.Tensor:
+    """data with `padding` (top, left, bottom, right) zeros around its H×W axes (2 and 3)."""
+    top, left, bottom, right = (int(p) for p in padding)
+    if not any((top, left, bottom, right)):
+        return data
+    shape = list(data.shape)
+    h, w = int(shape[2]), int(shape[3])
+    shape[2], shape[3] = h + top + bottom, w + left + right
+    zero = tirx.const(0.0, data.dtype)
+
+    def value(n, c, y, x, *i):
+        inside = tirx.all(y >= top, y < top + h, x >= left, x < left + w)
+        return tirx.if_then_else(inside, data[(n, c, y - top, x - left, *i)], zero)
+
+    return te.compute(shape, value, name=PAD)
+
+
+def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: Sequence[int],
+           dilation: Sequence[int], out_dtype: str, width: int | None = None,
+           groups: int = 1) -> te.Tensor:
+    """A dense or grouped convolution onto blocked output channels (see the module's
+    docstring). With
+    `width` above the output's, rows are computed that wide (whole register tiles: a 7-wide
+    row as 8 = 2 × 4), from input padded further on the right, and cut back (`UNPAD`)."""
+    ocb, icb, kh, kw, ib, ob = (int(d) for d in weight.shape)
+    n, _, h, w = (int(d) for d in data.shape[:4])
+    (sy, sx), (dy, dx) = (int(s) for s in strides), (int(d) for d in dilation)
+    oh = out_size(h, kh, sy, dy, int(padding[0]), int(padding[2]))
+    ow = out_size(w, kw, sx, dx, int(padding[1]), int(padding[3]))
+    wide = max(width or ow, ow)
+    top, left, bottom, right = (int(p) for p in padding)
+    pad = _padded(data, (top, left, bottom, right + (wide - ow) * sx))
+    rc = te.reduce_axis((0, icb), "rc")
+    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    ri = te.reduce_axis((0, ib), "ri")
+    blocked = len(data.shape) == 5
+    per_group = ocb // groups  # output blocks per group
+
+    def read(b, o, c, y, x, i):
+        if groups > 1:
+            c = o // per_group * icb + c
+        return pad[b, c, y, x, i] if blocked else pad[b, c, y, x]
+
+    out = te.compute(
+        (n, ocb, oh, wide, ob),
+        lambda b, o, y, x, oi: te.sum(
+            read(b, o, rc, y * sy + ry * dy, x * sx + rx * dx, ri).astype(out_dtype)
+            * weight[o, rc, ry, rx, ri, oi].astype(out_dtype), axis=[rc, ry, rx, ri]),
+        name=CONV, attrs={GROUP_VECTORS: per_group} if groups > 1 else None)
+    if wide == ow:
+        return out
+    return te.compute((n, ocb, oh, ow, ob), lambda *i: out[i], name=UNPAD)
+
+
+def pointwise_conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], pixels: int,
+                     out_dtype: str) -> te.Tensor:
+    """A 1×1 unpadded convolution of blocked data as a product over the flattened plane of
+    `pixels` (≥ OH·OW) pixels (see the module's docstring)."""
+    ocb, icb, _, _, ib, ob = (int(d) for d in weight.shape)
+    n, _, h, w, _ = (int(d) for d in data.shape)
+    sy, sx = (int(s) for s in strides)
+    oh, ow = (h - 1) // sy + 1, (w - 1) // sx + 1
+    if (sy, sx) != (1, 1):
+        source = data
+        data = te.compute((n, icb, oh, ow, ib),
+                          lambda b, c, y, x, i: source[b, c, y * sy, x * sx, i], name=GATHER)
+    last = oh * ow - 1
+    rc, ri = te.reduce_axis((0, icb), "rc"), te.reduce_axis((0, ib), "ri")
+
+    def read(b, c, p, i):
+        q = tirx.min(p, last) if pixels > oh * ow else p
+        return data[b, c, q // ow, q % ow, i].astype(out_dtype)
+
+    flat = te.compute((n, ocb, pixels, ob), lambda b, o, p, oi: te.sum(
+        read(b, rc, p, ri) * weight[o, rc, 0, 0, ri, oi].astype(out_dtype), axis=[rc, ri]),
+        name=POINTWISE)
+    return te.compute((n, ocb, oh, ow, ob),
+                      lambda b, o, y, x, oi: flat[b, o, y * ow + x, oi], name="archdsl_unflat")
+
+
+def depthwise_conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int],
+                     padding: Sequence[int], dilation: Sequence[int],
+                     out_dtype: str) -> te.Tensor:
+    """A depthwise convolution of a blocked activation (see the module's docstring)."""
+    cb, kh, kw, b = (int(d) for d in weight.shape)
+    n, _, h, w, _ = (int(d) for d in data.shape)
+    (sy, sx), (dy, dx) = (int(s) for s in strides), (int(d) for d in dilation)
+    oh = out_size(h, kh, sy, dy, int(padding[0]), int(padding[2]))
+    ow = out_size(w, kw, sx, dx, int(padding[1]), int(padding[3]))
+    pad = _padded(data, padding)
+    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    return te.compute(
+        (n, cb, oh, ow, b),
+        lambda i, c, y, x, ci: te.sum(
+            pad[i, c, y * sy + ry * dy, x * sx + rx * dx, ci].astype(out_dtype)
+            * weight[c, ry, rx, ci].astype(out_dtype), axis=[ry, rx]),
+        name=DEPTHWISE)

@@ -1,0 +1,308 @@
+"""Channel-blocked activations from convolution to convolution: NCHW → NCHW[b]c once, at the ends.
+
+The layout of NeoCPU (TVM's x86 strategy) and of ONNX Runtime's NCHWc transformer: with the b
+channels of a pixel side by side (b = the target's vector width), a convolution keeps whole
+vectors of output channels in registers and stores them as they are, its epilogue (bias,
+residual, activation) runs on vectors, a depthwise convolution is one vector per pixel at any
+width and stride, and pools, gates and residual adds are vector code too. `Blocked` rewrites a
+float32 Relax graph before legalization:
+
+- dense and depthwise convolutions with constant weights become the blocked computes of
+  `blocked.py` (`call_te`), their weights packed and padded in numpy; a dense one whose input
+  is not blocked and has too few channels to fill vectors (an RGB image) reads it as it is; a
+  grouped one too when each group's input and output channels are whole blocks (others, and
+  channel multipliers, stay NCHW);
+- elementwise ops, pools, channel means and channel concatenations of blocked tensors stay
+  blocked (their per-channel constants blocked the same way);
+- every other use of a blocked tensor gets it back as NCHW (one `layout_transform`, and a
+  slice where channels were padded): correct for any op, fast for the ones in `RULES`.
+
+Padded channels hold finite values (activations of zeros): blocked convs multiply them by zero
+weights, and nothing that mixes channels sees them. Ops that could make them infinite (exp,
+power, a division other than by a non-zero scalar) are not in `RULES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from archdsl.backends.tvm.schedules import blocked
+from archdsl.backends.tvm.schedules.common import Machine
+from archdsl.backends.tvm.schedules.conv_blocked import FLAT_PIXELS, pixel_tile
+from archdsl.backends.tvm.schedules.layout import pad_axis, padded, rewrite_functions
+
+__all__ = ["RULES", "Blocked"]
+
+_Const = tvm.ir.expr.GenericConst
+
+
+def pack_conv(w: np.ndarray, b: int, ib: int) -> np.ndarray:
+    """OIHW → ⌈O/b⌉·⌈I/ib⌉·H·W·ib·b, zero-padded."""
+    o, i, kh, kw = w.shape
+    w = pad_axis(pad_axis(w, 0, padded(o, b)), 1, padded(i, ib))
+    return w.reshape(-1, b, w.shape[1] // ib, ib, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+
+
+def pack_depthwise(w: np.ndarray, b: int) -> np.ndarray:
+    """C·1·H·W → ⌈C/b⌉·H·W·b, zero-padded."""
+    c, _, kh, kw = w.shape
+    w = pad_axis(w.reshape(c, kh, kw), 0, padded(c, b))
+    return w.reshape(-1, b, kh, kw).transpose(0, 2, 3, 1)
+
+
+@dataclass
+class _Value:
+    var: relax.Expr  # the blocked tensor, N·⌈C/b⌉·H·W·b
+    channels: int
+
+
+def _shape(expr) -> tuple[int, ...] | None:
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    try:
+        return None if shape is None else tuple(int(d) for d in shape)
+    except TypeError:  # a symbolic dimension
+        return None
+
+
+def _float32(expr) -> bool:
+    return str(getattr(expr.ty, "dtype", "")) == "float32"
+
+
+@tvm.transform.module_pass(opt_level=0, name="archdsl.Blocked")
+class Blocked:
+    """Channel-blocked float32 activations between convolutions, on llvm targets
+    (`tvm.target.Target.current()`; elsewhere a no-op), in blocks of `block` channels (by
+    default the target's vector width)."""
+
+    def __init__(self, block: int | None = None) -> None:
+        self.block = block
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        def make(m: tvm.IRModule, target: tvm.target.Target) -> _Rewriter:
+            machine = Machine.of(target)
+            return _Rewriter(m, self.block or machine.lanes, machine)
+
+        return rewrite_functions(mod, make)
+
+
+@relax.expr_functor.mutator
+class _Rewriter(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, b: int, machine: Machine) -> None:
+        super().__init__(mod)
+        self.b = b
+        self.machine = machine
+        self.blocked: dict[relax.Var, _Value] = {}
+        self.plain: dict[relax.Var, relax.Var] = {}
+
+    def visit_var_binding_(self, binding) -> None:
+        value = binding.value
+        rule = RULES.get(getattr(getattr(value, "op", None), "name", ""))
+        if rule is not None and isinstance(binding.var, relax.DataflowVar):
+            made = rule(self, value)
+            if made is not None:
+                expr, channels = made
+                var = self.builder_.emit(expr)
+                self.blocked[binding.var] = _Value(var, channels)
+                return
+        for var in relax.analysis.free_vars(value):
+            if var in self.blocked:
+                self.set_var_remap(var, self.unblocked(var))
+        super().visit_var_binding_(binding)
+
+    # ---- conversions, each made once per tensor
+
+    def unblocked(self, var: relax.Var) -> relax.Var:
+        """The NCHW tensor of a blocked one."""
+        if var not in self.plain:
+            value, b = self.blocked[var], self.b
+            n, cb, h, w, _ = _shape(value.var)
+            if h == w == 1:  # one pixel (a global pool's): the same bytes, a free reshape
+                out = self.builder_.emit(relax.op.reshape(value.var, (n, cb * b, 1, 1)))
+            else:
+                out = self.builder_.emit(relax.op.layout_transform(
+                    value.var, index_map=lambda n, cb, h, w, ci: (n, cb * b + ci, h, w)))
+            if value.channels % b:
+                out = self.builder_.emit(relax.op.strided_slice(
+                    out, axes=[1], begin=[0], end=[value.channels]))
+            self.plain[var] = out
+        return self.plain[var]
+
+    def block(self, expr) -> relax.Expr | None:
+        """The blocked tensor of an NCHW float32 activation (None for anything else)."""
+        if isinstance(expr, relax.Var) and expr in self.blocked:
+            return self.blocked[expr].var
+        shape = _shape(expr)
+        if not isinstance(expr, relax.Var) or shape is None or len(shape) != 4 \
+                or not _float32(expr):
+            return None
+        b = self.b
+        var = self.builder_.emit(relax.op.layout_transform(
+            self.visit_expr(expr), index_map=lambda n, c, h, w: (n, c // b, h, w, c % b),
+            pad_value=0.0))
+        self.blocked[expr] = _Value(var, shape[1])
+        return var
+
+    def is_blocked(self, expr) -> bool:
+        return isinstance(expr, relax.Var) and expr in self.blocked
+
+    def channel_const(self, expr, channels: int) -> relax.Expr | None:
+        """A per-channel constant (1·C·1·1 or C·1·1) blocked; a scalar one as it is."""
+        value = expr.value.numpy()
+        if value.size == 1:
+            return expr
+        if value.size != channels or value.shape[-3:] != (channels, 1, 1) \
+                or value.ndim not in (3, 4):
+            return None
+        b = self.b
+        v = pad_axis(value.reshape(channels), 0, padded(channels, b)).reshape(1, -1, 1, 1, b)
+        return relax.const(np.ascontiguousarray(v), str(value.dtype))
+
+
+# ---------------------------------------------------------------- the rules
+
+Made = tuple[relax.Expr, int] | None  # the blocked expression and its real channel count
+
+
+def _conv(rw: _Rewriter, call: relax.Call) -> Made:
+    a = call.attrs
+    x, w = call.args
+    if not (isinstance(w, _Const) and a.data_layout == "NCHW" and a.kernel_layout == "OIHW"
+            and a.out_layout == "NCHW" and _float32(x)
+            and str(a.out_dtype) in ("None", "", "void", "float32")):
+        return None
+    weight = w.value.numpy()
+    o, i = weight.shape[:2]
+    channels, groups, b = _shape(x)[1], int(a.groups), rw.b
+    geometry = dict(strides=[int(s) for s in a.strides], padding=[int(p) for p in a.padding],
+                    dilation=[int(d) for d in a.dilation], out_dtype="float32")
+    # groups of whole blocks: each output block reads its own group's input blocks
+    whole_groups = groups > 1 and (channels // groups) % b == 0 and (o // groups) % b == 0
+    if groups == 1 or whole_groups:
+        if rw.is_blocked(x) or channels % b == 0:
+            data, ib = rw.block(x), b
+        else:  # too few channels to fill vectors (an image): read as NCHW
+            data, ib = rw.visit_expr(x), 1
+        packed = relax.const(np.ascontiguousarray(pack_conv(weight, b, ib)))
+        ocb = packed.value.shape[0]
+        plane = _pointwise_plane(call, ib > 1) if groups == 1 else None
+        if plane is not None:  # tiled as one flat axis, padded to whole tiles
+            _, _, pixels = pixel_tile(ocb, plane, rw.machine)
+            return rw.builder_.call_te(
+                blocked.pointwise_conv2d, data, packed, strides=geometry["strides"],
+                pixels=pixels, out_dtype="float32", primfunc_name_hint="conv2d_blocked"), o
+        # rows of whole tiles, as the rule will tile them
+        _, _, width = pixel_tile(ocb // groups, _shape(call)[3], rw.machine)
+        return rw.builder_.call_te(blocked.conv2d, data, packed, **geometry, width=width,
+                                   groups=groups, primfunc_name_hint="conv2d_blocked"), o
+    if groups == channels == o and i == 1:
+        packed = relax.const(np.ascontiguousarray(pack_depthwise(weight, b)))
+        return rw.builder_.call_te(blocked.depthwise_conv2d, rw.block(x), packed, **geometry,
+                                   primfunc_name_hint="depthwise_conv2d_blocked"), o
+    return None
+
+
+def _pointwise_plane(call: relax.Call, blocked_input: bool) -> int | None:
+    """The output plane's pixels of a 1×1 unpadded, undilated conv of a blocked input whose
+    plane is small enough to tile flat (`conv_blocked.FLAT_PIXELS`), else None."""
+    a = call.attrs
+    out = _shape(call)
+    if (not blocked_input or any(int(p) for p in a.padding) or any(int(d) != 1 for d in a.dilation)
+            or tuple(call.args[1].value.shape[2:]) != (1, 1) or out is None):
+        return None
+    plane = out[2] * out[3]
+    return plane if plane <= FLAT_PIXELS else None
+
+
+def _elementwise(rw: _Rewriter, call: relax.Call) -> Made:
+    """An elementwise op with a blocked operand: its other operands blocked too (activations of
+    the same channels, per-channel or scalar constants), the op as it is."""
+    shape = _shape(call)
+    if shape is None or len(shape) != 4 or not any(rw.is_blocked(x) for x in call.args):
+        return None
+    channels = shape[1]
+    args = []
+    for x in call.args:
+        if isinstance(x, _Const):
+            x = rw.channel_const(x, channels)
+        elif isinstance(x, relax.Var):
+            x = rw.block(x) if (_shape(x) or (0, 0))[1:2] == (channels,) else None
+        if x is None:
+            return None
+        args.append(x)
+    return relax.Call(call.op, args, call.attrs), channels
+
+
+def _divide(rw: _Rewriter, call: relax.Call) -> Made:
+    """A division by a finite, non-zero scalar constant (hardswish's and hardsigmoid's / 6):
+    elementwise, and finite on padded channels (a per-channel divisor is padded with zeros)."""
+    divisor = call.args[1]
+    if not isinstance(divisor, _Const):
+        return None
+    value = divisor.value.numpy()
+    if value.size != 1 or not np.isfinite(value).all() or not value.all():
+        return None
+    return _elementwise(rw, call)
+
+
+def _pool(make: Callable) -> Callable[[_Rewriter, relax.Call], Made]:
+    def rule(rw: _Rewriter, call: relax.Call) -> Made:
+        x = call.args[0]
+        if not rw.is_blocked(x) or call.attrs.layout != "NCHW":
+            return None
+        layout = f"NCHW{rw.b}c"
+        return make(rw.blocked[x].var, call.attrs, layout), rw.blocked[x].channels
+    return rule
+
+
+def _max_pool(x, a, layout):
+    return relax.op.nn.max_pool2d(x, a.pool_size, a.strides, a.padding, a.dilation, a.ceil_mode,
+                                  a.count_include_pad, layout, layout)
+
+
+def _avg_pool(x, a, layout):
+    return relax.op.nn.avg_pool2d(x, a.pool_size, a.strides, a.padding, a.dilation, a.ceil_mode,
+                                  a.count_include_pad, layout, layout)
+
+
+def _spatial_reduce(rw: _Rewriter, call: relax.Call) -> Made:
+    """A mean (or max, sum) over the spatial axes, kept: GAP, and squeeze-and-excitation's."""
+    x = call.args[0]
+    axes = sorted(int(v) for v in (call.attrs.axis or []))
+    if not rw.is_blocked(x) or axes != [2, 3] or not call.attrs.keepdims:
+        return None
+    return (relax.Call(call.op, [rw.blocked[x].var], call.attrs), rw.blocked[x].channels)
+
+
+def _concat(rw: _Rewriter, call: relax.Call) -> Made:
+    """Along channels, when every part fills whole blocks (DenseNet, Inception)."""
+    parts = call.args[0].fields if isinstance(call.args[0], relax.Tuple) else None
+    if (parts is None or int(call.attrs.axis) != 1 or not any(rw.is_blocked(p) for p in parts)
+            or any((_shape(p) or (0, 1))[1] % rw.b for p in parts)):
+        return None
+    blocked_parts = [rw.block(p) for p in parts]
+    if any(p is None for p in blocked_parts):
+        return None
+    return (relax.op.concat(blocked_parts, axis=1),
+            sum(_shape(p)[1] for p in parts))
+
+
+_ELEMENTWISE = ("add", "subtract", "multiply", "maximum", "minimum", "clip", "sigmoid", "tanh",
+                "negative", "abs", "nn.relu", "nn.leakyrelu", "nn.silu", "nn.gelu",
+                "nn.gelu_tanh")
+
+# Relax op → how it is made on blocked tensors (None: it is not, here)
+RULES: dict[str, Callable[[_Rewriter, relax.Call], Made]] = {
+    "relax.nn.conv2d": _conv,
+    **{f"relax.{op}": _elementwise for op in _ELEMENTWISE},
+    "relax.divide": _divide,
+    "relax.nn.max_pool2d": _pool(_max_pool),
+    "relax.nn.avg_pool2d": _pool(_avg_pool),
+    "relax.mean": _spatial_reduce,
+    "relax.max": _spatial_reduce,
+    "relax.concat": _concat,
+}

@@ -1,0 +1,133 @@
+"""Channel-blocked activations on CPUs (backends/tvm/schedules/blocking.py): NCHW[b]c from
+convolution to convolution, converted once at the ends, correct for channel counts that do not
+fill blocks. The block is the target's vector width; `channel_block=16` runs AVX-512's layout
+(the scheduling of its 16-channel blocks, on AVX2's vectors) on any host."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from test_tvm_schedules import ACTIVATIONS, ODD_CONVS, _assert_close, _torch_run  # noqa: E402
+
+import archdsl  # noqa: E402
+from archdsl.backends import tvm as backend  # noqa: E402
+from archdsl.backends.tvm import schedules  # noqa: E402
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+
+# Concatenations whose parts fill whole blocks of 8 (stay blocked at 8) or do not (12: back to
+# NCHW), a residual add, grouped convs whose groups are whole blocks (16 channels: at 8 and 16;
+# 8: at 8 only, NCHW at 16), max and average pools and a global mean on blocked tensors, a conv
+# after the NCHW island (its input blocked again), and a conv ending the network.
+MIXED = r"""
+arch mixed
+input 3x17x17
+defaults norm=bn act=relu
+stem: conv3-16/2
+cat: concat { conv1-8 | conv3-8 | maxpool3/1 pad=1 }
+odd: concat { conv1-12 | conv3-20 }
+res: residual { conv3-32; conv3-32 act=none }
+relu
+g2: conv3-32 groups=2
+g4: conv3-32/2 groups=4
+p1: avgpool2/1
+lrn: LRN
+c9: conv1-24
+gm: gmp
+tail: conv1-10 act=none
+"""
+
+
+def _transforms(mod: tvm.IRModule) -> Counter:
+    """The layout transforms in `main`: to blocked (4-D → 5-D) and back; and the reshapes back
+    of one-pixel tensors (the same bytes: no copy)."""
+    transform, reshape = (tvm.ir.Op.get(f"relax.{op}") for op in ("layout_transform", "reshape"))
+    kinds: Counter = Counter()
+
+    def visit(expr):
+        if isinstance(expr, tvm.relax.Call) and expr.op.same_as(transform):
+            kinds["block" if len(expr.ty.shape) == 5 else "unblock"] += 1
+        elif (isinstance(expr, tvm.relax.Call) and expr.op.same_as(reshape)
+              and len(expr.args[0].ty.shape) == 5):
+            kinds["reshape"] += 1
+
+    tvm.relax.analysis.post_order_visit(mod["main"], visit)
+    return kinds
+
+
+def _blocked_module(arch, block: int | None = None) -> tvm.IRModule:
+    from archdsl.backends.tvm.schedules.blocking import Blocked
+    with backend.make_target("llvm"):
+        return Blocked(block)(backend.build_module(arch.graph))
+
+
+@pytest.mark.parametrize("spec", ["resnet18.arch", "mobilenet_v1.arch"])
+def test_activations_are_converted_once_at_the_end(spec):
+    """The stem reads the NCHW image as it is; every activation after it stays blocked until
+    the global pool, whose one pixel per channel is back in NCHW by a reshape: no copy of an
+    activation in the whole network."""
+    mod = _blocked_module(archdsl.load(SPECS / spec))
+    assert _transforms(mod) == Counter(reshape=1)
+
+
+@pytest.mark.parametrize("block", [8, 16])
+@pytest.mark.parametrize("spec", [MIXED, ODD_CONVS, ACTIVATIONS], ids=["mixed", "odd", "act"])
+def test_blocked_builds_match_pytorch_at_either_block(spec, block):
+    """Blocks of 8 and of 16 channels, whatever the host's vectors: channel counts that do
+    not fill blocks (3, 5, 10, 12, 20, 24), concatenations that can and cannot stay blocked,
+    pools, a gate, residual adds and an LRN island in between."""
+    arch = archdsl.load(spec)
+    ref, state, x = _torch_run(arch, 2)
+    compiled = backend.compile(arch.graph, weights=state, batch=2, channel_block=block)
+    _assert_close(compiled(x), ref)
+
+
+def test_what_stays_blocked_and_what_does_not():
+    arch = archdsl.load(MIXED)
+    kinds = _transforms(_blocked_module(arch, 8))
+    # back to NCHW: the 12 + 20 concat (12 fills no block of 8), the LRN; blocked again: the
+    # concat's parts, the conv after the LRN; the global max pool's pixels: a reshape
+    assert kinds["unblock"] >= 2 and kinds["block"] >= 2 and kinds["reshape"] == 1
+    with backend.make_target("llvm"):
+        fused = tvm.transform.Sequential(backend._fuse_passes(8))(backend.build_module(
+            arch.graph))
+    marks = Counter(schedules.scheduled_by(f) for f in schedules.schedule_cpu(
+        fused, backend.make_target("llvm"), {}).functions.values()
+        if isinstance(f, tvm.tirx.PrimFunc))
+    assert marks["conv2d_blocked"] == 11 and marks["conv2d"] == 0  # the grouped ones too
+
+
+def test_float16_builds_keep_nchw():
+    arch = archdsl.load(ODD_CONVS)
+    mod = backend.build_module(arch.graph, dtype="float16")
+    from archdsl.backends.tvm.schedules.blocking import Blocked
+    with backend.make_target("llvm"):
+        assert not _transforms(Blocked()(mod))
+
+
+def test_padded_channels_stay_finite():
+    """A sigmoid makes 0.5 of a padded zero, a conv multiplies it by zero weights: the values
+    that reach the output are the real channels' (10 classes, padded to 16)."""
+    arch = archdsl.load("arch t\ninput 5x6x6\nc: conv3-10 act=sigmoid\nd: conv1-10 act=none")
+    ref, state, x = _torch_run(arch, 1)
+    out = backend.compile(arch.graph, weights=state, channel_block=16)(x)
+    assert np.isfinite(out).all()
+    _assert_close(out, ref)
+
+
+def test_hard_activations_stay_blocked():
+    """hardswish and hardsigmoid (a clip, then / 6), leaky ReLU: elementwise on blocked
+    tensors: the input blocked once, no conversion until the end; 12 channels pad to 16, and
+    hardsigmoid's 0.5 of a padded zero meets only zero weights."""
+    arch = archdsl.load("arch h\ninput 8x10x10\ndefaults norm=bn\nc1: conv3-12 act=hardswish\n"
+                        "c2: conv3-12 act=hardsigmoid\nc3: conv3-12 act=leakyrelu\n"
+                        "c4: conv3-10 act=none")
+    assert _transforms(_blocked_module(arch, 8)) == Counter(block=1, unblock=1)
+    ref, state, x = _torch_run(arch, 2)
+    _assert_close(backend.compile(arch.graph, weights=state, batch=2, channel_block=8)(x), ref)
