@@ -52,6 +52,19 @@ def test_activations_keep_their_settings():
     assert "log_softmax" in attrs and "hardtanh" in attrs
 
 
+def test_the_shrinks_threshold_rrelu_and_softmin_import_as_their_ops():
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 6, 3), nn.Hardshrink(0.3), nn.Softshrink(0.2),
+                           nn.Tanhshrink(), nn.Threshold(0.1, 2.0), nn.RReLU(0.1, 0.3),
+                           nn.Softmin(dim=1))
+    arch = round_trip(module, (3, 8, 8))
+    attrs = {n.op: n.attrs for n in arch.graph.nodes}
+    assert attrs["hardshrink"] == {"lambd": 0.3} and attrs["softshrink"] == {"lambd": 0.2}
+    assert attrs["threshold"] == {"threshold": 0.1, "value": 2.0}
+    assert attrs["rrelu"] == {"lower": 0.1, "upper": 0.3}
+    assert "tanhshrink" in attrs and "softmin" in attrs
+
+
 class Shuffle(nn.Module):
     """ShuffleNet v2's unit written by hand: chunk, a branch, concat, channel shuffle as
     view / transpose / view; then split, narrow, a slice and a rescaling."""

@@ -104,6 +104,11 @@ TWINS = [
     *[("regnet.arch", f"regnet_{k}_{s}", f"regnet_{k}_{s}") for k in "xy"
       for s in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")],
     ("regnet.arch", "regnet_y_128gf", "regnet_y_128gf"),
+    *[("mnasnet.arch", n, n) for n in ("mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3")],
+    *[("efficientnet_v2.arch", n, n) for n in ("efficientnet_v2_s", "efficientnet_v2_m",
+                                               "efficientnet_v2_l")],
+    # (not SqueezeNet: the import names the flatten of its forward `classifier.4`, the spec
+    # writes it after the classifier, as torchvision's module does)
 ]
 # Where the hand-written spec is not torchvision's network, and how: layers only it has.
 PAPER_ONLY = {f"vgg{n}{bn}": {"softmax"} for n in (11, 13, 16, 19) for bn in ("", "_bn")}

@@ -84,7 +84,11 @@ ACTIVATIONS: dict[type, Handler] = {
     nn.Softplus: activation("softplus", "beta", "threshold"),
     nn.Softsign: activation("softsign"), nn.LogSigmoid: activation("logsigmoid"),
     nn.PReLU: prelu, nn.Softmax: softmax("softmax"), nn.LogSoftmax: softmax("log_softmax"),
+    nn.Hardshrink: activation("hardshrink", "lambd"),
+    nn.Softshrink: activation("softshrink", "lambd"), nn.Tanhshrink: activation("tanhshrink"),
+    nn.Threshold: activation("threshold", "threshold", "value"),
+    nn.RReLU: activation("rrelu", "lower", "upper"), nn.Softmin: softmax("softmin"),
 }
 # what `_from_sequence` looks through: ops that keep each position's features apart
 PER_VALUE = {op for op, d in OPS.items() if d.category in ("act", "regularizer")} - \
-    {"softmax", "log_softmax"}
+    {"softmax", "log_softmax", "softmin"}
