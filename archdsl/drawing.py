@@ -324,7 +324,7 @@ def _describe(node: Node, graph: Graph) -> str:
         return f"attention, {a['heads']} heads"
     if op == "window_attention":
         (wh, ww), (sh, sw) = pair(a["window"]), pair(a["shift"])
-        return (f"window attention {wh}×{ww}, {a['heads']} heads"
+        return (f"{a['partition']} attention {wh}×{ww}, {a['heads']} heads"
                 + (f", shift {sh}×{sw}" if sh or sw else ""))
     if op == "patch_merging":
         return f"patch merging, {a['out']}"

@@ -93,7 +93,8 @@ def notation(node: Node, in_shape: Shape | None = None, stride: bool = True) -> 
     if op == "window_attention":
         shift = f" shift={_size(a['shift'])}" if a["shift"] else ""
         v2 = (f" position_bias={a['position_bias']}" if a["position_bias"] != "table" else "") \
-            + (" cosine=true" if a["cosine"] else "")
+            + (" cosine=true" if a["cosine"] else "") \
+            + (" partition=grid" if a["partition"] == "grid" else "")
         return f"window_attention({a['heads']}) window={_size(a['window'])}{shift}{v2}"
     if op == "patch_merging":
         return f"patch_merging-{a['out']}"

@@ -39,6 +39,10 @@ class WindowPlan:
     size: Pair  # the map's H, W
     window: Pair
     requested_shift: Pair
+    # "window": each window a block of adjacent positions (Swin; MaxViT's block attention);
+    # "grid": window (a, b) holds the positions (a + i·H/Wh, b + j·W/Ww), a Wh×Ww grid that
+    # strides across the whole map (MaxViT's grid attention; the map must divide evenly)
+    partition: str = "window"
 
     @property
     def padded(self) -> Pair:
@@ -73,15 +77,19 @@ class WindowPlan:
         """(window, row, column) of every token, in window order then row-major within one:
         the row and column of the shifted, padded map."""
         (gh, gw), (wh, ww) = self.grid, self.window
+        dilated = self.partition == "grid"
         for i in range(gh):
             for j in range(gw):
                 for a in range(wh):
                     for b in range(ww):
-                        yield i * gw + j, i * wh + a, j * ww + b
+                        if dilated:  # token (a, b) of window (i, j) strides by the grid
+                            yield i * gw + j, a * gh + i, b * gw + j
+                        else:
+                            yield i * gw + j, i * wh + a, j * ww + b
 
     def positions(self) -> list[int]:
         """For each token (window order), the row-major index in the padded, unshifted map that
-        it reads: the cyclic shift and the window partition as one gather."""
+        it reads: the cyclic shift and the window (or grid) partition as one gather."""
         (ph, pw), (sh, sw) = self.padded, self.shift
         return [((r + sh) % ph) * pw + (c + sw) % pw for _, r, c in self._cells()]
 

@@ -20,7 +20,12 @@ from .shapes import spatial
 
 def _window_plan(a: dict, ins: list[Shape]) -> WindowPlan:
     c, h, w = ins[0]
-    return WindowPlan((h, w), pair(a["window"]), pair(a["shift"]))
+    return WindowPlan((h, w), pair(a["window"]), pair(a["shift"]), a["partition"])
+
+
+# The names of the qkv and output projections in the state_dict, by `keys`: torchvision's
+# ShiftedWindowAttention (Swin) and RelativePositionalMultiHeadAttention (MaxViT)
+PROJECTIONS = {"swin": ("qkv", "proj"), "maxvit": ("to_qkv", "merge")}
 
 
 def _window_attention_shape(a: dict, ins: list[Shape]) -> Shape:
@@ -33,11 +38,24 @@ def _window_attention_shape(a: dict, ins: list[Shape]) -> Shape:
                            f"tokens, more than archdsl's limit of {MAX_WINDOW_TOKENS:,}",
                            "windows are bounded (archdsl/windows.py): their relative-position "
                            "index grows as the square of the tokens")
+    if a["partition"] == "grid":
+        _check_grid(ins[0][1:], window, pair(a["shift"]))
     for axis, win, shift in zip(("height", "width"), window, pair(a["shift"]), strict=True):
         if shift >= win:
             raise OpShapeError(f"a shift of {shift} is not smaller than the window's {axis} "
                                f"{win}", "Swin shifts by half the window (shift=window//2)")
     return ins[0]
+
+
+def _check_grid(size: tuple[int, ...], window: tuple[int, int], shift: tuple[int, int]) -> None:
+    """A grid's windows stride across the whole map: it must divide evenly, and is not shifted."""
+    for axis, n, win in zip(("height", "width"), size, window, strict=True):
+        if n % win:
+            raise OpShapeError(f"a grid of {window[0]}×{window[1]} does not divide the map's "
+                               f"{axis} {n}", "grid attention needs a map whose height and "
+                               "width are multiples of the window (MaxViT's input size rule)")
+    if any(shift):
+        raise OpShapeError("grid attention is not shifted", "leave shift at 0 with partition=grid")
 
 
 def _window_attention_macs(a: dict, ins: list[Shape], out: Shape) -> int:
@@ -93,12 +111,13 @@ def _window_attention_tensors(a: dict, ins: list[Shape], out: Shape) -> dict[str
         t["logit_scale"] = (heads, 1, 1)
     if position == "mlp":
         t["relative_coords_table"] = (1, 2 * window[0] - 1, 2 * window[1] - 1, 2)
-    if position != "none":
-        t["relative_position_index"] = (n * n,)
-    t["qkv.weight"] = (3 * c, c)
-    t.update({"qkv.bias": (3 * c,)} if bias else {})
-    t["proj.weight"] = (c, c)
-    t.update({"proj.bias": (c,)} if bias else {})
+    if position != "none":  # MaxViT's index buffer is N×N, Swin's flat
+        t["relative_position_index"] = (n, n) if a["keys"] == "maxvit" else (n * n,)
+    qkv, proj = PROJECTIONS[a["keys"]]
+    t[f"{qkv}.weight"] = (3 * c, c)
+    t.update({f"{qkv}.bias": (3 * c,)} if bias else {})
+    t[f"{proj}.weight"] = (c, c)
+    t.update({f"{proj}.bias": (c,)} if bias else {})
     if position == "mlp":
         t.update({"cpb_mlp.0.weight": (hidden, 2), "cpb_mlp.0.bias": (hidden,),
                   "cpb_mlp.2.weight": (heads, hidden)})
@@ -163,6 +182,16 @@ WINDOW_OPS = [
                  "mlp_hidden": AttrSpec("int", 512, 1, doc="width of v2's position-bias MLP"),
                  "cosine": AttrSpec("bool", False,
                                     doc="Swin v2's scaled cosine attention (learned per head)"),
+                 "partition": AttrSpec("choice", "window", choices=("window", "grid"),
+                                       doc="window: blocks of adjacent positions; grid: a "
+                                           "window×window grid strided across the map "
+                                           "(MaxViT's grid attention)"),
+                 "scale": AttrSpec("choice", "head", choices=("head", "channels"),
+                                   doc="scores scaled by 1/sqrt(C/heads), or by 1/sqrt(C) as "
+                                       "torchvision's MaxViT does"),
+                 "keys": AttrSpec("choice", "swin", choices=tuple(PROJECTIONS),
+                                  doc="state_dict keys as torchvision's Swin (qkv, proj) or "
+                                      "MaxViT (to_qkv, merge; an N×N index)"),
                  "dropout": AttrSpec("float", 0.0, 0, maximum=1,
                                      doc="dropout on the attention weights (training)"),
                  "proj_dropout": AttrSpec("float", 0.0, 0, maximum=1,

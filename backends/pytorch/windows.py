@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archdsl.ir import Node
+from archdsl.ops.swin import PROJECTIONS
 from archdsl.windows import MASKED, WindowPlan, pair
 
 
@@ -28,8 +29,9 @@ class WindowAttention(nn.Module):
         super().__init__()
         a = node.attrs
         c, h, w = in_shape
-        self.plan = WindowPlan((h, w), pair(a["window"]), pair(a["shift"]))
+        self.plan = WindowPlan((h, w), pair(a["window"]), pair(a["shift"]), a["partition"])
         self.heads, self.cosine, self.position = a["heads"], a["cosine"], a["position_bias"]
+        self.scale = (c if a["scale"] == "channels" else c // a["heads"]) ** -0.5
         self.dropout, self.proj_dropout = a["dropout"], a["proj_dropout"]
         tensors = node.opdef.tensors(a, [in_shape], node.shape)
         self._derived = node.opdef.derived(a, [in_shape], node.shape)
@@ -42,12 +44,23 @@ class WindowAttention(nn.Module):
             nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         if self.cosine:
             self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(self.heads, 1, 1)))
-        self.qkv = nn.Linear(c, 3 * c, bias=a["bias"])
-        self.proj = nn.Linear(c, c, bias=a["bias"])
+        # named as the op's `keys` say (torchvision's Swin or MaxViT modules)
+        self._qkv_name, self._proj_name = PROJECTIONS[a["keys"]]
+        setattr(self, self._qkv_name, nn.Linear(c, 3 * c, bias=a["bias"]))
+        setattr(self, self._proj_name, nn.Linear(c, c, bias=a["bias"]))
         if self.position == "mlp":
             self.cpb_mlp = nn.Sequential(nn.Linear(2, a["mlp_hidden"]), nn.ReLU(inplace=True),
                                          nn.Linear(a["mlp_hidden"], self.heads, bias=False))
         self._regions = self.plan.regions() if self.plan.shifted else None
+        # the map's rows and columns split into (window, token) or, for a grid, (token, window)
+        # factors, and the permutations to b, windows down, across, tokens down, across and back
+        (gh, gw), (wh, ww) = self.plan.grid, self.plan.window
+        if a["partition"] == "grid":
+            self._split, self._order, self._back = (wh, gh, ww, gw), (0, 2, 4, 1, 3, 5), \
+                (0, 3, 1, 4, 2, 5)
+        else:
+            self._split, self._order, self._back = (gh, wh, gw, ww), (0, 1, 3, 2, 4, 5), \
+                (0, 1, 3, 2, 4, 5)
 
     def position_bias(self) -> torch.Tensor | None:
         """heads × N × N: each pair of a window's tokens looks up its offset's bias."""
@@ -66,9 +79,9 @@ class WindowAttention(nn.Module):
         x = F.pad(x.permute(0, 2, 3, 1), (0, 0, 0, pw - w, 0, ph - h))
         if plan.shifted:
             x = torch.roll(x, (-plan.shift[0], -plan.shift[1]), (1, 2))
-        x = x.reshape(b, gh, wh, gw, ww, c).transpose(2, 3).reshape(-1, plan.tokens, c)
+        x = x.reshape(b, *self._split, c).permute(self._order).reshape(-1, plan.tokens, c)
         x = self._attend(x)
-        x = x.view(b, gh, gw, wh, ww, c).transpose(2, 3).reshape(b, ph, pw, c)
+        x = x.view(b, gh, gw, wh, ww, c).permute(self._back).reshape(b, ph, pw, c)
         if plan.shifted:
             x = torch.roll(x, plan.shift, (1, 2))
         return x[:, :h, :w].permute(0, 3, 1, 2)
@@ -76,16 +89,17 @@ class WindowAttention(nn.Module):
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         """Attention within each window of a (batch·windows) × N × C tensor."""
         bw, n, c = x.shape
-        bias = self.qkv.bias
+        qkv, proj = getattr(self, self._qkv_name), getattr(self, self._proj_name)
+        bias = qkv.bias
         if self.cosine and bias is not None:  # Swin v2 has no key bias (torchvision zeroes it)
             bias = torch.cat([bias[:c], torch.zeros_like(bias[c:2 * c]), bias[2 * c:]])
-        qkv = F.linear(x, self.qkv.weight, bias).reshape(bw, n, 3, self.heads, c // self.heads)
+        qkv = F.linear(x, qkv.weight, bias).reshape(bw, n, 3, self.heads, c // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         if self.cosine:
             scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
             attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) * scale
         else:
-            attn = (q * (c // self.heads) ** -0.5) @ k.transpose(-2, -1)
+            attn = (q * self.scale) @ k.transpose(-2, -1)
         position = self.position_bias()
         if position is not None:
             attn = attn + position
@@ -97,7 +111,7 @@ class WindowAttention(nn.Module):
             attn = (attn.view(-1, windows, self.heads, n, n) + mask.unsqueeze(1)).view(bw, -1, n, n)
         attn = F.dropout(attn.softmax(dim=-1), self.dropout, self.training)
         x = (attn @ v).transpose(1, 2).reshape(bw, n, c)
-        return F.dropout(self.proj(x), self.proj_dropout, self.training)
+        return F.dropout(proj(x), self.proj_dropout, self.training)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:

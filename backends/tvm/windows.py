@@ -15,12 +15,14 @@ from tvm import relax
 
 from archdsl.backends.tvm.context import _bias, _Ctx
 from archdsl.ir import Node
+from archdsl.ops.swin import PROJECTIONS
 from archdsl.windows import MASKED, WindowPlan, pair
 
 
 def _plan(node: Node, ins) -> WindowPlan:
     c, h, w = ins[0]
-    return WindowPlan((h, w), pair(node.attrs["window"]), pair(node.attrs["shift"]))
+    a = node.attrs
+    return WindowPlan((h, w), pair(a["window"]), pair(a["shift"]), a["partition"])
 
 
 def _gathers(plan: WindowPlan) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +99,8 @@ def _attend(ctx: _Ctx, node: Node, x: relax.Expr, plan: WindowPlan, ins) -> rela
                                   math.log(100.0)))
         q = ctx.emit(relax.op.multiply(q, ctx.const(scale.reshape(1, heads, 1, 1), wide)), node)
     else:
-        q = ctx.emit(relax.op.multiply(q, ctx.const(np.array((c // heads) ** -0.5), wide)), node)
+        scale = (c if a["scale"] == "channels" else c // heads) ** -0.5
+        q = ctx.emit(relax.op.multiply(q, ctx.const(np.array(scale), wide)), node)
     scores = ctx.emit(relax.op.matmul(q, relax.op.permute_dims(k, [0, 1, 3, 2])), node)
     bias = _position_bias(ctx, node, n, ins)
     if bias is not None:
@@ -111,9 +114,10 @@ def _attend(ctx: _Ctx, node: Node, x: relax.Expr, plan: WindowPlan, ins) -> rela
     out = ctx.emit(relax.op.reshape(relax.op.permute_dims(out, [0, 2, 1, 3]), (bw, n, c)), node)
     if ctx.accumulate:
         out = ctx.emit(relax.op.astype(out, ctx.dtype), node)
-    y = relax.op.matmul(out, ctx.const(ctx.weights[f"{name}.proj.weight"].T),
+    proj = PROJECTIONS[a["keys"]][1]
+    y = relax.op.matmul(out, ctx.const(ctx.weights[f"{name}.{proj}.weight"].T),
                         out_dtype=ctx.accumulate)
-    proj_bias = ctx.weights.get(f"{name}.proj.bias") if a["bias"] else None
+    proj_bias = ctx.weights.get(f"{name}.{proj}.bias") if a["bias"] else None
     return ctx.emit(_bias(ctx, node, y, proj_bias, (1, 1, -1)), node)
 
 
@@ -121,8 +125,9 @@ def _qkv(ctx: _Ctx, node: Node, x: relax.Expr, dims: tuple[int, int, int]) -> li
     """Q, K and V, each (batch·windows) × heads × N × C/heads, in the accumulation dtype."""
     bw, n, c = dims
     heads = node.attrs["heads"]
-    weight = ctx.weights[f"{node.name}.qkv.weight"]
-    bias = ctx.weights.get(f"{node.name}.qkv.bias") if node.attrs["bias"] else None
+    qkv = f"{node.name}.{PROJECTIONS[node.attrs['keys']][0]}"
+    weight = ctx.weights[f"{qkv}.weight"]
+    bias = ctx.weights.get(f"{qkv}.bias") if node.attrs["bias"] else None
     if bias is not None and node.attrs["cosine"]:  # Swin v2 has no key bias (torchvision
         bias = np.concatenate([bias[:c], np.zeros(c, bias.dtype), bias[2 * c:]])  # zeroes it)
     out = []

@@ -140,7 +140,8 @@ def test_every_op_spec_uses_every_op():
 
 # Window attention's variants: windows that do not divide the map (padding), non-square windows
 # and shifts, a window bigger than the map (no shift), Swin v2's position-bias MLP with cosine
-# attention and its patch merging (norm after), no position bias and no biases; tokens → map.
+# attention and its patch merging (norm after), no position bias and no biases, MaxViT's grid
+# attention (with its 1/sqrt(C) scale and names); tokens → map.
 WINDOWS = r"""
 arch windows
 input 3x30x26
@@ -154,6 +155,7 @@ window_attention(4) window=9 shift=4
 patch_merging-24 post_norm=true
 window_attention(3) window=3 shift=1 position_bias=mlp cosine=true mlp_hidden=16
 window_attention(3) window=2 position_bias=none bias=false
+residual { layernorm; window_attention(3) window=2 partition=grid scale=channels keys=maxvit }
 tokens
 grid(2, 8)
 gap
@@ -166,6 +168,10 @@ CASES = [
     pytest.param(lambda: archdsl.load(WINDOWS), 2, id="windows-batch2"),
     pytest.param(lambda: archdsl.load(SPECS / "mobilenet_v1.arch", resolution=64, alpha=0.25), 1,
                  id="mobilenet_v1-64-0.25"),
+    # MaxViT at 32 pixels, two stages of one layer: MBConv, block and grid attention, 2×2
+    pytest.param(lambda: archdsl.load(SPECS / "maxvit.arch", arch="maxvit", resolution=32,
+                                      stem_channels=8, window=2, channels=[8, 16],
+                                      depths=[1, 1], head_dim=4), 2, id="maxvit-32"),
 ]
 
 

@@ -65,6 +65,7 @@ OFFERS: dict[str, list[str]] = {
     "vit.arch": ["vit", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"],
     "swin.arch": ["swin", "swin_t", "swin_s", "swin_b"],
     "swin_v2.arch": ["swin_v2", "swin_v2_t", "swin_v2_s", "swin_v2_b"],
+    "maxvit.arch": ["maxvit", "maxvit_t"],
     # tests/core/test_zoo_torchvision_more.py
     "shufflenet_v2.arch": ["shufflenet_v2", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
                            "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"],

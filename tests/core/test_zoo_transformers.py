@@ -14,7 +14,7 @@ from archdsl.errors import ArchErrors
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 CONVNEXT, VIT, SWIN = SPECS / "convnext.arch", SPECS / "vit.arch", SPECS / "swin.arch"
-SWIN_V2 = SPECS / "swin_v2.arch"
+SWIN_V2, MAXVIT = SPECS / "swin_v2.arch", SPECS / "maxvit.arch"
 
 # torchvision *_Weights metadata: num_params and _ops (GFLOPS = MACs) at the crop given
 REFERENCE = {
@@ -36,6 +36,8 @@ REFERENCE = {
     "swin_v2_t": (SWIN_V2, 28_351_570, 5.940, 256),
     "swin_v2_s": (SWIN_V2, 49_737_442, 11.546, 256),
     "swin_v2_b": (SWIN_V2, 87_930_848, 20.325, 256),
+    # MaxViT: block and grid attention (window_attention partition=window/grid) and MBConv
+    "maxvit_t": (MAXVIT, 30_919_624, 5.558, 224),
 }
 # SWAG end-to-end weights at larger crops: a longer position embedding, more tokens
 AT_CROP = {("vit_b_16", 384): (86_859_496, 55.484), ("vit_h_14", 518): (633_470_440, 1016.717)}
@@ -60,7 +62,7 @@ def test_vit_at_larger_crops(name, crop):
 
 
 @pytest.mark.parametrize("name", ["convnext_tiny", "convnext_base", "vit_b_16", "vit_l_16",
-                                  "swin_t", "swin_b"])
+                                  "swin_t", "swin_b", "maxvit_t"])
 def test_state_dict_equals_torchvision(name):
     spec, params, _, _ = REFERENCE[name]
     assert_same_state_dict_as_torchvision(spec, name, params)
@@ -237,3 +239,17 @@ def test_linear_and_layernorm_work_per_position(tmp_path):
                     ("pos_embedding", (16, 5), 80, 0),
                     ("token", (5,), 0, 0),
                     ("linear", (3,), 18, 15)]
+
+
+def test_grid_attention_shapes_and_errors():
+    """Grid attention strides windows across the whole map: it keeps the map's shape, and a map
+    the grid does not divide, or a shift, is a user error naming both."""
+    spec = "arch t\ninput 8x14x14\nop: window_attention(2) window={w} partition=grid{extra}\n"
+    a = archdsl.load(spec.format(w=7, extra=""))
+    row = {r.name: r for r in a.stats().rows}["op"]
+    assert a.graph.output_shape == (8, 14, 14)
+    assert row.macs == 14 * 14 * (4 * 8 * 8 + 2 * 49 * 8)  # as block attention's
+    with pytest.raises(ArchErrors, match="does not divide the map's height 14"):
+        archdsl.load(spec.format(w=4, extra=""))
+    with pytest.raises(ArchErrors, match="grid attention is not shifted"):
+        archdsl.load(spec.format(w=7, extra=" shift=3"))
