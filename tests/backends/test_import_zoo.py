@@ -37,9 +37,8 @@ FULL = os.environ.get("ARCHDSL_FULL_ZOO") == "1"
 MODELS = torchvision.models.list_models(module=torchvision.models)
 
 # What stops each model that does not import: an op its import reports (archdsl lacks it).
-STOPS = {
-    "maxvit_t": "einsum",  # and its window partitions: reshapes archdsl has no op for
-}
+# None now: MaxViT's partition attention layers import as window_attention (partition=grid).
+STOPS: dict[str, str] = {}
 # one or two per family, each stop kind once
 SAMPLE = {"alexnet", "vgg11_bn", "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2",
           "googlenet", "densenet121", "mobilenet_v2", "mnasnet0_5", "efficientnet_b0",
@@ -96,6 +95,7 @@ TWINS = [
     *[("vit.arch", n, n) for n in ("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14")],
     *[("swin.arch", n, n) for n in ("swin_t", "swin_s", "swin_b")],
     *[("swin_v2.arch", n, n) for n in ("swin_v2_t", "swin_v2_s", "swin_v2_b")],
+    ("maxvit.arch", "maxvit_t", "maxvit_t"),
     ("googlenet.arch", "googlenet_torchvision", "googlenet"),
     ("inception_v3.arch", "inception_v3", "inception_v3"),
     *[("mobilenet_v3.arch", n, n) for n in ("mobilenet_v3_large", "mobilenet_v3_small")],
@@ -176,7 +176,8 @@ def test_spec_module_takes_the_state_dict_and_gives_the_same_logits(name):
     if FULL and name in HEAVY and os.environ.get("ARCHDSL_IMPORT_HEAVY") != "1":
         pytest.skip("minutes on CPU; ARCHDSL_IMPORT_HEAVY=1 runs it")
     model = _reference(name)
-    res = 224 if name.startswith("vit") else 80 if name == "inception_v3" else 64
+    # ViT and MaxViT are built for 224 pixels (their position embedding, MaxViT's grids)
+    res = 224 if name.startswith(("vit", "maxvit")) else 80 if name == "inception_v3" else 64
     arch = archdsl.from_torch(model, (3, res, res), name).load()
     ours = arch.to_torch().eval()
     ours.load_state_dict(model.state_dict(), strict=True)

@@ -232,6 +232,38 @@ def patch_merging(b: Builder, m: Any, x: Any) -> Ten:
     return b.emit("patch_merging", attrs, [Ten(t.nid)], b.module_name(), layout="last")
 
 
+def partition_attention(b: Builder, m: Any, x: Any) -> Ten:
+    """torchvision's MaxViT PartitionAttentionLayer — partition a map into windows (or a grid
+    of them), pre-norm attention and MLP with residuals per token, departition — as the layers
+    archdsl writes on the map itself: LayerNorm and the MLP act per position whatever the
+    partition, and window_attention partitions inside (partition=window or grid)."""
+    t = b.std_map(x, "MaxViT's partition attention")
+    norm, attn, drop = m.attn_layer
+    c, h, w = b.shape(t)
+    if (h, w) != tuple(m.grid_size) or (m.partition_type == "grid" and h != w):
+        raise Unmappable(f"MaxViT attention built for {tuple(m.grid_size)} on a {h}×{w} map")
+    if attn.scale_factor != c ** -0.5 or attn.n_heads * attn.head_dim != c:
+        raise Unmappable("MaxViT attention with another scale or width than torchvision's")
+    name, p = b.module_name(), float(m.stochastic_dropout.p)
+    attrs = {"heads": attn.n_heads, "window": attn.size, "partition": m.partition_type,
+             "scale": "channels", "keys": "maxvit"}
+    y = b.emit("layernorm", {"eps": float(norm.eps)}, [t], f"{name}.attn_layer.0")
+    y = b.emit("window_attention", attrs, [y], f"{name}.attn_layer.1")
+    y = b.emit("dropout", {"p": float(drop.p)}, [y], f"{name}.attn_layer.2")
+    y = b.emit("droppath", {"p": p}, [y], f"{name}.stochastic_dropout")
+    t = b.emit("add", {}, [t, y])
+    norm, fc1, act, fc2, drop = m.mlp_layer
+    if type(act) is not nn.GELU or fc1.bias is None or fc2.bias is None:
+        raise Unmappable("a MaxViT MLP other than torchvision's (GELU, biases)")
+    y = b.emit("layernorm", {"eps": float(norm.eps)}, [t], f"{name}.mlp_layer.0")
+    y = b.emit("linear", {"out": fc1.out_features, "bias": True}, [y], f"{name}.mlp_layer.1")
+    y = b.emit("gelu", {"approximate": act.approximate}, [y], f"{name}.mlp_layer.2")
+    y = b.emit("linear", {"out": fc2.out_features, "bias": True}, [y], f"{name}.mlp_layer.3")
+    y = b.emit("dropout", {"p": float(drop.p)}, [y], f"{name}.mlp_layer.4")
+    y = b.emit("droppath", {"p": p}, [y], f"{name}.stochastic_dropout_mlp")
+    return b.emit("add", {}, [t, y])
+
+
 def _pair(value: Any) -> Any:
     h, w = (value, value) if isinstance(value, int) else tuple(value)
     return int(h) if h == w else [int(h), int(w)]
@@ -279,10 +311,11 @@ def register_module(cls: type, op: str, attrs: Callable[[nn.Module], dict[str, A
 
 # modules of other libraries, by "module.ClassName" (they need not be imported here)
 NAMED_MODULES: dict[str, Handler] = {
-    f"torchvision.models.swin_transformer.{name}": handler for name, handler in (
+    **{f"torchvision.models.swin_transformer.{name}": handler for name, handler in (
         ("ShiftedWindowAttention", window_attention),
         ("ShiftedWindowAttentionV2", window_attention),
-        ("PatchMerging", patch_merging), ("PatchMergingV2", patch_merging))}
+        ("PatchMerging", patch_merging), ("PatchMergingV2", patch_merging))},
+    "torchvision.models.maxvit.PartitionAttentionLayer": partition_attention}
 
 
 def handler_for(cls: type) -> Handler | None:
