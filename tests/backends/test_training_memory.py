@@ -1,9 +1,9 @@
 """Training costs (archdsl.training) against PyTorch: the activations autograd keeps for
 backward, counted with torch.autograd.graph.saved_tensors_hooks on CPU (each storage once;
-parameters and buffers are not activations), for torchvision's ResNet-18, ViT-B/16 and
-small Swins (v1 and v2 blocks), MobileNetV3-Small (hard sigmoid gates) and ShuffleNetV2 x0.5
-(channel split and shuffle), trained whole and frozen but for the head. At 64×64 for
-speed: what is kept scales with the activations, and ViT's attention at 17 tokens and Swin's
+parameters and buffers are not activations), for torchvision's ResNet-18, ViT-B/16,
+small Swins (v1 and v2 blocks) and a small MaxViT (block and grid attention),
+MobileNetV3-Small (hard sigmoid gates) and ShuffleNetV2 x0.5 (channel split and shuffle),
+trained whole and frozen but for the head. At 64×64 for speed: what is kept scales with the activations, and ViT's attention at 17 tokens and Swin's
 windows are still there; at 224×224, measured once for a batch of two, ResNet-18 keeps
 42.34 MiB and ViT-B/16 225.37 MiB, archdsl's counts to the byte.
 
@@ -46,7 +46,7 @@ def saved_per_image(model: torch.nn.Module, x: torch.Tensor) -> float:
 @pytest.mark.parametrize("name,frozen", [
     ("resnet18", False), ("resnet18", True), ("vit_b_16", False), ("vit_b_16", True),
     ("swin_t", False), ("swin_v2_t", False), ("mobilenet_v3_small", False),
-    ("shufflenet_v2_x0_5", False)])
+    ("shufflenet_v2_x0_5", False), ("maxvit_t", False)])
 def test_kept_for_backward_is_what_autograd_keeps(name, frozen):
     torch.manual_seed(0)
     model = _model(name).train()
@@ -65,8 +65,8 @@ def test_kept_for_backward_is_what_autograd_keeps(name, frozen):
 
 
 def _model(name: str) -> torch.nn.Module:
-    """The torchvision model; Swin's blocks in a small Swin (2 stages, 32 channels), which
-    has every op of the big ones and takes seconds less to build."""
+    """The torchvision model; Swin's blocks in a small Swin (2 stages, 32 channels), MaxViT's
+    in a small MaxViT, which have every op of the big ones and take seconds less to build."""
     if name.startswith("vit"):
         return getattr(torchvision.models, name)(image_size=64)
     if name.startswith("swin"):
@@ -74,6 +74,9 @@ def _model(name: str) -> torch.nn.Module:
         v2 = {"block": sw.SwinTransformerBlockV2, "downsample_layer": sw.PatchMergingV2} \
             if "v2" in name else {}
         return sw.SwinTransformer([4, 4], 32, [2, 2], [2, 4], [4, 4], **v2)
+    if name == "maxvit_t":  # built for 64×64: two stages, 4×4 windows and grids
+        from torchvision.models import maxvit
+        return maxvit.MaxVit((64, 64), 16, 4, [16, 32], [2, 1], 8, 0.2)
     return getattr(torchvision.models, name)()
 
 
