@@ -5,7 +5,8 @@ small Swins (v1 and v2 blocks) and a small MaxViT (block and grid attention),
 MobileNetV3-Small (hard sigmoid gates) and ShuffleNetV2 x0.5 (channel split and shuffle),
 trained whole and frozen but for the head. At 64×64 for speed: what is kept scales with
 the activations, and ViT's attention at 17 tokens and Swin's windows are still there; at
-224×224, measured once for a batch of two, ResNet-18 keeps 42.34 MiB and ViT-B/16 225.37 MiB, archdsl's counts to the byte.
+224×224, measured once for a batch of two, ResNet-18 keeps 42.34 MiB and ViT-B/16
+225.37 MiB, archdsl's counts to the byte.
 
 Equal within 0.5% (measured: to the byte). What is kept once per batch, whatever its size
 (batch norm's batch mean and 1/σ, Swin v2's position-bias MLP), is counted so
