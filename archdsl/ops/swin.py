@@ -1,5 +1,6 @@
 """Swin's ops on C×H×W maps (Liu et al. 2021; v2: Liu et al. 2022): window attention with
-shift, mask and relative position bias, and patch merging; keyed as torchvision's modules."""
+shift, mask and relative position bias — also MaxViT's block and grid attention (Tu et al.
+2022) — and patch merging; keyed as torchvision's modules."""
 
 from __future__ import annotations
 
@@ -170,7 +171,8 @@ WINDOW_OPS = [
     OpDef("window_attention", "attention",
           "multi-head self-attention within windows of a C×H×W map (Swin, Liu et al. 2021), "
           "the map zero-padded to whole windows and, with a shift, rolled cyclically and "
-          "masked between regions; a learned bias per relative position and head: "
+          "masked between regions, or (partition=grid, MaxViT) a grid of windows strided "
+          "across the map; a learned bias per relative position and head: "
           "window_attention(3) window=7 shift=3",
           attrs={"heads": AttrSpec("int", REQUIRED, 1, doc="attention heads (divide C)"),
                  "window": AttrSpec("pair", 7, 1, doc="window size: N or [height, width]"),
