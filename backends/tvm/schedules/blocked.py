@@ -64,7 +64,8 @@ def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: 
     """A dense or grouped convolution onto blocked output channels (see the module's
     docstring). With
     `width` above the output's, rows are computed that wide (whole register tiles: a 7-wide
-    row as 8 = 2 × 4), from input padded further on the right, and cut back (`UNPAD`)."""
+    row as 8 = 2 × 4) and cut back (`UNPAD`): a padded conv's input is padded further on the
+    right, an unpadded one's extra columns read its last column again (no copy)."""
     ocb, icb, kh, kw, ib, ob = (int(d) for d in weight.shape)
     n, _, h, w = (int(d) for d in data.shape[:4])
     (sy, sx), (dy, dx) = (int(s) for s in strides), (int(d) for d in dilation)
@@ -72,7 +73,11 @@ def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: 
     ow = out_size(w, kw, sx, dx, int(padding[1]), int(padding[3]))
     wide = max(width or ow, ow)
     top, left, bottom, right = (int(p) for p in padding)
-    pad = _padded(data, (top, left, bottom, right + (wide - ow) * sx))
+    # an unpadded conv's columns beyond the row read its last column again: padding the
+    # input only for them copied all of it first (MobileNetV2's 16→96 1×1 conv on 112×112
+    # rows as 38 tiles of 3 pixels, batch 32, one thread: 36–52 ms with the copy, 15 without)
+    clamp = w - 1 if wide > ow and not any((top, left, bottom, right)) else None
+    pad = _padded(data, (top, left, bottom, right + (wide - ow) * sx * (clamp is None)))
     rc = te.reduce_axis((0, icb), "rc")
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
     ri = te.reduce_axis((0, ib), "ri")
@@ -80,6 +85,8 @@ def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: 
     per_group = ocb // groups  # output blocks per group
 
     def read(b, o, c, y, x, i):
+        if clamp is not None:
+            x = tirx.min(x, clamp)
         if groups > 1:
             c = o // per_group * icb + c
         return pad[b, c, y, x, i] if blocked else pad[b, c, y, x]
