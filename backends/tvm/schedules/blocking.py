@@ -17,7 +17,8 @@ float32 Relax graph before legalization:
 - channel routing stays blocked at any channel counts: a channel slice at any offset (a split,
   a chunk), a concatenation of parts that do not fill blocks and a channel shuffle (reshape to
   N·G·C/G·H·W, swap, reshape back) are one `blocked.channel_gather` each, blocked to blocked,
-  which fusion merges with its neighbours (ShuffleNet's concat, shuffle and split: one kernel);
+  which fusion merges with its neighbours (a ShuffleNet unit's concat, its shuffle and the
+  next unit's split, where nothing else reads them);
 - every other use of a blocked tensor gets it back as NCHW (one `layout_transform`, and a
   slice where channels were padded): correct for any op, fast for the ones in `RULES`.
 
