@@ -1,7 +1,7 @@
 """What every command of the CLI shares: the consoles, `--set` parsing, loading and
 elaborating specs, reporting errors and warnings compiler-style, and `run` (a command's body,
 with user errors told in words, never a traceback). `cli.py` registers the core commands,
-`cli_train.py` the training ones."""
+`cli_build.py` export, compile and run, `cli_train.py` the training ones, `cli_import.py` import."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -238,3 +238,21 @@ def _one_graph(spec: Path, set_: list[str] | None, arch: str | None, what: str):
         raise UsageError(f"{spec} gives {len(archs)} architectures; {what} takes one",
                          None, "choose one with --arch (and a single --set value)")
     return archs[0]
+
+
+# the arguments and options the commands share
+SpecArgs = Annotated[list[Path], typer.Argument(
+    help="one or more spec files (.arch)", show_default=False, metavar="SPEC")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="NAME=VALUE",
+    help="override a spec parameter; NAME=v1,v2,... gives one row per value")]
+SetOneOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="NAME=VALUE",
+    help="override a spec parameter (one value: this command builds one architecture)")]
+ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", metavar="NAME",
+                                             help="only this architecture")]
+
+
+def _random_weights(which: str) -> str:
+    return (f"no --weights: the output holds {which} weights, a stand-in for testing speed "
+            "and deployment, not a trained network")
