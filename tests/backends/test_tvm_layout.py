@@ -13,7 +13,15 @@ import pytest
 
 tvm = pytest.importorskip("tvm")
 
-from test_tvm_schedules import ACTIVATIONS, ODD_CONVS, _assert_close, _torch_run  # noqa: E402
+from test_tvm_schedules import (  # noqa: E402
+    ACTIVATIONS,
+    CPUS,
+    ODD_CONVS,
+    _assert_close,
+    _host_runs,
+    _scheduled,
+    _torch_run,
+)
 
 import archdsl  # noqa: E402
 from archdsl.backends import tvm as backend  # noqa: E402
@@ -171,3 +179,19 @@ def test_shufflenet_matches_pytorch_in_avx512_blocks():
     arch = archdsl.load(SPECS / "shufflenet_v2.arch", arch="shufflenet_v2_x0_5", resolution=32)
     ref, state, x = _torch_run(arch, 2)
     _assert_close(backend.compile(arch.graph, weights=state, batch=2, channel_block=16)(x), ref)
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_routing_builds_for_either_width(cpu):
+    """Built for AVX2 (blocks of 8) and AVX-512 (16): every routing kernel is one vectorized
+    loop nest (the injective rule); run against PyTorch where the host has the features."""
+    arch = archdsl.load(ROUTING)
+    gathers = [f for f in _scheduled(arch, cpu).functions.values()
+               if isinstance(f, tvm.tirx.PrimFunc) and "archdsl_channel_gather" in f.script()]
+    assert len(gathers) >= 2
+    for func in gathers:
+        assert schedules.scheduled_by(func) == "injective" and "T.vectorized" in func.script()
+    ref, state, x = _torch_run(arch, 2)
+    compiled = backend.compile(arch.graph, target=CPUS[cpu], weights=state, batch=2)
+    if _host_runs(CPUS[cpu]):
+        _assert_close(compiled(x), ref)
