@@ -13,7 +13,15 @@ import pytest
 
 tvm = pytest.importorskip("tvm")
 
-from test_tvm_schedules import ACTIVATIONS, ODD_CONVS, _assert_close, _torch_run  # noqa: E402
+from test_tvm_schedules import (  # noqa: E402
+    ACTIVATIONS,
+    CPUS,
+    ODD_CONVS,
+    _assert_close,
+    _host_runs,
+    _scheduled,
+    _torch_run,
+)
 
 import archdsl  # noqa: E402
 from archdsl.backends import tvm as backend  # noqa: E402
@@ -21,8 +29,8 @@ from archdsl.backends.tvm import schedules  # noqa: E402
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
-# Concatenations whose parts fill whole blocks of 8 (stay blocked at 8) or do not (12: back to
-# NCHW), a residual add, grouped convs whose groups are whole blocks (16 channels: at 8 and 16;
+# Concatenations whose parts fill whole blocks of 8 (a concat of blocks at 8) or do not (12: a
+# gather), a residual add, grouped convs whose groups are whole blocks (16 channels: at 8 and 16;
 # 8: at 8 only, NCHW at 16), max and average pools and a global mean on blocked tensors, a conv
 # after the NCHW island (its input blocked again), and a conv ending the network.
 MIXED = r"""
@@ -40,6 +48,22 @@ p1: avgpool2/1
 lrn: LRN
 c9: conv1-24
 gm: gmp
+tail: conv1-10 act=none
+"""
+
+# Channel routing at offsets that are not whole blocks of 8 or 16: a split into 24 and 40, a
+# shuffle of 64 in 4 groups, slices at 5..30 and a chunk's last third, their concat of 12 + 7
+# channels, a shuffle of 21 in 3 groups (every block padded).
+ROUTING = r"""
+arch routing
+input 3x9x9
+defaults norm=bn act=relu
+stem: conv3-64
+s: split(24, 40) { conv1-24 | dwconv3 act=none }
+sh: channel_shuffle(4)
+odd: concat { slice(5, 30); conv1-12 | chunk(3, 2); conv3-7 }
+c21: conv1-21
+sh3: channel_shuffle(3)
 tail: conv1-10 act=none
 """
 
@@ -77,7 +101,8 @@ def test_activations_are_converted_once_at_the_end(spec):
 
 
 @pytest.mark.parametrize("block", [8, 16])
-@pytest.mark.parametrize("spec", [MIXED, ODD_CONVS, ACTIVATIONS], ids=["mixed", "odd", "act"])
+@pytest.mark.parametrize("spec", [MIXED, ODD_CONVS, ACTIVATIONS, ROUTING],
+                         ids=["mixed", "odd", "act", "routing"])
 def test_blocked_builds_match_pytorch_at_either_block(spec, block):
     """Blocks of 8 and of 16 channels, whatever the host's vectors: channel counts that do
     not fill blocks (3, 5, 10, 12, 20, 24), concatenations that can and cannot stay blocked,
@@ -91,9 +116,10 @@ def test_blocked_builds_match_pytorch_at_either_block(spec, block):
 def test_what_stays_blocked_and_what_does_not():
     arch = archdsl.load(MIXED)
     kinds = _transforms(_blocked_module(arch, 8))
-    # back to NCHW: the 12 + 20 concat (12 fills no block of 8), the LRN; blocked again: the
-    # concat's parts, the conv after the LRN; the global max pool's pixels: a reshape
-    assert kinds["unblock"] >= 2 and kinds["block"] >= 2 and kinds["reshape"] == 1
+    # back to NCHW: the LRN's input and its square only (the 12 + 20 concat is a gather, blocked
+    # to blocked); blocked again: the LRN's output, for the conv after it; the global max
+    # pool's pixels: a reshape
+    assert kinds == Counter(unblock=2, block=1, reshape=1)
     with backend.make_target("llvm"):
         fused = tvm.transform.Sequential(backend._fuse_passes(8))(backend.build_module(
             arch.graph))
@@ -131,3 +157,41 @@ def test_hard_activations_stay_blocked():
     assert _transforms(_blocked_module(arch, 8)) == Counter(block=1, unblock=1)
     ref, state, x = _torch_run(arch, 2)
     _assert_close(backend.compile(arch.graph, weights=state, batch=2, channel_block=8)(x), ref)
+
+
+@pytest.mark.parametrize("spec", [ROUTING, SPECS / "shufflenet_v2.arch"],
+                         ids=["routing", "shufflenet"])
+@pytest.mark.parametrize("block", [8, 16])
+def test_channel_routing_stays_blocked(spec, block):
+    """Splits, slices, chunks, concats and shuffles at any channel offset are gathers from
+    blocks to blocks: nothing converts to NCHW between the stem and the global pool (the
+    routing's last conv and its logits: one conversion back at the end)."""
+    arch = archdsl.load(spec, **({} if spec is ROUTING else {"arch": "shufflenet_v2_x0_5"}))
+    with backend.make_target("llvm"):
+        mod = tvm.relax.transform.DeadCodeElimination()(_blocked_module(arch, block))
+    kinds = _transforms(mod)
+    assert kinds == (Counter(unblock=1) if spec is ROUTING else Counter(reshape=1))
+
+
+def test_shufflenet_matches_pytorch_in_avx512_blocks():
+    """ShuffleNetV2's 24 → 48 → 96 → 192 channels halve to 24, 48, 96: in blocks of 16, the
+    24s are a block and a half, the shuffles interleave half-blocks."""
+    arch = archdsl.load(SPECS / "shufflenet_v2.arch", arch="shufflenet_v2_x0_5", resolution=32)
+    ref, state, x = _torch_run(arch, 2)
+    _assert_close(backend.compile(arch.graph, weights=state, batch=2, channel_block=16)(x), ref)
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_routing_builds_for_either_width(cpu):
+    """Built for AVX2 (blocks of 8) and AVX-512 (16): every routing kernel is one vectorized
+    loop nest (the injective rule); run against PyTorch where the host has the features."""
+    arch = archdsl.load(ROUTING)
+    gathers = [f for f in _scheduled(arch, cpu).functions.values()
+               if isinstance(f, tvm.tirx.PrimFunc) and "archdsl_channel_gather" in f.script()]
+    assert len(gathers) >= 2
+    for func in gathers:
+        assert schedules.scheduled_by(func) == "injective" and "T.vectorized" in func.script()
+    ref, state, x = _torch_run(arch, 2)
+    compiled = backend.compile(arch.graph, target=CPUS[cpu], weights=state, batch=2)
+    if _host_runs(CPUS[cpu]):
+        _assert_close(compiled(x), ref)

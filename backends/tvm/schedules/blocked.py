@@ -15,18 +15,22 @@ finite values that every blocked conv multiplies by zero weights.
   pixels, padded to a multiple of the register tile's pixels (a 7×7 plane's 49 pixels as 13
   tiles of 4: the last computes pixel 48 again, and its copies are dropped), its input first
   gathered densely when it is strided;
-- `depthwise_conv2d`: data N×Cb×H×W×b, weights Cb×KH×KW×b → N×Cb×OH×OW×b.
+- `depthwise_conv2d`: data N×Cb×H×W×b, weights Cb×KH×KW×b → N×Cb×OH×OW×b;
+- `channel_gather`: channel routing (slices at any offset, concatenations of parts that do
+  not fill blocks, channel shuffles) from blocked parts to a blocked result in one pass, each
+  output lane reading its source channel's block and lane; padded lanes are zero.
 The convs pad their input in a stage of their own (`PAD`), which the schedules place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tvm import te, tirx
 
 __all__ = ["CONV", "DEPTHWISE", "GATHER", "GROUP_VECTORS", "PAD", "POINTWISE", "UNPAD",
-           "conv2d", "depthwise_conv2d", "out_size", "pointwise_conv2d"]
+           "channel_gather", "conv2d", "depthwise_conv2d", "out_size", "pointwise_conv2d"]
 
 CONV = "archdsl_conv_blocked"
 POINTWISE = "archdsl_conv_flat"
@@ -145,3 +149,28 @@ def depthwise_conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int],
             pad[i, c, y * sy + ry * dy, x * sx + rx * dx, ci].astype(out_dtype)
             * weight[c, ry, rx, ci].astype(out_dtype), axis=[ry, rx]),
         name=DEPTHWISE)
+
+
+# (output channel, read(part, channel)) → the channel's value; TIR expressions throughout
+Route = Callable[[Any, Callable[[int, Any], Any]], Any]
+
+
+def channel_gather(*parts: te.Tensor, channels: Sequence[int], out: int,
+                   route: Route) -> te.Tensor:
+    """`out` channels, blocked as the parts are (N×⌈C/b⌉×H×W×b, `channels` real channels each):
+    output channel c is `route(c, read)`, where read(p, s) is channel s of part p. A read is
+    clamped into its part (a route may read past it for lanes it then does not select, and for
+    padded lanes, which are zero)."""
+    n, _, h, w, b = (int(d) for d in parts[0].shape)
+    zero = tirx.const(0.0, parts[0].dtype)
+
+    def value(i, cb, y, x, ci):
+        def read(p: int, s):
+            s = tirx.max(tirx.min(s, channels[p] - 1), 0)
+            return parts[p][i, s // b, y, x, s % b]
+
+        c = cb * b + ci
+        got = route(c, read)
+        return got if out % b == 0 else tirx.if_then_else(c < out, got, zero)
+
+    return te.compute((n, -(-out // b), h, w, b), value, name="archdsl_channel_gather")

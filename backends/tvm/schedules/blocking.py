@@ -14,6 +14,11 @@ float32 Relax graph before legalization:
   channel multipliers, stay NCHW);
 - elementwise ops, pools, channel means and channel concatenations of blocked tensors stay
   blocked (their per-channel constants blocked the same way);
+- channel routing stays blocked at any channel counts: a channel slice at any offset (a split,
+  a chunk), a concatenation of parts that do not fill blocks and a channel shuffle (reshape to
+  N·G·C/G·H·W, swap, reshape back) are one `blocked.channel_gather` each, blocked to blocked,
+  which fusion merges with its neighbours (a ShuffleNet unit's concat, its shuffle and the
+  next unit's split, where nothing else reads them);
 - every other use of a blocked tensor gets it back as NCHW (one `layout_transform`, and a
   slice where channels were padded): correct for any op, fast for the ones in `RULES`.
 
@@ -24,6 +29,7 @@ power, a division other than by a non-zero scalar) are not in `RULES`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -98,9 +104,11 @@ class _Rewriter(relax.PyExprMutator):
         self.machine = machine
         self.blocked: dict[relax.Var, _Value] = {}
         self.plain: dict[relax.Var, relax.Var] = {}
+        self.values: dict[relax.Var, relax.Expr] = {}  # the source's bindings, for patterns
 
     def visit_var_binding_(self, binding) -> None:
         value = binding.value
+        self.values[binding.var] = value
         rule = RULES.get(getattr(getattr(value, "op", None), "name", ""))
         if rule is not None and isinstance(binding.var, relax.DataflowVar):
             made = rule(self, value)
@@ -279,16 +287,71 @@ def _spatial_reduce(rw: _Rewriter, call: relax.Call) -> Made:
 
 
 def _concat(rw: _Rewriter, call: relax.Call) -> Made:
-    """Along channels, when every part fills whole blocks (DenseNet, Inception)."""
+    """Along channels: a concat of blocks when every part fills whole blocks (DenseNet,
+    Inception), else a gather (ShuffleNet's 58 + 58)."""
     parts = call.args[0].fields if isinstance(call.args[0], relax.Tuple) else None
     if (parts is None or int(call.attrs.axis) != 1 or not any(rw.is_blocked(p) for p in parts)
-            or any((_shape(p) or (0, 1))[1] % rw.b for p in parts)):
+            or any(len(_shape(p) or ()) != 4 for p in parts)):
         return None
+    sizes = [_shape(p)[1] for p in parts]
+    if any(size % rw.b for size in sizes):
+        starts = np.cumsum([0, *sizes[:-1]]).tolist()
+
+        def route(c, read):  # the last part whose channels start at or before c
+            got = read(0, c)
+            for p, start in enumerate(starts[1:], 1):
+                got = tvm.tirx.if_then_else(c >= start, read(p, c - start), got)
+            return got
+        return _gather(rw, parts, sum(sizes), route)
     blocked_parts = [rw.block(p) for p in parts]
     if any(p is None for p in blocked_parts):
         return None
-    return (relax.op.concat(blocked_parts, axis=1),
-            sum(_shape(p)[1] for p in parts))
+    return relax.op.concat(blocked_parts, axis=1), sum(sizes)
+
+
+def _gather(rw: _Rewriter, parts, out: int, route: blocked.Route) -> Made:
+    """`out` channels routed from blocked `parts` (see `blocked.channel_gather`)."""
+    blocked_parts = [rw.block(p) for p in parts]
+    if any(p is None for p in blocked_parts):
+        return None
+    # bound here: call_te passes on tensors, numbers and strings only
+    gather = functools.partial(blocked.channel_gather, route=route)
+    return rw.builder_.call_te(gather, *blocked_parts, channels=[_shape(p)[1] for p in parts],
+                               out=out, primfunc_name_hint="channel_gather"), out
+
+
+def _slice(rw: _Rewriter, call: relax.Call) -> Made:
+    """Channels begin..end of a blocked tensor (a split's or chunk's part), at any offset."""
+    x, axes, begin, end, *strides = call.args
+    shape = _shape(x)
+    if not rw.is_blocked(x) or shape is None or [int(a) for a in axes.fields] != [1] \
+            or any(int(s) != 1 for s in (strides[0].fields if strides else ())):
+        return None
+    out = _shape(call)[1]
+    first = int(begin.fields[0])
+    first = max(0, first + shape[1] if first < 0 else min(first, shape[1]))
+    return _gather(rw, [x], out, lambda c, read: read(0, c + first))
+
+
+def _shuffle(rw: _Rewriter, call: relax.Call) -> Made:
+    """reshape(permute_dims(reshape(x, N·G·C/G·H·W), [0, 2, 1, 3, 4]), N·C·H·W) of a blocked
+    x: channel c of the result is channel (c % G)·C/G + c // G of x."""
+    swapped = rw.values.get(call.args[0])
+    grouped = rw.values.get(swapped.args[0]) if _is(swapped, "permute_dims") else None
+    if not (_is(grouped, "reshape") and rw.is_blocked(grouped.args[0])
+            and [int(a) for a in swapped.attrs.axes] == [0, 2, 1, 3, 4]):
+        return None
+    x = grouped.args[0]
+    n, c, h, w = _shape(x)
+    g = (_shape(grouped) or (0, 0))[1]
+    if _shape(grouped) != (n, g, c // g, h, w) or _shape(call) != (n, c, h, w):
+        return None
+    per = c // g
+    return _gather(rw, [x], c, lambda o, read: read(0, o % g * per + o // g))
+
+
+def _is(expr, op: str) -> bool:
+    return isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == f"relax.{op}"
 
 
 _ELEMENTWISE = ("add", "subtract", "multiply", "maximum", "minimum", "clip", "sigmoid", "tanh",
@@ -305,4 +368,6 @@ RULES: dict[str, Callable[[_Rewriter, relax.Call], Made]] = {
     "relax.mean": _spatial_reduce,
     "relax.max": _spatial_reduce,
     "relax.concat": _concat,
+    "relax.strided_slice": _slice,
+    "relax.reshape": _shuffle,
 }
