@@ -1,12 +1,19 @@
 """Per-kernel CPU time of archdsl's TVM build: each scheduled PrimFunc of a network, timed alone.
 
     python benchmarks/kernels_tvm.py mobilenet_v2 --batch 32 [--top 25] [--runs 5] [--only NAME,...]
+    python benchmarks/kernels_tvm.py resnet50 --ort    # each conv next to ONNX Runtime's
 
 Builds the network as `bench_tvm.py` does (default schedules, this CPU), takes the module the
 schedule hooks made, compiles every PrimFunc by itself and times it on random inputs of its
 parameters' shapes: the median CPU time of `--runs` calls (one thread: TVM_NUM_THREADS=1),
 times the calls the network makes. Prints the heaviest kernels first, with the rule that
-scheduled each and its parameters' shapes (activations NCHW[b]c, packed weights)."""
+scheduled each and its parameters' shapes (activations NCHW[b]c, packed weights), and a conv's
+GFLOP/s (its padded channels counted). With `--ort`, ONNX Runtime runs the archdsl ONNX export
+of the same network (CPU provider, one thread, its own profiler: the median wall time of each
+node over `--runs` calls) and each conv is shown next to the ONNX Runtime nodes of the same
+shape (channel blocks, input and output plane, window): their mean time per call, and the
+ratio of archdsl's to it. ORT's `Conv` nodes carry its fused epilogue (bias, activation, the
+residual add); its layout reorders and pools are listed apart."""
 
 from __future__ import annotations
 
@@ -77,6 +84,63 @@ def _cpu_ms(func, target, runs: int) -> float:
     return sorted(times)[len(times) // 2] * 1e3
 
 
+def _conv_key(data, weight, out, lanes: int, packed: bool):
+    """(batch, input blocks per group, H, W, output blocks, KH, KW, OH, OW) of a conv from its
+    data (blocked or plain NCHW), weight (archdsl's packed OCb×ICb×KH×KW×ib×ob, or OIHW) and
+    output shapes; None for other weights (archdsl's depthwise)."""
+    if len(weight) != (6 if packed else 4):
+        return None
+    ic, oc = (weight[1] * weight[4], weight[0] * weight[5]) if packed else weight[1::-1]
+    return (data[0], -(-ic // lanes), data[2], data[3], -(-oc // lanes), weight[2], weight[3],
+            out[2], out[3])
+
+
+def _conv_gflop(shapes) -> float:
+    weight, out = shapes[1], shapes[-1]
+    macs = np.prod(out[:4]) * (out[4] if len(out) == 5 else 1) * np.prod(weight[1:5])
+    return 2 * float(macs) / 1e9
+
+
+def _ort_nodes(model: str, batch: int, runs: int) -> dict[str, list[tuple]]:
+    """ONNX Runtime's nodes on this network, by op: (shapes, median ms per call) each."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    import archdsl
+    from archdsl.backends.pytorch.export import export
+    spec, arch_name = MODELS[model]
+    arch = archdsl.load(ROOT / "specs" / spec, **({"arch": arch_name} if arch_name else {}))
+    folder = Path(tempfile.mkdtemp(prefix="archdsl-kernels-"))
+    export(arch.to_torch().eval(), arch.graph.input_shape, "onnx", folder / "m.onnx",
+           batch=batch)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.enable_profiling, opts.profile_file_prefix = True, str(folder / "profile")
+    session = ort.InferenceSession(str(folder / "m.onnx"), opts,
+                                   providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((batch, *arch.graph.input_shape), np.float32)
+    session.run(None, {"input": x})  # the first call allocates: left out below
+    for _ in range(runs):
+        session.run(None, {"input": x})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    durations, info = collections.defaultdict(list), {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            durations[e["name"]].append(e["dur"] / 1e3)
+            shapes = [tuple(next(iter(t.values()))) for t in e["args"]["input_type_shape"]]
+            out = [tuple(next(iter(t.values()))) for t in e["args"]["output_type_shape"]]
+            info[e["name"]] = (e["args"].get("op_name", "?"), shapes + out)
+    nodes = collections.defaultdict(list)
+    for name, times in durations.items():
+        times = sorted(times[-runs:])
+        op, shapes = info[name]
+        nodes[op].append((shapes, times[len(times) // 2]))
+    return nodes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", choices=sorted(MODELS))
@@ -84,10 +148,13 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25, help="kernels shown")
     ap.add_argument("--runs", type=int, default=5, help="timed calls per kernel")
     ap.add_argument("--only", help="comma-separated substrings of the kernels' names to time")
+    ap.add_argument("--ort", action="store_true",
+                    help="each conv next to ONNX Runtime's nodes of its shape")
     args = ap.parse_args()
     from tvm import tirx
 
     from archdsl.backends.tvm.schedules import scheduled_by
+    from archdsl.backends.tvm.schedules.common import Machine
     mod, target = _scheduled_module(args.model, args.batch)
     uses, rows = _calls(mod), []
     for gv, func in mod.functions_items():
@@ -100,9 +167,43 @@ def main() -> None:
         rows.append((ms * uses[name], ms, uses[name], name, scheduled_by(func), shapes))
     rows.sort(key=lambda r: -r[0])
     print(f"{args.model} batch {args.batch}: {sum(r[0] for r in rows):.1f} ms CPU time in all")
-    print(f"{'total ms':>9} {'ms':>7} {'calls':>5}  kernel, rule, parameter shapes")
+    lanes = Machine.of(target).lanes
+    ort = _ort_by_key(args.model, args.batch, args.runs, lanes) if args.ort else None
+    print(f"{'total ms':>9} {'ms':>7} {'calls':>5} {'GF/s':>5}"
+          + (f" {'ORT ms':>7} {'ratio':>5}" if ort is not None else "")
+          + "  kernel, rule, parameter shapes")
+    matched = [0.0, 0.0]
     for total, ms, calls, name, rule, shapes in rows[:args.top]:
-        print(f"{total:9.2f} {ms:7.2f} {calls:5}  {name} {rule} {shapes}")
+        key = _conv_key(shapes[0], shapes[1], shapes[-1], lanes, True)
+        flops = f"{_conv_gflop(shapes) / ms * 1e3:5.0f}" if key else " " * 5
+        peer = ""
+        if ort is not None:
+            theirs = ort.get(key) if key else None
+            peer = f" {theirs:7.2f} {ms / theirs:5.2f}" if theirs else " " * 14
+            if theirs:
+                matched[0], matched[1] = matched[0] + total, matched[1] + theirs * calls
+        print(f"{total:9.2f} {ms:7.2f} {calls:5} {flops}{peer}  {name} {rule} {shapes}")
+    if ort is not None:
+        print(f"matched convs: archdsl {matched[0]:.1f} ms, ONNX Runtime {matched[1]:.1f} ms "
+              f"({matched[0] / max(matched[1], 1e-9):.2f}×); ONNX Runtime's other nodes:")
+        for op, ms in sorted(ort.items(), key=lambda kv: -kv[1]):
+            if not isinstance(op, tuple):
+                print(f"{ms:9.2f}  {op}")
+
+
+def _ort_by_key(model: str, batch: int, runs: int, lanes: int) -> dict:
+    """ONNX Runtime's conv time per call by conv shape (`_conv_key`: the mean over the nodes
+    of that shape), and its other nodes' total time by op."""
+    nodes, by_key, rest = _ort_nodes(model, batch, runs), collections.defaultdict(list), {}
+    for op, found in nodes.items():
+        for shapes, ms in found:
+            key = _conv_key(shapes[0], shapes[1], shapes[-1], lanes, False) if op in (
+                "Conv", "FusedConv") else None
+            if key:
+                by_key[key].append(ms)
+            else:
+                rest[op] = rest.get(op, 0.0) + ms
+    return {**{k: sum(v) / len(v) for k, v in by_key.items()}, **rest}
 
 
 if __name__ == "__main__":
