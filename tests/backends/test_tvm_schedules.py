@@ -280,7 +280,8 @@ def test_builds_for_either_width_match_pytorch_where_they_can_run(cpu):
 
 
 # 1×1 convs on planes too large to tile flat, whose rows (37 and 19 wide: primes) the register tile
-# does not divide: the extra columns read the last one again instead of padding the input
+# does not divide: the extra columns read the last one again instead of padding the input; the
+# last, 256→24, has weights beyond half of L1: read in chunks of input blocks once per row
 WIDE_POINTWISE = r"""
 arch wide_pointwise
 input 8x34x37
@@ -288,6 +289,8 @@ defaults norm=bn act=relu
 c1: conv1-16
 c2: conv1-24/2
 c3: conv1-16 act=none
+c4: conv1-256
+c5: conv1-24
 """
 
 
@@ -300,7 +303,7 @@ def test_unpadded_convs_computed_wider_copy_no_input(cpu):
     arch = archdsl.load(WIDE_POINTWISE)
     convs = {n: str(f) for n, f in _scheduled(arch, cpu).functions_items()
              if schedules.scheduled_by(f) == "conv2d_blocked"}
-    assert len(convs) == 3 and not [n for n, text in convs.items() if "archdsl_pad" in text]
+    assert len(convs) == 5 and not [n for n, text in convs.items() if "archdsl_pad" in text]
     assert any("T.min(" in text for text in convs.values())  # ReLU is a max: the clamp
     if _host_runs(CPUS[cpu]):
         ref, state, x = _torch_run(arch, 2)
@@ -353,3 +356,26 @@ print(tvm.runtime.num_threads(), tvm_runtime.physical_cores())
     threads, cores = done.stdout.split()
     assert 1 <= int(cores) <= (os.cpu_count() or 1)
     assert threads == (cores if expect == "cores" else expect)
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_weights_beyond_half_of_l1_are_read_once_per_row_or_plane(cpu):
+    """A conv whose channel group's weights would not stay in L1 across its tiles reads each
+    chunk of input blocks once per row, or once per plane when the plane's partial sums fit
+    in half of L1 (ResNet-50's 3×3 512→512 on 7×7), in chunks whose weights stay in L1; one
+    whose group's weights fit keeps each tile's whole reduction in registers."""
+    from archdsl.backends.tvm.schedules.common import Machine
+    from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
+    machine = Machine.of(backend.make_target(CPUS[cpu]))
+    b = machine.lanes
+
+    def plan(oc, ic, k, size):
+        return plan_conv(machine, oc // b, size, b, (ic // b, k, k, b), False, size)
+
+    assert plan(512, 512, 3, 7).order == "plane"
+    assert plan(256, 256, 3, 14).order == "row"  # the plane's sums: 25 KB on AVX2
+    assert plan(64, 64, 3, 56).order == "row"
+    wide = plan(128, 512, 1, 28)
+    assert wide.order == "row" and wide.chunk * wide.vectors * b * b * 4 <= 4096
+    assert wide.chunk == {"avx2": 4, "avx512": 1}[cpu]
+    assert plan(256, 64, 1, 56).order == "tile" and plan(16, 16, 3, 56).order == "tile"
