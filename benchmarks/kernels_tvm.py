@@ -2,12 +2,15 @@
 
     python benchmarks/kernels_tvm.py mobilenet_v2 --batch 32 [--top 25] [--runs 5] [--only NAME,...]
     python benchmarks/kernels_tvm.py resnet50 --ort    # each conv next to ONNX Runtime's
+    python benchmarks/kernels_tvm.py resnet50 --network --ort   # timed within the network
 
 Builds the network as `bench_tvm.py` does (default schedules, this CPU), takes the module the
 schedule hooks made, compiles every PrimFunc by itself and times it on random inputs of its
 parameters' shapes: the median CPU time of `--runs` calls (one thread: TVM_NUM_THREADS=1),
-times the calls the network makes. Prints the heaviest kernels first, with the rule that
-scheduled each and its parameters' shapes (activations NCHW[b]c, packed weights), and a conv's
+times the calls the network makes (with `--network`: each kernel's time within the network's
+own runs instead, where its weights and inputs are as cold as a real run leaves them). Prints
+the heaviest kernels first, with the rule that scheduled each and its parameters' shapes
+(activations NCHW[b]c, packed weights), and a conv's
 GFLOP/s (its padded channels counted). With `--ort`, ONNX Runtime runs the archdsl ONNX export
 of the same network (CPU provider, one thread, its own profiler: the median wall time of each
 node over `--runs` calls) and each conv is shown next to the ONNX Runtime nodes of the same
@@ -46,10 +49,41 @@ def _scheduled_module(model: str, batch: int):
 
     build.SCHEDULE_HOOKS.append(keep)  # after archdsl's own hook: the scheduled module
     try:
-        backend.compile(arch.graph, target="llvm", batch=batch)
+        compiled = backend.compile(arch.graph, target="llvm", batch=batch)
     finally:
         build.SCHEDULE_HOOKS.remove(keep)
-    return seen[-1]
+    return (*seen[-1], compiled, (batch, *arch.graph.input_shape))
+
+
+def _network_ms(compiled, shape, runs: int) -> dict[str, float]:
+    """Each kernel's CPU time in the network's own runs (the VM calls a hook around each
+    call): the median over `runs` runs of its time summed over the run's calls. Its weights
+    and inputs come from wherever the previous layers left them, as in a real run."""
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+    vm, spent, started = VirtualMachine(compiled.module, tvm.cpu()), [], [0.0]
+
+    def hook(func, symbol, before, ret, *args) -> int:
+        now = time.process_time()
+        if before:
+            started[0] = now
+        else:
+            spent.append((symbol, now - started[0]))
+        return 0  # VMInstrumentReturnKind.NO_OP
+
+    vm.set_instrument(hook)
+    x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape, np.float32))
+    vm["main"](x)
+    per_run = collections.defaultdict(list)
+    for _ in range(runs):
+        spent.clear()
+        vm["main"](x)
+        total = collections.Counter()
+        for symbol, seconds in spent:
+            total[symbol] += seconds * 1e3
+        for symbol, ms in total.items():
+            per_run[symbol].append(ms)
+    return {k: sorted(v)[len(v) // 2] for k, v in per_run.items()}
 
 
 def _calls(mod) -> collections.Counter:
@@ -148,6 +182,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25, help="kernels shown")
     ap.add_argument("--runs", type=int, default=5, help="timed calls per kernel")
     ap.add_argument("--only", help="comma-separated substrings of the kernels' names to time")
+    ap.add_argument("--network", action="store_true",
+                    help="time each kernel within the network's runs, not alone")
     ap.add_argument("--ort", action="store_true",
                     help="each conv next to ONNX Runtime's nodes of its shape")
     args = ap.parse_args()
@@ -155,27 +191,35 @@ def main() -> None:
 
     from archdsl.backends.tvm.schedules import scheduled_by
     from archdsl.backends.tvm.schedules.common import Machine
-    mod, target = _scheduled_module(args.model, args.batch)
+    mod, target, compiled, shape = _scheduled_module(args.model, args.batch)
     uses, rows = _calls(mod), []
+    network = _network_ms(compiled, shape, args.runs) if args.network else None
     for gv, func in mod.functions_items():
         name = gv.name_hint
         if not isinstance(func, tirx.PrimFunc) or (
                 args.only and not any(s in name for s in args.only.split(","))):
             continue
-        ms = _cpu_ms(func, target, args.runs)
+        total = network.get(name, 0.0) if network else _cpu_ms(func, target, args.runs) * uses[name]
         shapes = [tuple(int(d) for d in p.ty.shape) for p in func.params]
-        rows.append((ms * uses[name], ms, uses[name], name, scheduled_by(func), shapes))
+        rows.append((total, total / max(uses[name], 1), uses[name], name, scheduled_by(func),
+                     shapes))
     rows.sort(key=lambda r: -r[0])
-    print(f"{args.model} batch {args.batch}: {sum(r[0] for r in rows):.1f} ms CPU time in all")
+    where = "in the network's runs" if network else "each kernel alone"
+    print(f"{args.model} batch {args.batch}: {sum(r[0] for r in rows):.1f} ms CPU time in all "
+          f"({where})")
     lanes = Machine.of(target).lanes
     ort = _ort_by_key(args.model, args.batch, args.runs, lanes) if args.ort else None
+    _report(rows[:args.top], ort, lanes)
+
+
+def _report(rows: list, ort: dict | None, lanes: int) -> None:
     print(f"{'total ms':>9} {'ms':>7} {'calls':>5} {'GF/s':>5}"
           + (f" {'ORT ms':>7} {'ratio':>5}" if ort is not None else "")
           + "  kernel, rule, parameter shapes")
     matched = [0.0, 0.0]
-    for total, ms, calls, name, rule, shapes in rows[:args.top]:
+    for total, ms, calls, name, rule, shapes in rows:
         key = _conv_key(shapes[0], shapes[1], shapes[-1], lanes, True)
-        flops = f"{_conv_gflop(shapes) / ms * 1e3:5.0f}" if key else " " * 5
+        flops = f"{_conv_gflop(shapes) / ms * 1e3:5.0f}" if key and ms else " " * 5
         peer = ""
         if ort is not None:
             theirs = ort.get(key) if key else None
