@@ -19,6 +19,7 @@ from test_tvm_schedules import (  # noqa: E402
     ODD_CONVS,
     _assert_close,
     _host_runs,
+    _marks,
     _scheduled,
     _torch_run,
 )
@@ -30,9 +31,9 @@ from archdsl.backends.tvm import schedules  # noqa: E402
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 # Concatenations whose parts fill whole blocks of 8 (a concat of blocks at 8) or do not (12: a
-# gather), a residual add, grouped convs whose groups are whole blocks (16 channels: at 8 and 16;
-# 8: at 8 only, NCHW at 16), max and average pools and a global mean on blocked tensors, a conv
-# after the NCHW island (its input blocked again), and a conv ending the network.
+# gather), a residual add, grouped convs whose groups are whole blocks (16 channels: at 8 and
+# 16; 8: at 8, merged in pairs at 16), max and average pools and a global mean on blocked
+# tensors, a conv after the NCHW island (its input blocked again), and a conv ending the network.
 MIXED = r"""
 arch mixed
 input 3x17x17
@@ -64,6 +65,26 @@ sh: channel_shuffle(4)
 odd: concat { slice(5, 30); conv1-12 | chunk(3, 2); conv3-7 }
 c21: conv1-21
 sh3: channel_shuffle(3)
+tail: conv1-10 act=none
+"""
+
+# Groups narrower than a block: RegNetY-400MF's 104 channels in 13 groups of 8 (one group short
+# of merging in pairs at 16 lanes: a zero group in the padding), ResNeXt's groups of 4, groups
+# of 2 in and 4 out (merged by 4 at 8 lanes; at 16 it would take 8: NCHW), groups of 24 (whole
+# at 8; at 16, merged ones of 48 or 96 outrun 5 groups' padding: NCHW) and a channel multiplier
+# (NCHW).
+GROUPS = r"""
+arch groups
+input 3x11x11
+defaults norm=bn act=relu
+stem: conv3-104
+g8: conv3-104 groups=13
+g4: conv3-104/2 groups=26
+c1: conv1-48
+g2: conv3-96 groups=24
+c2: conv1-120
+g24: conv3-120 groups=5
+mult: conv3-240 groups=120
 tail: conv1-10 act=none
 """
 
@@ -111,6 +132,51 @@ def test_blocked_builds_match_pytorch_at_either_block(spec, block):
     ref, state, x = _torch_run(arch, 2)
     compiled = backend.compile(arch.graph, weights=state, batch=2, channel_block=block)
     _assert_close(compiled(x), ref)
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_narrow_groups_merge_into_whole_blocks(cpu):
+    """Grouped convs whose groups are narrower than a block run blocked as fewer groups of
+    whole blocks (block-diagonal weights) where that costs at most 4× their multiply-adds and
+    fits the padding; the others stay NCHW. Either way the build equals PyTorch."""
+    arch = archdsl.load(GROUPS)
+    mod = _scheduled(arch, cpu)
+    marks = _marks(mod)
+    nchw = sorted(tuple(int(d) for d in mod[n].params[1].ty.shape) for n, m in marks.items()
+                  if "conv2d" in n and m != "conv2d_blocked")
+    assert nchw == {  # the OIHW weights of the convs left in NCHW
+        "avx2": [(240, 1, 3, 3)],
+        "avx512": [(96, 2, 3, 3), (120, 24, 3, 3), (240, 1, 3, 3)]}[cpu]
+    assert Counter(marks.values())["conv2d_blocked"] == 9 - len(nchw)
+    ref, state, x = _torch_run(arch, 2)
+    compiled = backend.compile(arch.graph, weights=state, batch=2,
+                               channel_block={"avx2": 8, "avx512": 16}[cpu])
+    _assert_close(compiled(x), ref)
+
+
+@pytest.mark.parametrize("gi, go, groups, b, merged", [
+    (8, 8, 13, 16, 7), (4, 4, 32, 8, 16), (4, 4, 32, 16, 8), (2, 4, 24, 8, 6),
+    (24, 24, 5, 16, None), (1, 2, 120, 8, None), (2, 4, 24, 16, None), (3, 3, 8, 8, None)])
+def test_merged_groups_compute_the_grouped_conv(gi, go, groups, b, merged):
+    """The block-diagonal weights of `merge_groups`, convolved with the channels padded to
+    whole blocks, give the grouped conv's output (PyTorch on both sides)."""
+    import torch
+
+    from archdsl.backends.tvm.schedules.blocking import merge_groups
+    from archdsl.backends.tvm.schedules.layout import padded
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((groups * go, gi, 3, 3)).astype(np.float32)
+    made = merge_groups(weight, groups, b, padded(groups * gi, b), padded(groups * go, b))
+    assert (made and made[1]) == merged
+    if made is None:
+        return
+    w, count = made
+    x = torch.from_numpy(rng.standard_normal((1, groups * gi, 6, 6)).astype(np.float32))
+    want = torch.nn.functional.conv2d(x, torch.from_numpy(weight), groups=groups)
+    wide = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, count * w.shape[1] - groups * gi))
+    got = torch.nn.functional.conv2d(wide, torch.from_numpy(w), groups=count)
+    assert got.shape[1] >= want.shape[1] and not got[:, want.shape[1]:].any()
+    torch.testing.assert_close(got[:, :want.shape[1]], want, rtol=1e-5, atol=1e-5)
 
 
 def test_what_stays_blocked_and_what_does_not():

@@ -185,18 +185,17 @@ def test_depthwise_convs_have_their_own_mark(cpu):
 @pytest.mark.parametrize("cpu", CPUS)
 def test_every_dense_conv_and_fc_gets_its_rule_at_any_width(cpu):
     """Channel counts that no vector width divides (12, 24, 10) are padded, not left to a
-    scalar fallback; the grouped conv (groups of 8 channels) is blocked where its groups are
-    whole vectors (AVX2's 8 lanes), and goes to the generic NCHW rule where not (AVX-512)."""
+    scalar fallback; the grouped conv (groups of 8 channels) is blocked on either width: its
+    groups are whole vectors at AVX2's 8 lanes and merge in pairs at AVX-512's 16."""
     mod = _scheduled(archdsl.load(ODD_CONVS), cpu)
     marks = Counter(_marks(mod).values())
-    whole_groups = LANES[cpu] == 8
-    assert marks["conv2d_blocked"] == 10 + whole_groups and marks["depthwise_blocked"] == 2
+    assert marks["conv2d_blocked"] == 11 and marks["depthwise_blocked"] == 2
     assert marks["dense"] == 2
-    marks = _marks(mod)
-    others = [n for n, m in marks.items() if "conv2d" in n and m not in (
-        "conv2d_blocked", "depthwise_blocked")]
-    assert [tuple(int(d) for d in mod[n].params[1].ty.shape) for n in others] == (
-        [] if whole_groups else [(32, 8, 3, 3)])  # g1's weights: 32 outputs, 32 / 4 groups
+    grouped = [tuple(int(d) for d in f.params[1].ty.shape) for gv, f in mod.functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc) and len(f.params) > 1
+               and len(f.params[1].ty.shape) == 6]
+    # g1's packed weights: 32 outputs in blocks, one input block per group, 3×3
+    assert (32 // LANES[cpu], 1, 3, 3, LANES[cpu], LANES[cpu]) in grouped
 
 
 def test_convs_with_any_activation_get_a_conv_rule_and_match_pytorch():
