@@ -8,7 +8,8 @@ Builds the network as `bench_tvm.py` does (default schedules, this CPU), takes t
 schedule hooks made, compiles every PrimFunc by itself and times it on random inputs of its
 parameters' shapes: the median CPU time of `--runs` calls (one thread: TVM_NUM_THREADS=1),
 times the calls the network makes (with `--network`: each kernel's time within the network's
-own runs instead, where its weights and inputs are as cold as a real run leaves them). Prints
+own runs instead, where its weights and inputs are as cold as a real run leaves them; `--cold`
+evicts the caches before each run, as another runtime's run in between does). Prints
 the heaviest kernels first, with the rule that scheduled each and its parameters' shapes
 (activations NCHW[b]c, packed weights), and a conv's
 GFLOP/s (its padded channels counted). With `--ort`, ONNX Runtime runs the archdsl ONNX export
@@ -55,7 +56,13 @@ def _scheduled_module(model: str, batch: int):
     return (*seen[-1], compiled, (batch, *arch.graph.input_shape))
 
 
-def _network_ms(compiled, shape, runs: int) -> dict[str, float]:
+def _evict(megabytes: int = 256) -> None:
+    """Write over more memory than the caches hold: the next run finds nothing of its own in
+    them (as in `bench_tvm.py`, where the runtimes' runs are interleaved)."""
+    np.ones(megabytes << 18, np.float32).sum()
+
+
+def _network_ms(compiled, shape, runs: int, between=lambda: None) -> dict[str, float]:
     """Each kernel's CPU time in the network's own runs (the VM calls a hook around each
     call): the median over `runs` runs of its time summed over the run's calls. Its weights
     and inputs come from wherever the previous layers left them, as in a real run."""
@@ -76,6 +83,7 @@ def _network_ms(compiled, shape, runs: int) -> dict[str, float]:
     vm["main"](x)
     per_run = collections.defaultdict(list)
     for _ in range(runs):
+        between()
         spent.clear()
         vm["main"](x)
         total = collections.Counter()
@@ -135,7 +143,7 @@ def _conv_gflop(shapes) -> float:
     return 2 * float(macs) / 1e9
 
 
-def _ort_nodes(model: str, batch: int, runs: int) -> dict[str, list[tuple]]:
+def _ort_nodes(model: str, batch: int, runs: int, between) -> dict[str, list[tuple]]:
     """ONNX Runtime's nodes on this network, by op: (shapes, median ms per call) each."""
     import json
     import tempfile
@@ -158,6 +166,7 @@ def _ort_nodes(model: str, batch: int, runs: int) -> dict[str, list[tuple]]:
     x = np.random.default_rng(0).standard_normal((batch, *arch.graph.input_shape), np.float32)
     session.run(None, {"input": x})  # the first call allocates: left out below
     for _ in range(runs):
+        between()
         session.run(None, {"input": x})
     events = json.loads(Path(session.end_profiling()).read_text())
     durations, info = collections.defaultdict(list), {}
@@ -184,6 +193,8 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated substrings of the kernels' names to time")
     ap.add_argument("--network", action="store_true",
                     help="time each kernel within the network's runs, not alone")
+    ap.add_argument("--cold", action="store_true",
+                    help="with --network and --ort: evict the caches before each run")
     ap.add_argument("--ort", action="store_true",
                     help="each conv next to ONNX Runtime's nodes of its shape")
     args = ap.parse_args()
@@ -193,7 +204,8 @@ def main() -> None:
     from archdsl.backends.tvm.schedules.common import Machine
     mod, target, compiled, shape = _scheduled_module(args.model, args.batch)
     uses, rows = _calls(mod), []
-    network = _network_ms(compiled, shape, args.runs) if args.network else None
+    between = _evict if args.cold else (lambda: None)
+    network = _network_ms(compiled, shape, args.runs, between) if args.network else None
     for gv, func in mod.functions_items():
         name = gv.name_hint
         if not isinstance(func, tirx.PrimFunc) or (
@@ -208,7 +220,7 @@ def main() -> None:
     print(f"{args.model} batch {args.batch}: {sum(r[0] for r in rows):.1f} ms CPU time in all "
           f"({where})")
     lanes = Machine.of(target).lanes
-    ort = _ort_by_key(args.model, args.batch, args.runs, lanes) if args.ort else None
+    ort = _ort_by_key(args.model, args.batch, args.runs, lanes, between) if args.ort else None
     _report(rows[:args.top], ort, lanes)
 
 
@@ -235,10 +247,10 @@ def _report(rows: list, ort: dict | None, lanes: int) -> None:
                 print(f"{ms:9.2f}  {op}")
 
 
-def _ort_by_key(model: str, batch: int, runs: int, lanes: int) -> dict:
+def _ort_by_key(model: str, batch: int, runs: int, lanes: int, between) -> dict:
     """ONNX Runtime's conv time per call by conv shape (`_conv_key`: the mean over the nodes
     of that shape), and its other nodes' total time by op."""
-    nodes, by_key, rest = _ort_nodes(model, batch, runs), collections.defaultdict(list), {}
+    nodes, by_key, rest = _ort_nodes(model, batch, runs, between), collections.defaultdict(list), {}
     for op, found in nodes.items():
         for shapes, ms in found:
             key = _conv_key(shapes[0], shapes[1], shapes[-1], lanes, False) if op in (
