@@ -21,9 +21,10 @@ times): 1×1 512→512 on 14×14 (plane, 2×4) 0.85; 112→672 + SiLU on 14×14 
 on 56×56 (row, 4×2) 0.96; 3×3/2 128→256 (row, 4×2) 0.96. In the network (ResNet-50, kernel
 CPU time): 64→256 on 56×56 79 → 98 GFLOP/s with the *tile* order instead of *row*; 512→512
 on 14×14: 74 GFLOP/s with 8×1 tiles, 95 with 2×4. Reading the weights once per plane (3×3
-512→512 on 7×7, and its stride-2 twin) instead of once per row: 3.2 → 2.7 ms at batch 1, 99–111
-→ 94 ms at batch 32; 1×1 convs of 256 and 512 input channels on 28×28 and 56×56 in row chunks
-of 4 input blocks instead of whole per tile: 88 → 97 GFLOP/s (512→128 on 28×28, batch 1).
+512→512 on 7×7, and its stride-2 twin) instead of once per row: 3.2 → 2.7 ms at batch 1, 112 →
+94 and 122 → 95 ms at batch 32 (one run); 1×1 convs of 256 and 512 input channels on 28×28
+and 56×56 in row chunks of 4 input blocks instead of whole per tile: 88 → 97 GFLOP/s (512→128
+on 28×28, batch 1).
 """
 
 from __future__ import annotations
