@@ -378,3 +378,39 @@ def test_weights_beyond_half_of_l1_are_read_once_per_row_or_plane(cpu):
     assert wide.order == "row" and wide.chunk * wide.vectors * b * b * 4 <= 4096
     assert wide.chunk == {"avx2": 4, "avx512": 1}[cpu]
     assert plan(256, 64, 1, 56).order == "tile" and plan(16, 16, 3, 56).order == "tile"
+
+
+def test_flat_tiles_weigh_broadcasts_from_l2():
+    """A flat 1×1 conv's channel groups each read a chunk of its inputs again: on AVX2, where
+    those chunks overflow half of L1 (256 → 1024 channels on 14×14), a tile of 4 vectors × 2
+    pixels (a broadcast feeds 4 FMAs) instead of 2 × 5; on 7×7, where they fit, 2 × 5 still;
+    never one pixel (80 ← 480 channels: it would load a weight per FMA). AVX-512's chunks are
+    a quarter as wide: its tiles do not change."""
+    from archdsl.backends.tvm.schedules.common import Machine
+    from archdsl.backends.tvm.schedules.conv_blocked import pixel_tile
+    avx2, avx512 = (Machine.of(backend.make_target(CPUS[c])) for c in ("avx2", "avx512"))
+    assert pixel_tile(128, 196, avx2) == (2, 5, 200)
+    assert pixel_tile(128, 196, avx2, 32) == (4, 2, 196)
+    assert pixel_tile(256, 49, avx2, 64) == pixel_tile(256, 49, avx2) == (2, 5, 50)
+    assert pixel_tile(10, 196, avx2, 60)[1] > 1
+    assert pixel_tile(64, 196, avx512, 16) == pixel_tile(64, 196, avx512)
+
+
+FLAT_WIDE_INPUTS = r"""
+arch flat_wide_inputs
+input 256x12x12
+defaults norm=bn act=relu
+c1: conv1-64
+c2: conv1-256
+"""
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_flat_convs_of_many_inputs_match_pytorch(cpu):
+    """1×1 convs on a 12×12 plane (flat) whose inputs overflow half of L1 per chunk on AVX2
+    (the 4 × 2 tiles above) compute what PyTorch computes, built for either width."""
+    arch = archdsl.load(FLAT_WIDE_INPUTS)
+    ref, state, x = _torch_run(arch, 2)
+    compiled = backend.compile(arch.graph, target=CPUS[cpu], weights=state, batch=2)
+    if _host_runs(CPUS[cpu]):
+        _assert_close(compiled(x), ref)

@@ -234,7 +234,7 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
         ocb = packed.value.shape[0]
         plane = _pointwise_plane(call, ib > 1) if groups == 1 else None
         if plane is not None:  # tiled as one flat axis, padded to whole tiles
-            _, _, pixels = pixel_tile(ocb, plane, rw.machine)
+            _, _, pixels = pixel_tile(ocb, plane, rw.machine, packed.value.shape[1])
             return rw.builder_.call_te(
                 blocked.pointwise_conv2d, data, packed, strides=geometry["strides"],
                 pixels=pixels, out_dtype="float32", primfunc_name_hint="conv2d_blocked"), o

@@ -42,7 +42,6 @@ from archdsl.backends.tvm.schedules.common import (
     epilogue_of,
     extent,
     find_block,
-    load_ratio,
     register_tile,
     top_blocks,
 )
@@ -53,6 +52,7 @@ FLAT_PIXELS = 256  # a 1×1 conv's plane up to this size is one flat axis (`poin
 _HALF_L1 = 16 * 1024  # bytes: half of a 32 KB L1 data cache
 _GROUP_WEIGHTS = _HALF_L1  # bytes of one channel group's weights at most for the *tile* order
 _CHUNK_BYTES = 4096  # weights of one chunk of input blocks in the *row* and *plane* orders
+_L2_BROADCAST = 2.0  # loads a broadcast from L2 counts as (a flat plane's inputs)
 _MAX_WASTE = 0.15  # pixels computed in vain at most, as a share of a row or plane
 
 
@@ -67,22 +67,44 @@ class ConvPlan:
     chunk: int
 
 
-def pixel_tile(ocb: int, count: int, machine: Machine) -> tuple[int, int, int]:
+def pixel_tile(ocb: int, count: int, machine: Machine,
+               inputs: int | None = None) -> tuple[int, int, int]:
     """(V, P, padded count) for a tile of V weight vectors × P of `count` pixels (a row, or a
     flat plane): P need not divide the count — it is padded to a multiple of P when that
     wastes at most 15% (a 7×7 plane's 49 pixels as 13 tiles of 4, not 49 tiles of 1: 8
     weight loads per 8 FMAs; a 7-wide row as 2 tiles of 4) — among the tiles `register_tile`
     would take, the fewest loads per FMA, weighed by the square of the work done in vain (a
-    56-wide row as 12 tiles of 5 was slower than 14 tiles of 4). (`Blocked` pads the computes
-    with the same function the rule then tiles them by.)"""
+    56-wide row as 12 tiles of 5 was slower than 14 tiles of 4). A flat plane's `inputs`
+    (input blocks, of the conv's full width): each channel group reads a chunk's inputs again
+    (*plane* order), from L2 when they overflow half of L1, and such a broadcast counts as two
+    loads, as does a weight's when the tile is one pixel wide (none held in registers). On
+    AVX2, 1×1 256→1024 on 14×14: 2×5 tiles read 50 KB chunks, 4×2 tiles 25 KB and were 3–4%
+    faster, one thread, batch 1 and 32; on 7×7 (12 KB and 6 KB) 2×5 stayed ahead; 80 ← 480
+    channels went 2×5 → 10×1 without the weight's weighing, and EfficientNet-B0 2% slower.
+    (`Blocked` pads the computes with the same function the rule then tiles them by.)"""
     options = {}
     for p in range(1, machine.registers + 1):
         padded = -(-count // p) * p
         if padded - count <= _MAX_WASTE * count:
             options[p] = padded
-    v, p = register_tile(machine, divisors(ocb, machine.registers), list(options),
-                         cost=lambda v, p: load_ratio(v, p) * (options[p] / count) ** 2)
+
+    def cost(v: int, p: int) -> float:
+        weight = broadcast = 1
+        if inputs is not None:
+            block = v * machine.lanes * machine.lanes * 4
+            chunk_bytes = options[p] * _chunk(inputs, block) * machine.lanes * 4
+            broadcast = _L2_BROADCAST if chunk_bytes > _HALF_L1 else 1
+            weight = _L2_BROADCAST if p == 1 else 1  # none held: a weight load per FMA
+        return (weight * v + broadcast * p) / (v * p) * (options[p] / count) ** 2
+
+    v, p = register_tile(machine, divisors(ocb, machine.registers), list(options), cost=cost)
     return v, p, options[p]
+
+
+def _chunk(icb: int, block: int) -> int:
+    """Input blocks per chunk: the most of the `icb` whose weights (`block` bytes each) fit in
+    `_CHUNK_BYTES`."""
+    return max(divisors(icb, max(1, _CHUNK_BYTES // block)))
 
 
 def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[int, ...],
@@ -94,13 +116,13 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     (1 when flat). A group's weights beyond half of L1 are read once per pixel set of a chunk
     (a row, or the plane when its partial sums fit in half of L1), not once per tile."""
     icb, kh, kw, ib = reduction
-    vectors, pixels, _ = pixel_tile(ocb, count, machine)
+    vectors, pixels, _ = pixel_tile(ocb, count, machine, icb if flat else None)
     block = vectors * ob * ib * kh * kw * 4  # bytes of one input block's weights of a group
     sums = vectors * ob * count * rows * 4  # bytes of a group's partial sums of the plane
     order = ("plane" if flat or (block * icb > _GROUP_WEIGHTS and ib > 1
                                  and sums <= _HALF_L1) else
              "tile" if block * icb <= _GROUP_WEIGHTS or ib == 1 else "row")
-    chunk = 1 if order == "tile" else max(divisors(icb, max(1, _CHUNK_BYTES // block)))
+    chunk = 1 if order == "tile" else _chunk(icb, block)
     return ConvPlan(vectors, pixels, order, chunk)
 
 
