@@ -1,24 +1,25 @@
 """The rule for convolutions on channel-blocked activations (`blocked.conv2d`, and the flat
 `blocked.pointwise_conv2d` of 1×1 convs on small planes): register tiles of V output-channel
-vectors × P pixels, sized by the target's registers (`register_tile`, `flat_tile`).
+vectors × P pixels, sized by the target's registers (`register_tile`, `pixel_tile`).
 
 Loop nest (outermost first), by how much the reduction is worth blocking:
 - *tile*: image, channel group, row, tile → the whole reduction → the tile. When one channel
-  group's weights fit in half of L1 (an RGB stem, 1×1 convs of up to 256 channels): they stay
-  there across the tiles, and each tile's accumulators stay in registers throughout.
+  group's weights fit in half of L1 (an RGB stem), and for every 1×1 conv: the group's weights
+  stay in cache across the tiles, and each tile's accumulators stay in registers throughout.
 - *row*: image, channel group, row → a block of input channels → every tile of the row → K×K
   window → tile. The block's weights stay in L1 along the row, the row's partial sums too.
-- *plane* (flat 1×1 convs): image, channel group → a chunk of input blocks → every tile of the
-  plane. The plane's partial sums stay in L1.
-Parallel over the outer loops; the fused epilogue runs on vectors (per tile, row or plane),
-and the input's padding (or a strided 1×1 conv's dense gather) is made once, before.
+Parallel over the outer loops; the fused epilogue runs on vectors (per tile, row or flat
+plane), and the input's padding (or a strided 1×1 conv's dense gather) is made once, before.
 
 Measured on AVX2, one thread, against ONNX Runtime's NCHWc kernels (same layer, ratio of
-times): 1×1 512→512 on 14×14 (plane, 2×4) 0.85; 112→672 + SiLU on 14×14 (plane, 3×4) 0.74;
-16→96 + SiLU on 112×112 (tile, 3×4) 0.56; 3×3 256→256 on 14×14 (row, 4×2) 0.99; 3×3 64→64
-on 56×56 (row, 4×2) 0.96; 3×3/2 128→256 (row, 4×2) 0.96. In the network (ResNet-50, kernel
-CPU time): 64→256 on 56×56 79 → 98 GFLOP/s with the *tile* order instead of *row*; 512→512
-on 14×14: 74 GFLOP/s with 8×1 tiles, 95 with 2×4.
+times): 1×1 512→512 on 14×14 (2×4) 0.85; 112→672 + SiLU on 14×14 (3×4) 0.74; 16→96 + SiLU
+on 112×112 (tile, 3×4) 0.56; 3×3 256→256 on 14×14 (row, 4×2) 0.99; 3×3 64→64 on 56×56
+(row, 4×2) 0.96; 3×3/2 128→256 (row, 4×2) 0.96. In the network (ResNet-50, kernel CPU
+time): 64→256 on 56×56 79 → 98 GFLOP/s with the *tile* order instead of *row*; 512→512 on
+14×14: 74 GFLOP/s with 8×1 tiles, 95 with 2×4. Flat 1×1 convs had a *plane* order (a chunk
+of input blocks at a time over the whole plane, partial sums in L1); the *tile* order was as
+fast or faster on every shape tried, batch 1 and 32 (208→208 on 14×14: 0.231 → 0.186 ms at
+batch 1, 7.85 → 6.10 at 32; 1024→256 on 14×14: 1.244 → 1.165 and 41.4 → 39.1).
 """
 
 from __future__ import annotations
@@ -45,54 +46,65 @@ __all__ = ["FLAT_PIXELS", "ConvPlan", "conv2d_blocked", "pixel_tile", "plan_conv
 
 FLAT_PIXELS = 256  # a 1×1 conv's plane up to this size is one flat axis (`pointwise_conv2d`)
 _GROUP_WEIGHTS = 16 * 1024  # bytes of one channel group's weights at most for the *tile* order
-_CHUNK_BYTES = 4096  # weights of one chunk of input blocks in the *plane* order
-_MAX_WASTE = 0.15  # pixels computed in vain at most, as a share of a row or plane
+_MAX_WASTE = 0.15  # pixels or output blocks computed in vain at most, as a share of the real ones
 
 
 @dataclass(frozen=True)
 class ConvPlan:
-    """How a blocked conv is tiled: V weight vectors × P pixels, the reduction order, and the
-    input blocks per chunk (*plane* order)."""
+    """How a blocked conv is tiled: V weight vectors × P pixels, and the reduction order."""
 
     vectors: int
     pixels: int
-    order: str  # "tile", "row" or "plane"
-    chunk: int
+    order: str  # "tile" or "row"
 
 
-def pixel_tile(ocb: int, count: int, machine: Machine) -> tuple[int, int, int]:
+def _whole_tiles(count: int, limit: int) -> dict[int, int]:
+    """{tile: `count` padded to a multiple of it} for the tiles up to `limit` that waste at
+    most `_MAX_WASTE` of it."""
+    made = {}
+    for size in range(1, limit + 1):
+        padded = -(-count // size) * size
+        if padded - count <= _MAX_WASTE * count:
+            made[size] = padded
+    return made
+
+
+def pixel_tile(ocb: int, count: int, machine: Machine,
+               pad_vectors: bool = False) -> tuple[int, int, int]:
     """(V, P, padded count) for a tile of V weight vectors × P of `count` pixels (a row, or a
     flat plane): P need not divide the count — it is padded to a multiple of P when that
     wastes at most 15% (a 7×7 plane's 49 pixels as 13 tiles of 4, not 49 tiles of 1: 8
     weight loads per 8 FMAs; a 7-wide row as 2 tiles of 4) — among the tiles `register_tile`
     would take, the fewest loads per FMA, weighed by the square of the work done in vain (a
-    56-wide row as 12 tiles of 5 was slower than 14 tiles of 4). (`Blocked` pads the computes
-    with the same function the rule then tiles them by.)"""
-    options = {}
-    for p in range(1, machine.registers + 1):
-        padded = -(-count // p) * p
-        if padded - count <= _MAX_WASTE * count:
-            options[p] = padded
-    v, p = register_tile(machine, divisors(ocb, machine.registers), list(options),
-                         cost=lambda v, p: load_ratio(v, p) * (options[p] / count) ** 2)
-    return v, p, options[p]
+    56-wide row as 12 tiles of 5 was slower than 14 tiles of 4). With `pad_vectors` V need
+    not divide the `ocb` output blocks either: they are padded to a multiple of V with zero
+    weights, on the same terms (RegNetY's 104 channels are 13 blocks of 8: 13×1 tiles, a load
+    per FMA, without; 3×4 in 15 blocks with). (`Blocked` pads the computes with the same
+    function the rule then tiles them by: ⌈ocb / V⌉·V blocks.)"""
+    pixels = _whole_tiles(count, machine.registers)
+    if count > 1:  # a weight vector used by one pixel is a load per FMA from a working set
+        # of all the weights: RegNetY's 104→104 1×1 conv on 28×28 as 13×1 tiles took 0.38 ms,
+        # as 2×4 (in 14 blocks) 0.26
+        pixels.pop(1, None)
+    vectors = (_whole_tiles(ocb, machine.registers) if pad_vectors
+               else {v: ocb for v in divisors(ocb, machine.registers)})
+    v, p = register_tile(machine, list(vectors), list(pixels), cost=lambda v, p: load_ratio(
+        v, p) * (pixels[p] / count) ** 2 * (vectors[v] / ocb) ** 2)
+    return v, p, pixels[p]
 
 
 def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[int, ...],
-              flat: bool) -> ConvPlan:
+              flat: bool, pad_vectors: bool = False) -> ConvPlan:
     """The tile and loop order of a blocked conv on `machine` (see the module's docstring).
     `ocb`: the output blocks a tile may take vectors from (a group's, grouped); `count`: the
     pixels the tiles cover (a row's, or a flat plane's); `reduction`: input blocks (of a
-    group), window height and width, channels per input block."""
+    group), window height and width, channels per input block; `pad_vectors`: as
+    `pixel_tile`'s."""
     icb, kh, kw, ib = reduction
-    vectors, pixels, _ = pixel_tile(ocb, count, machine)
+    vectors, pixels, _ = pixel_tile(ocb, count, machine, pad_vectors)
     weights = vectors * ob * icb * ib * kh * kw * 4
-    order = ("plane" if flat else "tile" if kh * kw == 1 or weights <= _GROUP_WEIGHTS or ib == 1
-             else "row")
-    chunk = 1
-    if order == "plane":
-        chunk = max(divisors(icb, max(1, _CHUNK_BYTES // (ib * vectors * ob * 4))))
-    return ConvPlan(vectors, pixels, order, chunk)
+    order = "tile" if kh * kw == 1 or weights <= _GROUP_WEIGHTS or ib == 1 else "row"
+    return ConvPlan(vectors, pixels, order)
 
 
 def conv2d_blocked(k: Kernel) -> Plan | None:
@@ -106,16 +118,23 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
             return None
     # the block after unflattens, cuts back the padded row, or is the epilogue: its H×W are
     # the output's (a conv with nothing after it, BARE_CONV's, has them itself)
+    # the block after unflattens, cuts back padded rows and output blocks, or is the
+    # epilogue: its shape is the output's (a conv with nothing after it, BARE_CONV's, has
+    # it itself)
     after = (blocks + [conv])[blocks.index(conv) + 1]
     if flat:
-        n, ocb, _, ob, icb, ib = (extent(sch, conv, i) for i in range(6))
+        n, computed, _, ob, icb, ib = (extent(sch, conv, i) for i in range(6))
         count, reduction = extent(sch, after, 2) * extent(sch, after, 3), (icb, 1, 1, ib)
     else:
-        n, ocb, _, _, ob, icb, kh, kw, ib = (extent(sch, conv, i) for i in range(9))
+        n, computed, _, _, ob, icb, kh, kw, ib = (extent(sch, conv, i) for i in range(9))
         count, reduction = extent(sch, after, 3), (icb, kh, kw, ib)
-        # a grouped conv's tile stays in one group: its pixels' inputs are shared
-        ocb = int(sch.get(conv).annotations.get(blocked.GROUP_VECTORS, ocb))
-    plan = plan_conv(Machine.of(k.target), ocb, count, ob, reduction, flat)
+    # the output's blocks, padded to whole tiles as `Blocked` did; a grouped conv's tile
+    # stays in one group (its pixels' inputs are shared) and is never padded
+    group = sch.get(conv).annotations.get(blocked.GROUP_VECTORS)
+    ocb = extent(sch, after, 1) if group is None else int(group)
+    plan = plan_conv(Machine.of(k.target), ocb, count, ob, reduction, flat, group is None)
+    if computed % plan.vectors:
+        return None  # not padded as this rule tiles it
     before = [b for b in blocks[:blocks.index(conv)]
               if sch.get(b).name_hint.startswith((blocked.PAD, blocked.GATHER))]
     epilogue = epilogue_of(sch, blocks, conv)
@@ -160,20 +179,16 @@ def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool):
         rows, window = [y], [ry, rx, ri]
     oo, ov = sch.split(o, [None, plan.vectors])
     xo, xi = sch.split(x, [None, plan.pixels])
-    rco, rci = sch.split(rc, [None, plan.chunk])
-    inner = [rci, *window, xi, ov, oi]
+    inner = [*window, xi, ov, oi]
     if plan.order == "tile":
-        sch.reorder(n, oo, *rows, xo, rco, *inner)
+        sch.reorder(n, oo, *rows, xo, rc, *inner)
         # a flat tile's pixels are no rectangle of the output: its epilogue goes per plane
         outer = sch.fuse(n, oo, *rows)
         at = outer if flat else xo
-    elif plan.order == "row":
-        sch.reorder(n, oo, *rows, rco, xo, *inner)
+    else:  # row
+        sch.reorder(n, oo, *rows, rc, xo, *inner)
         outer = at = sch.fuse(n, oo, *rows)
-    else:  # plane
-        sch.reorder(n, oo, rco, *rows, xo, *inner)
-        outer = at = sch.fuse(n, oo)
     sch.vectorize(oi)
     sch.unroll(ov)
     sch.unroll(xi)
-    return outer, at, rco
+    return outer, at, rc
