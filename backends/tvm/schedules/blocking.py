@@ -317,6 +317,10 @@ def _avg_pool(x, a, layout):
                                   a.count_include_pad, layout, layout)
 
 
+def _adaptive_avg_pool(x, a, layout):
+    return relax.op.nn.adaptive_avg_pool2d(x, a.output_size, layout, layout)
+
+
 def _spatial_reduce(rw: _Rewriter, call: relax.Call) -> Made:
     """A mean (or max, sum) over the spatial axes, kept: GAP, and squeeze-and-excitation's."""
     x = call.args[0]
@@ -405,6 +409,7 @@ RULES: dict[str, Callable[[_Rewriter, relax.Call], Made]] = {
     "relax.divide": _divide,
     "relax.nn.max_pool2d": _pool(_max_pool),
     "relax.nn.avg_pool2d": _pool(_avg_pool),
+    "relax.nn.adaptive_avg_pool2d": _pool(_adaptive_avg_pool),
     "relax.mean": _spatial_reduce,
     "relax.max": _spatial_reduce,
     "relax.concat": _concat,
