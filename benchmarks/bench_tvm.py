@@ -59,6 +59,11 @@ MODELS = {
     "regnet_y_400mf": ("regnet.arch", "regnet_y_400mf"),
     "shufflenet_v2": ("shufflenet_v2.arch", "shufflenet_v2_x1_0"),
     "mobilenet_v3": ("mobilenet_v3.arch", "mobilenet_v3_large"),
+    # held out again, after the rules above were shaped on those: first measured as they stood
+    "densenet121": ("densenet.arch", "densenet121"),
+    "resnext50": ("resnext.arch", "resnext50_32x4d"),
+    "mnasnet1_0": ("mnasnet.arch", "mnasnet1_0"),
+    "squeezenet1_1": ("squeezenet.arch", "squeezenet1_1"),
 }
 PEERS = ("archdsl", "tuned", "naive", "eager", "compile", "ort", "tvm-import")
 TOLERANCE = 1e-3  # max |diff| against eager, relative to the largest |output|

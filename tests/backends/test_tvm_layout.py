@@ -179,6 +179,32 @@ def test_merged_groups_compute_the_grouped_conv(gi, go, groups, b, merged):
     torch.testing.assert_close(got[:, :want.shape[1]], want, rtol=1e-5, atol=1e-5)
 
 
+# Adaptive average pools on blocked tensors: windows of unequal sizes (13 → 5), and to one pixel
+# (SqueezeNet's classifier), with 20 channels (a padded block) between them.
+ADAPTIVE = r"""
+arch adaptive
+input 3x13x13
+defaults norm=bn act=relu
+c1: conv3-24
+a5: adaptive_avgpool(5)
+c2: conv1-20
+a1: adaptive_avgpool(1)
+flat: flatten
+fc: FC-10 act=none
+"""
+
+
+@pytest.mark.parametrize("block", [8, 16])
+def test_adaptive_average_pools_stay_blocked(block):
+    """No activation goes back to NCHW around an adaptive average pool (SqueezeNet's last one
+    was a layout transform of 32×1000×13×13 and an NCHW pool: 2% of its batch-32 time); the
+    one pixel per channel at the end is NCHW by a reshape. The build equals PyTorch."""
+    arch = archdsl.load(ADAPTIVE)
+    assert _transforms(_blocked_module(arch, block)) == Counter(reshape=1)
+    ref, state, x = _torch_run(arch, 2)
+    _assert_close(backend.compile(arch.graph, weights=state, batch=2, channel_block=block)(x), ref)
+
+
 def test_what_stays_blocked_and_what_does_not():
     arch = archdsl.load(MIXED)
     kinds = _transforms(_blocked_module(arch, 8))

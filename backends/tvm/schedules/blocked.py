@@ -64,13 +64,16 @@ def _padded(data: te.Tensor, padding: Sequence[int]) -> te.Tensor:
 
 def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: Sequence[int],
            dilation: Sequence[int], out_dtype: str, width: int | None = None,
-           groups: int = 1) -> te.Tensor:
+           groups: int = 1, blocks: int | None = None) -> te.Tensor:
     """A dense or grouped convolution onto blocked output channels (see the module's
     docstring). With
     `width` above the output's, rows are computed that wide (whole register tiles: a 7-wide
     row as 8 = 2 × 4) and cut back (`UNPAD`): a padded conv's input is padded further on the
-    right, an unpadded one's extra columns read its last column again (no copy)."""
+    right, an unpadded one's extra columns read its last column again (no copy). With
+    `blocks` below the weights' output blocks (padded with zeros to whole register tiles),
+    the output is cut back to that many too."""
     ocb, icb, kh, kw, ib, ob = (int(d) for d in weight.shape)
+    blocks = blocks or ocb
     n, _, h, w = (int(d) for d in data.shape[:4])
     (sy, sx), (dy, dx) = (int(s) for s in strides), (int(d) for d in dilation)
     oh = out_size(h, kh, sy, dy, int(padding[0]), int(padding[2]))
@@ -101,15 +104,16 @@ def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: 
             read(b, o, rc, y * sy + ry * dy, x * sx + rx * dx, ri).astype(out_dtype)
             * weight[o, rc, ry, rx, ri, oi].astype(out_dtype), axis=[rc, ry, rx, ri]),
         name=CONV, attrs={GROUP_VECTORS: per_group} if groups > 1 else None)
-    if wide == ow:
+    if wide == ow and blocks == ocb:
         return out
-    return te.compute((n, ocb, oh, ow, ob), lambda *i: out[i], name=UNPAD)
+    return te.compute((n, blocks, oh, ow, ob), lambda *i: out[i], name=UNPAD)
 
 
 def pointwise_conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], pixels: int,
-                     out_dtype: str) -> te.Tensor:
+                     out_dtype: str, blocks: int | None = None) -> te.Tensor:
     """A 1×1 unpadded convolution of blocked data as a product over the flattened plane of
-    `pixels` (≥ OH·OW) pixels (see the module's docstring)."""
+    `pixels` (≥ OH·OW) pixels (see the module's docstring), onto `blocks` output blocks of
+    the weights' (the rest are zero padding to whole register tiles)."""
     ocb, icb, _, _, ib, ob = (int(d) for d in weight.shape)
     n, _, h, w, _ = (int(d) for d in data.shape)
     sy, sx = (int(s) for s in strides)
@@ -128,7 +132,7 @@ def pointwise_conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int],
     flat = te.compute((n, ocb, pixels, ob), lambda b, o, p, oi: te.sum(
         read(b, rc, p, ri) * weight[o, rc, 0, 0, ri, oi].astype(out_dtype), axis=[rc, ri]),
         name=POINTWISE)
-    return te.compute((n, ocb, oh, ow, ob),
+    return te.compute((n, blocks or ocb, oh, ow, ob),
                       lambda b, o, y, x, oi: flat[b, o, y * ow + x, oi], name="archdsl_unflat")
 
 

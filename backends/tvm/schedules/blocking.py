@@ -48,10 +48,11 @@ __all__ = ["RULES", "Blocked"]
 _Const = tvm.ir.expr.GenericConst
 
 
-def pack_conv(w: np.ndarray, b: int, ib: int) -> np.ndarray:
-    """OIHW → ⌈O/b⌉·⌈I/ib⌉·H·W·ib·b, zero-padded."""
+def pack_conv(w: np.ndarray, b: int, ib: int, blocks: int | None = None) -> np.ndarray:
+    """OIHW → OCb·⌈I/ib⌉·H·W·ib·b, zero-padded: OCb = ⌈O/b⌉, or `blocks` (more, to make
+    whole register tiles)."""
     o, i, kh, kw = w.shape
-    w = pad_axis(pad_axis(w, 0, padded(o, b)), 1, padded(i, ib))
+    w = pad_axis(pad_axis(w, 0, max(padded(o, b), (blocks or 0) * b)), 1, padded(i, ib))
     return w.reshape(-1, b, w.shape[1] // ib, ib, kh, kw).transpose(0, 2, 4, 5, 3, 1)
 
 
@@ -230,18 +231,23 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
             data, ib = rw.block(x), b
         else:  # too few channels to fill vectors (an image): read as NCHW
             data, ib = rw.visit_expr(x), 1
-        packed = relax.const(np.ascontiguousarray(pack_conv(weight, b, ib)))
-        ocb = packed.value.shape[0]
+        ocb = padded(weight.shape[0], b) // b
         plane = _pointwise_plane(call, ib > 1) if groups == 1 else None
-        if plane is not None:  # tiled as one flat axis, padded to whole tiles
-            _, _, pixels = pixel_tile(ocb, plane, rw.machine, packed.value.shape[1])
+        # whole register tiles, as the rule will tile them: rows (or a flat plane) of whole
+        # tiles of pixels; a dense conv's output blocks padded to whole tiles of vectors
+        vectors, _, extent = pixel_tile(
+            ocb // groups, _shape(call)[3] if plane is None else plane, rw.machine,
+            None if plane is None else padded(channels, b) // b, pad_vectors=groups == 1)
+        blocks = -(-ocb // vectors) * vectors if groups == 1 else ocb
+        packed = relax.const(np.ascontiguousarray(pack_conv(weight, b, ib, blocks)))
+        if plane is not None:  # tiled as one flat axis
             return rw.builder_.call_te(
                 blocked.pointwise_conv2d, data, packed, strides=geometry["strides"],
-                pixels=pixels, out_dtype="float32", primfunc_name_hint="conv2d_blocked"), o
-        # rows of whole tiles, as the rule will tile them
-        _, _, width = pixel_tile(ocb // groups, _shape(call)[3], rw.machine)
-        return rw.builder_.call_te(blocked.conv2d, data, packed, **geometry, width=width,
-                                   groups=groups, primfunc_name_hint="conv2d_blocked"), o
+                pixels=extent, blocks=ocb, out_dtype="float32",
+                primfunc_name_hint="conv2d_blocked"), o
+        return rw.builder_.call_te(blocked.conv2d, data, packed, **geometry, width=extent,
+                                   groups=groups, blocks=ocb,
+                                   primfunc_name_hint="conv2d_blocked"), o
     if groups == channels == o and i == 1:
         packed = relax.const(np.ascontiguousarray(pack_depthwise(weight, b)))
         return rw.builder_.call_te(blocked.depthwise_conv2d, rw.block(x), packed, **geometry,
@@ -310,6 +316,10 @@ def _max_pool(x, a, layout):
 def _avg_pool(x, a, layout):
     return relax.op.nn.avg_pool2d(x, a.pool_size, a.strides, a.padding, a.dilation, a.ceil_mode,
                                   a.count_include_pad, layout, layout)
+
+
+def _adaptive_avg_pool(x, a, layout):
+    return relax.op.nn.adaptive_avg_pool2d(x, a.output_size, layout, layout)
 
 
 def _spatial_reduce(rw: _Rewriter, call: relax.Call) -> Made:
@@ -400,6 +410,7 @@ RULES: dict[str, Callable[[_Rewriter, relax.Call], Made]] = {
     "relax.divide": _divide,
     "relax.nn.max_pool2d": _pool(_max_pool),
     "relax.nn.avg_pool2d": _pool(_avg_pool),
+    "relax.nn.adaptive_avg_pool2d": _pool(_adaptive_avg_pool),
     "relax.mean": _spatial_reduce,
     "relax.max": _spatial_reduce,
     "relax.concat": _concat,

@@ -53,7 +53,7 @@ _HALF_L1 = 16 * 1024  # bytes: half of a 32 KB L1 data cache
 _GROUP_WEIGHTS = _HALF_L1  # bytes of one channel group's weights at most for the *tile* order
 _CHUNK_BYTES = 4096  # weights of one chunk of input blocks in the *row* and *plane* orders
 _L2_BROADCAST = 2.0  # loads a broadcast from L2 counts as (a flat plane's inputs)
-_MAX_WASTE = 0.15  # pixels computed in vain at most, as a share of a row or plane
+_MAX_WASTE = 0.15  # pixels or output blocks computed in vain at most, as a share of the real ones
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,19 @@ class ConvPlan:
     chunk: int
 
 
-def pixel_tile(ocb: int, count: int, machine: Machine,
-               inputs: int | None = None) -> tuple[int, int, int]:
+def _whole_tiles(count: int, limit: int) -> dict[int, int]:
+    """{tile: `count` padded to a multiple of it} for the tiles up to `limit` that waste at
+    most `_MAX_WASTE` of it."""
+    made = {}
+    for size in range(1, limit + 1):
+        padded = -(-count // size) * size
+        if padded - count <= _MAX_WASTE * count:
+            made[size] = padded
+    return made
+
+
+def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None,
+               pad_vectors: bool = False) -> tuple[int, int, int]:
     """(V, P, padded count) for a tile of V weight vectors × P of `count` pixels (a row, or a
     flat plane): P need not divide the count — it is padded to a multiple of P when that
     wastes at most 15% (a 7×7 plane's 49 pixels as 13 tiles of 4, not 49 tiles of 1: 8
@@ -77,27 +88,32 @@ def pixel_tile(ocb: int, count: int, machine: Machine,
     56-wide row as 12 tiles of 5 was slower than 14 tiles of 4). A flat plane's `inputs`
     (input blocks, of the conv's full width): each channel group reads a chunk's inputs again
     (*plane* order), from L2 when they overflow half of L1, and such a broadcast counts as two
-    loads, as does a weight's when the tile is one pixel wide (none held in registers). On
-    AVX2, 1×1 256→1024 on 14×14: 2×5 tiles read 50 KB chunks, 4×2 tiles 25 KB and were 3–4%
-    faster, one thread, batch 1 and 32; on 7×7 (12 KB and 6 KB) 2×5 stayed ahead; 80 ← 480
-    channels went 2×5 → 10×1 without the weight's weighing, and EfficientNet-B0 2% slower.
-    (`Blocked` pads the computes with the same function the rule then tiles them by.)"""
-    options = {}
-    for p in range(1, machine.registers + 1):
-        padded = -(-count // p) * p
-        if padded - count <= _MAX_WASTE * count:
-            options[p] = padded
+    loads. On AVX2, 1×1 256→1024 on 14×14: 2×5 tiles read 50 KB chunks, 4×2 tiles 25 KB and
+    were 3–4% faster, one thread, batch 1 and 32; on 7×7 (12 KB and 6 KB) 2×5 stayed ahead.
+    A row or plane is never tiled one pixel at a time (unless it is one pixel): no weight is
+    then held in a register, a load per FMA from all of the group's weights (RegNetY's 104→104
+    1×1 conv on 28×28 as 13×1 tiles: 0.38 ms, as 2×4 in 14 blocks 0.26; EfficientNet-B0's
+    480→80 as 10×1 made the network 2% slower). With `pad_vectors` V need not divide the
+    `ocb` output blocks either: they are padded to a multiple of V with zero weights, on the
+    same terms as pixels (RegNetY's 104 channels are 13 blocks of 8: 13×1 tiles without, 2×4
+    in 14 blocks with). (`Blocked` pads the computes with the same function the rule then
+    tiles them by: rows or planes of whole tiles, ⌈ocb / V⌉·V output blocks.)"""
+    options = _whole_tiles(count, machine.registers)
+    if count > 1:
+        options.pop(1, None)
+    vectors = (_whole_tiles(ocb, machine.registers) if pad_vectors
+               else {v: ocb for v in divisors(ocb, machine.registers)})
 
     def cost(v: int, p: int) -> float:
-        weight = broadcast = 1
+        broadcast = 1
         if inputs is not None:
             block = v * machine.lanes * machine.lanes * 4
             chunk_bytes = options[p] * _chunk(inputs, block) * machine.lanes * 4
             broadcast = _L2_BROADCAST if chunk_bytes > _HALF_L1 else 1
-            weight = _L2_BROADCAST if p == 1 else 1  # none held: a weight load per FMA
-        return (weight * v + broadcast * p) / (v * p) * (options[p] / count) ** 2
+        return ((v + broadcast * p) / (v * p) * (options[p] / count) ** 2
+                * (vectors[v] / ocb) ** 2)
 
-    v, p = register_tile(machine, divisors(ocb, machine.registers), list(options), cost=cost)
+    v, p = register_tile(machine, list(vectors), list(options), cost=cost)
     return v, p, options[p]
 
 
@@ -108,15 +124,16 @@ def _chunk(icb: int, block: int) -> int:
 
 
 def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[int, ...],
-              flat: bool, rows: int = 1) -> ConvPlan:
+              flat: bool, rows: int = 1, pad_vectors: bool = False) -> ConvPlan:
     """The tile and loop order of a blocked conv on `machine` (see the module's docstring).
     `ocb`: the output blocks a tile may take vectors from (a group's, grouped); `count`: the
     pixels the tiles cover (a row's, or a flat plane's); `reduction`: input blocks (of a
     group), window height and width, channels per input block; `rows`: the output's rows
-    (1 when flat). A group's weights beyond half of L1 are read once per pixel set of a chunk
-    (a row, or the plane when its partial sums fit in half of L1), not once per tile."""
+    (1 when flat); `pad_vectors`: as `pixel_tile`'s. A group's weights beyond half of L1 are
+    read once per pixel set of a chunk (a row, or the plane when its partial sums fit in half
+    of L1), not once per tile."""
     icb, kh, kw, ib = reduction
-    vectors, pixels, _ = pixel_tile(ocb, count, machine, icb if flat else None)
+    vectors, pixels, _ = pixel_tile(ocb, count, machine, icb if flat else None, pad_vectors)
     block = vectors * ob * ib * kh * kw * 4  # bytes of one input block's weights of a group
     sums = vectors * ob * count * rows * 4  # bytes of a group's partial sums of the plane
     order = ("plane" if flat or (block * icb > _GROUP_WEIGHTS and ib > 1
@@ -135,20 +152,25 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
         conv = find_block(sch, blocks, blocked.POINTWISE)
         if conv is None:
             return None
-    # the block after unflattens, cuts back the padded row, or is the epilogue: its H×W are
-    # the output's (a conv with nothing after it, BARE_CONV's, has them itself)
+    # the block after unflattens, cuts back padded rows and output blocks, or is the
+    # epilogue: its shape is the output's (a conv with nothing after it, BARE_CONV's, has
+    # it itself)
     after = (blocks + [conv])[blocks.index(conv) + 1]
     rows = 1
     if flat:
-        n, ocb, _, ob, icb, ib = (extent(sch, conv, i) for i in range(6))
+        n, computed, _, ob, icb, ib = (extent(sch, conv, i) for i in range(6))
         count, reduction = extent(sch, after, 2) * extent(sch, after, 3), (icb, 1, 1, ib)
     else:
-        n, ocb, _, _, ob, icb, kh, kw, ib = (extent(sch, conv, i) for i in range(9))
+        n, computed, _, _, ob, icb, kh, kw, ib = (extent(sch, conv, i) for i in range(9))
         count, reduction = extent(sch, after, 3), (icb, kh, kw, ib)
         rows = extent(sch, after, 2)
-        # a grouped conv's tile stays in one group: its pixels' inputs are shared
-        ocb = int(sch.get(conv).annotations.get(blocked.GROUP_VECTORS, ocb))
-    plan = plan_conv(Machine.of(k.target), ocb, count, ob, reduction, flat, rows)
+    # the output's blocks, padded to whole tiles as `Blocked` did; a grouped conv's tile
+    # stays in one group (its pixels' inputs are shared) and is never padded
+    group = sch.get(conv).annotations.get(blocked.GROUP_VECTORS)
+    ocb = extent(sch, after, 1) if group is None else int(group)
+    plan = plan_conv(Machine.of(k.target), ocb, count, ob, reduction, flat, rows, group is None)
+    if computed % plan.vectors:
+        return None  # not padded as this rule tiles it
     before = [b for b in blocks[:blocks.index(conv)]
               if sch.get(b).name_hint.startswith((blocked.PAD, blocked.GATHER))]
     epilogue = epilogue_of(sch, blocks, conv)
