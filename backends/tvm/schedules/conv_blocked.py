@@ -1,6 +1,6 @@
 """The rule for convolutions on channel-blocked activations (`blocked.conv2d`, and the flat
 `blocked.pointwise_conv2d` of 1×1 convs on small planes): register tiles of V output-channel
-vectors × P pixels, sized by the target's registers (`register_tile`, `flat_tile`).
+vectors × P pixels, sized by the target's registers (`register_tile`, `pixel_tile`).
 
 Loop nest (outermost first), by how much the reduction is worth blocking:
 - *tile*: image, channel group, row, tile → the whole reduction → the tile. When one channel
@@ -10,8 +10,9 @@ Loop nest (outermost first), by how much the reduction is worth blocking:
   window → tile. Weights beyond half of L1 are read once per row, not once per tile; the
   chunk's weights (4 KB at most) stay in L1 along the row, the row's partial sums too.
 - *plane*: image, channel group → a chunk of input blocks → every tile of the plane (flat
-  1×1 convs, and any conv of the *row* kind whose plane's partial sums fit in half of L1: a
-  3×3 conv on 7×7). The group's weights are read once per image.
+  1×1 convs and any conv of the *row* kind whose plane's partial sums fit in half of L1, a
+  3×3 conv on 7×7, when a group's weights overflow half of L1). The group's weights are read
+  once per image.
 Parallel over the outer loops; the fused epilogue runs on vectors (per tile, row or plane),
 and the input's padding (or a strided 1×1 conv's dense gather) is made once, before.
 
@@ -24,7 +25,12 @@ on 14×14: 74 GFLOP/s with 8×1 tiles, 95 with 2×4. Reading the weights once pe
 512→512 on 7×7, and its stride-2 twin) instead of once per row: 3.2 → 2.7 ms at batch 1, 112 →
 94 and 122 → 95 ms at batch 32 (one run); 1×1 convs of 256 and 512 input channels on 28×28
 and 56×56 in row chunks of 4 input blocks instead of whole per tile: 88 → 97 GFLOP/s (512→128
-on 28×28, batch 1).
+on 28×28, batch 1). Flat 1×1 convs whose group's weights fit in half of L1 take the *tile*
+order too (they all took *plane*): RegNetY-400MF's 208→208 on 14×14, 0.231 → 0.186 ms alone;
+whole networks at batch 1, archdsl ÷ ONNX Runtime in alternating runs (`bench_tvm.py --runs
+7`, one thread): RegNetY-400MF 0.95–0.98 → 0.90–0.91, ResNet-50 0.99 either way,
+MobileNetV2 and EfficientNet-B0 within the runs' spread (0.84–0.87, 0.89–0.97). Taking
+*tile* for every flat conv made ResNet-50 1.01–1.02.
 """
 
 from __future__ import annotations
@@ -136,9 +142,8 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     vectors, pixels, _ = pixel_tile(ocb, count, machine, icb if flat else None, pad_vectors)
     block = vectors * ob * ib * kh * kw * 4  # bytes of one input block's weights of a group
     sums = vectors * ob * count * rows * 4  # bytes of a group's partial sums of the plane
-    order = ("plane" if flat or (block * icb > _GROUP_WEIGHTS and ib > 1
-                                 and sums <= _HALF_L1) else
-             "tile" if block * icb <= _GROUP_WEIGHTS or ib == 1 else "row")
+    order = ("plane" if block * icb > _GROUP_WEIGHTS and ib > 1 and (flat or sums <= _HALF_L1)
+             else "tile" if block * icb <= _GROUP_WEIGHTS or ib == 1 else "row")
     chunk = 1 if order == "tile" else _chunk(icb, block)
     return ConvPlan(vectors, pixels, order, chunk)
 
