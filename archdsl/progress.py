@@ -32,6 +32,12 @@ def display(title: str) -> RichDisplay | PlainDisplay:
     return PlainDisplay(title, stream, own)
 
 
+def _console(stream: TextIO):
+    """The rich console both displays write through (no markup from the text they show)."""
+    from rich.console import Console
+    return Console(file=stream, highlight=False, soft_wrap=True, emoji=False)
+
+
 class _Display:
     def __init__(self, title: str, stream: TextIO, own: bool = False) -> None:
         self.title, self.stream, self.own = title, stream, own  # own: close it at the end
@@ -82,7 +88,6 @@ class RichDisplay(_Display):
     done, the estimated network time and the elapsed time (rich, transient)."""
 
     def open(self) -> None:
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             Progress,
@@ -90,10 +95,10 @@ class RichDisplay(_Display):
             TextColumn,
             TimeElapsedColumn,
         )
-        console = Console(file=self.stream, highlight=False, soft_wrap=True)
         self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
                                   BarColumn(), TextColumn("{task.fields[info]}"),
-                                  TimeElapsedColumn(), console=console, transient=True)
+                                  TimeElapsedColumn(), console=_console(self.stream),
+                                  transient=True)
         self._main = self._progress.add_task(self.title, total=None, info="")
         self._tuning: Any = None
         self._progress.start()
@@ -130,6 +135,7 @@ class PlainDisplay(_Display):
 
     def open(self) -> None:
         self._what, self._last = "", 0.0
+        self._console = _console(self.stream)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._line(f"{self.title}...")
@@ -149,7 +155,8 @@ class PlainDisplay(_Display):
     def _line(self, text: str) -> None:
         with self._lock:
             self._last = time.monotonic()
-            print(text, file=self.stream, flush=True)
+            self._console.print(text, markup=False)
+            self.stream.flush()
 
     def note(self, text: str, plain: bool = False) -> None:
         self._line(text if plain else f"note: {text}")
