@@ -243,13 +243,18 @@ NAMES = {"archdsl": "archdsl TVM", "tuned": "archdsl TVM, tuned", "naive": "arch
 
 # ---------------------------------------------------------------- measuring
 
+def load_model(model: str):
+    """The `MODELS` entry's architecture."""
+    import archdsl
+    spec, arch_name = MODELS[model]
+    return archdsl.load(ROOT / "specs" / spec, **({"arch": arch_name} if arch_name else {}))
+
+
 def _make_cell(model: str, batch: int, target: str, args) -> Cell:
     import numpy as np
     import torch
 
-    import archdsl
-    spec, arch_name = MODELS[model]
-    arch = archdsl.load(ROOT / "specs" / spec, **({"arch": arch_name} if arch_name else {}))
+    arch = load_model(model)
     torch.manual_seed(0)
     module = arch.to_torch().eval()
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}

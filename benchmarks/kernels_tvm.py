@@ -33,15 +33,13 @@ os.environ["TVM_NUM_THREADS"] = "1"
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_tvm import MODELS, ROOT  # noqa: E402
+from bench_tvm import MODELS, load_model  # noqa: E402
 
 
 def _scheduled_module(model: str, batch: int):
-    import archdsl
     from archdsl.backends import tvm as backend
     from archdsl.backends.tvm import build
-    spec, arch_name = MODELS[model]
-    arch = archdsl.load(ROOT / "specs" / spec, **({"arch": arch_name} if arch_name else {}))
+    arch = load_model(model)
     seen = []
 
     def keep(mod, target, options):
@@ -150,10 +148,8 @@ def _ort_nodes(model: str, batch: int, runs: int, between) -> dict[str, list[tup
 
     import onnxruntime as ort
 
-    import archdsl
     from archdsl.backends.pytorch.export import export
-    spec, arch_name = MODELS[model]
-    arch = archdsl.load(ROOT / "specs" / spec, **({"arch": arch_name} if arch_name else {}))
+    arch = load_model(model)
     folder = Path(tempfile.mkdtemp(prefix="archdsl-kernels-"))
     export(arch.to_torch().eval(), arch.graph.input_shape, "onnx", folder / "m.onnx",
            batch=batch)
