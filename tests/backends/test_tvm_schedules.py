@@ -310,6 +310,41 @@ def test_unpadded_convs_computed_wider_copy_no_input(cpu):
                                       batch=2)(x), ref)
 
 
+# An RGB stem read unblocked (NCHW), unpadded and strided (SqueezeNet 1.1's: its rows are
+# computed wider, clamped), a padded one, and a blocked conv after them.
+RGB_STEMS = r"""
+arch rgb_stems
+input 3x33x33
+defaults act=relu
+s1: conv3-64/2 pad=0
+c1: conv3-16
+"""
+
+
+def _unrolled_window_columns(func) -> bool:
+    """Whether the conv's loop over its window's columns (`rx`) is unrolled."""
+    text = func.script()
+    assert " rx" in text or "rx," in text, "no loop over the window's columns"
+    return "for rx in T.unroll(" in text
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_unblocked_inputs_unroll_the_windows_columns(cpu):
+    """A conv reading 3 unblocked channels has the window's columns as its innermost
+    reduction, and unrolls them (SqueezeNet 1.1's stem at batch 32, one thread: 28–32 ms →
+    21; LLVM otherwise kept the broadcasts shared between columns on the stack); a conv on
+    blocked channels leaves them a loop. Still equal to PyTorch where the host runs it."""
+    arch = archdsl.load(RGB_STEMS)
+    convs = [f for _, f in _scheduled(arch, cpu).functions_items()
+             if isinstance(f, tvm.tirx.PrimFunc) and schedules.scheduled_by(f) == "conv2d_blocked"]
+    unrolled = sorted(_unrolled_window_columns(f) for f in convs)
+    assert unrolled == [False, True]
+    if _host_runs(CPUS[cpu]):
+        ref, state, x = _torch_run(arch, 2)
+        _assert_close(backend.compile(arch.graph, target=CPUS[cpu], weights=state,
+                                      batch=2)(x), ref)
+
+
 # Output channels in a prime number of blocks (13: 104 channels at 8 lanes, 208 at 16), which no
 # register tile of several vectors divides: 1×1 convs on rows (28×28 is too large to tile flat)
 # and flat (14×14), 3×3 convs at stride 1 and 2.
