@@ -127,10 +127,13 @@ def _cpu_ms(func, target, runs: int) -> float:
 def _conv_key(data, weight, out, lanes: int, packed: bool):
     """(batch, input blocks per group, H, W, output blocks, KH, KW, OH, OW) of a conv from its
     data (blocked or plain NCHW), weight (archdsl's packed OCb×ICb×KH×KW×ib×ob, or OIHW) and
-    output shapes; None for other weights (archdsl's depthwise)."""
+    output shapes (a blocked output's blocks, not the weights' padded to whole register
+    tiles); None for other weights (archdsl's depthwise)."""
     if len(weight) != (6 if packed else 4):
         return None
     ic, oc = (weight[1] * weight[4], weight[0] * weight[5]) if packed else weight[1::-1]
+    if packed and len(out) == 5:
+        oc = out[1] * out[4]
     return (data[0], -(-ic // lanes), data[2], data[3], -(-oc // lanes), weight[2], weight[3],
             out[2], out[3])
 

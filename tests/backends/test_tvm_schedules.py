@@ -345,6 +345,35 @@ def test_unblocked_inputs_unroll_the_windows_columns(cpu):
                                       batch=2)(x), ref)
 
 
+CONCAT = r"""
+arch concat_parts
+input 8x24x24
+a: concat { conv1-32 | conv3-32 }
+b: conv1-8
+"""
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_injective_kernels_loop_over_rows_and_vectorize_lanes(cpu):
+    """A concat of blocked parts runs in parallel over images × channel blocks × rows (the
+    fewest outer axes that make 64 iterations), a loop along the row and a vector of the
+    block's lanes: the part a block comes from is chosen per row, not per vector (SqueezeNet
+    1.1's concats at batch 32: 0.77× the time of one fused loop)."""
+    import re
+    arch = archdsl.load(CONCAT)
+    concats = [f.script() for _, f in _scheduled(arch, cpu).functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc) and "T_concat" in f.script()]
+    assert len(concats) == 1
+    lanes = LANES[cpu]
+    parallel = re.findall(r"in T\.parallel\(T\.int64\((\d+)\)\)", concats[0])
+    assert parallel == [str(64 // lanes * 24)], parallel
+    assert f"T.vectorized(T.int64({lanes}))" in concats[0]
+    if _host_runs(CPUS[cpu]):
+        ref, state, x = _torch_run(arch, 2)
+        _assert_close(backend.compile(arch.graph, target=CPUS[cpu], weights=state,
+                                      batch=2)(x), ref)
+
+
 # Output channels in a prime number of blocks (13: 104 channels at 8 lanes, 208 at 16), which no
 # register tile of several vectors divides: 1×1 convs on rows (28×28 is too large to tile flat)
 # and flat (14×14), 3×3 convs at stride 1 and 2.
