@@ -480,6 +480,22 @@ def test_weights_beyond_half_of_l1_are_read_once_per_row_or_plane(cpu):
     assert plan(256, 64, 1, 56).order == "tile" and plan(16, 16, 3, 56).order == "tile"
 
 
+def test_l1_is_the_target_cores():
+    """Half of the target core's L1 data cache bounds a group's weights for the *tile* order:
+    48 KB on Zen 5 and Intel cores since Ice Lake, 32 KB on Zen 4 and Haswell, named by the
+    target, not read from the host. A 3×3 conv of 32 → 16 channels in AVX-512 blocks has
+    18 KB of weights: whole tiles on Zen 5, row by row on Zen 4."""
+    from archdsl.backends.tvm.schedules.common import Machine
+    from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
+    machines = {cpu: Machine.of(backend.make_target({"kind": "llvm", "mcpu": cpu}))
+                for cpu in ("haswell", "znver4", "znver5", "icelake-server", "sapphirerapids")}
+    assert {cpu: m.l1d // 1024 for cpu, m in machines.items()} == {
+        "haswell": 32, "znver4": 32, "znver5": 48, "icelake-server": 48, "sapphirerapids": 48}
+    orders = {cpu: plan_conv(machines[cpu], 1, 56, 16, (2, 3, 3, 16), False, 56).order
+              for cpu in ("znver4", "znver5")}
+    assert orders == {"znver4": "row", "znver5": "tile"}
+
+
 def test_flat_tiles_weigh_broadcasts_from_l2():
     """A flat 1×1 conv's channel groups each read a chunk of its inputs again: on AVX2, where
     those chunks overflow half of L1 (256 → 1024 channels on 14×14), a tile of 4 vectors × 2

@@ -52,6 +52,16 @@ def vector_lanes(target: tvm.target.Target, dtype_bits: int = 32) -> int:
     return Machine.of(target).vector_bits // dtype_bits
 
 
+# LLVM's names of the x86-64 cores with a 48 KB L1 data cache (Intel since Ice Lake's and
+# Sunny Cove's, AMD's Zen 5); every other core archdsl may target has 32 KB. The target names
+# the core (`make_target` names the host's), so a build is the same wherever it is made.
+L1D_48K_CPUS = dict.fromkeys(
+    ("icelake-client", "icelake-server", "tigerlake", "rocketlake", "alderlake", "raptorlake",
+     "meteorlake", "arrowlake", "arrowlake-s", "lunarlake", "pantherlake", "sapphirerapids",
+     "emeraldrapids", "graniterapids", "graniterapids-d", "diamondrapids", "znver5"),
+    48 * 1024)
+
+
 @dataclass(frozen=True)
 class Machine:
     """What the schedules size their tiles by, read from the target's CPU features."""
@@ -60,14 +70,17 @@ class Machine:
     registers: int  # vector registers: 32 with AVX-512, else 16
     fma: bool
     broadcast_operand: bool  # an FMA may take a broadcast scalar from memory (AVX-512)
+    l1d: int = 32 * 1024  # bytes of L1 data cache per core
 
     @staticmethod
     def of(target: tvm.target.Target) -> Machine:
         from tvm.target.codegen import llvm_get_cpu_features
         features = set(llvm_get_cpu_features(target))
         avx512 = "avx512f" in features
+        cpu = str(target.attrs.get("mcpu", "")) if target.kind.name == "llvm" else ""
         return Machine(512 if avx512 else 256 if "avx" in features else 128,
-                       32 if avx512 else 16, "fma" in features, avx512)
+                       32 if avx512 else 16, "fma" in features, avx512,
+                       L1D_48K_CPUS.get(cpu, 32 * 1024))
 
     @property
     def lanes(self) -> int:
