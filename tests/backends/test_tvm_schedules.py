@@ -128,6 +128,14 @@ def _torch_run(arch, batch: int, seed: int = 0):
         return model(torch.from_numpy(x)).numpy(), model.state_dict(), x
 
 
+def _check_where_the_host_runs(arch, cpu: str) -> None:
+    """The build for `cpu` equals PyTorch at batch 2, if this host can run its code."""
+    if _host_runs(CPUS[cpu]):
+        ref, state, x = _torch_run(arch, 2)
+        _assert_close(backend.compile(arch.graph, target=CPUS[cpu], weights=state,
+                                      batch=2)(x), ref)
+
+
 def _assert_close(got: np.ndarray, ref: np.ndarray, rel: float = 1e-4) -> None:
     assert got.shape == ref.shape
     diff, scale = float(np.abs(got - ref).max()), float(np.abs(ref).max())
@@ -304,10 +312,7 @@ def test_unpadded_convs_computed_wider_copy_no_input(cpu):
              if schedules.scheduled_by(f) == "conv2d_blocked"}
     assert len(convs) == 5 and not [n for n, text in convs.items() if "archdsl_pad" in text]
     assert any("T.min(" in text for text in convs.values())  # ReLU is a max: the clamp
-    if _host_runs(CPUS[cpu]):
-        ref, state, x = _torch_run(arch, 2)
-        _assert_close(backend.compile(arch.graph, target=CPUS[cpu], weights=state,
-                                      batch=2)(x), ref)
+    _check_where_the_host_runs(arch, cpu)
 
 
 # An RGB stem read unblocked (NCHW), unpadded and strided (SqueezeNet 1.1's: its rows are
@@ -339,10 +344,7 @@ def test_unblocked_inputs_unroll_the_windows_columns(cpu):
              if isinstance(f, tvm.tirx.PrimFunc) and schedules.scheduled_by(f) == "conv2d_blocked"]
     unrolled = sorted(_unrolled_window_columns(f) for f in convs)
     assert unrolled == [False, True]
-    if _host_runs(CPUS[cpu]):
-        ref, state, x = _torch_run(arch, 2)
-        _assert_close(backend.compile(arch.graph, target=CPUS[cpu], weights=state,
-                                      batch=2)(x), ref)
+    _check_where_the_host_runs(arch, cpu)
 
 
 CONCAT = r"""
@@ -368,10 +370,7 @@ def test_injective_kernels_loop_over_rows_and_vectorize_lanes(cpu):
     parallel = re.findall(r"in T\.parallel\(T\.int64\((\d+)\)\)", concats[0])
     assert parallel == [str(64 // lanes * 24)], parallel
     assert f"T.vectorized(T.int64({lanes}))" in concats[0]
-    if _host_runs(CPUS[cpu]):
-        ref, state, x = _torch_run(arch, 2)
-        _assert_close(backend.compile(arch.graph, target=CPUS[cpu], weights=state,
-                                      batch=2)(x), ref)
+    _check_where_the_host_runs(arch, cpu)
 
 
 # Output channels in a prime number of blocks (13: 104 channels at 8 lanes, 208 at 16), which no
