@@ -15,8 +15,8 @@ the heaviest kernels first, with the rule that scheduled each and its parameters
 GFLOP/s (its padded channels counted). With `--ort`, ONNX Runtime runs the archdsl ONNX export
 of the same network (CPU provider, one thread, its own profiler: the median wall time of each
 node over `--runs` calls) and each conv is shown next to the ONNX Runtime nodes of the same
-shape (channel blocks, input and output plane, window): their mean time per call, and the
-ratio of archdsl's to it. ORT's `Conv` nodes carry its fused epilogue (bias, activation, the
+shape (channel blocks, input and output plane, window; depthwise convs with depthwise
+ones): their mean time per call, and the ratio of archdsl's to it. ORT's `Conv` nodes carry its fused epilogue (bias, activation, the
 residual add); its layout reorders and pools are listed apart."""
 
 from __future__ import annotations
@@ -128,9 +128,16 @@ def _conv_key(data, weight, out, lanes: int, packed: bool):
     """(batch, input blocks per group, H, W, output blocks, KH, KW, OH, OW) of a conv from its
     data (blocked or plain NCHW), weight (archdsl's packed OCb×ICb×KH×KW×ib×ob, or OIHW) and
     output shapes (a blocked output's blocks, not the weights' padded to whole register
-    tiles); None for other weights (archdsl's depthwise)."""
+    tiles); a depthwise conv's (archdsl's Cb×KH×KW×b weights, or ONNX's C×1×KH×KW on C
+    channels) has "depthwise" for its input blocks. None for other weights."""
+    if packed and len(weight) == 4:
+        return (data[0], "depthwise", data[2], data[3], weight[0], weight[1], weight[2],
+                out[2], out[3])
     if len(weight) != (6 if packed else 4):
         return None
+    if not packed and weight[1] == 1 and weight[0] == data[1] > 1:
+        return (data[0], "depthwise", data[2], data[3], -(-weight[0] // lanes), weight[2],
+                weight[3], out[2], out[3])
     ic, oc = (weight[1] * weight[4], weight[0] * weight[5]) if packed else weight[1::-1]
     if packed and len(out) == 5:
         oc = out[1] * out[4]
@@ -139,8 +146,10 @@ def _conv_key(data, weight, out, lanes: int, packed: bool):
 
 
 def _conv_gflop(shapes) -> float:
+    """A conv's GFLOP, its padded channels counted (a depthwise conv's: its window's)."""
     weight, out = shapes[1], shapes[-1]
-    macs = np.prod(out[:4]) * (out[4] if len(out) == 5 else 1) * np.prod(weight[1:5])
+    window = np.prod(weight[1:3]) if len(weight) == 4 else np.prod(weight[1:5])
+    macs = np.prod(out[:4]) * (out[4] if len(out) == 5 else 1) * window
     return 2 * float(macs) / 1e9
 
 
