@@ -16,8 +16,9 @@ GFLOP/s (its padded channels counted). With `--ort`, ONNX Runtime runs the archd
 of the same network (CPU provider, one thread, its own profiler: the median wall time of each
 node over `--runs` calls) and each conv is shown next to the ONNX Runtime nodes of the same
 shape (channel blocks, input and output plane, window; depthwise convs with depthwise
-ones): their mean time per call, and the ratio of archdsl's to it. ORT's `Conv` nodes carry its fused epilogue (bias, activation, the
-residual add); its layout reorders and pools are listed apart."""
+ones): their mean time per call, and the ratio of archdsl's to it. ORT's `Conv` nodes carry
+its fused epilogue (bias, activation, the residual add); its layout reorders and pools are
+listed apart."""
 
 from __future__ import annotations
 

@@ -11,10 +11,11 @@ finite values that every blocked conv multiplies by zero weights.
   when each group's channels are whole blocks (RegNet's and ResNeXt's group widths of 8k),
   with ICb the blocks of one group and output block o reading its group's
   (its block is annotated `GROUP_VECTORS`: output blocks per group);
-- `pointwise_conv2d`: a 1×1 unpadded conv of blocked data over its plane as one flat axis of
-  pixels, padded to a multiple of the register tile's pixels (a 7×7 plane's 49 pixels as 13
-  tiles of 4: the last computes pixel 48 again, and its copies are dropped), its input first
-  gathered densely when it is strided;
+- `flat_conv2d`: a dense conv of blocked data on a small plane over its output plane as one
+  flat axis of pixels, padded to a multiple of the register tile's pixels (a 7×7 plane's 49
+  pixels as 13 tiles of 4: the last computes pixel 48 again, and its copies are dropped);
+  a 1×1 unpadded conv's input is first gathered densely when it is strided, any other's
+  padded as `conv2d`'s;
 - `depthwise_conv2d`: data N×Cb×H×W×b, weights Cb×KH×KW×b → N×Cb×OH×OW×b;
 - `channel_gather`: channel routing (slices at any offset, concatenations of parts that do
   not fill blocks, channel shuffles) from blocked parts to a blocked result in one pass, each
@@ -29,11 +30,11 @@ from typing import Any
 
 from tvm import te, tirx
 
-__all__ = ["CONV", "DEPTHWISE", "GATHER", "GROUP_VECTORS", "PAD", "POINTWISE", "UNPAD",
-           "channel_gather", "conv2d", "depthwise_conv2d", "out_size", "pointwise_conv2d"]
+__all__ = ["CONV", "DEPTHWISE", "FLAT", "GATHER", "GROUP_VECTORS", "PAD", "UNPAD",
+           "channel_gather", "conv2d", "depthwise_conv2d", "flat_conv2d", "out_size"]
 
 CONV = "archdsl_conv_blocked"
-POINTWISE = "archdsl_conv_flat"
+FLAT = "archdsl_conv_flat"
 DEPTHWISE = "archdsl_dwconv_blocked"
 PAD = "archdsl_pad"
 UNPAD = "archdsl_unpad"
@@ -109,29 +110,38 @@ def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: 
     return te.compute((n, blocks, oh, ow, ob), lambda *i: out[i], name=UNPAD)
 
 
-def pointwise_conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], pixels: int,
-                     out_dtype: str, blocks: int | None = None) -> te.Tensor:
-    """A 1×1 unpadded convolution of blocked data as a product over the flattened plane of
+def flat_conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int],
+                padding: Sequence[int], dilation: Sequence[int], pixels: int, out_dtype: str,
+                blocks: int | None = None) -> te.Tensor:
+    """A dense convolution of blocked data as a product over its flattened output plane of
     `pixels` (≥ OH·OW) pixels (see the module's docstring), onto `blocks` output blocks of
-    the weights' (the rest are zero padding to whole register tiles)."""
-    ocb, icb, _, _, ib, ob = (int(d) for d in weight.shape)
+    the weights' (the rest are zero padding to whole register tiles). Pixel p reads the
+    window at row p // OW and column p % OW of the (padded) input; a 1×1 unpadded strided
+    conv's input is first gathered densely instead."""
+    ocb, icb, kh, kw, ib, ob = (int(d) for d in weight.shape)
     n, _, h, w, _ = (int(d) for d in data.shape)
-    sy, sx = (int(s) for s in strides)
-    oh, ow = (h - 1) // sy + 1, (w - 1) // sx + 1
-    if (sy, sx) != (1, 1):
+    (sy, sx), (dy, dx) = (int(s) for s in strides), (int(d) for d in dilation)
+    top, left, bottom, right = (int(p) for p in padding)
+    oh, ow = out_size(h, kh, sy, dy, top, bottom), out_size(w, kw, sx, dx, left, right)
+    if (kh, kw) == (1, 1) and not any((top, left, bottom, right)) and (sy, sx) != (1, 1):
         source = data
         data = te.compute((n, icb, oh, ow, ib),
                           lambda b, c, y, x, i: source[b, c, y * sy, x * sx, i], name=GATHER)
+        sy = sx = 1
+    else:
+        data = _padded(data, padding)
     last = oh * ow - 1
     rc, ri = te.reduce_axis((0, icb), "rc"), te.reduce_axis((0, ib), "ri")
+    window = [te.reduce_axis((0, k), name) for k, name in ((kh, "ry"), (kw, "rx")) if k > 1]
+    ry, rx = (window[0] if kh > 1 else 0), (window[-1] if kw > 1 else 0)
 
     def read(b, c, p, i):
         q = tirx.min(p, last) if pixels > oh * ow else p
-        return data[b, c, q // ow, q % ow, i].astype(out_dtype)
+        return data[b, c, q // ow * sy + ry * dy, q % ow * sx + rx * dx, i].astype(out_dtype)
 
     flat = te.compute((n, ocb, pixels, ob), lambda b, o, p, oi: te.sum(
-        read(b, rc, p, ri) * weight[o, rc, 0, 0, ri, oi].astype(out_dtype), axis=[rc, ri]),
-        name=POINTWISE)
+        read(b, rc, p, ri) * weight[o, rc, ry, rx, ri, oi].astype(out_dtype),
+        axis=[rc, *window, ri]), name=FLAT)
     return te.compute((n, blocks or ocb, oh, ow, ob),
                       lambda b, o, y, x, oi: flat[b, o, y * ow + x, oi], name="archdsl_unflat")
 

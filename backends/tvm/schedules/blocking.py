@@ -232,19 +232,20 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
         else:  # too few channels to fill vectors (an image): read as NCHW
             data, ib = rw.visit_expr(x), 1
         ocb = padded(weight.shape[0], b) // b
-        plane = _pointwise_plane(call, ib > 1) if groups == 1 else None
+        icb = padded(channels, b) // b
+        plane = _flat_plane(call, rw.machine, ocb, icb) if groups == 1 and ib > 1 else None
         # whole register tiles, as the rule will tile them: rows (or a flat plane) of whole
         # tiles of pixels; a dense conv's output blocks padded to whole tiles of vectors
         vectors, _, extent = pixel_tile(
             ocb // groups, _shape(call)[3] if plane is None else plane, rw.machine,
-            None if plane is None else padded(channels, b) // b, pad_vectors=groups == 1)
+            None if plane is None else icb, pad_vectors=groups == 1,
+            window=plane is not None and weight.shape[2] * weight.shape[3] > 1)
         blocks = -(-ocb // vectors) * vectors if groups == 1 else ocb
         packed = relax.const(np.ascontiguousarray(pack_conv(weight, b, ib, blocks)))
         if plane is not None:  # tiled as one flat axis
-            return rw.builder_.call_te(
-                blocked.pointwise_conv2d, data, packed, strides=geometry["strides"],
-                pixels=extent, blocks=ocb, out_dtype="float32",
-                primfunc_name_hint="conv2d_blocked"), o
+            return rw.builder_.call_te(blocked.flat_conv2d, data, packed, **geometry,
+                                       pixels=extent, blocks=ocb,
+                                       primfunc_name_hint="conv2d_blocked"), o
         return rw.builder_.call_te(blocked.conv2d, data, packed, **geometry, width=extent,
                                    groups=groups, blocks=ocb,
                                    primfunc_name_hint="conv2d_blocked"), o
@@ -255,16 +256,22 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
     return None
 
 
-def _pointwise_plane(call: relax.Call, blocked_input: bool) -> int | None:
-    """The output plane's pixels of a 1×1 unpadded, undilated conv of a blocked input whose
-    plane is small enough to tile flat (`conv_blocked.FLAT_PIXELS`), else None."""
-    a = call.attrs
-    out = _shape(call)
-    if (not blocked_input or any(int(p) for p in a.padding) or any(int(d) != 1 for d in a.dilation)
-            or tuple(call.args[1].value.shape[2:]) != (1, 1) or out is None):
+def _flat_plane(call: relax.Call, machine: Machine, ocb: int, icb: int) -> int | None:
+    """The output plane's pixels of a dense conv of a blocked input (`ocb` output and `icb`
+    input blocks) to tile as one flat axis, or None to tile it by rows. Planes of up to
+    `conv_blocked.FLAT_PIXELS` pixels: a 1×1 unpadded, undilated conv's always; another's
+    when the flat plane wastes fewer pixels on whole tiles than its rows do (a 7×7 plane's
+    rows of 7 are computed 8 wide, its 49 pixels as 25 tiles of 2 only 50)."""
+    a, out = call.attrs, _shape(call)
+    if out is None or out[2] * out[3] > FLAT_PIXELS:
         return None
     plane = out[2] * out[3]
-    return plane if plane <= FLAT_PIXELS else None
+    if (not any(int(p) for p in a.padding) and all(int(d) == 1 for d in a.dilation)
+            and tuple(call.args[1].value.shape[2:]) == (1, 1)):
+        return plane
+    _, _, row = pixel_tile(ocb, out[3], machine, pad_vectors=True)
+    _, _, flat = pixel_tile(ocb, plane, machine, icb, pad_vectors=True, window=True)
+    return plane if flat / plane < row / out[3] else None
 
 
 def _elementwise(rw: _Rewriter, call: relax.Call) -> Made:

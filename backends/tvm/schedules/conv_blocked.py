@@ -1,5 +1,5 @@
 """The rule for convolutions on channel-blocked activations (`blocked.conv2d`, and the flat
-`blocked.pointwise_conv2d` of 1×1 convs on small planes): register tiles of V output-channel
+`blocked.flat_conv2d` of convs on small planes): register tiles of V output-channel
 vectors × P pixels, sized by the target's registers (`register_tile`, `pixel_tile`).
 
 Loop nest (outermost first), by how much the reduction is worth blocking:
@@ -10,9 +10,15 @@ Loop nest (outermost first), by how much the reduction is worth blocking:
   window → tile. Weights beyond half of L1 are read once per row, not once per tile; the
   chunk's weights (4 KB at most) stay in L1 along the row, the row's partial sums too.
 - *plane*: image, channel group → a chunk of input blocks → every tile of the plane (flat
-  1×1 convs and any conv of the *row* kind whose plane's partial sums fit in half of L1, a
-  3×3 conv on 7×7, when a group's weights overflow half of L1). The group's weights are read
-  once per image.
+  convs and any conv of the *row* kind whose plane's partial sums fit in half of L1, a 3×3
+  conv on 7×7 in AVX-512's 7-pixel tiles, when a group's weights overflow half of L1). The
+  group's weights are read once per image.
+A flat conv's tiles run over its output plane as one axis of pixels: a 1×1 conv's on planes
+of up to `FLAT_PIXELS`, and a conv with a window on such a plane when its rows would be
+computed wider than the flat plane (`blocking._flat_plane`: rows of 7 are 8 wide with 4×2
+tiles; 49 pixels as 25 tiles of 2 are 50). Each pixel reads its window at row p // OW and
+column p % OW: ResNet-18's three 3×3 convs on 7×7, one thread, 0.93× the time in sum at
+batch 1 and 0.91× at 32, ResNet-50's 0.88–0.89×, SqueezeNet 1.1's on 13×13 0.92–0.99×.
 L1 is the target core's L1 data cache (`Machine.l1d`: 48 KB on Intel cores since Ice Lake and
 on Zen 5, else 32 KB). Parallel over the outer loops; the fused epilogue runs on vectors (per
 tile, row or plane). The input's padding (or a strided 1×1 conv's dense gather) is made
@@ -68,9 +74,10 @@ from archdsl.backends.tvm.schedules.common import (
 
 __all__ = ["FLAT_PIXELS", "ConvPlan", "conv2d_blocked", "pixel_tile", "plan_conv"]
 
-FLAT_PIXELS = 256  # a 1×1 conv's plane up to this size is one flat axis (`pointwise_conv2d`)
+FLAT_PIXELS = 256  # a conv's plane up to this size may be one flat axis (`flat_conv2d`)
 _CHUNK_BYTES = 4096  # weights of one chunk of input blocks in the *row* and *plane* orders
 _L2_BROADCAST = 2.0  # loads a broadcast from L2 counts as (a flat plane's inputs)
+_WINDOW_BROADCAST = 2.0  # loads a flat plane's broadcast counts as where it reads a window
 _MAX_WASTE = 0.15  # pixels or output blocks computed in vain at most, as a share of the real ones
 _PAD_GAIN = 0.9  # padded output blocks' tile cost at most, relative to the best exact tile's
 
@@ -98,7 +105,7 @@ def _whole_tiles(count: int, limit: int) -> dict[int, int]:
 
 
 def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None,
-               pad_vectors: bool = False) -> tuple[int, int, int]:
+               pad_vectors: bool = False, window: bool = False) -> tuple[int, int, int]:
     """(V, P, padded count) for a tile of V weight vectors × P of `count` pixels (a row, or a
     flat plane): P need not divide the count — it is padded to a multiple of P when that
     wastes at most 15% (a 7×7 plane's 49 pixels as 13 tiles of 4, not 49 tiles of 1: 8
@@ -119,8 +126,11 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     divides them: VGG-16's 3×3 convs of 256 channels (32 blocks) on 56×56 took 3×3 tiles in
     33 blocks (cost 0.735 against 4×2's 0.75) and ran 1.10× slower than with 4×2 (batch 1, one
     thread, interleaved; ResNet-50's 1×1 convs to 256 channels on 56×56 1.07× at batch 32).
-    (`Blocked` pads the computes with the same function the rule then tiles them by: rows or
-    planes of whole tiles, ⌈ocb / V⌉·V output blocks.)"""
+    A flat plane's pixels that each read a `window` (a 3×3 conv's, at row p // OW and column
+    p % OW) have an address each to keep: their broadcasts count twice too (ResNet-18's 3×3
+    convs on 7×7, flat, one thread, batch 1: 2×5 tiles 0.96× the time of rows computed 8
+    wide, 4×2 tiles 0.91×). (`Blocked` pads the computes with the same function the rule
+    then tiles them by: rows or planes of whole tiles, ⌈ocb / V⌉·V output blocks.)"""
     options = _whole_tiles(count, machine.registers)
     if count > 1:
         options.pop(1, None)
@@ -128,11 +138,11 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     vectors = _whole_tiles(ocb, machine.registers) if pad_vectors else exact
 
     def cost(v: int, p: int) -> float:
-        broadcast = 1
+        broadcast = _WINDOW_BROADCAST if window else 1
         if inputs is not None:
             block = v * machine.lanes * machine.lanes * 4
             chunk_bytes = options[p] * _chunk(inputs, block) * machine.lanes * 4
-            broadcast = _L2_BROADCAST if chunk_bytes > machine.l1d // 2 else 1
+            broadcast *= _L2_BROADCAST if chunk_bytes > machine.l1d // 2 else 1
         return ((v + broadcast * p) / (v * p) * (options[p] / count) ** 2
                 * (vectors[v] / ocb) ** 2)
 
@@ -160,7 +170,8 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     read once per pixel set of a chunk (a row, or the plane when its partial sums fit in half
     of L1), not once per tile."""
     icb, kh, kw, ib = reduction
-    vectors, pixels, _ = pixel_tile(ocb, count, machine, icb if flat else None, pad_vectors)
+    vectors, pixels, _ = pixel_tile(ocb, count, machine, icb if flat else None, pad_vectors,
+                                    flat and kh * kw > 1)
     block = vectors * ob * ib * kh * kw * 4  # bytes of one input block's weights of a group
     sums = vectors * ob * count * rows * 4  # bytes of a group's partial sums of the plane
     half = machine.l1d // 2  # a group's weights for the *tile* order, sums for *plane*, at most
@@ -176,7 +187,7 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     conv = find_block(sch, blocks, blocked.CONV)
     flat = conv is None
     if flat:
-        conv = find_block(sch, blocks, blocked.POINTWISE)
+        conv = find_block(sch, blocks, blocked.FLAT)
         if conv is None:
             return None
     # the block after unflattens, cuts back padded rows and output blocks, or is the
@@ -184,9 +195,11 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     # it itself)
     after = (blocks + [conv])[blocks.index(conv) + 1]
     rows = 1
-    if flat:
-        n, computed, _, ob, icb, ib = (extent(sch, conv, i) for i in range(6))
-        count, reduction = extent(sch, after, 2) * extent(sch, after, 3), (icb, 1, 1, ib)
+    if flat:  # its window's axes of more than one step only
+        n, computed, _, ob, icb, *window, ib = (
+            extent(sch, conv, i) for i in range(len(sch.get(conv).iter_vars)))
+        kh, kw = (window + [1, 1])[:2] if len(window) != 1 else _one_axis(sch, conv, window[0])
+        count, reduction = extent(sch, after, 2) * extent(sch, after, 3), (icb, kh, kw, ib)
     else:
         n, computed, _, _, ob, icb, kh, kw, ib = (extent(sch, conv, i) for i in range(9))
         count, reduction = extent(sch, after, 3), (icb, kh, kw, ib)
@@ -226,6 +239,12 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     return Plan(sch.mod["main"])
 
 
+def _one_axis(sch: s_tir.Schedule, conv, size: int) -> tuple[int, int]:
+    """(KH, KW) of a flat conv whose window has one axis of `size` steps (1×7 or 7×1)."""
+    name = str(sch.get(conv).iter_vars[5].var.name)
+    return (size, 1) if name.startswith("ry") else (1, size)
+
+
 def _flatten(sch: s_tir.Schedule, epilogue, ocb: int, ob: int) -> bool:
     """Make a flat conv's epilogue, N·OCb·OH·OW·ob, iterate N·OCb·(OH·OW)·ob; False if it
     is not of that shape."""
@@ -243,8 +262,8 @@ def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool, per_image: boo
     to parallelize, the loop the epilogue goes under and the loop to decompose the reduction
     at."""
     if flat:
-        n, o, x, oi, rc, ri = sch.get_loops(conv)
-        rows, window = [], [ri]
+        n, o, x, oi, rc, *window = sch.get_loops(conv)
+        rows = []
     else:
         n, o, y, x, oi, rc, ry, rx, ri = sch.get_loops(conv)
         rows, window = [y], [ry, rx, ri]
