@@ -132,8 +132,7 @@ def flat_conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int],
         data = _padded(data, padding)
     last = oh * ow - 1
     rc, ri = te.reduce_axis((0, icb), "rc"), te.reduce_axis((0, ib), "ri")
-    window = [te.reduce_axis((0, k), name) for k, name in ((kh, "ry"), (kw, "rx")) if k > 1]
-    ry, rx = (window[0] if kh > 1 else 0), (window[-1] if kw > 1 else 0)
+    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
 
     def read(b, c, p, i):
         q = tirx.min(p, last) if pixels > oh * ow else p
@@ -141,7 +140,7 @@ def flat_conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int],
 
     flat = te.compute((n, ocb, pixels, ob), lambda b, o, p, oi: te.sum(
         read(b, rc, p, ri) * weight[o, rc, ry, rx, ri, oi].astype(out_dtype),
-        axis=[rc, *window, ri]), name=FLAT)
+        axis=[rc, ry, rx, ri]), name=FLAT)
     return te.compute((n, blocks or ocb, oh, ow, ob),
                       lambda b, o, y, x, oi: flat[b, o, y * ow + x, oi], name="archdsl_unflat")
 

@@ -195,10 +195,8 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     # it itself)
     after = (blocks + [conv])[blocks.index(conv) + 1]
     rows = 1
-    if flat:  # its window's axes of more than one step only
-        n, computed, _, ob, icb, *window, ib = (
-            extent(sch, conv, i) for i in range(len(sch.get(conv).iter_vars)))
-        kh, kw = (window + [1, 1])[:2] if len(window) != 1 else _one_axis(sch, conv, window[0])
+    if flat:
+        n, computed, _, ob, icb, kh, kw, ib = (extent(sch, conv, i) for i in range(8))
         count, reduction = extent(sch, after, 2) * extent(sch, after, 3), (icb, kh, kw, ib)
     else:
         n, computed, _, _, ob, icb, kh, kw, ib = (extent(sch, conv, i) for i in range(9))
@@ -239,12 +237,6 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     return Plan(sch.mod["main"])
 
 
-def _one_axis(sch: s_tir.Schedule, conv, size: int) -> tuple[int, int]:
-    """(KH, KW) of a flat conv whose window has one axis of `size` steps (1×7 or 7×1)."""
-    name = str(sch.get(conv).iter_vars[5].var.name)
-    return (size, 1) if name.startswith("ry") else (1, size)
-
-
 def _flatten(sch: s_tir.Schedule, epilogue, ocb: int, ob: int) -> bool:
     """Make a flat conv's epilogue, N·OCb·OH·OW·ob, iterate N·OCb·(OH·OW)·ob; False if it
     is not of that shape."""
@@ -265,8 +257,8 @@ def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool, per_image: boo
         n, o, x, oi, rc, *window = sch.get_loops(conv)
         rows = []
     else:
-        n, o, y, x, oi, rc, ry, rx, ri = sch.get_loops(conv)
-        rows, window = [y], [ry, rx, ri]
+        n, o, y, x, oi, rc, *window = sch.get_loops(conv)
+        rows = [y]
     oo, ov = sch.split(o, [None, plan.vectors])
     xo, xi = sch.split(x, [None, plan.pixels])
     rco, rci = sch.split(rc, [None, plan.chunk])
