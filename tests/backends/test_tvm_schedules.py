@@ -105,6 +105,12 @@ def _scheduled(arch, cpu: str, batch: int = 1) -> tvm.IRModule:
     return schedules.schedule_cpu(_fused(arch, batch, target), target, {})
 
 
+def _blocked_convs(arch, cpu: str, batch: int = 1) -> dict[str, tvm.tirx.PrimFunc]:
+    """The functions of the scheduled build that the blocked conv rule scheduled, by name."""
+    return {gv.name_hint: f for gv, f in _scheduled(arch, cpu, batch).functions_items()
+            if isinstance(f, tvm.tirx.PrimFunc) and schedules.scheduled_by(f) == "conv2d_blocked"}
+
+
 def _marks(mod: tvm.IRModule) -> dict[str, str | None]:
     return {gv.name_hint: schedules.scheduled_by(f) for gv, f in mod.functions_items()
             if isinstance(f, tvm.tirx.PrimFunc)}
@@ -308,8 +314,7 @@ def test_unpadded_convs_computed_wider_copy_no_input(cpu):
     over it: MobileNetV2's 16→96 conv on 112×112 at batch 32 took 2.4× as long), and still
     matches PyTorch where the host can run it."""
     arch = archdsl.load(WIDE_POINTWISE)
-    convs = {n: str(f) for n, f in _scheduled(arch, cpu).functions_items()
-             if schedules.scheduled_by(f) == "conv2d_blocked"}
+    convs = {n: str(f) for n, f in _blocked_convs(arch, cpu).items()}
     assert len(convs) == 5 and not [n for n, text in convs.items() if "archdsl_pad" in text]
     assert any("T.min(" in text for text in convs.values())  # ReLU is a max: the clamp
     _check_where_the_host_runs(arch, cpu)
@@ -340,8 +345,7 @@ def test_unblocked_inputs_unroll_the_windows_columns(cpu):
     21; LLVM otherwise kept the broadcasts shared between columns on the stack); a conv on
     blocked channels leaves them a loop. Still equal to PyTorch where the host runs it."""
     arch = archdsl.load(RGB_STEMS)
-    convs = [f for _, f in _scheduled(arch, cpu).functions_items()
-             if isinstance(f, tvm.tirx.PrimFunc) and schedules.scheduled_by(f) == "conv2d_blocked"]
+    convs = _blocked_convs(arch, cpu).values()
     unrolled = sorted(_unrolled_window_columns(f) for f in convs)
     assert unrolled == [False, True]
     _check_where_the_host_runs(arch, cpu)
@@ -396,10 +400,8 @@ def test_output_blocks_are_padded_to_whole_register_tiles(cpu):
     load per FMA (RegNetY-400MF's 104→104 1×1 conv on 28×28: 0.38 ms → 0.26). The
     result still equals PyTorch (blocks of either width, run here)."""
     arch = archdsl.load(PRIME_BLOCKS)
-    mod = _scheduled(arch, cpu)
     convs = [(int(f.params[1].ty.shape[0]), int(f.params[-1].ty.shape[1]))
-             for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
-             and schedules.scheduled_by(f) == "conv2d_blocked"]
+             for f in _blocked_convs(arch, cpu).values()]
     assert len(convs) == 6
     primes = [computed for computed, real in convs if real == 13]
     assert len(primes) == 3 and all(computed == 14 for computed in primes), convs
@@ -490,8 +492,7 @@ def test_convs_on_small_odd_planes_tile_the_flat_plane(cpu):
     them. Strided, dilated, one-axis and unpadded windows, at either width, still match
     PyTorch where the host runs them."""
     arch = archdsl.load(FLAT_WINDOWS)
-    convs = [f for _, f in _scheduled(arch, cpu).functions_items()
-             if isinstance(f, tvm.tirx.PrimFunc) and schedules.scheduled_by(f) == "conv2d_blocked"]
+    convs = _blocked_convs(arch, cpu).values()
 
     def sizes(block):
         return sorted(int(f.params[-1].ty.shape[2]) for f in convs if _has_block(f, block))
