@@ -564,12 +564,35 @@ def test_weights_beyond_half_of_l1_are_read_once_per_row_or_plane(cpu):
         return plan_conv(machine, oc // b, size, b, (ic // b, k, k, b), False, size)
 
     assert plan(512, 512, 3, 7).order == "plane"
-    assert plan(256, 256, 3, 14).order == "row"  # the plane's sums: 25 KB on AVX2
+    assert plan(128, 128, 3, 28).order == "row"  # the plane's sums: 100 KB on AVX2
     assert plan(64, 64, 3, 56).order == "row"
     wide = plan(128, 512, 1, 28)
     assert wide.order == "row" and wide.chunk * wide.vectors * b * b * 4 <= 4096
     assert wide.chunk == {"avx2": 4, "avx512": 1}[cpu]
     assert plan(256, 64, 1, 56).order == "tile" and plan(16, 16, 3, 56).order == "tile"
+
+
+def test_weights_beyond_l2_are_read_once_per_plane():
+    """A conv whose channel group's weights overflow the target core's L2 would read them
+    from L3 again for every row: it goes by plane when the plane's partial sums fit in half
+    of L2 (VGG-16's 3×3 512→512 on 28×28 and 14×14), by rows when they do not, and by rows
+    when the weights fit in L2 (256 KB on Haswell, 512 KB on Zen 3, 1 MB on Zen 4)."""
+    from archdsl.backends.tvm.schedules.common import Machine
+    from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
+
+    def order(cpu, oc, ic, size):
+        machine = Machine.of(backend.make_target({"kind": "llvm", "mcpu": cpu}))
+        b = machine.lanes
+        return plan_conv(machine, oc // b, size, b, (ic // b, 3, 3, b), False, size).order
+
+    assert {cpu: Machine.of(backend.make_target({"kind": "llvm", "mcpu": cpu})).l2 // 1024
+            for cpu in ("haswell", "znver3", "znver4")} == {
+        "haswell": 256, "znver3": 512, "znver4": 1024}
+    # a group of 4 weight vectors: 295 KB of weights for 256 input channels on AVX2
+    assert [order("haswell", 256, 256, 14), order("znver3", 256, 256, 14)] == ["plane", "row"]
+    assert [order(cpu, 512, 512, size) for cpu in ("znver3", "znver4") for size in (14, 28)
+            ] == ["plane"] * 4
+    assert order("znver3", 512, 512, 56) == "row"  # its sums: 400 KB
 
 
 def test_l1_is_the_target_cores():

@@ -61,6 +61,19 @@ L1D_48K_CPUS = dict.fromkeys(
      "emeraldrapids", "graniterapids", "graniterapids-d", "diamondrapids", "znver5"),
     48 * 1024)
 
+# L2 per core of LLVM's x86-64 cores, where it is more than 256 KB (Haswell's, Skylake's
+# clients'; taken for every core not named: the smallest since Haswell)
+L2_CPUS = {
+    **dict.fromkeys(("znver1", "znver2", "znver3", "icelake-client"), 512 * 1024),
+    **dict.fromkeys(("skylake-avx512", "cascadelake", "cooperlake", "znver4", "znver5"),
+                    1024 * 1024),
+    **dict.fromkeys(("icelake-server", "tigerlake", "rocketlake", "alderlake", "raptorlake",
+                     "meteorlake", "arrowlake", "arrowlake-s", "lunarlake", "pantherlake"),
+                    1280 * 1024),
+    **dict.fromkeys(("sapphirerapids", "emeraldrapids", "graniterapids", "graniterapids-d",
+                     "diamondrapids"), 2048 * 1024),
+}
+
 
 @dataclass(frozen=True)
 class Machine:
@@ -71,6 +84,7 @@ class Machine:
     fma: bool
     broadcast_operand: bool  # an FMA may take a broadcast scalar from memory (AVX-512)
     l1d: int = 32 * 1024  # bytes of L1 data cache per core
+    l2: int = 256 * 1024  # bytes of L2 per core
 
     @staticmethod
     def of(target: tvm.target.Target) -> Machine:
@@ -80,7 +94,7 @@ class Machine:
         cpu = str(target.attrs.get("mcpu", "")) if target.kind.name == "llvm" else ""
         return Machine(512 if avx512 else 256 if "avx" in features else 128,
                        32 if avx512 else 16, "fma" in features, avx512,
-                       L1D_48K_CPUS.get(cpu, 32 * 1024))
+                       L1D_48K_CPUS.get(cpu, 32 * 1024), L2_CPUS.get(cpu, 256 * 1024))
 
     @property
     def lanes(self) -> int:

@@ -11,8 +11,13 @@ Loop nest (outermost first), by how much the reduction is worth blocking:
   chunk's weights (4 KB at most) stay in L1 along the row, the row's partial sums too.
 - *plane*: image, channel group → a chunk of input blocks → every tile of the plane (flat
   convs and any conv of the *row* kind whose plane's partial sums fit in half of L1, a 3×3
-  conv on 7×7 in AVX-512's 7-pixel tiles, when a group's weights overflow half of L1). The
-  group's weights are read once per image.
+  conv on 7×7 in AVX-512's 7-pixel tiles, when a group's weights overflow half of L1; and
+  one whose group's weights overflow the core's L2, which by rows would come from L3 again
+  for every row, when its plane's partial sums fit in half of L2). The group's weights are
+  read once per image. VGG-16's 3×3 512→512 convs on AVX2 (4 weight vectors a group: 590
+  KB), one thread, kernels alone, interleaved: on 28×28 0.95–0.97× the time by rows, on 14×14
+  0.88–0.91×, at batch 1 and 32; its 256→512 on 28×28 (295 KB, within Zen 3's 512 KB of L2)
+  was 1.06× slower by plane at batch 32.
 A flat conv's tiles run over its output plane as one axis of pixels: a 1×1 conv's on planes
 of up to `FLAT_PIXELS`, and a conv with a window on such a plane when its rows would be
 computed wider than the flat plane (`blocking._flat_plane`: rows of 7 are 8 wide with 4×2
@@ -168,14 +173,16 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     group), window height and width, channels per input block; `rows`: the output's rows
     (1 when flat); `pad_vectors`: as `pixel_tile`'s. A group's weights beyond half of L1 are
     read once per pixel set of a chunk (a row, or the plane when its partial sums fit in half
-    of L1), not once per tile."""
+    of L1, or in half of L2 when the group's weights overflow L2), not once per tile."""
     icb, kh, kw, ib = reduction
     vectors, pixels, _ = pixel_tile(ocb, count, machine, icb if flat else None, pad_vectors,
                                     flat and kh * kw > 1)
     block = vectors * ob * ib * kh * kw * 4  # bytes of one input block's weights of a group
     sums = vectors * ob * count * rows * 4  # bytes of a group's partial sums of the plane
     half = machine.l1d // 2  # a group's weights for the *tile* order, sums for *plane*, at most
-    order = ("plane" if block * icb > half and ib > 1 and (flat or sums <= half)
+    # by rows, weights beyond L2 would come from L3 again for every row
+    beyond_l2 = block * icb > machine.l2 and sums <= machine.l2 // 2
+    order = ("plane" if block * icb > half and ib > 1 and (flat or sums <= half or beyond_l2)
              else "tile" if block * icb <= half or ib == 1 else "row")
     chunk = 1 if order == "tile" else _chunk(icb, block)
     return ConvPlan(vectors, pixels, order, chunk)
