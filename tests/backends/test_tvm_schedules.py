@@ -611,19 +611,26 @@ def test_l1_is_the_target_cores():
     assert orders == {"znver4": "row", "znver5": "tile"}
 
 
-def test_flat_tiles_weigh_broadcasts_from_l2():
-    """A flat 1×1 conv's channel groups each read a chunk of its inputs again: on AVX2, where
-    those chunks overflow half of L1 (256 → 1024 channels on 14×14), a tile of 4 vectors × 2
-    pixels (a broadcast feeds 4 FMAs) instead of 2 × 5; on 7×7, where they fit, 2 × 5 still;
-    never one pixel (80 ← 480 channels: it would load a weight per FMA). AVX-512's chunks are
-    a quarter as wide: its tiles do not change."""
+def test_tiles_weigh_broadcasts():
+    """Where an FMA cannot take its broadcast from memory (AVX2), a broadcast of a blocked
+    input counts as 1.5 loads: 4 vectors × 2 pixels (a broadcast feeds 4 FMAs) over 2 × 5 for
+    rows of 112 pixels and flat planes of 196 and 49, while an unblocked input's (an RGB
+    stem's) row keeps 2 × 5. A flat 1×1 conv's channel groups each read a chunk of its inputs
+    again: where those chunks overflow half of L1, a broadcast counts twice more (10 output
+    blocks on 14×14: 2 × 4 over 2 × 5); never one pixel (80 ← 480 channels: it would load a
+    weight per FMA). AVX-512's broadcasts are FMA operands: its tiles do not change for an
+    unblocked input, nor with its flat planes' chunks."""
     from archdsl.backends.tvm.schedules.common import Machine
     from archdsl.backends.tvm.schedules.conv_blocked import pixel_tile
     avx2, avx512 = (Machine.of(backend.make_target(CPUS[c])) for c in ("avx2", "avx512"))
-    assert pixel_tile(128, 196, avx2) == (2, 5, 200)
-    assert pixel_tile(128, 196, avx2, 32) == (4, 2, 196)
-    assert pixel_tile(256, 49, avx2, 64) == pixel_tile(256, 49, avx2) == (2, 5, 50)
+    assert pixel_tile(128, 196, avx2) == (4, 2, 196)
+    assert pixel_tile(256, 49, avx2) == (4, 2, 50)
+    assert pixel_tile(8, 112, avx2) == (4, 2, 112)
+    assert pixel_tile(8, 112, avx2, unblocked=True) == (2, 5, 115)
+    assert pixel_tile(10, 196, avx2) == (2, 5, 200)
+    assert pixel_tile(10, 196, avx2, 16) == (2, 4, 196)
     assert pixel_tile(10, 196, avx2, 60)[1] > 1
+    assert pixel_tile(4, 112, avx512) == pixel_tile(4, 112, avx512, unblocked=True)
     assert pixel_tile(64, 196, avx512, 16) == pixel_tile(64, 196, avx512)
 
 

@@ -239,7 +239,8 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
         vectors, _, extent = pixel_tile(
             ocb // groups, _shape(call)[3] if plane is None else plane, rw.machine,
             None if plane is None else icb, pad_vectors=groups == 1,
-            window=plane is not None and weight.shape[2] * weight.shape[3] > 1)
+            window=plane is not None and weight.shape[2] * weight.shape[3] > 1,
+            unblocked=ib == 1)
         blocks = -(-ocb // vectors) * vectors if groups == 1 else ocb
         packed = relax.const(np.ascontiguousarray(pack_conv(weight, b, ib, blocks)))
         if plane is not None:  # tiled as one flat axis

@@ -83,6 +83,7 @@ FLAT_PIXELS = 256  # a conv's plane up to this size may be one flat axis (`flat_
 _CHUNK_BYTES = 4096  # weights of one chunk of input blocks in the *row* and *plane* orders
 _L2_BROADCAST = 2.0  # loads a broadcast from L2 counts as (a flat plane's inputs)
 _WINDOW_BROADCAST = 2.0  # loads a flat plane's broadcast counts as where it reads a window
+_BROADCAST = 1.5  # loads a broadcast of a blocked input counts as, without broadcast operands
 _MAX_WASTE = 0.15  # pixels or output blocks computed in vain at most, as a share of the real ones
 _PAD_GAIN = 0.9  # padded output blocks' tile cost at most, relative to the best exact tile's
 
@@ -110,17 +111,24 @@ def _whole_tiles(count: int, limit: int) -> dict[int, int]:
 
 
 def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None,
-               pad_vectors: bool = False, window: bool = False) -> tuple[int, int, int]:
+               pad_vectors: bool = False, window: bool = False,
+               unblocked: bool = False) -> tuple[int, int, int]:
     """(V, P, padded count) for a tile of V weight vectors × P of `count` pixels (a row, or a
     flat plane): P need not divide the count — it is padded to a multiple of P when that
     wastes at most 15% (a 7×7 plane's 49 pixels as 13 tiles of 4, not 49 tiles of 1: 8
     weight loads per 8 FMAs; a 7-wide row as 2 tiles of 4) — among the tiles `register_tile`
     would take, the fewest loads per FMA, weighed by the square of the work done in vain (a
-    56-wide row as 12 tiles of 5 was slower than 14 tiles of 4). A flat plane's `inputs`
-    (input blocks, of the conv's full width): each channel group reads a chunk's inputs again
-    (*plane* order), from L2 when they overflow half of L1, and such a broadcast counts as two
-    loads. On AVX2, 1×1 256→1024 on 14×14: 2×5 tiles read 50 KB chunks, 4×2 tiles 25 KB and
-    were 3–4% faster, one thread, batch 1 and 32; on 7×7 (12 KB and 6 KB) 2×5 stayed ahead.
+    56-wide row as 12 tiles of 5 was slower than 14 tiles of 4). Where an FMA cannot take
+    its broadcast from memory (AVX2), a broadcast of a blocked input counts as 1.5 loads
+    (not of an unblocked one: an RGB stem's): 2×5 tiles (0.7 loads per FMA) had been taken
+    over 4×2 (0.75) for rows of 224 and 112 pixels and flat 7×7 planes, and 4×2 took
+    0.94–0.97× their time (VGG-16's 3×3 convs on 224×224 and 112×112, batch 1 and 32;
+    MobileNet v1's 1×1 convs on 112×112 and 7×7, ResNet-50's on 7×7; one thread, each
+    kernel alone, interleaved), while 2×5 stayed ahead on stems (VGG-16's 4×2 1.05–1.07×).
+    A flat plane's `inputs` (input blocks, of the conv's full width): each channel group
+    reads a chunk's inputs again (*plane* order), from L2 when they overflow half of L1, and
+    such a broadcast counts twice (1×1 256→1024 on 14×14 on AVX2: 2×5 tiles read 50 KB
+    chunks, 4×2 tiles 25 KB and were 3–4% faster, one thread, batch 1 and 32).
     A row or plane is never tiled one pixel at a time (unless it is one pixel): no weight is
     then held in a register, a load per FMA from all of the group's weights (RegNetY's 104→104
     1×1 conv on 28×28 as 13×1 tiles: 0.38 ms, as 2×4 in 14 blocks 0.26; EfficientNet-B0's
@@ -143,7 +151,8 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     vectors = _whole_tiles(ocb, machine.registers) if pad_vectors else exact
 
     def cost(v: int, p: int) -> float:
-        broadcast = _WINDOW_BROADCAST if window else 1
+        broadcast = 1 if unblocked or machine.broadcast_operand else _BROADCAST
+        broadcast *= _WINDOW_BROADCAST if window else 1
         if inputs is not None:
             block = v * machine.lanes * machine.lanes * 4
             chunk_bytes = options[p] * _chunk(inputs, block) * machine.lanes * 4
@@ -176,7 +185,7 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     of L1, or in half of L2 when the group's weights overflow L2), not once per tile."""
     icb, kh, kw, ib = reduction
     vectors, pixels, _ = pixel_tile(ocb, count, machine, icb if flat else None, pad_vectors,
-                                    flat and kh * kw > 1)
+                                    flat and kh * kw > 1, ib == 1)
     block = vectors * ob * ib * kh * kw * 4  # bytes of one input block's weights of a group
     sums = vectors * ob * count * rows * 4  # bytes of a group's partial sums of the plane
     half = machine.l1d // 2  # a group's weights for the *tile* order, sums for *plane*, at most
