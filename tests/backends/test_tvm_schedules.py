@@ -497,8 +497,10 @@ def test_convs_on_small_odd_planes_tile_the_flat_plane(cpu):
     def sizes(block):
         return sorted(int(f.params[-1].ty.shape[2]) for f in convs if _has_block(f, block))
 
+    # AVX-512's rows of 9 and 11 are whole tiles (2×9, 2×11: a window's loads do not count
+    # there, only work done in vain): they stay rows
     expect = {"avx2": ([7, 9, 11, 11, 11, 11], [5, 22, 22]),
-              "avx512": ([9, 11, 11, 11, 11], [5, 7, 22, 22])}[cpu]
+              "avx512": ([7], [5, 9, 11, 11, 11, 11, 22, 22])}[cpu]
     assert (sizes("archdsl_conv_flat_update"), sizes("archdsl_conv_blocked_update")) == expect
     _check_where_the_host_runs(arch, cpu)
 
@@ -590,8 +592,10 @@ def test_weights_beyond_l2_are_read_once_per_plane():
         "haswell": 256, "znver3": 512, "znver4": 1024}
     # a group of 4 weight vectors: 295 KB of weights for 256 input channels on AVX2
     assert [order("haswell", 256, 256, 14), order("znver3", 256, 256, 14)] == ["plane", "row"]
-    assert [order(cpu, 512, 512, size) for cpu in ("znver3", "znver4") for size in (14, 28)
-            ] == ["plane"] * 4
+    # on Zen 4, 512→512 on 14×14 takes 2×14 tiles, whose group's weights (590 KB) fit in L2
+    assert [order("znver3", 512, 512, 14), order("znver3", 512, 512, 28),
+            order("znver4", 512, 512, 28), order("znver4", 512, 512, 14)
+            ] == ["plane"] * 3 + ["row"]
     assert order("znver3", 512, 512, 56) == "row"  # its sums: 400 KB
 
 
@@ -633,6 +637,24 @@ def test_tiles_weigh_broadcasts():
     assert pixel_tile(4, 112, avx512) == pixel_tile(4, 112, avx512, unblocked=True)
     assert pixel_tile(64, 196, avx512, 16) == pixel_tile(64, 196, avx512)
 
+
+
+def test_avx512_window_tiles_weigh_work_in_vain_not_loads():
+    """Where a conv's window reuses every input from L1 and FMAs take their broadcast from
+    memory (AVX-512), a tile of at most 0.55 loads per FMA waits on its FMAs: rows of 56 and
+    112 take 4 × 4 tiles, whole (4 × 6 computed them 60 and 114 wide), a 1×1 conv's row
+    (inputs streamed once) keeps 4 × 6 over 60, AVX2 keeps its 4 × 2. AVX-512 tiles hold 16
+    accumulators at least: rows of 14 go 2 × 14 (or 4 × 5 over 15), never 2 × 7."""
+    from archdsl.backends.tvm.schedules.common import Machine
+    from archdsl.backends.tvm.schedules.conv_blocked import pixel_tile
+    avx2, avx512 = (Machine.of(backend.make_target(CPUS[c])) for c in ("avx2", "avx512"))
+    assert pixel_tile(4, 56, avx512, reused=True) == (4, 4, 56)
+    assert pixel_tile(4, 112, avx512, unblocked=True, reused=True) == (4, 4, 112)
+    assert pixel_tile(4, 56, avx512) == (4, 6, 60)
+    assert pixel_tile(8, 56, avx2, reused=True) == pixel_tile(8, 56, avx2) == (4, 2, 56)
+    for blocks in (16, 32):
+        vectors, pixels, _ = pixel_tile(blocks, 14, avx512, reused=True)
+        assert vectors * pixels >= 16 and (vectors, pixels) in {(2, 14), (4, 5)}
 
 FLAT_WIDE_INPUTS = r"""
 arch flat_wide_inputs

@@ -240,7 +240,7 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
             ocb // groups, _shape(call)[3] if plane is None else plane, rw.machine,
             None if plane is None else icb, pad_vectors=groups == 1,
             window=plane is not None and weight.shape[2] * weight.shape[3] > 1,
-            unblocked=ib == 1)
+            unblocked=ib == 1, reused=weight.shape[2] * weight.shape[3] > 1)
         blocks = -(-ocb // vectors) * vectors if groups == 1 else ocb
         packed = relax.const(np.ascontiguousarray(pack_conv(weight, b, ib, blocks)))
         if plane is not None:  # tiled as one flat axis
@@ -270,8 +270,10 @@ def _flat_plane(call: relax.Call, machine: Machine, ocb: int, icb: int) -> int |
     if (not any(int(p) for p in a.padding) and all(int(d) == 1 for d in a.dilation)
             and tuple(call.args[1].value.shape[2:]) == (1, 1)):
         return plane
-    _, _, row = pixel_tile(ocb, out[3], machine, pad_vectors=True)
-    _, _, flat = pixel_tile(ocb, plane, machine, icb, pad_vectors=True, window=True)
+    reused = tuple(call.args[1].value.shape[2:]) != (1, 1)
+    _, _, row = pixel_tile(ocb, out[3], machine, pad_vectors=True, reused=reused)
+    _, _, flat = pixel_tile(ocb, plane, machine, icb, pad_vectors=True, window=True,
+                           reused=reused)
     return plane if flat / plane < row / out[3] else None
 
 

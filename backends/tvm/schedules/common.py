@@ -118,13 +118,15 @@ def load_ratio(vectors: int, pixels: int) -> float:
 def register_tile(machine: Machine, vectors: list[int], pixels: list[int],
                   cost: Callable[[int, int], float] = load_ratio) -> tuple[int, int]:
     """(weight vectors, pixels) of a register tile from the allowed counts: among the tiles
-    that fit in registers with at least 8 accumulators (enough FMAs in flight to hide their
-    latency: 4 cycles × 2 units), the least `cost` (loads per FMA), then the most
-    accumulators, then more vectors; if none has 8, the most accumulators. Measured on AVX2
-    (one thread, against ONNX Runtime): 3×4 and 2×4 tiles of a 1×1 conv 0.6-0.85× its time,
-    1×14 (as many accumulators, a load per FMA) 1.2×, 2×7 (a register spilled) 1.4×."""
+    that fit in registers with at least half as many accumulators as there are registers
+    (enough FMAs in flight to hide their latency, 4 cycles × 2 units: 8 of AVX2's 16; 16 of
+    AVX-512's 32, where 2×7 tiles ran at 0.94× the rate of 4×4 and 4×6), the least `cost`
+    (loads per FMA), then the most accumulators, then more vectors; if none has that many,
+    the most accumulators. Measured on AVX2 (one thread, against ONNX Runtime): 3×4 and 2×4
+    tiles of a 1×1 conv 0.6-0.85× its time, 1×14 (as many accumulators, a load per FMA)
+    1.2×, 2×7 (a register spilled) 1.4×."""
     tiles = [(v, p) for v in vectors for p in pixels if machine.tile_fits(v, p)]
-    full = [t for t in tiles if t[0] * t[1] >= 8]
+    full = [t for t in tiles if t[0] * t[1] >= machine.registers // 2]
     if full:
         return min(full, key=lambda t: (cost(*t), -t[0] * t[1], -t[0]))
     return max(tiles, key=lambda t: (t[0] * t[1], t[0]))

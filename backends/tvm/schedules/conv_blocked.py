@@ -86,6 +86,7 @@ _WINDOW_BROADCAST = 2.0  # loads a flat plane's broadcast counts as where it rea
 _BROADCAST = 1.5  # loads a broadcast of a blocked input counts as, without broadcast operands
 _MAX_WASTE = 0.15  # pixels or output blocks computed in vain at most, as a share of the real ones
 _PAD_GAIN = 0.9  # padded output blocks' tile cost at most, relative to the best exact tile's
+_FMA_BOUND = 0.55  # loads per FMA below which an AVX-512 tile reading from L1 waits on FMAs
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _whole_tiles(count: int, limit: int) -> dict[int, int]:
 
 def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None,
                pad_vectors: bool = False, window: bool = False,
-               unblocked: bool = False) -> tuple[int, int, int]:
+               unblocked: bool = False, reused: bool = False) -> tuple[int, int, int]:
     """(V, P, padded count) for a tile of V weight vectors × P of `count` pixels (a row, or a
     flat plane): P need not divide the count — it is padded to a multiple of P when that
     wastes at most 15% (a 7×7 plane's 49 pixels as 13 tiles of 4, not 49 tiles of 1: 8
@@ -142,8 +143,16 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     A flat plane's pixels that each read a `window` (a 3×3 conv's, at row p // OW and column
     p % OW) have an address each to keep: their broadcasts count twice too (ResNet-18's 3×3
     convs on 7×7, flat, one thread, batch 1: 2×5 tiles 0.96× the time of rows computed 8
-    wide, 4×2 tiles 0.91×). (`Blocked` pads the computes with the same function the rule
-    then tiles them by: rows or planes of whole tiles, ⌈ocb / V⌉·V output blocks.)"""
+    wide, 4×2 tiles 0.91×). Where a conv's window makes every input `reused` from L1 and
+    FMAs take their broadcast operand (AVX-512), a tile of at most `_FMA_BOUND` loads per FMA
+    waits on its FMAs, not its loads: below that, loads do not count, only work done in vain
+    (every tile of 16 to 27 accumulators with at most 0.58 loads per FMA, from L1, ran at the
+    same 171–178 GFLOP/s on an AVX-512 Xeon core, a C loop). ResNet-18's 3×3 convs on rows of
+    56 and 28 then took 4×4 tiles instead of 4×6 over rows computed 60 and 30 wide, 0.93–0.97×
+    the time, and its 7×7/2 RGB stem 4×4 instead of 4×6 on rows of 112 (114), 0.71–0.84×
+    (one thread, batch 1, kernels alone, interleaved). (`Blocked` pads the computes with the
+    same function the rule then tiles them by: rows or planes of whole tiles, ⌈ocb / V⌉·V
+    output blocks.)"""
     options = _whole_tiles(count, machine.registers)
     if count > 1:
         options.pop(1, None)
@@ -157,7 +166,10 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
             block = v * machine.lanes * machine.lanes * 4
             chunk_bytes = options[p] * _chunk(inputs, block) * machine.lanes * 4
             broadcast *= _L2_BROADCAST if chunk_bytes > machine.l1d // 2 else 1
-        return ((v + broadcast * p) / (v * p) * (options[p] / count) ** 2
+        loads = (v + broadcast * p) / (v * p)
+        if reused and machine.broadcast_operand:
+            loads = max(loads, _FMA_BOUND)
+        return (loads * (options[p] / count) ** 2
                 * (vectors[v] / ocb) ** 2)
 
     v, p = register_tile(machine, list(vectors), list(options), cost=cost)
@@ -185,7 +197,7 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     of L1, or in half of L2 when the group's weights overflow L2), not once per tile."""
     icb, kh, kw, ib = reduction
     vectors, pixels, _ = pixel_tile(ocb, count, machine, icb if flat else None, pad_vectors,
-                                    flat and kh * kw > 1, ib == 1)
+                                    flat and kh * kw > 1, ib == 1, kh * kw > 1)
     block = vectors * ob * ib * kh * kw * 4  # bytes of one input block's weights of a group
     sums = vectors * ob * count * rows * 4  # bytes of a group's partial sums of the plane
     half = machine.l1d // 2  # a group's weights for the *tile* order, sums for *plane*, at most
