@@ -8,7 +8,8 @@ Loop nest (outermost first), by how much the reduction is worth blocking:
   they stay there across the tiles, and each tile's accumulators stay in registers throughout.
 - *row*: image, channel group, row → a chunk of input blocks → every tile of the row → K×K
   window → tile. Weights beyond half of L1 are read once per row, not once per tile; the
-  chunk's weights (4 KB at most) stay in L1 along the row, the row's partial sums too.
+  chunk's weights (`_chunk`: 4 KB at most with AVX2, two thirds of L1 with AVX-512) stay in
+  L1 along the row, the row's partial sums too.
 - *plane*: image, channel group → a chunk of input blocks → every tile of the plane (flat
   convs and any conv of the *row* kind whose plane's partial sums fit in half of L1, a 3×3
   conv on 7×7 in AVX-512's 7-pixel tiles, when a group's weights overflow half of L1; and
@@ -80,7 +81,7 @@ from archdsl.backends.tvm.schedules.common import (
 __all__ = ["FLAT_PIXELS", "ConvPlan", "conv2d_blocked", "pixel_tile", "plan_conv"]
 
 FLAT_PIXELS = 256  # a conv's plane up to this size may be one flat axis (`flat_conv2d`)
-_CHUNK_BYTES = 4096  # weights of one chunk of input blocks in the *row* and *plane* orders
+_CHUNK_BYTES = 4096  # weights of one chunk of input blocks in the *row* and *plane* orders (AVX2)
 _L2_BROADCAST = 2.0  # loads a broadcast from L2 counts as (a flat plane's inputs)
 _WINDOW_BROADCAST = 2.0  # loads a flat plane's broadcast counts as where it reads a window
 _BROADCAST = 1.5  # loads a broadcast of a blocked input counts as, without broadcast operands
@@ -164,7 +165,7 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
         broadcast *= _WINDOW_BROADCAST if window else 1
         if inputs is not None:
             block = v * machine.lanes * machine.lanes * 4
-            chunk_bytes = options[p] * _chunk(inputs, block) * machine.lanes * 4
+            chunk_bytes = options[p] * _chunk(inputs, block, machine) * machine.lanes * 4
             broadcast *= _L2_BROADCAST if chunk_bytes > machine.l1d // 2 else 1
         loads = (v + broadcast * p) / (v * p)
         if reused and machine.broadcast_operand:
@@ -180,10 +181,17 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     return v, p, options[p]
 
 
-def _chunk(icb: int, block: int) -> int:
+def _chunk(icb: int, block: int, machine: Machine) -> int:
     """Input blocks per chunk: the most of the `icb` whose weights (`block` bytes each) fit in
-    `_CHUNK_BYTES`."""
-    return max(divisors(icb, max(1, _CHUNK_BYTES // block)))
+    `_CHUNK_BYTES` with AVX2 (32 input channels of a 1×1 conv's 4 weight vectors; 2, 8 and
+    16 KB were 1.09, 1.02 and 1.035× slower), two thirds of L1 with AVX-512's 16 lanes: a
+    1×1 conv's 4 vectors there took 4 KB chunks of 16 channels, their partial sums to L1 and
+    back for every 16; chunks of 32 KB (128 channels, on a 48 KB L1) took MobileNet v1 0.96×
+    the time at batch 1 and 0.95× at 32, ResNet-50 0.96× at both, MobileNetV2 0.98×,
+    EfficientNet-B0 the same, its 1×1 convs alone 0.90–0.95×; 64 KB ones 0.95–1.0× (one
+    thread, interleaved). A 3×3 conv's block of 4 vectors, 36 KB, is a chunk by itself."""
+    budget = machine.l1d * 2 // 3 if machine.lanes >= 16 else _CHUNK_BYTES
+    return max(divisors(icb, max(1, budget // block)))
 
 
 def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[int, ...],
@@ -205,7 +213,7 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     beyond_l2 = block * icb > machine.l2 and sums <= machine.l2 // 2
     order = ("plane" if block * icb > half and ib > 1 and (flat or sums <= half or beyond_l2)
              else "tile" if block * icb <= half or ib == 1 else "row")
-    chunk = 1 if order == "tile" else _chunk(icb, block)
+    chunk = 1 if order == "tile" else _chunk(icb, block, machine)
     return ConvPlan(vectors, pixels, order, chunk)
 
 
