@@ -19,6 +19,7 @@ from tvm import relax
 
 from archdsl import interrupt
 from archdsl.backends.tvm import cpu, tune
+from archdsl.backends.tvm.inplace import WriteOverDeadOperands
 from archdsl.backends.tvm.lower import build_module
 from archdsl.backends.tvm.runtime import META_FUNC, Compiled
 from archdsl.ir import Graph
@@ -142,8 +143,9 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
             *, fold_bn: bool = True, strict: bool = True, seed: int = 0,
             **options: Any) -> Compiled:
     """Compile the graph for `target`: lower to Relax, legalize and fuse (FuseOps + FuseTIR),
-    schedule the kernels (the `SCHEDULE_HOOKS`, then on GPUs dlight's defaults), lower to the
-    Relax VM and build.
+    schedule the kernels (the `SCHEDULE_HOOKS`, then on GPUs dlight's defaults), let CPU
+    kernels write over an operand that dies with them (`inplace.py`: a residual add's), lower
+    to the Relax VM and build.
 
     `weights`: a state_dict (numpy arrays or torch tensors, the PyTorch backend's keys); None
     takes `random_weights(graph, seed)`. `strict` rejects keys the graph does not use.
@@ -179,6 +181,8 @@ def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: boo
             interrupt.checkpoint()
             mod = hook(mod, tgt, options)
         interrupt.checkpoint()
+        if tgt.kind.name == "llvm":  # checked on the kernels as scheduled (GPUs: not yet)
+            mod = WriteOverDeadOperands()(mod)
         mod = tvm.transform.Sequential(_gpu_fallback_passes(tgt) + _lower_passes(tgt))(mod)
     interrupt.checkpoint()
     executable = tvm.compile(mod, target=tgt, relax_pipeline=None)
