@@ -149,9 +149,10 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     waits on its FMAs, not its loads: below that, loads do not count, only work done in vain
     (every tile of 16 to 27 accumulators with at most 0.58 loads per FMA, from L1, ran at the
     same 171–178 GFLOP/s on an AVX-512 Xeon core, a C loop). ResNet-18's 3×3 convs on rows of
-    56 and 28 then took 4×4 tiles instead of 4×6 over rows computed 60 and 30 wide, 0.93–0.97×
-    the time, and its 7×7/2 RGB stem 4×4 instead of 4×6 on rows of 112 (114), 0.71–0.84×
-    (one thread, batch 1, kernels alone, interleaved). (`Blocked` pads the computes with the
+    56 and 28 then took 4×4 tiles instead of 4×6 over rows computed 60 and 30 wide, 0.88–0.96×
+    the time (rows of 14: 2×14 instead of 4×5 over 15, 0.91–0.99×), and its 7×7/2 RGB stem
+    4×4 instead of 4×6 on rows of 112 (114), 0.71–0.84× (one thread, batch 1, kernels alone,
+    interleaved). (`Blocked` pads the computes with the
     same function the rule then tiles them by: rows or planes of whole tiles, ⌈ocb / V⌉·V
     output blocks.)"""
     options = _whole_tiles(count, machine.registers)
