@@ -1,5 +1,6 @@
-"""Depthwise convolutions: vectorized along output rows, each channel's padded plane made just
-before use."""
+"""Depthwise convolutions: on NCHW activations (float16 builds) vectorized along output rows,
+each channel's padded plane made just before use; on blocked ones a vector of channels per
+pixel, the padding read in place."""
 
 from __future__ import annotations
 
