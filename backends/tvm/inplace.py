@@ -24,6 +24,8 @@ import tvm
 from tvm import relax, s_tir, tirx
 from tvm_ffi import structural_equal
 
+from archdsl.backends.tvm.schedules.common import top_blocks
+
 __all__ = ["WriteOverDeadOperands", "overwritable"]
 
 
@@ -37,7 +39,6 @@ def overwritable(func: tirx.PrimFunc, index: int) -> bool:
     """Whether `func` may write its output (its last parameter) over its parameter `index`:
     same shape and dtype, read only by blocks that write the output at the elements they
     read, the output never read."""
-    from archdsl.backends.tvm.schedules.common import top_blocks
     params = list(func.params)
     if not 0 <= index < len(params) - 1:
         return False

@@ -236,11 +236,11 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
         plane = _flat_plane(call, rw.machine, ocb, icb) if groups == 1 and ib > 1 else None
         # whole register tiles, as the rule will tile them: rows (or a flat plane) of whole
         # tiles of pixels; a dense conv's output blocks padded to whole tiles of vectors
+        windowed = weight.shape[2] * weight.shape[3] > 1
         vectors, _, extent = pixel_tile(
             ocb // groups, _shape(call)[3] if plane is None else plane, rw.machine,
             None if plane is None else icb, pad_vectors=groups == 1,
-            window=plane is not None and weight.shape[2] * weight.shape[3] > 1,
-            unblocked=ib == 1, reused=weight.shape[2] * weight.shape[3] > 1)
+            window=plane is not None and windowed, unblocked=ib == 1, reused=windowed)
         blocks = -(-ocb // vectors) * vectors if groups == 1 else ocb
         packed = relax.const(np.ascontiguousarray(pack_conv(weight, b, ib, blocks)))
         if plane is not None:  # tiled as one flat axis
@@ -267,13 +267,13 @@ def _flat_plane(call: relax.Call, machine: Machine, ocb: int, icb: int) -> int |
     if out is None or out[2] * out[3] > FLAT_PIXELS:
         return None
     plane = out[2] * out[3]
+    windowed = tuple(call.args[1].value.shape[2:]) != (1, 1)
     if (not any(int(p) for p in a.padding) and all(int(d) == 1 for d in a.dilation)
-            and tuple(call.args[1].value.shape[2:]) == (1, 1)):
+            and not windowed):
         return plane
-    reused = tuple(call.args[1].value.shape[2:]) != (1, 1)
-    _, _, row = pixel_tile(ocb, out[3], machine, pad_vectors=True, reused=reused)
+    _, _, row = pixel_tile(ocb, out[3], machine, pad_vectors=True, reused=windowed)
     _, _, flat = pixel_tile(ocb, plane, machine, icb, pad_vectors=True, window=True,
-                           reused=reused)
+                           reused=windowed)
     return plane if flat / plane < row / out[3] else None
 
 

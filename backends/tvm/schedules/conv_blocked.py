@@ -152,9 +152,8 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     56 and 28 then took 4×4 tiles instead of 4×6 over rows computed 60 and 30 wide, 0.88–0.96×
     the time (rows of 14: 2×14 instead of 4×5 over 15, 0.91–0.99×), and its 7×7/2 RGB stem
     4×4 instead of 4×6 on rows of 112 (114), 0.71–0.84× (one thread, batch 1, kernels alone,
-    interleaved). (`Blocked` pads the computes with the
-    same function the rule then tiles them by: rows or planes of whole tiles, ⌈ocb / V⌉·V
-    output blocks.)"""
+    interleaved). (`Blocked` pads the computes with the same function the rule then tiles
+    them by: rows or planes of whole tiles, ⌈ocb / V⌉·V output blocks.)"""
     options = _whole_tiles(count, machine.registers)
     if count > 1:
         options.pop(1, None)
@@ -205,8 +204,9 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     read once per pixel set of a chunk (a row, or the plane when its partial sums fit in half
     of L1, or in half of L2 when the group's weights overflow L2), not once per tile."""
     icb, kh, kw, ib = reduction
+    windowed = kh * kw > 1
     vectors, pixels, _ = pixel_tile(ocb, count, machine, icb if flat else None, pad_vectors,
-                                    flat and kh * kw > 1, ib == 1, kh * kw > 1)
+                                    flat and windowed, ib == 1, windowed)
     block = vectors * ob * ib * kh * kw * 4  # bytes of one input block's weights of a group
     sums = vectors * ob * count * rows * 4  # bytes of a group's partial sums of the plane
     half = machine.l1d // 2  # a group's weights for the *tile* order, sums for *plane*, at most
