@@ -47,6 +47,7 @@ from archdsl.backends.tvm.schedules.conv_blocked import conv2d_blocked
 from archdsl.backends.tvm.schedules.dense import dense
 from archdsl.backends.tvm.schedules.depthwise import depthwise_blocked, depthwise_conv2d
 from archdsl.backends.tvm.schedules.elementwise import fallback_parallel, injective
+from archdsl.backends.tvm.schedules.launch import one_launch
 from archdsl.backends.tvm.schedules.pool import pool
 
 __all__ = ["MARK", "RULES", "default_schedule", "schedule_cpu", "scheduled_by"]
@@ -112,7 +113,8 @@ def default_schedule(func: tirx.PrimFunc, target: tvm.target.Target,
     for name, rule in RULES.items():
         plan = _try(rule, kernel)
         if plan is not None:
-            plan.func = plan.func.with_attr("tirx.is_scheduled", True).with_attr(MARK, name)
+            plan.func = one_launch(plan.func).with_attr("tirx.is_scheduled", True)
+            plan.func = plan.func.with_attr(MARK, name)
             return plan
     return None
 

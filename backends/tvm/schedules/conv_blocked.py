@@ -260,8 +260,9 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     sch.parallel(outer)
     if placed:
         sch.reverse_compute_at(epilogue, at)
-    else:
-        sch.parallel(sch.get_loops(epilogue)[0])
+    else:  # over images and channel blocks (the images alone: one loop of one at batch 1)
+        loops = sch.get_loops(epilogue)
+        sch.parallel(sch.fuse(*loops[:2]) if len(loops) > 2 else loops[0])
     sch.decompose_reduction(conv, reduction)
     sch.vectorize(sch.get_loops(epilogue)[-1])
     for block in before:  # parallel over the planes' rows, vectors of channels
