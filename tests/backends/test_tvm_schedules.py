@@ -559,7 +559,8 @@ def test_weights_beyond_half_of_l1_are_read_once_per_row_or_plane(cpu):
     """A conv whose channel group's weights would not stay in L1 across its tiles reads each
     chunk of input blocks once per row, or once per plane when the plane's partial sums fit
     in half of L1 (ResNet-50's 3×3 512→512 on 7×7), in chunks whose weights stay in L1; one
-    whose group's weights fit keeps each tile's whole reduction in registers."""
+    whose group's weights fit keeps each tile's whole reduction in registers, as does every
+    1×1 conv by rows on AVX-512."""
     from archdsl.backends.tvm.schedules.common import Machine
     from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
     machine = Machine.of(backend.make_target(CPUS[cpu]))
@@ -572,15 +573,18 @@ def test_weights_beyond_half_of_l1_are_read_once_per_row_or_plane(cpu):
     assert plan(128, 128, 3, 28).order == "row"  # the plane's sums: 100 KB on AVX2
     assert plan(64, 64, 3, 56).order == "row"
     wide = plan(128, 512, 1, 28)
-    budget = 4096 if b == 8 else machine.l1d * 2 // 3  # a chunk's weights: 4 KB; ⅔ of L1
-    assert wide.order == "row" and wide.chunk * wide.vectors * b * b * 4 <= budget
-    # AVX2: 4 blocks of 1 KB (32 channels); Zen 4's 32 KB of L1: 4 of 4 KB (64 channels)
-    assert wide.chunk == 4
     assert plan(256, 64, 1, 56).order == "tile" and plan(16, 16, 3, 56).order == "tile"
-    if cpu == "avx512":  # 48 KB of L1: 8 blocks of 4 KB, 128 input channels a chunk
-        spr = Machine.of(backend.make_target({"kind": "llvm", "mcpu": "sapphirerapids"}))
-        assert plan_conv(spr, 8, 28, 16, (32, 1, 1, 16), False, 28).chunk == 8
-        assert plan_conv(spr, 8, 28, 16, (32, 3, 3, 16), False, 28).chunk == 1  # 36 KB
+    if cpu == "avx2":  # 4 blocks of 1 KB (32 channels) a chunk
+        assert wide.order == "row" and wide.chunk == 4
+        return
+    # AVX-512: a 1×1 conv by rows keeps each tile's whole reduction in registers
+    assert wide.order == "tile" and plan(128, 128, 3, 28).order == "row"
+    # a chunk's weights: ⅔ of L1, 8 blocks of 4 KB (128 channels) on a 48 KB L1, read once
+    # per plane by a flat 1×1 conv; a 3×3 conv's 36 KB are a chunk by themselves
+    spr = Machine.of(backend.make_target({"kind": "llvm", "mcpu": "sapphirerapids"}))
+    flat = plan_conv(spr, 8, 196, 16, (32, 1, 1, 16), True)
+    assert flat.order == "plane" and flat.chunk == 8
+    assert plan_conv(spr, 8, 28, 16, (32, 3, 3, 16), False, 28).chunk == 1
 
 
 def test_weights_beyond_l2_are_read_once_per_plane():
