@@ -23,16 +23,18 @@ first rule in `RULES` that fits:
   tile; depthwise convs vectorized along output rows.
 - dense (FC): weights repacked to N/{vo}·K·{vo}, a tile of rows × one vector block in registers.
 - pooling, global pooling and other reductions over trailing axes: parallel over the outer
-  spatial axes, vectorized where the input is read at stride 1 (a blocked tensor's channels).
+  spatial axes, the padding read in place, vectorized where the input is read at stride 1 (a
+  blocked tensor's channels).
 - elementwise (and reshape, concat, layout transforms): inlined into one loop nest, vectorized
   and parallel.
 - the rest (softmax...): its outer loops parallel where they have several iterations.
   (dlight's CPU reduction rule made a 1000-class softmax 3.4 ms instead of 4 µs: not used.)
 
 Each function scheduled here carries the attribute `MARK` (the rule's name) besides
-"tirx.is_scheduled". `compile(..., schedules=False)` turns the rules off (TVM's naive loops on
-the same rewritten graph). Measured effects are in the README's Performance section and in the
-rules' docstrings.
+"tirx.is_scheduled", and runs its parallel loops in one launch of the thread pool where that is
+safe (`launch.py`: a conv's padding stage and rows, a batch's images). `compile(...,
+schedules=False)` turns the rules off (TVM's naive loops on the same rewritten graph). Measured
+effects are in the README's Performance section and in the rules' docstrings.
 """
 
 from __future__ import annotations
