@@ -138,7 +138,14 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     A flat plane's `inputs` (input blocks, of the conv's full width): each channel group
     reads a chunk's inputs again (*plane* order), from L2 when they overflow half of L1, and
     such a broadcast counts twice (1×1 256→1024 on 14×14 on AVX2: 2×5 tiles read 50 KB
-    chunks, 4×2 tiles 25 KB and were 3–4% faster, one thread, batch 1 and 32).
+    chunks, 4×2 tiles 25 KB and were 3–4% faster, one thread, batch 1 and 32) — not where FMAs
+    take their broadcast from memory (AVX-512): SqueezeNet 1.1's 512→1000 on 13×13 took 9×2
+    tiles for it, 41.8 ms at batch 32 alone, and takes 3×9 without, 33.6 (ONNX Runtime 33.1);
+    whole
+    networks without the doubling, one thread, interleaved: SqueezeNet 1.1 0.97× the time at
+    batch 1 and 32, MobileNetV2 0.99× and RegNetY-400MF 0.98× at batch 32, ResNet-50 0.99×,
+    the rest (batch 1: ResNet-50, MobileNetV2, EfficientNet-B0, RegNetY-400MF, DenseNet-121;
+    MobileNet v1 at 32) within ±1%.
     A row or plane is never tiled one pixel at a time (unless it is one pixel): no weight is
     then held in a register, a load per FMA from all of the group's weights (RegNetY's 104→104
     1×1 conv on 28×28 as 13×1 tiles: 0.38 ms, as 2×4 in 14 blocks 0.26; EfficientNet-B0's
@@ -171,7 +178,7 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     def cost(v: int, p: int) -> float:
         broadcast = 1 if unblocked or machine.broadcast_operand else _BROADCAST
         broadcast *= _WINDOW_BROADCAST if window else 1
-        if inputs is not None:
+        if inputs is not None and not machine.broadcast_operand:
             block = v * machine.lanes * machine.lanes * 4
             chunk_bytes = options[p] * _chunk(inputs, block, machine) * machine.lanes * 4
             broadcast *= _L2_BROADCAST if chunk_bytes > machine.l1d // 2 else 1
