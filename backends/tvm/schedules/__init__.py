@@ -115,8 +115,7 @@ def default_schedule(func: tirx.PrimFunc, target: tvm.target.Target,
     for name, rule in RULES.items():
         plan = _try(rule, kernel)
         if plan is not None:
-            plan.func = one_launch(plan.func).with_attr("tirx.is_scheduled", True)
-            plan.func = plan.func.with_attr(MARK, name)
+            plan.func = one_launch(plan.func).with_attrs({"tirx.is_scheduled": True, MARK: name})
             return plan
     return None
 

@@ -141,11 +141,10 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     chunks, 4×2 tiles 25 KB and were 3–4% faster, one thread, batch 1 and 32) — not where FMAs
     take their broadcast from memory (AVX-512): SqueezeNet 1.1's 512→1000 on 13×13 took 9×2
     tiles for it, 41.8 ms at batch 32 alone, and takes 3×9 without, 33.6 (ONNX Runtime 33.1);
-    whole
-    networks without the doubling, one thread, interleaved: SqueezeNet 1.1 0.97× the time at
-    batch 1 and 32, MobileNetV2 0.99× and RegNetY-400MF 0.98× at batch 32, ResNet-50 0.99×,
-    the rest (batch 1: ResNet-50, MobileNetV2, EfficientNet-B0, RegNetY-400MF, DenseNet-121;
-    MobileNet v1 at 32) within ±1%.
+    whole networks without the doubling, one thread, interleaved: SqueezeNet 1.1 0.97× the
+    time at batch 1 and 32, MobileNetV2 0.99× and RegNetY-400MF 0.98× at batch 32, ResNet-50
+    0.99×, the rest (batch 1: ResNet-50, MobileNetV2, EfficientNet-B0, RegNetY-400MF,
+    DenseNet-121; MobileNet v1 at 32) within ±1%.
     A row or plane is never tiled one pixel at a time (unless it is one pixel): no weight is
     then held in a register, a load per FMA from all of the group's weights (RegNetY's 104→104
     1×1 conv on 28×28 as 13×1 tiles: 0.38 ms, as 2×4 in 14 blocks 0.26; EfficientNet-B0's
@@ -230,10 +229,10 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     half = machine.l1d // 2  # a group's weights for the *tile* order, sums for *plane*, at most
     # by rows, weights beyond L2 would come from L3 again for every row
     beyond_l2 = block * icb > machine.l2 and sums <= machine.l2 // 2
+    # with AVX-512 a 1×1 conv's weights stream from L2 behind its FMAs: by tile, never by row
+    streamed = not windowed and machine.lanes >= 16
     order = ("plane" if block * icb > half and ib > 1 and (flat or sums <= half or beyond_l2)
-             else "tile" if block * icb <= half or ib == 1 else "row")
-    if order == "row" and not windowed and machine.lanes >= 16:
-        order = "tile"  # AVX-512: a 1×1 conv's weights stream from L2 behind its FMAs
+             else "tile" if block * icb <= half or ib == 1 or streamed else "row")
     chunk = 1 if order == "tile" else _chunk(icb, block, machine)
     return ConvPlan(vectors, pixels, order, chunk)
 
