@@ -560,7 +560,7 @@ def test_weights_beyond_half_of_l1_are_read_once_per_row_or_plane(cpu):
     chunk of input blocks once per row, or once per plane when the plane's partial sums fit
     in half of L1 (ResNet-50's 3×3 512→512 on 7×7), in chunks whose weights stay in L1; one
     whose group's weights fit keeps each tile's whole reduction in registers, as does every
-    1×1 conv by rows on AVX-512."""
+    1×1 conv by rows on AVX-512; a windowed one by rows goes by bands of rows there."""
     from archdsl.backends.tvm.schedules.common import Machine
     from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
     machine = Machine.of(backend.make_target(CPUS[cpu]))
@@ -569,16 +569,17 @@ def test_weights_beyond_half_of_l1_are_read_once_per_row_or_plane(cpu):
     def plan(oc, ic, k, size):
         return plan_conv(machine, oc // b, size, b, (ic // b, k, k, b), False, size)
 
+    rows = "row" if cpu == "avx2" else "band"
     assert plan(512, 512, 3, 7).order == "plane"
-    assert plan(128, 128, 3, 28).order == "row"  # the plane's sums: 100 KB on AVX2
-    assert plan(64, 64, 3, 56).order == "row"
+    assert plan(128, 128, 3, 28).order == rows  # the plane's sums: 100 KB on AVX2
+    assert plan(64, 64, 3, 56).order == rows
     wide = plan(128, 512, 1, 28)
     assert plan(256, 64, 1, 56).order == "tile" and plan(16, 16, 3, 56).order == "tile"
     if cpu == "avx2":  # 4 blocks of 1 KB (32 channels) a chunk
         assert wide.order == "row" and wide.chunk == 4
         return
     # AVX-512: a 1×1 conv by rows keeps each tile's whole reduction in registers
-    assert wide.order == "tile" and plan(128, 128, 3, 28).order == "row"
+    assert wide.order == "tile"
     # a chunk's weights: ⅔ of L1, 8 blocks of 4 KB (128 channels) on a 48 KB L1, read once
     # per plane by a flat 1×1 conv; a 3×3 conv's 36 KB are a chunk by themselves
     spr = Machine.of(backend.make_target({"kind": "llvm", "mcpu": "sapphirerapids"}))
@@ -591,7 +592,8 @@ def test_weights_beyond_l2_are_read_once_per_plane():
     """A conv whose channel group's weights overflow the target core's L2 would read them
     from L3 again for every row: it goes by plane when the plane's partial sums fit in half
     of L2 (VGG-16's 3×3 512→512 on 28×28 and 14×14), by rows when they do not, and by rows
-    when the weights fit in L2 (256 KB on Haswell, 512 KB on Zen 3, 1 MB on Zen 4)."""
+    when the weights fit in L2 (256 KB on Haswell, 512 KB on Zen 3, 1 MB on Zen 4; by bands
+    of rows on AVX-512)."""
     from archdsl.backends.tvm.schedules.common import Machine
     from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
 
@@ -608,15 +610,59 @@ def test_weights_beyond_l2_are_read_once_per_plane():
     # on Zen 4, 512→512 on 14×14 takes 2×14 tiles, whose group's weights (590 KB) fit in L2
     assert [order("znver3", 512, 512, 14), order("znver3", 512, 512, 28),
             order("znver4", 512, 512, 28), order("znver4", 512, 512, 14)
-            ] == ["plane"] * 3 + ["row"]
+            ] == ["plane"] * 3 + ["band"]
     assert order("znver3", 512, 512, 56) == "row"  # its sums: 400 KB
+
+
+def test_windowed_convs_go_by_bands_on_avx512():
+    """On AVX-512 a windowed conv that would go by rows reads each chunk's weights once per
+    band of rows: the most rows (dividing the output's) whose partial sums fit in half of the
+    core's L2 with at least 8 parallel units (channel groups × bands) left; AVX2 keeps rows.
+    The loop nest has the chunks outside the band's rows, the band inside the parallel loop,
+    and the result is the conv's (where the host runs the target)."""
+    from archdsl.backends.tvm.schedules.common import Machine
+    from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
+
+    def plan(cpu, oc, ic, size, blocks=None):
+        machine = Machine.of(backend.make_target({"kind": "llvm", "mcpu": cpu}))
+        b = machine.lanes
+        return plan_conv(machine, oc // b, size, b, (ic // b, 3, 3, b), False, size,
+                         blocks=blocks)
+
+    # 64 → 64 on 224×224: one group of 4 vectors, 57 KB of sums a row; half of Sapphire
+    # Rapids' 2 MB L2 holds 17 rows, 16 divide 224: 14 bands
+    assert plan("sapphirerapids", 64, 64, 224).band == 16
+    # 14 KB a row on 56×56: 28 rows fit, but one group needs 8 bands of 7 rows
+    assert plan("sapphirerapids", 64, 64, 56).band == 7
+    # 128 → 128 on 56×56 in 2 groups: 4 bands of 14 rows
+    assert plan("sapphirerapids", 128, 64, 56).band == 14
+    # 512 → 512 on 28×28: 8 groups, the whole plane's 200 KB of sums a band
+    assert plan("sapphirerapids", 512, 512, 28).band == 28
+    # a grouped conv's groups are counted over all of its output blocks (4 groups here)
+    assert plan("sapphirerapids", 64, 64, 56, blocks=16).band == 28
+    assert plan("haswell", 64, 64, 224).order == "row"
+
+    # one group on 16×16 (Zen 4): 8 bands of 2 rows
+    arch = archdsl.load("arch band\ninput 32x16x16\nc1: conv3-64 norm=bn act=relu\n")
+    (func,) = _blocked_convs(arch, "avx512").values()
+    loops = [line.strip() for line in func.script().splitlines()
+             if line.strip().startswith("for ")]
+    parallel = [line for line in loops if "T.parallel" in line]
+    assert any("o_0_y_0_fused in T.parallel(T.int64(8))" in line for line in parallel)
+    reduction = next(line for line in loops if "rc_0" in line and "y_1" in line)
+    # the chunk loop, then the band's rows, then the row's tiles
+    assert reduction.index("rc_0") < reduction.index("y_1") < reduction.index("x_0")
+    _check_where_the_host_runs(arch, "avx512")
+    # this host's build (by bands where the host has AVX-512) equals PyTorch at batch 2
+    ref, state, x = _torch_run(arch, 2)
+    _assert_close(backend.compile(arch.graph, target="llvm", weights=state, batch=2)(x), ref)
 
 
 def test_l1_is_the_target_cores():
     """Half of the target core's L1 data cache bounds a group's weights for the *tile* order:
     48 KB on Zen 5 and Intel cores since Ice Lake, 32 KB on Zen 4 and Haswell, named by the
     target, not read from the host. A 3×3 conv of 32 → 16 channels in AVX-512 blocks has
-    18 KB of weights: whole tiles on Zen 5, row by row on Zen 4."""
+    18 KB of weights: whole tiles on Zen 5, by bands of rows on Zen 4."""
     from archdsl.backends.tvm.schedules.common import Machine
     from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
     machines = {cpu: Machine.of(backend.make_target({"kind": "llvm", "mcpu": cpu}))
@@ -625,7 +671,7 @@ def test_l1_is_the_target_cores():
         "haswell": 32, "znver4": 32, "znver5": 48, "icelake-server": 48, "sapphirerapids": 48}
     orders = {cpu: plan_conv(machines[cpu], 1, 56, 16, (2, 3, 3, 16), False, 56).order
               for cpu in ("znver4", "znver5")}
-    assert orders == {"znver4": "row", "znver5": "tile"}
+    assert orders == {"znver4": "band", "znver5": "tile"}
 
 
 def test_tiles_weigh_broadcasts():

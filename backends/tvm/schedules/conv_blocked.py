@@ -18,6 +18,10 @@ Loop nest (outermost first), by how much the reduction is worth blocking:
   networks at batch 32 (one thread, interleaved builds, AVX-512 Xeon): MobileNet v1 0.97×
   the time, ResNet-50 0.98×, DenseNet-121 0.97×, at batch 1 and MobileNetV2, EfficientNet-B0
   and MNASNet within ±1.5%. Flat 1×1 convs by *plane* stayed ahead of *tile* (1.02–1.05×).
+- *band*: image, channel group, band of rows → a chunk of input blocks → every row of the
+  band → every tile of the row → K×K window → tile. A windowed conv by rows on AVX-512:
+  the chunk's weights stay in L1 across the band's rows (read once per band, not per row),
+  the band's partial sums in L2 (`_band`).
 - *plane*: image, channel group → a chunk of input blocks → every tile of the plane (flat
   convs and any conv of the *row* kind whose plane's partial sums fit in half of L1, a 3×3
   conv on 7×7 in AVX-512's 7-pixel tiles, when a group's weights overflow half of L1; and
@@ -36,8 +40,8 @@ batch 1 and 0.91× at 32, ResNet-50's 0.88–0.89×, SqueezeNet 1.1's on 13×13 
 L1 is the target core's L1 data cache (`Machine.l1d`: 48 KB on Intel cores since Ice Lake and
 on Zen 5, else 32 KB). Parallel over the outer loops; the fused epilogue runs on vectors (per
 tile, row or plane). The input's padding (or a strided 1×1 conv's dense gather) is made
-before the conv reads it: in the *row* and *tile* orders one image at a time, each image's
-stage and then its conv in parallel within the image, so that the padded image is still in
+before the conv reads it: in the *row*, *band* and *tile* orders one image at a time, each
+image's stage and then its conv in parallel within the image, so that the padded image is still in
 L2 when it is read (a whole batch's copy went to memory and back: ResNet-18 at batch 32, one
 thread, whole network 0.96–0.98×, ResNet-50 0.95–0.99×, RegNetY-400MF 0.93×, VGG-16 and
 DenseNet-121 within ±2%; two threads, ResNet-18 batch 32 0.95–1.0×, batch 1 0.99×). Flat
@@ -96,17 +100,19 @@ _BROADCAST = 1.5  # loads a broadcast of a blocked input counts as, without broa
 _MAX_WASTE = 0.15  # pixels or output blocks computed in vain at most, as a share of the real ones
 _PAD_GAIN = 0.9  # padded output blocks' tile cost at most, relative to the best exact tile's
 _FMA_BOUND = 0.55  # loads per FMA below which an AVX-512 tile reading from L1 waits on FMAs
+_MIN_UNITS = 8  # parallel units (channel groups × bands) a conv by bands keeps at least
 
 
 @dataclass(frozen=True)
 class ConvPlan:
-    """How a blocked conv is tiled: V weight vectors × P pixels, the reduction order, and the
-    input blocks per chunk (*plane* order)."""
+    """How a blocked conv is tiled: V weight vectors × P pixels, the reduction order, the
+    input blocks per chunk, and the rows per band (*band* order)."""
 
     vectors: int
     pixels: int
-    order: str  # "tile", "row" or "plane"
+    order: str  # "tile", "row", "band" or "plane"
     chunk: int
+    band: int = 1
 
 
 def _whole_tiles(count: int, limit: int) -> dict[int, int]:
@@ -211,7 +217,8 @@ def _chunk(icb: int, block: int, machine: Machine) -> int:
 
 
 def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[int, ...],
-              flat: bool, rows: int = 1, pad_vectors: bool = False) -> ConvPlan:
+              flat: bool, rows: int = 1, pad_vectors: bool = False,
+              blocks: int | None = None) -> ConvPlan:
     """The tile and loop order of a blocked conv on `machine` (see the module's docstring).
     `ocb`: the output blocks a tile may take vectors from (a group's, grouped); `count`: the
     pixels the tiles cover (a row's, or a flat plane's); `reduction`: input blocks (of a
@@ -219,7 +226,9 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     (1 when flat); `pad_vectors`: as `pixel_tile`'s. A group's weights beyond half of L1 are
     read once per pixel set of a chunk (a row, or the plane when its partial sums fit in half
     of L1, or in half of L2 when the group's weights overflow L2), not once per tile — but a
-    1×1 conv's by rows on AVX-512, read once per tile."""
+    1×1 conv's by rows on AVX-512, read once per tile, and a windowed conv's by rows on
+    AVX-512, read once per band of rows (`_band`; `blocks`: the output blocks the conv
+    computes in all, `ocb` when None)."""
     icb, kh, kw, ib = reduction
     windowed = kh * kw > 1
     vectors, pixels, _ = pixel_tile(ocb, count, machine, icb if flat else None, pad_vectors,
@@ -234,7 +243,29 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     order = ("plane" if block * icb > half and ib > 1 and (flat or sums <= half or beyond_l2)
              else "tile" if block * icb <= half or ib == 1 or streamed else "row")
     chunk = 1 if order == "tile" else _chunk(icb, block, machine)
-    return ConvPlan(vectors, pixels, order, chunk)
+    band = 1
+    if order == "row" and windowed and machine.lanes >= 16:
+        groups = -(-(blocks or ocb) // vectors)
+        order, band = "band", _band(machine, rows, sums // rows, groups)
+    return ConvPlan(vectors, pixels, order, chunk, band)
+
+
+def _band(machine: Machine, rows: int, row_sums: int, groups: int) -> int:
+    """Rows per band of a windowed conv by rows on AVX-512: the most (dividing the output's
+    rows) whose partial sums (`row_sums` bytes a row) fit in half of the core's L2 while the
+    conv keeps `_MIN_UNITS` parallel units (channel groups × bands). Each chunk's weights
+    then stay in L1 across the band's rows, read once per band, where by rows they came
+    from L2 again for every row and chunk (as ONNX Runtime's NCHWc convs, which go over a
+    thread's rows for each input block). VGG-16's 3×3 512→512 on 28×28 alone 0.955× the
+    time, 256→512 0.98×; whole networks, one thread, interleaved builds: VGG-16 0.98× at
+    batch 1, ResNet-50 0.99×, ResNet-18 0.99×; ResNet-18, VGG-16, DenseNet-121 and
+    ResNeXt-50 at batch 32, and those two, RegNetY-400MF and SqueezeNet 1.1 at batch 1,
+    within ±2%; two threads: VGG-16, ResNet-18 and ResNet-50 0.99–1.0× at batch 1,
+    ResNet-18 0.99× at 32 (AVX-512 Xeon; AVX2 keeps rows, unmeasured there). The bands
+    leave at least `_MIN_UNITS` parallel units for the cores to share."""
+    fits = [d for d in divisors(rows) if d * row_sums <= machine.l2 // 2
+            and groups * (rows // d) >= _MIN_UNITS]
+    return max(fits, default=1)
 
 
 def conv2d_blocked(k: Kernel) -> Plan | None:
@@ -262,7 +293,8 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     # stays in one group (its pixels' inputs are shared) and is never padded
     group = sch.get(conv).annotations.get(blocked.GROUP_VECTORS)
     ocb = extent(sch, after, 1) if group is None else int(group)
-    plan = plan_conv(Machine.of(k.target), ocb, count, ob, reduction, flat, rows, group is None)
+    plan = plan_conv(Machine.of(k.target), ocb, count, ob, reduction, flat, rows, group is None,
+                     computed)
     if computed % plan.vectors:
         return None  # not padded as this rule tiles it
     before = [b for b in blocks[:blocks.index(conv)]
@@ -329,6 +361,10 @@ def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool, per_image: boo
     elif plan.order == "row":
         sch.reorder(n, oo, *rows, rco, xo, *inner)
         outer = at = sch.fuse(*within, oo, *rows)
+    elif plan.order == "band":
+        band, row = sch.split(rows[0], [None, plan.band])
+        sch.reorder(n, oo, band, rco, row, xo, *inner)
+        outer = at = sch.fuse(*within, oo, band)
     else:  # plane
         sch.reorder(n, oo, rco, *rows, xo, *inner)
         outer = at = sch.fuse(*within, oo)
