@@ -85,6 +85,21 @@ CPUS = {"avx2": {"kind": "llvm", "mcpu": "haswell"}, "avx512": {"kind": "llvm", 
 LANES = {"avx2": 8, "avx512": 16}
 
 
+def _machine(cpu: str):
+    """The schedules' view of a CPU: a key of CPUS, or an LLVM CPU name."""
+    from archdsl.backends.tvm.schedules.common import Machine
+    return Machine.of(backend.make_target(CPUS.get(cpu, {"kind": "llvm", "mcpu": cpu})))
+
+
+def _conv_plan(cpu: str, oc: int, ic: int, k: int, size: int, blocks: int | None = None):
+    """`plan_conv` on `cpu` for a k×k conv of ic → oc channels by rows of a size×size
+    output, in the CPU's channel blocks."""
+    from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
+    machine = _machine(cpu)
+    b = machine.lanes
+    return plan_conv(machine, oc // b, size, b, (ic // b, k, k, b), False, size, blocks=blocks)
+
+
 def _features(target) -> set[str]:
     from tvm.target.codegen import llvm_get_cpu_features
     return set(llvm_get_cpu_features(backend.make_target(target)))
@@ -561,13 +576,10 @@ def test_weights_beyond_half_of_l1_are_read_once_per_row_or_plane(cpu):
     in half of L1 (ResNet-50's 3×3 512→512 on 7×7), in chunks whose weights stay in L1; one
     whose group's weights fit keeps each tile's whole reduction in registers, as does every
     1×1 conv by rows on AVX-512; a windowed one by rows goes by bands of rows there."""
-    from archdsl.backends.tvm.schedules.common import Machine
     from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
-    machine = Machine.of(backend.make_target(CPUS[cpu]))
-    b = machine.lanes
 
     def plan(oc, ic, k, size):
-        return plan_conv(machine, oc // b, size, b, (ic // b, k, k, b), False, size)
+        return _conv_plan(cpu, oc, ic, k, size)
 
     rows = "row" if cpu == "avx2" else "band"
     assert plan(512, 512, 3, 7).order == "plane"
@@ -582,7 +594,7 @@ def test_weights_beyond_half_of_l1_are_read_once_per_row_or_plane(cpu):
     assert wide.order == "tile"
     # a chunk's weights: ⅔ of L1, 8 blocks of 4 KB (128 channels) on a 48 KB L1, read once
     # per plane by a flat 1×1 conv; a 3×3 conv's 36 KB are a chunk by themselves
-    spr = Machine.of(backend.make_target({"kind": "llvm", "mcpu": "sapphirerapids"}))
+    spr = _machine("sapphirerapids")
     flat = plan_conv(spr, 8, 196, 16, (32, 1, 1, 16), True)
     assert flat.order == "plane" and flat.chunk == 8
     assert plan_conv(spr, 8, 28, 16, (32, 3, 3, 16), False, 28).chunk == 1
@@ -594,16 +606,10 @@ def test_weights_beyond_l2_are_read_once_per_plane():
     of L2 (VGG-16's 3×3 512→512 on 28×28 and 14×14), by rows when they do not, and by rows
     when the weights fit in L2 (256 KB on Haswell, 512 KB on Zen 3, 1 MB on Zen 4; by bands
     of rows on AVX-512)."""
-    from archdsl.backends.tvm.schedules.common import Machine
-    from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
-
     def order(cpu, oc, ic, size):
-        machine = Machine.of(backend.make_target({"kind": "llvm", "mcpu": cpu}))
-        b = machine.lanes
-        return plan_conv(machine, oc // b, size, b, (ic // b, 3, 3, b), False, size).order
+        return _conv_plan(cpu, oc, ic, 3, size).order
 
-    assert {cpu: Machine.of(backend.make_target({"kind": "llvm", "mcpu": cpu})).l2 // 1024
-            for cpu in ("haswell", "znver3", "znver4")} == {
+    assert {cpu: _machine(cpu).l2 // 1024 for cpu in ("haswell", "znver3", "znver4")} == {
         "haswell": 256, "znver3": 512, "znver4": 1024}
     # a group of 4 weight vectors: 295 KB of weights for 256 input channels on AVX2
     assert [order("haswell", 256, 256, 14), order("znver3", 256, 256, 14)] == ["plane", "row"]
@@ -620,14 +626,8 @@ def test_windowed_convs_go_by_bands_on_avx512():
     core's L2 with at least 8 parallel units (channel groups × bands) left; AVX2 keeps rows.
     The loop nest has the chunks outside the band's rows, the band inside the parallel loop,
     and the result is the conv's (where the host runs the target)."""
-    from archdsl.backends.tvm.schedules.common import Machine
-    from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
-
     def plan(cpu, oc, ic, size, blocks=None):
-        machine = Machine.of(backend.make_target({"kind": "llvm", "mcpu": cpu}))
-        b = machine.lanes
-        return plan_conv(machine, oc // b, size, b, (ic // b, 3, 3, b), False, size,
-                         blocks=blocks)
+        return _conv_plan(cpu, oc, ic, 3, size, blocks)
 
     # 64 → 64 on 224×224: one group of 4 vectors, 57 KB of sums a row; half of Sapphire
     # Rapids' 2 MB L2 holds 17 rows, 16 divide 224: 14 bands
@@ -663,9 +663,8 @@ def test_l1_is_the_target_cores():
     48 KB on Zen 5 and Intel cores since Ice Lake, 32 KB on Zen 4 and Haswell, named by the
     target, not read from the host. A 3×3 conv of 32 → 16 channels in AVX-512 blocks has
     18 KB of weights: whole tiles on Zen 5, by bands of rows on Zen 4."""
-    from archdsl.backends.tvm.schedules.common import Machine
     from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
-    machines = {cpu: Machine.of(backend.make_target({"kind": "llvm", "mcpu": cpu}))
+    machines = {cpu: _machine(cpu)
                 for cpu in ("haswell", "znver4", "znver5", "icelake-server", "sapphirerapids")}
     assert {cpu: m.l1d // 1024 for cpu, m in machines.items()} == {
         "haswell": 32, "znver4": 32, "znver5": 48, "icelake-server": 48, "sapphirerapids": 48}

@@ -238,15 +238,15 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     half = machine.l1d // 2  # a group's weights for the *tile* order, sums for *plane*, at most
     # by rows, weights beyond L2 would come from L3 again for every row
     beyond_l2 = block * icb > machine.l2 and sums <= machine.l2 // 2
-    # with AVX-512 a 1×1 conv's weights stream from L2 behind its FMAs: by tile, never by row
-    streamed = not windowed and machine.lanes >= 16
+    # with AVX-512 a 1×1 conv's weights stream from L2 behind its FMAs (by tile, never by
+    # row), and a windowed conv's chunks stay in L1 along a band of rows
+    wide = machine.lanes >= 16
     order = ("plane" if block * icb > half and ib > 1 and (flat or sums <= half or beyond_l2)
-             else "tile" if block * icb <= half or ib == 1 or streamed else "row")
+             else "tile" if block * icb <= half or ib == 1 or (wide and not windowed)
+             else "band" if wide else "row")
     chunk = 1 if order == "tile" else _chunk(icb, block, machine)
-    band = 1
-    if order == "row" and windowed and machine.lanes >= 16:
-        groups = -(-(blocks or ocb) // vectors)
-        order, band = "band", _band(machine, rows, sums // rows, groups)
+    groups = -(-(blocks or ocb) // vectors)
+    band = _band(machine, rows, sums // rows, groups) if order == "band" else 1
     return ConvPlan(vectors, pixels, order, chunk, band)
 
 
