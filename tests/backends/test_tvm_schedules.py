@@ -8,6 +8,7 @@ host has every feature it needs (it is compiled, not run, elsewhere)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -643,19 +644,74 @@ def test_windowed_convs_go_by_bands_on_avx512():
     assert plan("haswell", 64, 64, 224).order == "row"
 
     # one group on 16×16 (Zen 4): 8 bands of 2 rows
-    arch = archdsl.load("arch band\ninput 32x16x16\nc1: conv3-64 norm=bn act=relu\n")
+    arch = archdsl.load("arch band\ninput 64x16x16\nc1: conv3-64 norm=bn act=relu\n")
     (func,) = _blocked_convs(arch, "avx512").values()
-    loops = [line.strip() for line in func.script().splitlines()
-             if line.strip().startswith("for ")]
-    parallel = [line for line in loops if "T.parallel" in line]
-    assert any("o_0_y_0_fused in T.parallel(T.int64(8))" in line for line in parallel)
-    reduction = next(line for line in loops if "rc_0" in line and "y_1" in line)
-    # the chunk loop, then the band's rows, then the row's tiles
-    assert reduction.index("rc_0") < reduction.index("y_1") < reduction.index("x_0")
+    lines = func.script().splitlines()
+    assert any("T.parallel(T.int64(8))" in line for line in lines)
+    # the chunks before the last (3 of one input block), then the band's 2 rows, then the
+    # row's 4 tiles, then the chunk's window
+    update = next(i for i, line in enumerate(lines) if 'sblock("archdsl_conv_blocked_update")'
+                  in line)
+    grid = next(line for line in reversed(lines[:update]) if "T.grid(" in line)
+    assert re.findall(r"T\.int64\((\d+)\)", grid)[:3] == ["3", "2", "4"]
     _check_where_the_host_runs(arch, "avx512")
     # this host's build (by bands where the host has AVX-512) equals PyTorch at batch 2
     ref, state, x = _torch_run(arch, 2)
     _assert_close(backend.compile(arch.graph, target="llvm", weights=state, batch=2)(x), ref)
+
+
+def test_the_last_chunk_is_reduced_with_the_epilogue():
+    """A conv by chunks of input blocks (rows, bands, its plane) reduces its last chunk apart
+    (`blocked.TAIL`), tile by tile in registers, each tile's epilogue right after it: no
+    pass over the partial sums after the last chunk. Not a conv that goes by tiles, has one
+    chunk, or computes rows wider or output blocks padded (the epilogue's tiles would not be
+    the conv's). The result is the conv's on both widths (where the host runs them)."""
+    from archdsl.backends.tvm.schedules.conv_blocked import tail_blocks
+
+    def tail(cpu, oc, ic, k, size, width=None, blocks=None):
+        machine = _machine(cpu)
+        b = machine.lanes
+        computed = blocks or oc // b
+        return tail_blocks(machine, (computed, ic // b, k, k, b, b), (size, size),
+                           width or size, 1, oc // b)
+
+    assert tail("avx512", 64, 64, 3, 56) == 1  # by bands, a 3×3 block per chunk
+    assert tail("avx2", 64, 64, 3, 56) == 1  # by rows
+    assert tail("avx512", 64, 16, 3, 56) == 0  # one input block: one chunk
+    assert tail("avx512", 256, 256, 1, 56) == 0  # a 1×1 conv on AVX-512 goes by tiles
+    assert tail("avx512", 64, 64, 3, 56, width=60) == 0
+    assert tail("avx512", 64, 64, 3, 56, blocks=5) == 0
+
+    arch = archdsl.load("arch tail\ninput 32x14x14\nc1: conv3-64 norm=bn act=relu\n"
+                        "c2: conv3-64 norm=bn act=relu\n")
+    for cpu in CPUS:
+        funcs = _blocked_convs(arch, cpu)
+        assert len(funcs) == 2
+        for func in funcs.values():
+            lines = func.script().splitlines()
+            assert any('scope="local"' in line and "archdsl_tail_conv" in line
+                       for line in lines)
+            # the tail and the epilogue share a loop that the head's sums are not under
+            # (the tile's), the epilogue after the tail
+            tail, epilogue, head = (
+                next(i for i, line in enumerate(lines) if f'sblock("{name}")' in line)
+                for name in ("archdsl_tail_conv_update", "compute",
+                             "archdsl_conv_blocked_update"))
+            shared = max(set(_loops_around(lines, tail)) & set(_loops_around(lines, epilogue)))
+            assert shared not in _loops_around(lines, head) and tail < epilogue
+        _check_where_the_host_runs(arch, cpu)
+
+
+def _loops_around(lines: list[str], index: int) -> list[int]:
+    """The lines of the loops around line `index` of a TVMScript."""
+    found, depth = [], len(lines[index]) - len(lines[index].lstrip())
+    for i in range(index - 1, -1, -1):
+        indent = len(lines[i]) - len(lines[i].lstrip())
+        if indent < depth and lines[i].strip():
+            depth = indent
+            if lines[i].strip().startswith("for "):
+                found.append(i)
+    return found
 
 
 def test_l1_is_the_target_cores():

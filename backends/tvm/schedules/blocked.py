@@ -30,7 +30,7 @@ from typing import Any
 
 from tvm import te, tirx
 
-__all__ = ["CONV", "DEPTHWISE", "FLAT", "GATHER", "GROUP_VECTORS", "PAD", "UNPAD",
+__all__ = ["CONV", "DEPTHWISE", "FLAT", "GATHER", "GROUP_VECTORS", "PAD", "SUM", "TAIL", "UNPAD",
            "channel_gather", "conv2d", "depthwise_conv2d", "flat_conv2d", "out_size"]
 
 CONV = "archdsl_conv_blocked"
@@ -38,6 +38,8 @@ FLAT = "archdsl_conv_flat"
 DEPTHWISE = "archdsl_dwconv_blocked"
 PAD = "archdsl_pad"
 UNPAD = "archdsl_unpad"
+TAIL = "archdsl_tail_conv"  # a conv's last input blocks, reduced apart (`conv2d`'s `tail`)
+SUM = "archdsl_tail_sum"
 GATHER = "archdsl_gather"
 GROUP_VECTORS = "archdsl_group_vectors"
 
@@ -65,14 +67,18 @@ def _padded(data: te.Tensor, padding: Sequence[int]) -> te.Tensor:
 
 def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: Sequence[int],
            dilation: Sequence[int], out_dtype: str, width: int | None = None,
-           groups: int = 1, blocks: int | None = None) -> te.Tensor:
+           groups: int = 1, blocks: int | None = None, tail: int = 0) -> te.Tensor:
     """A dense or grouped convolution onto blocked output channels (see the module's
     docstring). With
     `width` above the output's, rows are computed that wide (whole register tiles: a 7-wide
     row as 8 = 2 × 4) and cut back (`UNPAD`): a padded conv's input is padded further on the
     right, an unpadded one's extra columns read its last column again (no copy). With
     `blocks` below the weights' output blocks (padded with zeros to whole register tiles),
-    the output is cut back to that many too."""
+    the output is cut back to that many too. With `tail` (input blocks, fewer than the
+    weights' and only when nothing is cut back), the sum over the last `tail` input blocks is
+    a reduction of its own (`TAIL`) and the output their sum (`SUM`): the schedule computes
+    the tail tile by tile in registers and applies the epilogue as each tile is done, instead
+    of a pass over the partial sums after the last chunk."""
     ocb, icb, kh, kw, ib, ob = (int(d) for d in weight.shape)
     blocks = blocks or ocb
     n, _, h, w = (int(d) for d in data.shape[:4])
@@ -86,9 +92,6 @@ def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: 
     # rows as 38 tiles of 3 pixels, batch 32, one thread: 36–52 ms with the copy, 15 without)
     clamp = w - 1 if wide > ow and not any((top, left, bottom, right)) else None
     pad = _padded(data, (top, left, bottom, right + (wide - ow) * sx * (clamp is None)))
-    rc = te.reduce_axis((0, icb), "rc")
-    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
-    ri = te.reduce_axis((0, ib), "ri")
     blocked = len(data.shape) == 5
     per_group = ocb // groups  # output blocks per group
 
@@ -99,12 +102,23 @@ def conv2d(data: te.Tensor, weight: te.Tensor, strides: Sequence[int], padding: 
             c = o // per_group * icb + c
         return pad[b, c, y, x, i] if blocked else pad[b, c, y, x]
 
-    out = te.compute(
-        (n, ocb, oh, wide, ob),
-        lambda b, o, y, x, oi: te.sum(
-            read(b, o, rc, y * sy + ry * dy, x * sx + rx * dx, ri).astype(out_dtype)
-            * weight[o, rc, ry, rx, ri, oi].astype(out_dtype), axis=[rc, ry, rx, ri]),
-        name=CONV, attrs={GROUP_VECTORS: per_group} if groups > 1 else None)
+    def reduction(first: int, count: int, name: str) -> te.Tensor:
+        """The sum over input blocks first ... first + count - 1."""
+        rc = te.reduce_axis((0, count), "rc")
+        ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+        ri = te.reduce_axis((0, ib), "ri")
+        return te.compute(
+            (n, ocb, oh, wide, ob),
+            lambda b, o, y, x, oi: te.sum(
+                read(b, o, rc + first, y * sy + ry * dy, x * sx + rx * dx, ri).astype(out_dtype)
+                * weight[o, rc + first, ry, rx, ri, oi].astype(out_dtype),
+                axis=[rc, ry, rx, ri]),
+            name=name, attrs={GROUP_VECTORS: per_group} if groups > 1 else None)
+
+    if 0 < tail < icb and wide == ow and blocks == ocb:
+        head, last = reduction(0, icb - tail, CONV), reduction(icb - tail, tail, TAIL)
+        return te.compute(head.shape, lambda *i: head[i] + last[i], name=SUM)
+    out = reduction(0, icb, CONV)
     if wide == ow and blocks == ocb:
         return out
     return te.compute((n, blocks, oh, ow, ob), lambda *i: out[i], name=UNPAD)

@@ -40,7 +40,7 @@ from tvm import relax
 
 from archdsl.backends.tvm.schedules import blocked
 from archdsl.backends.tvm.schedules.common import Machine
-from archdsl.backends.tvm.schedules.conv_blocked import FLAT_PIXELS, pixel_tile
+from archdsl.backends.tvm.schedules.conv_blocked import FLAT_PIXELS, pixel_tile, tail_blocks
 from archdsl.backends.tvm.schedules.layout import pad_axis, padded, rewrite_functions
 
 __all__ = ["RULES", "Blocked"]
@@ -242,13 +242,16 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
             None if plane is None else icb, pad_vectors=groups == 1,
             window=plane is not None and windowed, unblocked=ib == 1, reused=windowed)
         blocks = -(-ocb // vectors) * vectors if groups == 1 else ocb
-        packed = relax.const(np.ascontiguousarray(pack_conv(weight, b, ib, blocks)))
+        array = np.ascontiguousarray(pack_conv(weight, b, ib, blocks))
+        packed = relax.const(array)
         if plane is not None:  # tiled as one flat axis
             return rw.builder_.call_te(blocked.flat_conv2d, data, packed, **geometry,
                                        pixels=extent, blocks=ocb,
                                        primfunc_name_hint="conv2d_blocked"), o
+        out = _shape(call)
+        tail = tail_blocks(rw.machine, array.shape, out[2:], extent, groups, ocb)
         return rw.builder_.call_te(blocked.conv2d, data, packed, **geometry, width=extent,
-                                   groups=groups, blocks=ocb,
+                                   groups=groups, blocks=ocb, tail=tail,
                                    primfunc_name_hint="conv2d_blocked"), o
     if groups == channels == o and i == 1:
         packed = relax.const(np.ascontiguousarray(pack_depthwise(weight, b)))
