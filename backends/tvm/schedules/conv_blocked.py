@@ -394,9 +394,7 @@ def _by_tiles(sch: s_tir.Schedule, head, tail, epilogue, plan: ConvPlan, per_ima
     sch.reorder(n, oo, yo, yi, xo, ov, xi, oi)
     outer = sch.fuse(*([] if per_image else [n]), oo, yo)
     sch.parallel(outer)
-    sch.vectorize(oi)
-    sch.unroll(ov)
-    sch.unroll(xi)
+    _tile(sch, [ov, xi], oi)
     # each tile's tail: its reduction around the tile, the tile in registers
     sch.compute_at(tail, xo)
     sch.set_scope(tail, 0, "local")
@@ -407,7 +405,8 @@ def _by_tiles(sch: s_tir.Schedule, head, tail, epilogue, plan: ConvPlan, per_ima
     spatial = _present(own, "x", "o")
     sch.reorder(*reduction, *spatial, own["oi"])
     _tile(sch, spatial, own["oi"])
-    _tile(sch, *_split_last(_below(sch, sch.decompose_reduction(tail, reduction[0]), xo)))
+    *zeros, lane = _below(sch, sch.decompose_reduction(tail, reduction[0]), xo)
+    _tile(sch, zeros, lane)
     # the head's chunks over the band, as by `_loops`
     sch.compute_at(head, outer)
     columns = extent(sch, epilogue, 3)
@@ -430,10 +429,6 @@ def _by_tiles(sch: s_tir.Schedule, head, tail, epilogue, plan: ConvPlan, per_ima
 def _present(loops: dict, *names: str) -> list:
     """The loops of these names that there are (a loop of one iteration is not made)."""
     return [loops[name] for name in names if name in loops]
-
-
-def _split_last(loops: list) -> tuple[list, object]:
-    return loops[:-1], loops[-1]
 
 
 def _tile(sch: s_tir.Schedule, unrolled: list, lanes) -> None:
@@ -485,9 +480,7 @@ def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool, per_image: boo
     else:  # plane
         sch.reorder(n, oo, rco, *rows, xo, *inner)
         outer = at = sch.fuse(*within, oo)
-    sch.vectorize(oi)
-    sch.unroll(ov)
-    sch.unroll(xi)
+    _tile(sch, [ov, xi], oi)
     if len(window) == 3 and int(sch.get(window[2]).extent) == 1:
         # an unblocked input (an RGB stem): the window's columns are the innermost reduction
         sch.unroll(window[1])
