@@ -16,7 +16,8 @@ first rule in `RULES` that fits:
   Runtime NCHWc kernels — a register tile of output-channel vectors × pixels sized by the
   target's registers (broadcast input × a vector of weights → FMA), the reduction over input
   channel blocks and the window inside, blocked by input channels so that weights and partial
-  sums stay in L1, parallel over (batch, channel group, rows), the epilogue on vectors.
+  sums stay in L1, parallel over (batch, channel group, rows), the epilogue on vectors (by
+  rows: per register tile, as its last chunk of input channels is summed).
   Blocked depthwise convolutions (`depthwise.py`): one vector of channels per output pixel.
 - NCHW convolution (`conv.py`, `depthwise.py`; float16 builds): as above on NCHW activations,
   weights repacked to OIHW{vo}o at compile time (numpy, at the call sites), the epilogue per
