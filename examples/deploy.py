@@ -3,7 +3,11 @@
 
 TVM's runtime is the `tvm` and `tvm_ffi` packages of the apache-tvm wheel without
 `tvm/lib/libtvm_compiler.so` (and `tvm/3rdparty`): about 7 MB compressed. A CUDA library also
-needs `tvm/lib/libtvm_runtime_cuda.so`, the CUDA runtime it links (libcudart) and the driver.
+needs `tvm/lib/libtvm_runtime_cuda.so`, the CUDA runtime it links (libcudart) and the driver,
+and CUDA's compiler: TVM 0.27 keeps a library's kernels as CUDA source, which its CUDA runtime
+compiles as the library loads, through the function `tvm_callback_cuda_compile`. TVM's own
+(Python, in `tvm.support.nvcc`) needs TVM's compiler; this file registers one that runs `nvcc`
+for the GPU the manifest names (ResNet-18's 38 kernels: 7 s on an H200 machine).
 TVM's thread pool starts half as many threads as there are logical CPUs (it assumes SMT pairs):
 set TVM_NUM_THREADS to the core count where that is wrong (archdsl's own `run` does).
 
@@ -42,8 +46,36 @@ def verify(path: str) -> None:
         raise SystemExit(f"error: {path} does not match its manifest {manifest}")
 
 
+def use_nvcc(arch: str | None) -> None:
+    """Compile the CUDA source of a library as it loads with `nvcc` for `arch` (sm_90...; None:
+    this machine's GPU 0)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import tvm_ffi
+    nvcc = shutil.which("nvcc") or shutil.which("/usr/local/cuda/bin/nvcc")
+    if nvcc is None:
+        raise SystemExit("error: a CUDA library's kernels are compiled as it loads, and nvcc "
+                         "is not on PATH")
+
+    @tvm_ffi.register_global_func("tvm_callback_cuda_compile", override=True)
+    def compile_cuda(code: str) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="archdsl-cuda-") as folder:
+            source, binary = Path(folder) / "kernels.cu", Path(folder) / "kernels.fatbin"
+            source.write_text(code)
+            number = (arch.removeprefix("sm_") if arch else
+                      tvm.cuda(0).compute_version.replace(".", ""))
+            subprocess.run([nvcc, "--fatbin", "-O3", f"-arch=sm_{number}", "-o", str(binary),
+                            str(source), "-w"], check=True)
+            return binary.read_bytes()
+
+
 def load(path: str, device: str):
     """The library's VM on `device`, and its metadata (arch, input/output shapes, dtype)."""
+    if device == "cuda":  # the GPU the manifest names (`archdsl compile` writes it), else this one
+        target = json.loads(Path(path + ".json").read_text()).get("target")
+        use_nvcc(target.get("arch") if isinstance(target, dict) else None)
     if device != "cpu":
         from tvm.base import _LOADED_LIBS
         from tvm_ffi.libinfo import load_lib_ctypes

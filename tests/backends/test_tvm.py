@@ -327,6 +327,39 @@ def test_cuda_build_holds_device_code(monkeypatch):
     assert source.count("__global__") >= 10
 
 
+def test_deploy_compiles_a_cuda_librarys_kernels_with_nvcc(tmp_path):
+    """A CUDA library holds its kernels as CUDA source, which TVM's CUDA runtime compiles as
+    the library loads, through `tvm_callback_cuda_compile`; TVM's own needs TVM's compiler, so
+    examples/deploy.py registers one that runs nvcc for the GPU the manifest names (no GPU
+    needed to compile: the fatbin holds code for that GPU)."""
+    if shutil.which("nvcc") is None or not tvm.runtime.enabled("llvm"):
+        pytest.skip("no nvcc")
+    arch = archdsl.load("arch tiny\ninput 3x8x8\nc: conv3-16 act=relu\ngap\nfc: FC-10\n")
+    compiled = backend.compile(arch.graph, {"kind": "cuda", "arch": "sm_80"})
+    # (`archdsl compile` writes the target into the manifest)
+    path = compiled.export_library(tmp_path / "tiny.so",
+                                   {"target": {"kind": "cuda", "arch": "sm_80"}})
+    (tmp_path / "kernels.cu").write_text(compiled.device_modules()[0].inspect_source())
+    script = f"""
+import sys
+sys.modules["archdsl"] = sys.modules["torch"] = None
+namespace = {{"__name__": "deploy"}}
+exec(open({str(SPECS.parent / "examples" / "deploy.py")!r}).read(), namespace)
+import json, tvm_ffi
+from pathlib import Path
+target = json.loads(Path({str(path) + ".json"!r}).read_text())["target"]
+namespace["use_nvcc"](target["arch"])
+source = Path({str(tmp_path / "kernels.cu")!r}).read_text()
+binary = bytes(tvm_ffi.get_global_func("tvm_callback_cuda_compile")(source))
+Path({str(tmp_path / "kernels.fatbin")!r}).write_bytes(binary)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    binary = (tmp_path / "kernels.fatbin").read_bytes()
+    assert b"-arch sm_80" in binary and b"-arch sm_90" not in binary
+
+
 def test_the_tvm_path_needs_no_torch(tmp_path):
     """Compile, run, export and load with torch made unimportable."""
     script = f"""
