@@ -4,10 +4,12 @@
 TVM's runtime is the `tvm` and `tvm_ffi` packages of the apache-tvm wheel without
 `tvm/lib/libtvm_compiler.so` (and `tvm/3rdparty`): about 7 MB compressed. A CUDA library also
 needs `tvm/lib/libtvm_runtime_cuda.so`, the CUDA runtime it links (libcudart) and the driver,
-and CUDA's compiler: TVM 0.27 keeps a library's kernels as CUDA source, which its CUDA runtime
-compiles as the library loads, through the function `tvm_callback_cuda_compile`. TVM's own
-(Python, in `tvm.support.nvcc`) needs TVM's compiler; this file registers one that runs `nvcc`
-for the GPU the manifest names (ResNet-18's 38 kernels: 7 s on an H200 machine).
+TVM 0.27 keeps a library's kernels as CUDA source, which its CUDA runtime compiles as the
+library loads, through the function `tvm_callback_cuda_compile` (TVM's own, in
+`tvm.support.nvcc`, needs TVM's compiler). `archdsl compile` compiles them with nvcc into the
+manifest (`cuda_kernels`) and this file hands those to the runtime; for a library whose
+manifest has none it runs `nvcc` here for the GPU the manifest names (ResNet-18's 38 kernels:
+7 s on an H200 machine).
 TVM's thread pool starts half as many threads as there are logical CPUs (it assumes SMT pairs):
 set TVM_NUM_THREADS to the core count where that is wrong (archdsl's own `run` does).
 
@@ -71,11 +73,32 @@ def use_nvcc(arch: str | None) -> None:
             return binary.read_bytes()
 
 
+def use_kernels(kernels: dict) -> None:
+    """Answer TVM's CUDA runtime with the kernels `archdsl compile` compiled (the manifest's
+    `cuda_kernels`: the SHA-256 of each CUDA source → its fatbin, base64)."""
+    import base64
+
+    import tvm_ffi
+    binaries = {k: base64.b64decode(v, validate=True) for k, v in kernels.items()}
+
+    @tvm_ffi.register_global_func("tvm_callback_cuda_compile", override=True)
+    def compiled(code: str) -> bytes:
+        digest = hashlib.sha256(code.encode()).hexdigest()
+        if digest not in binaries:
+            raise SystemExit("error: the library's CUDA source is not among the kernels its "
+                             "manifest holds")
+        return binaries[digest]
+
+
 def load(path: str, device: str):
     """The library's VM on `device`, and its metadata (arch, input/output shapes, dtype)."""
-    if device == "cuda":  # the GPU the manifest names (`archdsl compile` writes it), else this one
-        target = json.loads(Path(path + ".json").read_text()).get("target")
-        use_nvcc(target.get("arch") if isinstance(target, dict) else None)
+    if device == "cuda":  # kernels compiled by `archdsl compile`, else nvcc here
+        manifest = json.loads(Path(path + ".json").read_text())
+        target = manifest.get("target")
+        if isinstance(manifest.get("cuda_kernels"), dict):
+            use_kernels(manifest["cuda_kernels"])
+        else:  # the GPU the manifest names, else this one
+            use_nvcc(target.get("arch") if isinstance(target, dict) else None)
     if device != "cpu":
         from tvm.base import _LOADED_LIBS
         from tvm_ffi.libinfo import load_lib_ctypes

@@ -174,6 +174,8 @@ def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: boo
     interrupt.checkpoint()
     mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed)
     meta = {**_meta_of(mod), "cpu": cpu.needs(tgt)}
+    if tgt.kind.name == "cuda":  # the GPU its kernels are compiled for when it is exported
+        meta["gpu"] = {"arch": str(tgt.attrs["arch"])}
     mod = _with_meta(mod, meta)
     with tgt:
         mod = tvm.transform.Sequential(_fuse_passes(channel_block))(mod)

@@ -31,7 +31,7 @@ from typing import Any
 from archdsl.atomic import atomic_paths
 from archdsl.inputs import open_regular
 
-MANIFEST_BYTES = 1 << 20  # a manifest is a few KB; more is not one
+MANIFEST_BYTES = 16 << 20  # a few KB, or a CUDA build's kernels (300 KB for ResNet-50)
 
 
 class LibraryError(RuntimeError):
@@ -84,15 +84,20 @@ def read_manifest(library: str | os.PathLike) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def open_verified(library: str | os.PathLike, verify: bool = True) -> Iterator[str]:
+def open_verified(library: str | os.PathLike, verify: bool = True,
+                  seen: list | None = None) -> Iterator[str]:
     """A path to load `library` from, once checked (see the module docstring); it names the
-    very file that was checked. `verify=False` skips the manifest, not the ELF check."""
+    very file that was checked. `verify=False` skips the manifest, not the ELF check; `seen`
+    receives the manifest read, so that what else the caller takes from it is vouched for by
+    the same file."""
     with contextlib.ExitStack() as stack:
         try:
             fd = stack.enter_context(open_regular(Path(library)))
         except OSError as exc:
             raise LibraryError(f"cannot load {library}: {exc.strerror or exc}") from None
         manifest = read_manifest(library) if verify else None
+        if seen is not None and manifest is not None:
+            seen.append(manifest)
         if manifest is not None and _sha256_fd(fd) != manifest["library_sha256"]:
             raise LibraryError(f"cannot load {library}: it does not match its manifest "
                                f"{manifest_path(library).name} (library_sha256): it was "

@@ -21,7 +21,7 @@ import numpy as np
 import tvm
 from tvm.runtime.vm import VirtualMachine
 
-from archdsl.backends.tvm import cpu, library
+from archdsl.backends.tvm import cpu, cuda_kernels, library
 from archdsl.inputs import open_regular
 
 __all__ = ["Compiled", "LibraryError", "physical_cores", "read_input", "use_physical_cores"]
@@ -222,12 +222,18 @@ class Compiled:
         together and atomically (library.write). `inputs`: files the write must not
         replace."""
         path = Path(path)
+        manifest = {**self.meta, **(manifest or {})}
+        gpu = self.meta.get("gpu")
+        if isinstance(gpu, dict) and gpu.get("arch"):  # a CUDA build: its kernels compiled
+            kernels = cuda_kernels.compile_kernels(self.device_modules(), gpu["arch"])
+            if kernels:
+                manifest[cuda_kernels.KEY] = kernels
 
         def export(tmp: Path, workspace: Path) -> None:
             with _quiet_scope_warnings():
                 self.module.export_library(str(tmp), workspace_dir=str(workspace))
 
-        library.write(path, export, {**self.meta, **(manifest or {})}, inputs)
+        library.write(path, export, manifest, inputs)
         return path
 
     save = export_library
@@ -235,12 +241,19 @@ class Compiled:
     @classmethod
     def load(cls, path: str | os.PathLike, verify: bool = True) -> Compiled:
         """Load a library written by `export_library`; needs only the TVM runtime (and, for a
-        GPU build, TVM's runtime library for that GPU, its CUDA runtime and a driver).
+        GPU build, TVM's runtime library for that GPU, its CUDA runtime and a driver; a CUDA
+        build's kernels come from its manifest, `cuda_kernels`, compiled when it was exported).
 
         A library is code: it is loaded only if it matches the SHA-256 in its manifest
         (`library.open_verified`; `verify=False` skips that, for a library you trust without
         one), and never if it is not a complete shared object. Raises library.LibraryError."""
-        with library.open_verified(path, verify) as checked:
+        seen: list[dict[str, Any]] = []
+        with library.open_verified(path, verify, seen) as checked:
+            if seen and cuda_kernels.KEY in seen[0]:  # compiled at export
+                try:
+                    cuda_kernels.provide(seen[0][cuda_kernels.KEY])
+                except ValueError as exc:
+                    raise LibraryError(f"cannot load {path}: {exc}") from None
             try:
                 module = _load_module(checked)
             except RuntimeError as exc:

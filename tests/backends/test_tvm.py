@@ -327,6 +327,66 @@ def test_cuda_build_holds_device_code(monkeypatch):
     assert source.count("__global__") >= 10
 
 
+def test_a_cuda_library_carries_its_compiled_kernels(tmp_path):
+    """TVM keeps a CUDA build's kernels as source, compiled as the library loads (through the
+    global `tvm_callback_cuda_compile`); an export compiles them with nvcc for the build's GPU
+    into the manifest (`cuda_kernels`: the source's SHA-256 → its fatbin), and both loaders
+    answer the runtime's hook with them, so that a deployment needs no CUDA compiler. A
+    manifest whose kernels are not base64 is refused before anything loads."""
+    if shutil.which("nvcc") is None or not tvm.runtime.enabled("llvm"):
+        pytest.skip("no nvcc")
+    import base64
+
+    import tvm_ffi
+
+    from archdsl.backends.tvm import cuda_kernels
+    arch = archdsl.load("arch tiny\ninput 3x8x8\nc: conv3-16 act=relu\ngap\nfc: FC-10\n")
+    compiled = backend.compile(arch.graph, {"kind": "cuda", "arch": "sm_80"})
+    path = compiled.export_library(tmp_path / "tiny.so")
+    manifest = json.loads((tmp_path / "tiny.so.json").read_text())
+    source = compiled.device_modules()[0].inspect_source()
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    assert manifest["gpu"] == {"arch": "sm_80"} and list(manifest["cuda_kernels"]) == [digest]
+    binary = base64.b64decode(manifest["cuda_kernels"][digest])
+    assert b"-arch sm_80" in binary
+    before = tvm_ffi.get_global_func(cuda_kernels.HOOK, allow_missing=True)
+    try:
+        cuda_kernels.provide(manifest["cuda_kernels"])
+        hook = tvm_ffi.get_global_func(cuda_kernels.HOOK)
+        assert bytes(hook(source)) == binary
+        if before is None:  # no other compiler hooked in: another source is refused
+            with pytest.raises(RuntimeError, match="not among those compiled"):
+                hook(source + "\n")
+    finally:
+        if before is not None:
+            tvm_ffi.register_global_func(cuda_kernels.HOOK, before, override=True)
+        cuda_kernels._previous.clear()
+    # examples/deploy.py, with no nvcc on PATH, answers with the manifest's kernels too
+    script = f"""
+import sys
+sys.modules["archdsl"] = sys.modules["torch"] = None
+namespace = {{"__name__": "deploy"}}
+exec(open({str(SPECS.parent / "examples" / "deploy.py")!r}).read(), namespace)
+import json, tvm_ffi
+from pathlib import Path
+namespace["use_kernels"](json.loads(Path({str(path) + ".json"!r}).read_text())["cuda_kernels"])
+source = Path({str(tmp_path / "kernels.cu")!r}).read_text()
+binary = bytes(tvm_ffi.get_global_func("tvm_callback_cuda_compile")(source))
+Path({str(tmp_path / "kernels.fatbin")!r}).write_bytes(binary)
+"""
+    (tmp_path / "kernels.cu").write_text(source)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "kernels.fatbin").read_bytes() == binary
+    # a manifest whose kernels are not base64: refused, nothing loaded
+    manifest["cuda_kernels"][digest] = "not base64!"
+    (tmp_path / "tiny.so.json").write_text(json.dumps(manifest))
+    from archdsl.backends.tvm.library import LibraryError
+    with pytest.raises(LibraryError, match="not base64"):
+        backend.Compiled.load(path)
+
+
 def test_deploy_compiles_a_cuda_librarys_kernels_with_nvcc(tmp_path):
     """A CUDA library holds its kernels as CUDA source, which TVM's CUDA runtime compiles as
     the library loads, through `tvm_callback_cuda_compile`; TVM's own needs TVM's compiler, so
