@@ -212,11 +212,16 @@ def _manifest(a: Architecture, tgt: Any, dtype: str, batch: int, weights: Path |
 
 
 def _write_library(compiled, out: Path, inputs: list, manifest: dict[str, Any]) -> None:
+    from archdsl.backends.tvm.cuda_kernels import KernelError
     interrupt.checkpoint()  # not after a Ctrl-C that was swallowed on the way
     try:
         compiled.export_library(out, manifest, inputs)
     except OSError as exc:
         raise UsageError(f"cannot write {out}: {exc.strerror or exc}", None) from None
+    except KernelError as exc:  # nvcc compiles a CUDA build's kernels into the manifest
+        raise UsageError(f"cannot write {out}: {last_line(exc)[:500]}", None,
+                         "pick a GPU architecture this nvcc knows (`--target cuda:sm_XX`; "
+                         "`nvcc --list-gpu-arch` lists them)") from None
     except RuntimeError as exc:  # TVM runs a C compiler to link the library
         raise UsageError(f"cannot write {out}: linking the library failed: "
                          f"{last_line(exc)[:500]}", None,

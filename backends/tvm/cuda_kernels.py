@@ -20,9 +20,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["KEY", "compile_kernels", "provide"]
+__all__ = ["KEY", "KernelError", "compile_kernels", "provide"]
 
 KEY = "cuda_kernels"
+
+
+class KernelError(RuntimeError):
+    """nvcc could not compile a CUDA build's kernels (an architecture it does not know)."""
+
+
 HOOK = "tvm_callback_cuda_compile"
 _KERNELS: dict[str, bytes] = {}  # SHA-256 of a source → its binary, for every library loaded
 _previous: list = []  # the hook replaced (TVM's own, if its compiler is there)
@@ -49,7 +55,7 @@ def compile_kernels(modules, arch: str) -> dict[str, str]:
             done = subprocess.run([nvcc, "--fatbin", "-O3", f"-arch={arch}", "-w", "-o",
                                    str(binary), str(code)], capture_output=True, text=True)
             if done.returncode:
-                raise RuntimeError(f"nvcc could not compile the CUDA kernels for {arch}: "
+                raise KernelError(f"nvcc could not compile the CUDA kernels for {arch}: "
                                    f"{done.stderr.strip()[-2000:]}")
             made[_digest(source)] = base64.b64encode(binary.read_bytes()).decode()
     return made

@@ -169,6 +169,14 @@ def test_cuda_build_holds_device_code(tmp_path):
     assert ", cuda," in result.output
     manifest = json.loads((tmp_path / "l.so.json").read_text())
     assert manifest["target"]["kind"] == "cuda" and manifest["target"]["arch"] == "sm_90"
+    if shutil.which("nvcc"):  # the kernels, compiled at export, travel in the manifest
+        assert list(manifest["cuda_kernels"]) and manifest["gpu"] == {"arch": "sm_90"}
+        # an architecture nvcc does not know: said plainly, nothing written
+        bad = tmp_path / "bad.so"
+        refused = invoke("compile", SPECS / "lenet5.arch", "-t", "cuda:sm_19", "-o", bad)
+        assert refused.exit_code == 1 and "Traceback" not in refused.output
+        assert "nvcc could not compile the CUDA kernels for sm_19" in refused.output
+        assert "cuda:sm_XX" in refused.output and not bad.exists()
     # running it needs TVM's CUDA runtime, a driver and the GPU: said plainly where missing
     result = invoke("run", lib)
     if tvm.cuda(0).exist:
