@@ -3,7 +3,7 @@
 
 TVM's runtime is the `tvm` and `tvm_ffi` packages of the apache-tvm wheel without
 `tvm/lib/libtvm_compiler.so` (and `tvm/3rdparty`): about 7 MB compressed. A CUDA library also
-needs `tvm/lib/libtvm_runtime_cuda.so`, the CUDA runtime it links (libcudart) and the driver,
+needs `tvm/lib/libtvm_runtime_cuda.so`, the CUDA runtime it links (libcudart) and the driver.
 TVM 0.27 keeps a library's kernels as CUDA source, which its CUDA runtime compiles as the
 library loads, through the function `tvm_callback_cuda_compile` (TVM's own, in
 `tvm.support.nvcc`, needs TVM's compiler). `archdsl compile` compiles them with nvcc into the

@@ -309,6 +309,7 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     # (the last input blocks' sum, reduced apart, is scheduled with the epilogue)
     tail = find_block(sch, blocks, blocked.TAIL)
     blocks = [b for b in blocks if b != tail]
+    tail_count = 0 if tail is None else extent(sch, tail, 5)
     after = (blocks + [conv])[blocks.index(conv) + 1]
     rows = 1
     if flat:
@@ -316,7 +317,7 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
         count, reduction = extent(sch, after, 2) * extent(sch, after, 3), (icb, kh, kw, ib)
     else:
         n, computed, _, _, ob, icb, kh, kw, ib = (extent(sch, conv, i) for i in range(9))
-        icb += 0 if tail is None else extent(sch, tail, 5)
+        icb += tail_count
         count, reduction = extent(sch, after, 3), (icb, kh, kw, ib)
         rows = extent(sch, after, 2)
     # the output's blocks, padded to whole tiles as `Blocked` did; a grouped conv's tile
@@ -327,7 +328,7 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
                      computed)
     if computed % plan.vectors:
         return None  # not padded as this rule tiles it
-    if tail is not None and extent(sch, tail, 5) != plan.chunk:
+    if tail is not None and tail_count != plan.chunk:
         return None  # not split as this rule tiles it
     before = [b for b in blocks[:blocks.index(conv)]
               if sch.get(b).name_hint.startswith((blocked.PAD, blocked.GATHER))]
