@@ -94,12 +94,15 @@ def _network_ms(compiled, shape, runs: int, between=lambda: None) -> dict[str, f
 
 
 def _calls(mod) -> collections.Counter:
+    """How many times the network calls each kernel (`call_tir`, and `call_tir_inplace`: a
+    conv that accumulates into its residual's buffer)."""
     import tvm
     from tvm import relax
-    call_tir, uses = tvm.ir.Op.get("relax.call_tir"), collections.Counter()
+    ops = [tvm.ir.Op.get(f"relax.{name}") for name in ("call_tir", "call_tir_inplace")]
+    uses = collections.Counter()
 
     def visit(expr) -> None:
-        if isinstance(expr, relax.Call) and expr.op.same_as(call_tir):
+        if isinstance(expr, relax.Call) and any(expr.op.same_as(op) for op in ops):
             uses[expr.args[0].name_hint] += 1
 
     for func in mod.functions.values():
