@@ -773,6 +773,25 @@ def test_avx512_window_tiles_weigh_work_in_vain_not_loads():
         vectors, pixels, _ = pixel_tile(blocks, 14, avx512, reused=True)
         assert vectors * pixels >= 16 and (vectors, pixels) in {(2, 14), (4, 5)}
 
+def test_one_vector_tiles_take_few_pixels():
+    """A tile of one weight vector (a conv to 16 channels on AVX-512) feeds each broadcast to
+    one FMA: it takes at most 8 pixels (SqueezeNet 1.1's 128→16 1×1 conv on rows of 55 took
+    1 × 28 over 56 and ran 1.7× slower than 1 × 8), the fewest loads per FMA among those,
+    for a 1×1 conv's rows, a windowed conv's (RegNetY's grouped 3×3 convs of one block a
+    group) and an RGB stem's; a tile of more vectors keeps its longer rows (2 × 14)."""
+    from archdsl.backends.tvm.schedules.common import Machine
+    from archdsl.backends.tvm.schedules.conv_blocked import pixel_tile
+    avx512 = Machine.of(backend.make_target(CPUS["avx512"]))
+    assert pixel_tile(1, 55, avx512) == (1, 8, 56)
+    assert pixel_tile(1, 112, avx512) == (1, 8, 112)
+    assert pixel_tile(1, 112, avx512, unblocked=True, reused=True) == (1, 8, 112)
+    assert pixel_tile(1, 28, avx512, reused=True) == (1, 7, 28)
+    for count in (14, 27, 56, 169):
+        vectors, pixels, padded = pixel_tile(1, count, avx512, reused=count < 100)
+        assert vectors == 1 and 2 <= pixels <= 8 and padded % pixels == 0 and padded >= count
+    assert pixel_tile(2, 14, avx512, reused=True) == (2, 14, 14)
+
+
 FLAT_WIDE_INPUTS = r"""
 arch flat_wide_inputs
 input 256x12x12
