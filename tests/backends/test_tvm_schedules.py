@@ -717,16 +717,22 @@ def _loops_around(lines: list[str], index: int) -> list[int]:
 def test_l1_is_the_target_cores():
     """Half of the target core's L1 data cache bounds a group's weights for the *tile* order:
     48 KB on Zen 5 and Intel cores since Ice Lake, 32 KB on Zen 4 and Haswell, named by the
-    target, not read from the host. A 3×3 conv of 32 → 16 channels in AVX-512 blocks has
-    18 KB of weights: whole tiles on Zen 5, by bands of rows on Zen 4."""
+    target, not read from the host; two thirds of it bound a chunk of input blocks by rows. A
+    3×3 conv of 32 → 16 channels in AVX-512 blocks has 18 KB of weights: whole tiles on Zen 5;
+    on Zen 4 too, its two input blocks being one chunk (by rows, its partial sums would only
+    make one more pass for the epilogue). One of 48 → 16 (27 KB): one chunk on Zen 5, whole
+    tiles; three chunks on Zen 4, by bands of rows."""
     from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
     machines = {cpu: _machine(cpu)
                 for cpu in ("haswell", "znver4", "znver5", "icelake-server", "sapphirerapids")}
     assert {cpu: m.l1d // 1024 for cpu, m in machines.items()} == {
         "haswell": 32, "znver4": 32, "znver5": 48, "icelake-server": 48, "sapphirerapids": 48}
-    orders = {cpu: plan_conv(machines[cpu], 1, 56, 16, (2, 3, 3, 16), False, 56).order
-              for cpu in ("znver4", "znver5")}
-    assert orders == {"znver4": "band", "znver5": "tile"}
+    def orders(blocks: int) -> dict:
+        return {cpu: plan_conv(machines[cpu], 1, 56, 16, (blocks, 3, 3, 16), False, 56).order
+                for cpu in ("znver4", "znver5")}
+
+    assert orders(2) == {"znver4": "tile", "znver5": "tile"}
+    assert orders(3) == {"znver4": "band", "znver5": "tile"}
 
 
 def test_tiles_weigh_broadcasts():
