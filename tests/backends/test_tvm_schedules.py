@@ -721,7 +721,8 @@ def test_l1_is_the_target_cores():
     3×3 conv of 32 → 16 channels in AVX-512 blocks has 18 KB of weights: whole tiles on Zen 5;
     on Zen 4 too, its two input blocks being one chunk (by rows, its partial sums would only
     make one more pass for the epilogue). One of 48 → 16 (27 KB): one chunk on Zen 5, whole
-    tiles; three chunks on Zen 4, by bands of rows."""
+    tiles; three chunks on Zen 4, by bands of rows. A flat 1×1 conv whose inputs are one
+    chunk goes by tiles too, not by its plane; one of more chunks by its plane."""
     from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
     machines = {cpu: _machine(cpu)
                 for cpu in ("haswell", "znver4", "znver5", "icelake-server", "sapphirerapids")}
@@ -733,6 +734,11 @@ def test_l1_is_the_target_cores():
 
     assert orders(2) == {"znver4": "tile", "znver5": "tile"}
     assert orders(3) == {"znver4": "band", "znver5": "tile"}
+    # a flat 1×1 conv of 80 → 480 channels on 14×14 (MNASNet's): 5 input blocks, one chunk
+    flat = {cpu: plan_conv(machines[cpu], 30, 196, 16, (5, 1, 1, 16), True).order
+            for cpu in ("znver5", "sapphirerapids")}
+    assert flat == {"znver5": "tile", "sapphirerapids": "tile"}
+    assert plan_conv(machines["znver5"], 30, 196, 16, (40, 1, 1, 16), True).order == "plane"
 
 
 def test_tiles_weigh_broadcasts():

@@ -8,9 +8,12 @@ Loop nest (outermost first), by how much the reduction is worth blocking:
   they stay there across the tiles, and each tile's accumulators stay in registers throughout.
   So does a conv whose input blocks make one chunk of the *row* order (`_chunk`): its weights
   would stay in L1 along the row all the same, and the row's partial sums only went to L1 and
-  back once more for the epilogue. SqueezeNet 1.1's 3×3 16→64 convs on 55×55 (one input
-  block, 36 KB of weights a group, AVX-512 bands before), one thread, alone: 0.81× the time
-  at batch 32, 0.92× at batch 1.
+  back once more for the epilogue (the plane's, by *plane*). SqueezeNet 1.1's 3×3 16→64
+  convs on 55×55 (one input block, 36 KB of weights a group, AVX-512 bands before), one
+  thread, alone: 0.81× the time at batch 32, 0.92× at batch 1; MNASNet's flat 1×1 80→480 on
+  14×14 (by plane before) 0.92× at batch 1 and 32; whole networks (interleaved builds):
+  SqueezeNet 1.1 0.97× at batch 1 and 0.98× at 32, MNASNet, ResNet-18 and RegNetY-400MF
+  within ±1%.
 - *row*: image, channel group, row → a chunk of input blocks → every tile of the row → K×K
   window → tile. Weights beyond half of L1 are read once per row, not once per tile; the
   chunk's weights (`_chunk`: 4 KB at most with AVX2, two thirds of L1 with AVX-512) stay in
@@ -261,11 +264,11 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     # with AVX-512 a 1×1 conv's weights stream from L2 behind its FMAs (by tile, never by
     # row), and a windowed conv's chunks stay in L1 along a band of rows
     wide = machine.lanes >= 16
-    # a reduction of one chunk by rows would only add a pass over the partial sums
+    # a reduction of one chunk by rows or plane would only add a pass over the partial sums
     chunk = _chunk(icb, block, machine)
-    order = ("plane" if block * icb > half and ib > 1 and (flat or sums <= half or beyond_l2)
-             else "tile" if (block * icb <= half or ib == 1 or (wide and not windowed)
-                             or chunk == icb)
+    order = ("tile" if block * icb <= half or ib == 1 or chunk == icb
+             else "plane" if flat or sums <= half or beyond_l2
+             else "tile" if wide and not windowed
              else "band" if wide else "row")
     chunk = 1 if order == "tile" else chunk
     groups = -(-(blocks or ocb) // vectors)
