@@ -112,6 +112,7 @@ _PAD_GAIN = 0.9  # padded output blocks' tile cost at most, relative to the best
 _FMA_BOUND = 0.55  # loads per FMA below which an AVX-512 tile reading from L1 waits on FMAs
 _MIN_UNITS = 8  # parallel units (channel groups × bands) a conv by bands keeps at least
 _ONE_VECTOR_PIXELS = 8  # pixels of a tile of one weight vector at most (`pixel_tile`)
+_STEM_PIXELS = 4  # pixels of an AVX-512 tile of an unblocked input at most (`pixel_tile`)
 
 
 @dataclass(frozen=True)
@@ -192,8 +193,15 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     in 1×14 (ONNX Runtime 3.4 in the network); at batch 1 0.77–0.92× the time; whole
     networks, one thread, interleaved builds: SqueezeNet 1.1 0.984× at batch 32, MNASNet
     0.99× at batch 1 and 0.993× at 32, RegNetY-400MF at batch 1 and 32 and MobileNetV3 at
-    batch 1 within ±1.6%. (`Blocked` pads the computes with the same function the rule then tiles
-    them by: rows or planes of whole tiles, ⌈ocb / V⌉·V output blocks.)"""
+    batch 1 within ±1.6%. An unblocked input's tile (an RGB stem's, its window's columns
+    unrolled) takes at most `_STEM_PIXELS` pixels on AVX-512: MobileNetV2's 3×3/2 3→32 stem at
+    batch 32, one thread, alone: 2×14 tiles 8.7–10.8 ms, 2×8 6.4, 2×6 5.4, 2×4 5.3–5.7, 2×2 6.9;
+    MNASNet's at batch 1 0.76× the time in 2×4 than in 2×14; ResNet-50's 7×7/2 stem stays 4×4
+    (4×2 1.11× slower, 4×8 1.10×) and MobileNetV3's one-vector stem 1×8 (1×4 1.09–1.15× slower);
+    whole networks, interleaved: MobileNetV2 0.978× at batch 32, ShuffleNetV2 0.974×; at batch 1
+    MobileNetV2, MNASNet, EfficientNet-B0, RegNetY-400MF and ShuffleNetV2 within ±1.4%. AVX2
+    (unmeasured) keeps its stems' tiles. (`Blocked` pads the computes with the same function the
+    rule then tiles them by: rows or planes of whole tiles, ⌈ocb / V⌉·V output blocks.)"""
     options = _whole_tiles(count, machine.registers)
     if count > 1:
         options.pop(1, None)
@@ -218,9 +226,11 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
         ev, ep = register_tile(machine, list(exact), list(options), cost=cost)
         if cost(v, p) >= _PAD_GAIN * cost(ev, ep):
             v, p = ev, ep
-    if v == 1 and p > _ONE_VECTOR_PIXELS:  # its broadcasts feed one FMA each
-        p = min((q for q in options if q <= _ONE_VECTOR_PIXELS), key=lambda q: cost(1, q),
-                default=p)
+    # one vector's broadcasts feed one FMA each; an AVX-512 stem's columns are unrolled
+    cap = (_ONE_VECTOR_PIXELS if v == 1
+           else _STEM_PIXELS if unblocked and machine.broadcast_operand else p)
+    if p > cap:
+        p = min((q for q in options if q <= cap), key=lambda q: cost(v, q), default=p)
     return v, p, options[p]
 
 
