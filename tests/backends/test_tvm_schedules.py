@@ -792,7 +792,8 @@ def test_one_vector_tiles_take_few_pixels():
     one FMA: it takes at most 8 pixels (SqueezeNet 1.1's 128→16 1×1 conv on rows of 55 took
     1 × 28 over 56 and ran 1.7× slower than 1 × 8), the fewest loads per FMA among those,
     for a 1×1 conv's rows, a windowed conv's (RegNetY's grouped 3×3 convs of one block a
-    group) and an RGB stem's; a tile of more vectors keeps its longer rows (2 × 14)."""
+    group) and an RGB stem's. A 1×1 conv's tile of two vectors (each broadcast feeding two
+    FMAs, streamed once) takes at most 8 too; a windowed conv's keeps its longer rows (2 × 14)."""
     from archdsl.backends.tvm.schedules.common import Machine
     from archdsl.backends.tvm.schedules.conv_blocked import pixel_tile
     avx512 = Machine.of(backend.make_target(CPUS["avx512"]))
@@ -804,6 +805,8 @@ def test_one_vector_tiles_take_few_pixels():
         vectors, pixels, padded = pixel_tile(1, count, avx512, reused=count < 100)
         assert vectors == 1 and 2 <= pixels <= 8 and padded % pixels == 0 and padded >= count
     assert pixel_tile(2, 14, avx512, reused=True) == (2, 14, 14)
+    # nor a 1×1 conv's of two vectors (MNASNet's 80 → 24 on 56×56: 2 × 14 before)
+    assert pixel_tile(2, 56, avx512) == (2, 8, 56) and pixel_tile(2, 28, avx512) == (2, 7, 28)
 
 
 def test_avx512_stem_tiles_take_few_pixels():

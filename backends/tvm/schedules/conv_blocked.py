@@ -185,20 +185,24 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     the time (rows of 14: 2×14 instead of 4×5 over 15, 0.91–0.99×), and its 7×7/2 RGB stem
     4×4 instead of 4×6 on rows of 112 (114), 0.71–0.84× (one thread, batch 1, kernels alone,
     interleaved). A tile of one weight vector (a conv to 16 channels on AVX-512: SqueezeNet's
-    squeeze convs, MobileNetV2's and MNASNet's first 1×1 projection, RegNetY's grouped convs
-    of one block a group) reuses no broadcast, each feeds one FMA: it takes at most
+    squeeze convs, MobileNetV2's and MNASNet's first 1×1 projection, RegNetY's grouped convs of
+    one block a group) reuses no broadcast, each feeds one FMA: it takes at most
     `_ONE_VECTOR_PIXELS` pixels (8, the FMAs in flight: 4 cycles × 2 units), where more only
-    read more input lines at once. SqueezeNet 1.1's 128→16 1×1 conv on 55×55 at batch 32,
-    one thread, alone: 6.4 ms in 1×28 tiles, 3.7–3.9 in 1×8, 3.7 in 1×7, 4.0 in 1×11, 4.7
-    in 1×14 (ONNX Runtime 3.4 in the network); at batch 1 0.77–0.92× the time; whole
-    networks, one thread, interleaved builds: SqueezeNet 1.1 0.984× at batch 32, MNASNet
-    0.99× at batch 1 and 0.993× at 32, RegNetY-400MF at batch 1 and 32 and MobileNetV3 at
-    batch 1 within ±1.6%. An unblocked input's tile (an RGB stem's, its window's columns
-    unrolled) takes at most `_STEM_PIXELS` pixels on AVX-512: MobileNetV2's 3×3/2 3→32 stem at
-    batch 32, one thread, alone: 2×14 tiles 8.7–10.8 ms, 2×8 6.4, 2×6 5.4, 2×4 5.3–5.7, 2×2 6.9;
-    MNASNet's at batch 1 0.76× the time in 2×4 than in 2×14; ResNet-50's 7×7/2 stem stays 4×4
-    (4×2 1.11× slower, 4×8 1.10×) and MobileNetV3's one-vector stem 1×8 (1×4 1.09–1.15× slower);
-    whole networks, interleaved: MobileNetV2 0.978× at batch 32, ShuffleNetV2 0.974×; at batch 1
+    read more input lines at once. SqueezeNet 1.1's 128→16 1×1 conv on 55×55 at batch 32, one
+    thread, alone: 6.4 ms in 1×28 tiles, 3.7–3.9 in 1×8, 3.7 in 1×7, 4.0 in 1×11, 4.7 in 1×14
+    (ONNX Runtime 3.4 in the network); at batch 1 0.77–0.92× the time; whole networks, one
+    thread, interleaved builds: SqueezeNet 1.1 0.984× at batch 32, MNASNet 0.99× at batch 1 and
+    0.993× at 32, RegNetY-400MF at batch 1 and 32 and MobileNetV3 at batch 1 within ±1.6%. So
+    does a 1×1 conv's tile of two vectors (its inputs streamed once, each broadcast feeding two
+    FMAs): MNASNet's 80→24 on 56×56 at batch 32 alone 0.89× the time in 2×7 tiles than in 2×14
+    (2×8 0.94×, 2×4 0.97×), at batch 1 0.91×; whole networks, interleaved: MobileNetV2 0.987× at
+    batch 1 and 32, MNASNet 0.99× and 1.0×, EfficientNet-B0 1.01× and 0.99×, SqueezeNet 1.1 1.0×
+    at 32. An unblocked input's tile (an RGB stem's, its window's columns unrolled) takes at
+    most `_STEM_PIXELS` pixels on AVX-512: MobileNetV2's 3×3/2 3→32 stem at batch 32, one
+    thread, alone: 2×14 tiles 8.7–10.8 ms, 2×8 6.4, 2×6 5.4, 2×4 5.3–5.7, 2×2 6.9; MNASNet's at
+    batch 1 0.76× the time in 2×4 than in 2×14; ResNet-50's 7×7/2 stem stays 4×4 (4×2 1.11×
+    slower, 4×8 1.10×) and MobileNetV3's one-vector stem 1×8 (1×4 1.09–1.15× slower); whole
+    networks, interleaved: MobileNetV2 0.978× at batch 32, ShuffleNetV2 0.974×; at batch 1
     MobileNetV2, MNASNet, EfficientNet-B0, RegNetY-400MF and ShuffleNetV2 within ±1.4%. AVX2
     (unmeasured) keeps its stems' tiles. (`Blocked` pads the computes with the same function the
     rule then tiles them by: rows or planes of whole tiles, ⌈ocb / V⌉·V output blocks.)"""
@@ -226,8 +230,9 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
         ev, ep = register_tile(machine, list(exact), list(options), cost=cost)
         if cost(v, p) >= _PAD_GAIN * cost(ev, ep):
             v, p = ev, ep
-    # one vector's broadcasts feed one FMA each; an AVX-512 stem's columns are unrolled
-    cap = (_ONE_VECTOR_PIXELS if v == 1
+    # one vector's broadcasts feed one FMA each (two vectors': two, streamed once by a 1×1
+    # conv); an AVX-512 stem's window columns are unrolled
+    cap = (_ONE_VECTOR_PIXELS if v == 1 or (v == 2 and not reused)
            else _STEM_PIXELS if unblocked and machine.broadcast_operand else p)
     if p > cap:
         p = min((q for q in options if q <= cap), key=lambda q: cost(v, q), default=p)
