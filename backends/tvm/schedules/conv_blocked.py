@@ -111,7 +111,7 @@ _MAX_WASTE = 0.15  # pixels or output blocks computed in vain at most, as a shar
 _PAD_GAIN = 0.9  # padded output blocks' tile cost at most, relative to the best exact tile's
 _FMA_BOUND = 0.55  # loads per FMA below which an AVX-512 tile reading from L1 waits on FMAs
 _MIN_UNITS = 8  # parallel units (channel groups × bands) a conv by bands keeps at least
-_ONE_VECTOR_PIXELS = 8  # pixels of a tile of one weight vector at most (`pixel_tile`)
+_FEW_VECTOR_PIXELS = 8  # pixels at most of a tile whose broadcasts feed 1 or 2 FMAs (`pixel_tile`)
 _STEM_PIXELS = 4  # pixels of an AVX-512 tile of an unblocked input at most (`pixel_tile`)
 
 
@@ -187,7 +187,7 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
     interleaved). A tile of one weight vector (a conv to 16 channels on AVX-512: SqueezeNet's
     squeeze convs, MobileNetV2's and MNASNet's first 1×1 projection, RegNetY's grouped convs of
     one block a group) reuses no broadcast, each feeds one FMA: it takes at most
-    `_ONE_VECTOR_PIXELS` pixels (8, the FMAs in flight: 4 cycles × 2 units), where more only
+    `_FEW_VECTOR_PIXELS` pixels (8, the FMAs in flight: 4 cycles × 2 units), where more only
     read more input lines at once. SqueezeNet 1.1's 128→16 1×1 conv on 55×55 at batch 32, one
     thread, alone: 6.4 ms in 1×28 tiles, 3.7–3.9 in 1×8, 3.7 in 1×7, 4.0 in 1×11, 4.7 in 1×14
     (ONNX Runtime 3.4 in the network); at batch 1 0.77–0.92× the time; whole networks, one
@@ -232,7 +232,7 @@ def pixel_tile(ocb: int, count: int, machine: Machine, inputs: int | None = None
             v, p = ev, ep
     # one vector's broadcasts feed one FMA each (two vectors': two, streamed once by a 1×1
     # conv); an AVX-512 stem's window columns are unrolled
-    cap = (_ONE_VECTOR_PIXELS if v == 1 or (v == 2 and not reused)
+    cap = (_FEW_VECTOR_PIXELS if v == 1 or (v == 2 and not reused)
            else _STEM_PIXELS if unblocked and machine.broadcast_operand else p)
     if p > cap:
         p = min((q for q in options if q <= cap), key=lambda q: cost(v, q), default=p)
