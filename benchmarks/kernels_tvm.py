@@ -3,17 +3,19 @@
     python benchmarks/kernels_tvm.py mobilenet_v2 --batch 32 [--top 25] [--runs 5] [--only NAME,...]
     python benchmarks/kernels_tvm.py resnet50 --ort    # each conv next to ONNX Runtime's
     python benchmarks/kernels_tvm.py resnet50 --network --ort   # timed within the network
+    python benchmarks/kernels_tvm.py resnet50 --batch 32 --network --ort --threads 2
 
 Builds the network as `bench_tvm.py` does (default schedules, this CPU), takes the module the
 schedule hooks made, compiles every PrimFunc by itself and times it on random inputs of its
-parameters' shapes: the median CPU time of `--runs` calls (one thread: TVM_NUM_THREADS=1),
+parameters' shapes: the median CPU time of `--runs` calls (one thread unless `--threads`),
 times the calls the network makes (with `--network`: each kernel's time within the network's
 own runs instead, where its weights and inputs are as cold as a real run leaves them; `--cold`
-evicts the caches before each run, as another runtime's run in between does). Prints
+evicts the caches before each run, as another runtime's run in between does). `--threads N`
+runs both runtimes on N threads and times wall clock instead of CPU time. Prints
 the heaviest kernels first, with the rule that scheduled each and its parameters' shapes
 (activations NCHW[b]c, packed weights), and a conv's
 GFLOP/s (its padded channels counted). With `--ort`, ONNX Runtime runs the archdsl ONNX export
-of the same network (CPU provider, one thread, its own profiler: the median wall time of each
+of the same network (CPU provider, as many threads, its own profiler: the median wall time of each
 node over `--runs` calls) and each conv is shown next to the ONNX Runtime nodes of the same
 shape (channel blocks, input and output plane, window; depthwise convs with depthwise
 ones): their mean time per call, and the ratio of archdsl's to it. ORT's `Conv` nodes carry
@@ -29,7 +31,21 @@ import sys
 import time
 from pathlib import Path
 
-os.environ["TVM_NUM_THREADS"] = "1"
+
+def _threads() -> int:
+    """`--threads`, read before TVM starts its thread pool (it reads TVM_NUM_THREADS once)."""
+    for i, arg in enumerate(sys.argv):
+        if arg.startswith("--threads"):
+            value = arg.partition("=")[2] or (sys.argv[i + 1] if i + 1 < len(sys.argv) else "")
+            return int(value) if value.isdigit() and int(value) > 0 else 1
+    return 1
+
+
+THREADS = _threads()
+os.environ["TVM_NUM_THREADS"] = str(THREADS)
+os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")  # idle threads sleep, as in bench_tvm
+# one thread: CPU time (steadier); more: wall time, which the threads share
+_clock = time.process_time if THREADS == 1 else time.perf_counter
 
 import numpy as np  # noqa: E402
 
@@ -70,7 +86,7 @@ def _network_ms(compiled, shape, runs: int, between=lambda: None) -> dict[str, f
     vm, spent, started = VirtualMachine(compiled.module, tvm.cpu()), [], [0.0]
 
     def hook(func, symbol, before, ret, *args) -> int:
-        now = time.process_time()
+        now = _clock()
         if before:
             started[0] = now
         else:
@@ -122,9 +138,9 @@ def _cpu_ms(func, target, runs: int) -> float:
     main(*args)
     times = []
     for _ in range(runs):
-        started = time.process_time()
+        started = _clock()
         main(*args)
-        times.append(time.process_time() - started)
+        times.append(_clock() - started)
     return sorted(times)[len(times) // 2] * 1e3
 
 
@@ -170,7 +186,7 @@ def _ort_nodes(model: str, batch: int, runs: int, between) -> dict[str, list[tup
     export(arch.to_torch().eval(), arch.graph.input_shape, "onnx", folder / "m.onnx",
            batch=batch)
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
+    opts.intra_op_num_threads = THREADS
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.enable_profiling, opts.profile_file_prefix = True, str(folder / "profile")
     session = ort.InferenceSession(str(folder / "m.onnx"), opts,
@@ -209,6 +225,8 @@ def main() -> None:
                     help="with --network and --ort: evict the caches before each run")
     ap.add_argument("--ort", action="store_true",
                     help="each conv next to ONNX Runtime's nodes of its shape")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads of both runtimes (wall time when more than one)")
     args = ap.parse_args()
     from tvm import tirx
 
@@ -229,7 +247,7 @@ def main() -> None:
                      shapes))
     rows.sort(key=lambda r: -r[0])
     where = "in the network's runs" if network else "each kernel alone"
-    print(f"{args.model} batch {args.batch}: {sum(r[0] for r in rows):.1f} ms CPU time in all "
+    print(f"{args.model} batch {args.batch}: {sum(r[0] for r in rows):.1f} ms in all "
           f"({where})")
     lanes = Machine.of(target).lanes
     ort = _ort_by_key(args.model, args.batch, args.runs, lanes, between) if args.ort else None
