@@ -21,7 +21,7 @@ from archdsl import interrupt
 from archdsl.backends.tvm import cpu, tune
 from archdsl.backends.tvm.inplace import WriteOverDeadOperands
 from archdsl.backends.tvm.lower import build_module
-from archdsl.backends.tvm.runtime import META_FUNC, Compiled
+from archdsl.backends.tvm.runtime import META_FUNC, Compiled, runtime_threads
 from archdsl.ir import Graph
 from archdsl.memory import check_fits
 
@@ -33,9 +33,11 @@ __all__ = ["SCHEDULE_HOOKS", "ScheduleHook", "check_build_args", "check_target",
 
 def make_target(target: str | Mapping[str, Any] | tvm.target.Target = "llvm") -> tvm.target.Target:
     """A TVM target. "llvm" (or {"kind": "llvm"} without "mcpu") is the host CPU, as
-    `llvm -mcpu=native` was. A GPU target gets the host CPU as its host unless it names one.
-    TVM 0.27 rejects flag strings ("cuda -arch=sm_90"): use a dict ({"kind": "cuda",
-    "arch": "sm_90"}) or a tag ("nvidia/nvidia-h100")."""
+    `llvm -mcpu=native` was, and the threads the runtime will use here as its "num-cores"
+    (`runtime_threads`; another CPU's target has none unless it says). A GPU target gets the
+    host CPU as its host unless it names one. TVM 0.27 rejects flag strings
+    ("cuda -arch=sm_90"): use a dict ({"kind": "cuda", "arch": "sm_90"}) or a tag
+    ("nvidia/nvidia-h100")."""
     if isinstance(target, tvm.target.Target):
         t = target
     else:
@@ -45,6 +47,9 @@ def make_target(target: str | Mapping[str, Any] | tvm.target.Target = "llvm") ->
             target = dict(target)
             if target.get("kind") == "llvm" and "mcpu" not in target:
                 target["mcpu"] = _host_cpu()
+                # the threads the code will run on here (the schedules plan their parallel
+                # loops for them: `Machine.threads`)
+                target.setdefault("num-cores", runtime_threads())
         t = tvm.target.Target(target)
     if t.kind.name != "llvm" and t.host is None:
         t = tvm.target.Target(t, host={"kind": "llvm", "mcpu": _host_cpu()})

@@ -24,7 +24,8 @@ from tvm.runtime.vm import VirtualMachine
 from archdsl.backends.tvm import cpu, cuda_kernels, library
 from archdsl.inputs import open_regular
 
-__all__ = ["Compiled", "LibraryError", "physical_cores", "read_input", "use_physical_cores"]
+__all__ = ["Compiled", "LibraryError", "physical_cores", "read_input", "runtime_threads",
+           "use_physical_cores"]
 
 LibraryError = library.LibraryError
 
@@ -51,6 +52,16 @@ def physical_cores() -> int:
         except OSError:
             return len(cpus)
     return len(cores) or 1
+
+
+def runtime_threads() -> int:
+    """The threads TVM's pool runs kernels on in this process: TVM_NUM_THREADS or
+    OMP_NUM_THREADS (a positive number), else the physical cores (`use_physical_cores`)."""
+    for name in ("TVM_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return physical_cores()
 
 
 def use_physical_cores() -> None:

@@ -482,6 +482,46 @@ def test_padding_is_made_per_image_before_its_rows(cpu):
     _check_where_the_host_runs(arch, cpu)
 
 
+@pytest.mark.parametrize("cpu", CPUS)
+def test_threads_take_whole_images_when_they_share_the_batch_evenly(cpu):
+    """With the target's threads known (num-cores) and the batch a multiple of them, or at
+    least four images a thread, the padded conv's image loop is the parallel one: each
+    thread pads its own image and convolves it (nothing parallel within). Else, or with the
+    threads unknown (another CPU's target names none), the images go one after another,
+    each in parallel within. The 7×7 plane's conv keeps the images in its parallel loop."""
+    arch = archdsl.load(PER_IMAGE)
+    kinds = tvm.tirx.ForKind
+
+    def stage(batch: int, cores: int | None):
+        target = backend.make_target({**CPUS[cpu], **({"num-cores": cores} if cores else {})})
+        mod = schedules.schedule_cpu(_fused(arch, batch, target), target, {})
+        (rows,) = [_stage_loops(f, "archdsl_pad") for _, f in mod.functions_items()
+                   if isinstance(f, tvm.tirx.PrimFunc) and _has_block(f, "archdsl_pad")
+                   and int(f.params[0].ty.shape[2]) == 28]
+        assert int(rows[0].extent) == batch
+        return [loop.kind for loop in rows]
+
+    for batch, cores in ((4, 2), (6, 3), (9, 2), (2, 1)):
+        loops = stage(batch, cores)
+        assert loops[0] == kinds.PARALLEL and kinds.PARALLEL not in loops[1:], (batch, cores)
+        assert loops[-1] == kinds.VECTORIZED
+    for batch, cores in ((3, 2), (7, 2), (4, 8), (32, None)):
+        loops = stage(batch, cores)
+        assert loops[0] == kinds.SERIAL and loops[1] == kinds.PARALLEL, (batch, cores)
+
+
+def test_this_cpus_target_names_the_threads_it_will_run_on(monkeypatch):
+    """`make_target("llvm")` carries the runtime's threads as num-cores (what the parallel
+    loops are planned for; TVM_NUM_THREADS rules); another CPU's target carries none."""
+    from archdsl.backends.tvm.runtime import physical_cores
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("TVM_NUM_THREADS", "3")
+    assert int(backend.make_target("llvm").attrs["num-cores"]) == 3
+    monkeypatch.delenv("TVM_NUM_THREADS")
+    assert int(backend.make_target("llvm").attrs["num-cores"]) == physical_cores()
+    assert "num-cores" not in backend.make_target(CPUS["avx2"]).attrs
+
+
 # Convs onto a 22×22 plane (484 pixels: by rows), onto 11×11 ones (rows of 11 are computed
 # 12 wide on either width), strided, dilated and with one window axis, and unpadded ones
 # onto 9×9, 7×7 and 5×5 (rows of 7 are whole tiles of AVX-512's, 4×2 tiles compute them 8
@@ -532,10 +572,11 @@ import numpy as np
 import archdsl
 from archdsl.backends import tvm as backend
 arch = archdsl.load({ODD_CONVS!r})
-x = np.random.default_rng(0).standard_normal((3, *arch.graph.input_shape), np.float32)
-fast = backend.compile(arch.graph, batch=3)(x)
-naive = backend.compile(arch.graph, batch=3, schedules=False)(x)
-assert np.abs(fast - naive).max() <= 1e-4 * np.abs(naive).max(), np.abs(fast - naive).max()
+for batch in (3, 4):  # images shared within (3 on 2 or 4 threads), and each whole in a thread
+    x = np.random.default_rng(0).standard_normal((batch, *arch.graph.input_shape), np.float32)
+    fast = backend.compile(arch.graph, batch=batch)(x)
+    naive = backend.compile(arch.graph, batch=batch, schedules=False)(x)
+    assert np.abs(fast - naive).max() <= 1e-4 * np.abs(naive).max(), np.abs(fast - naive).max()
 import tvm
 print(tvm.runtime.num_threads())
 """

@@ -30,7 +30,8 @@ def test_shell_completion_is_offered():
     out = runner.invoke(app, ["--help"]).stdout
     assert "--install-completion" in out and "--show-completion" in out
     script = runner.invoke(app, ["--show-completion", "bash"], prog_name="archdsl")
-    assert script.exit_code == 0 and "_ARCHDSL_COMPLETE=complete_bash" in script.stdout
+    assert script.exit_code == 0 and "_ARCHDSL_COMPLETE=complete_bash" in script.stdout, (
+        script.output)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

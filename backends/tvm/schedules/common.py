@@ -85,6 +85,7 @@ class Machine:
     broadcast_operand: bool  # an FMA may take a broadcast scalar from memory (AVX-512)
     l1d: int = 32 * 1024  # bytes of L1 data cache per core
     l2: int = 256 * 1024  # bytes of L2 per core
+    threads: int = 0  # the threads the code will run on (the target's num-cores), 0 if unknown
 
     @staticmethod
     def of(target: tvm.target.Target) -> Machine:
@@ -94,7 +95,8 @@ class Machine:
         cpu = str(target.attrs.get("mcpu", "")) if target.kind.name == "llvm" else ""
         return Machine(512 if avx512 else 256 if "avx" in features else 128,
                        32 if avx512 else 16, "fma" in features, avx512,
-                       L1D_48K_CPUS.get(cpu, 32 * 1024), L2_CPUS.get(cpu, 256 * 1024))
+                       L1D_48K_CPUS.get(cpu, 32 * 1024), L2_CPUS.get(cpu, 256 * 1024),
+                       max(int(target.attrs.get("num-cores", 0) or 0), 0))
 
     @property
     def lanes(self) -> int:

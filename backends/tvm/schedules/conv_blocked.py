@@ -49,14 +49,15 @@ In the *row*, *band* and *plane* orders the last chunk is reduced apart, tile by
 tile's epilogue applied as it is done (`tail_blocks`), not in a pass over the partial sums.
 L1 is the target core's L1 data cache (`Machine.l1d`: 48 KB on Intel cores since Ice Lake and
 on Zen 5, else 32 KB). Parallel over the outer loops; the fused epilogue runs on vectors (per
-tile, row or plane). The input's padding (or a strided 1×1 conv's dense gather) is made
-before the conv reads it: in the *row*, *band* and *tile* orders one image at a time, each
-image's stage and then its conv in parallel within the image, so that the padded image is still in
-L2 when it is read (a whole batch's copy went to memory and back: ResNet-18 at batch 32, one
-thread, whole network 0.96–0.98×, ResNet-50 0.95–0.99×, RegNetY-400MF 0.93×, VGG-16 and
-DenseNet-121 within ±2%; two threads, ResNet-18 batch 32 0.95–1.0×, batch 1 0.99×). Flat
-convs and the *plane* order, on small planes, keep the images in the parallel loop, and
-their stage is made once, before.
+tile, row or plane). The input's padding (or a strided 1×1 conv's dense gather) is made before
+the conv reads it: in the *row*, *band* and *tile* orders one image at a time, each image's
+stage and then its conv in parallel within the image (or, when the target's threads share the
+batch evenly, each image whole in one thread: `_whole_images`), so that the padded image is
+still in L2 when it is read (a whole batch's copy went to memory and back: ResNet-18 at batch
+32, one thread, whole network 0.96–0.98×, ResNet-50 0.95–0.99×, RegNetY-400MF 0.93×, VGG-16 and
+DenseNet-121 within ±2%; two threads, ResNet-18 batch 32 0.95–1.0×, batch 1 0.99×). Flat convs
+and the *plane* order, on small planes, keep the images in the parallel loop, and their stage
+is made once, before.
 
 Measured on AVX2, one thread, against ONNX Runtime's NCHWc kernels (same layer, ratio of
 times): 1×1 512→512 on 14×14 (plane, 2×4) 0.85; 112→672 + SiLU on 14×14 (plane, 3×4) 0.74;
@@ -363,8 +364,8 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     # stays in one group (its pixels' inputs are shared) and is never padded
     group = sch.get(conv).annotations.get(blocked.GROUP_VECTORS)
     ocb = extent(sch, after, 1) if group is None else int(group)
-    plan = plan_conv(Machine.of(k.target), ocb, count, ob, reduction, flat, rows, group is None,
-                     computed)
+    machine = Machine.of(k.target)
+    plan = plan_conv(machine, ocb, count, ob, reduction, flat, rows, group is None, computed)
     if computed % plan.vectors:
         return None  # not padded as this rule tiles it
     if tail is not None and tail_count != plan.chunk:
@@ -379,11 +380,13 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     # conv goes by row or tile over rows (flat and plane-order convs' small planes keep the
     # images in the parallel loop)
     per_image = bool(before) and not flat and plan.order != "plane"
+    # ... and the threads take whole images when they share them evenly (`_whole_images`)
+    whole = per_image and _whole_images(n, machine.threads)
     if tail is not None:
-        image = _by_tiles(sch, conv, tail, epilogue, plan, per_image)
+        image = _by_tiles(sch, conv, tail, epilogue, plan, per_image, whole)
     else:
         image, outer, at, reduction = _loops(sch, conv, plan, flat, per_image)
-        sch.parallel(outer)
+        sch.parallel(image if whole else outer)
         if placed:
             sch.reverse_compute_at(epilogue, at)
         else:  # over images and channel blocks (the images alone: one loop of one at batch 1)
@@ -397,8 +400,24 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
         loops = sch.get_loops(block)[image is not None:]
         if len(sch.get(block).iter_vars) == 5:  # blocked: its innermost axis is the lanes
             sch.vectorize(loops.pop())
-        sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 1 else loops[0])
+        if not whole:  # else in its image's thread
+            sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 1 else loops[0])
     return Plan(sch.mod["main"])
+
+
+def _whole_images(batch: int, threads: int) -> bool:
+    """Whether the threads of a conv whose input stage is made per image take whole images
+    (the image loop parallel: each thread pads its own image and convolves it, its stage
+    still in that core's L2, no barrier) rather than share each image (its stage by rows,
+    then its conv by channel groups and rows: two barriers per image, and a thread reads
+    rows that another core padded). Only when the `threads` (the target's
+    num-cores; 0: unknown) share the batch evenly: a multiple of them, or at least four
+    images each (then at most one image more than others, a quarter). ResNet-50's stride-2
+    3×3 128→128 on 56×56 at batch 32, two threads, alone: 0.86× the time, its other 3×3
+    convs and the 7×7 stem 0.97–0.98×; whole networks at batch 32 on two threads
+    (interleaved builds, AVX-512 Xeon): ResNet-18 0.97×, ResNet-50 0.975×, VGG-16 0.98×,
+    DenseNet-121 0.98×, MobileNet v1 and v2 within ±0.3%; one thread: within ±0.5%."""
+    return threads > 0 and batch > 1 and (batch % threads == 0 or batch >= 4 * threads)
 
 
 def _below(sch: s_tir.Schedule, block, under) -> list:
@@ -419,12 +438,14 @@ def _own_loops(sch: s_tir.Schedule, block, under, extents: dict[str, int]) -> di
     return dict(zip(kept, own, strict=True))
 
 
-def _by_tiles(sch: s_tir.Schedule, head, tail, epilogue, plan: ConvPlan, per_image: bool):
+def _by_tiles(sch: s_tir.Schedule, head, tail, epilogue, plan: ConvPlan, per_image: bool,
+              whole: bool):
     """Schedule a conv reduced in two parts (`blocked.TAIL`: its plan's last chunk) from its
     epilogue's loops: image, channel group, band (a row, the plane) → the head's chunks over
     the band as `_loops` orders them → each tile: the tail's sums in registers from zero,
     then the epilogue, which adds the head's partial sums and stores the output. Returns
-    the image loop when the input stages go under it (`per_image`)."""
+    the image loop when the input stages go under it (`per_image`), parallel when the
+    threads take `whole` images."""
     vectors, pixels, lanes = plan.vectors, plan.pixels, extent(sch, head, 4)
     n, o, y, x, oi = sch.get_loops(epilogue)
     oo, ov = sch.split(o, [None, vectors])
@@ -433,7 +454,7 @@ def _by_tiles(sch: s_tir.Schedule, head, tail, epilogue, plan: ConvPlan, per_ima
     xo, xi = sch.split(x, [None, pixels])
     sch.reorder(n, oo, yo, yi, xo, ov, xi, oi)
     outer = sch.fuse(*([] if per_image else [n]), oo, yo)
-    sch.parallel(outer)
+    sch.parallel(n if whole else outer)
     _tile(sch, [ov, xi], oi)
     # each tile's tail: its reduction around the tile, the tile in registers
     sch.compute_at(tail, xo)
@@ -491,9 +512,9 @@ def _flatten(sch: s_tir.Schedule, epilogue, ocb: int, ob: int) -> bool:
 
 def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool, per_image: bool):
     """Split and order the loops of `conv`; returns the image loop when the input stages go
-    under it (`per_image`: the images one after another, each in parallel within), the loop
-    to parallelize, the loop the epilogue goes under and the loop to decompose the reduction
-    at."""
+    under it (`per_image`: the images one after another, each in parallel within, or each in
+    a thread of its own: `_whole_images`), the loop to parallelize within an image, the loop
+    the epilogue goes under and the loop to decompose the reduction at."""
     if flat:
         n, o, x, oi, rc, *window = sch.get_loops(conv)
         rows = []
