@@ -229,6 +229,51 @@ def test_every_dense_conv_and_fc_gets_its_rule_at_any_width(cpu):
     assert (32 // LANES[cpu], 1, 3, 3, LANES[cpu], LANES[cpu]) in grouped
 
 
+BATCHED_FC = r"""
+arch batched_fc
+input 256x2x2
+fc1: FC-1024
+fc2: FC-10 act=none
+"""
+
+
+def _dense_loops(arch, cpu: str, batch: int) -> dict[int, list]:
+    """The loops around each dense kernel's product (by its output width), outermost first."""
+    target = backend.make_target(CPUS[cpu])
+    found = {}
+    for _, f in schedules.schedule_cpu(_fused(arch, batch, target), target, {}).functions_items():
+        if isinstance(f, tvm.tirx.PrimFunc) and schedules.scheduled_by(f) == "dense":
+            sch = tvm.s_tir.Schedule(f)
+            (update,) = [b for b in sch.get_child_blocks(sch.get_sblock("root"))
+                         if "init" not in sch.get(b).name_hint
+                         and sch.get(b).reads and len(sch.get(b).iter_vars) == 3]
+            found[int(f.params[-1].ty.shape[-1])] = [sch.get(lp) for lp in sch.get_loops(update)]
+    return found
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_batched_fcs_read_their_weights_once(cpu):
+    """With several tiles of rows (batch 32), an FC's reduction goes in chunks that every row
+    tile reads (the weights of a column block once, not once per row tile): parallel over
+    column blocks, then the chunks, then the row tiles. One tile of rows (batch 1), or too
+    few column blocks to share (10 classes), keep the whole reduction per tile. Matches
+    PyTorch at batch 32 where the host runs the code."""
+    arch = archdsl.load(BATCHED_FC)
+    kinds = tvm.tirx.ForKind
+    wide = _dense_loops(arch, cpu, 32)[1024]
+    assert wide[0].kind == kinds.PARALLEL and int(wide[0].extent) in (1024 // 32, 1024 // 16)
+    chunks, tiles = int(wide[1].extent), int(wide[2].extent)
+    assert 1 < chunks < 1024 and 1024 % chunks == 0 and tiles > 1, (chunks, tiles)
+    (classes,) = [v for width, v in _dense_loops(arch, cpu, 32).items() if width != 1024]
+    for loops in (_dense_loops(arch, cpu, 1)[1024], classes):
+        reduction = [lp for lp in loops if int(lp.extent) == 1024]
+        assert loops[0].kind == kinds.PARALLEL and reduction, [int(lp.extent) for lp in loops]
+    if _host_runs(CPUS[cpu]):
+        ref, state, x = _torch_run(arch, 32)
+        _assert_close(backend.compile(arch.graph, target=CPUS[cpu], weights=state,
+                                      batch=32)(x), ref)
+
+
 def test_convs_with_any_activation_get_a_conv_rule_and_match_pytorch():
     """Swish reads the conv's output twice; the epilogue still fuses into the conv's tile
     (it fell to the generic parallel loops, EfficientNet-B0 9.8× ONNX Runtime's time), and

@@ -1,5 +1,6 @@
 """Dense (FC) layers: weights repacked to blocks of output columns, a tile of rows × one vector
-block in registers."""
+block in registers; with several tiles of rows (a batch), the reduction in chunks that every
+row tile reads from L1 (`dense`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 
 from archdsl.backends.tvm.schedules.common import (
     Kernel,
+    Machine,
     Plan,
     constant_read,
     epilogue_of,
@@ -22,7 +24,10 @@ __all__ = ["dense"]
 def dense(k: Kernel) -> Plan | None:
     """y[i, j] = sum_k x[i, k]·w[k, j] with w constant (the FC lowering pre-transposes it):
     w repacked to (N/vo)·K·vo, a tile of rows × vo columns in registers, parallel over
-    column blocks (and row blocks)."""
+    column blocks (and row blocks). With more rows than a tile and enough column blocks to
+    share (`_k_chunk`), each column block's reduction goes in chunks, every row tile over
+    each chunk: the block's weights are read once, not once per row tile, its sums stay in
+    L1 between chunks."""
     found = one_reduction(k, "SSR")
     if found is None:
         return None
@@ -47,13 +52,43 @@ def dense(k: Kernel) -> Plan | None:
     li, lj, lk = sch.get_loops(mm)
     jo, ji = sch.split(lj, [None, vo])
     io, ii = sch.split(li, [None, ti])
-    sch.reorder(jo, io, lk, ii, ji)
-    sch.parallel(sch.fuse(jo, io))
+    chunk = _k_chunk(Machine.of(k.target), rows // ti, cols // vo, extent(sch, mm, 2), vo)
+    if chunk:
+        ko, ki = sch.split(lk, [None, chunk])
+        sch.reorder(jo, ko, io, ki, ii, ji)
+        sch.parallel(jo)
+        lk = ko
+    else:
+        sch.reorder(jo, io, lk, ii, ji)
+        sch.parallel(sch.fuse(jo, io))
     sch.reverse_compute_at(epilogue, sch.get_loops(mm)[0])
     sch.vectorize(ji)
     sch.unroll(ii)
     sch.decompose_reduction(mm, lk)
     return Plan(sch.mod["main"], {w_param: lambda w: _pack_kn(w, vo)})
+
+
+_MIN_CHUNK = 32  # reduction steps of a chunk at least (fewer: the loop overhead shows)
+_MIN_COLUMN_BLOCKS = 16  # column blocks a chunked FC keeps to share among the threads
+
+
+def _k_chunk(machine: Machine, row_tiles: int, column_blocks: int, depth: int, vo: int) -> int:
+    """The reduction steps of a chunk of a dense layer with `row_tiles` tiles of rows (0: not
+    chunked): the most that divide the `depth` with a chunk's weights (`vo` columns) in a
+    quarter of L1 — the row tiles read them from there, each row's inputs of the chunk and
+    the block's sums sharing the rest. Not for one row tile (nothing to share), nor with
+    fewer than `_MIN_COLUMN_BLOCKS` column blocks (the threads share those alone). Row tiles
+    over the whole reduction read each column block's weights once per tile, from memory
+    when they overflow L2: VGG-16's FC 25088→4096 at batch 32 (411 MB of weights, 8 row
+    tiles), one thread, alone: 153 ms → 69–71 (chunks of 64, 128 or 256); whole network
+    (interleaved builds, AVX-512 Xeon): 0.98× the time on one thread, 0.976× on two; AVX2
+    code (`-mcpu=haswell`, same host) 0.994×. ResNet-50's 2048→1000 and MobileNetV2's
+    1280→1000 at batch 32 alone 0.97–1.0×, their networks within ±0.5%."""
+    if row_tiles < 2 or column_blocks < _MIN_COLUMN_BLOCKS:
+        return 0
+    fits = [d for d in range(_MIN_CHUNK, depth) if depth % d == 0
+            and d * vo * 4 <= machine.l1d // 4]
+    return max(fits, default=0)
 
 
 def _pack_kn(w: np.ndarray, vo: int) -> np.ndarray:
