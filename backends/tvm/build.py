@@ -63,7 +63,7 @@ KINDS = ("llvm", "cuda")  # the targets archdsl builds and tests (build.compile'
 def check_target(t: tvm.target.Target) -> None:
     """Refuse a target TVM would accept here and fail on deep in the build (issue #13): a
     kind archdsl does not build for, a CUDA architecture that is not sm_NN, a CPU LLVM does
-    not know (for the target or its host)."""
+    not know (for the target or its host), a CPU target's num-cores below 1."""
     from tvm.target import codegen
     if t.kind.name not in KINDS:
         raise ValueError(f"archdsl builds for {' and '.join(KINDS)} targets, not "
@@ -74,6 +74,10 @@ def check_target(t: tvm.target.Target) -> None:
     for cpu_target in (t, t.host):
         if cpu_target is None or cpu_target.kind.name != "llvm":
             continue
+        cores = cpu_target.attrs.get("num-cores")
+        if cores is not None and int(cores) < 1:
+            raise ValueError(f"num-cores {int(cores)}: the threads the code will run on, at "
+                             "least 1")
         mcpu = str(cpu_target.attrs.get("mcpu", ""))
         triple = str(cpu_target.attrs.get("mtriple", "") or codegen.llvm_get_system_triple())
         if mcpu and not codegen.llvm_is_valid_cpu(mcpu, triple):

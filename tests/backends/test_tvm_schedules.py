@@ -565,6 +565,8 @@ def test_this_cpus_target_names_the_threads_it_will_run_on(monkeypatch):
     monkeypatch.delenv("TVM_NUM_THREADS")
     assert int(backend.make_target("llvm").attrs["num-cores"]) == physical_cores()
     assert "num-cores" not in backend.make_target(CPUS["avx2"]).attrs
+    with pytest.raises(ValueError, match="num-cores 0"):
+        backend.make_target({**CPUS["avx2"], "num-cores": 0})
 
 
 # Convs onto a 22×22 plane (484 pixels: by rows), onto 11×11 ones (rows of 11 are computed
