@@ -406,17 +406,17 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
 
 
 def _whole_images(batch: int, threads: int) -> bool:
-    """Whether the threads of a conv whose input stage is made per image take whole images
-    (the image loop parallel: each thread pads its own image and convolves it, its stage
-    still in that core's L2, no barrier) rather than share each image (its stage by rows,
-    then its conv by channel groups and rows: two barriers per image, and a thread reads
-    rows that another core padded). Only when the `threads` (the target's
-    num-cores; 0: unknown) share the batch evenly: a multiple of them, or at least four
-    images each (then at most one image more than others, a quarter). ResNet-50's stride-2
-    3×3 128→128 on 56×56 at batch 32, two threads, alone: 0.86× the time, its other 3×3
-    convs and the 7×7 stem 0.97–0.98×; whole networks at batch 32 on two threads
-    (interleaved builds, AVX-512 Xeon): ResNet-18 0.97×, ResNet-50 0.975×, VGG-16 0.98×,
-    DenseNet-121 0.98×, MobileNet v1 and v2 within ±0.3%; one thread: within ±0.5%."""
+    """Whether the threads of a conv whose input stage is made per image take whole images (the
+    image loop parallel: each thread pads its own image and convolves it, its stage still in
+    that core's L2, no barrier) rather than share each image (its stage by rows, then its conv
+    by channel groups and rows: two barriers per image, and a thread reads rows that another
+    core padded). Only when the `threads` (the target's num-cores; 0: unknown) share the batch
+    evenly: a multiple of them, or at least four images each (then at most one image more than
+    others, a quarter). ResNet-50's stride-2 3×3 128→128 on 56×56 at batch 32, two threads,
+    alone: 0.86× the time, its other 3×3 convs and the 7×7 stem 0.97–0.98×; whole networks at
+    batch 32 on two threads (interleaved builds, AVX-512 Xeon): ResNet-18 0.97×, ResNet-50
+    0.975×, VGG-16 0.98×, DenseNet-121 0.98×, MobileNet v1 and v2 within ±0.3%; one thread:
+    within ±0.5%; AVX2 code (`-mcpu=haswell`, same host): ResNet-18 0.985×, ResNet-50 1.0×."""
     return threads > 0 and batch > 1 and (batch % threads == 0 or batch >= 4 * threads)
 
 
