@@ -31,26 +31,19 @@ import sys
 import time
 from pathlib import Path
 
-
-def _threads() -> int:
-    """`--threads`, read before TVM starts its thread pool (it reads TVM_NUM_THREADS once)."""
-    for i, arg in enumerate(sys.argv):
-        if arg.startswith("--threads"):
-            value = arg.partition("=")[2] or (sys.argv[i + 1] if i + 1 < len(sys.argv) else "")
-            return int(value) if value.isdigit() and int(value) > 0 else 1
-    return 1
-
-
-THREADS = _threads()
-os.environ["TVM_NUM_THREADS"] = str(THREADS)
+os.environ["TVM_NUM_THREADS"] = "1"  # `--threads` may change it: main(), before TVM's pool starts
 os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")  # idle threads sleep, as in bench_tvm
-# one thread: CPU time (steadier); more: wall time, which the threads share
-_clock = time.process_time if THREADS == 1 else time.perf_counter
 
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_tvm import MODELS, load_model  # noqa: E402
+
+
+def _clock() -> float:
+    """One thread: its CPU time (steadier); more: wall time, which the threads share."""
+    one = os.environ["TVM_NUM_THREADS"] == "1"
+    return time.process_time() if one else time.perf_counter()
 
 
 def _scheduled_module(model: str, batch: int):
@@ -186,7 +179,7 @@ def _ort_nodes(model: str, batch: int, runs: int, between) -> dict[str, list[tup
     export(arch.to_torch().eval(), arch.graph.input_shape, "onnx", folder / "m.onnx",
            batch=batch)
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = THREADS
+    opts.intra_op_num_threads = int(os.environ["TVM_NUM_THREADS"])
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.enable_profiling, opts.profile_file_prefix = True, str(folder / "profile")
     session = ort.InferenceSession(str(folder / "m.onnx"), opts,
@@ -228,6 +221,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="threads of both runtimes (wall time when more than one)")
     args = ap.parse_args()
+    # read when the target is made (its num-cores) and when TVM's pool starts, both below
+    os.environ["TVM_NUM_THREADS"] = str(max(args.threads, 1))
     from tvm import tirx
 
     from archdsl.backends.tvm.schedules import scheduled_by
