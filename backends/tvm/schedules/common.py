@@ -102,6 +102,22 @@ class Machine:
     def lanes(self) -> int:
         return self.vector_bits // 32
 
+    @property
+    def full_tile(self) -> int:
+        """The accumulators a register tile should have at least: half the registers (8 of
+        AVX2's 16), 14 of AVX-512's 32 — two vectors × a 7-pixel row, where a 7×7 plane's
+        rows otherwise took 3×7 tiles over output blocks padded to a multiple of 3 (512
+        channels as 33 blocks: 11 channel groups, which two threads share 6 to 5) or 4×4
+        over rows computed 8 wide. ResNet-18's and ResNet-50's 3×3 512→512 convs on 7×7,
+        2×7 tiles in 32 blocks instead of 3×7 in 33, alone: one thread 1.0–1.025× the time
+        at batch 1, 0.97× at batch 32; two threads 0.92–0.93× at batch 1, 0.99× at batch 32.
+        Whole networks (AVX-512 Xeon, interleaved builds), two threads: ResNet-18 0.97× at
+        batch 1 and 32, ResNet-50 0.99× and 0.965×, DenseNet-121 and ResNeXt-50 (their 7×7
+        convs: rows of 2×7 instead of a flat plane in 2×10, or rows of 2×8) within ±1.5%;
+        one thread: all four within ±2%. (A C loop of 2×7 tiles had run at 0.94× the rate
+        of 4×4's and 4×6's: it is taken only where it costs less than every tile of 16.)"""
+        return 14 if self.registers >= 32 else self.registers // 2
+
     def tile_fits(self, vectors: int, pixels: int) -> bool:
         """Whether a tile of `vectors` weight vectors × `pixels` broadcast inputs keeps its
         accumulators, its weights (held when reused by several pixels) and a broadcast in
@@ -120,15 +136,14 @@ def load_ratio(vectors: int, pixels: int) -> float:
 def register_tile(machine: Machine, vectors: list[int], pixels: list[int],
                   cost: Callable[[int, int], float] = load_ratio) -> tuple[int, int]:
     """(weight vectors, pixels) of a register tile from the allowed counts: among the tiles
-    that fit in registers with at least half as many accumulators as there are registers
-    (enough FMAs in flight to hide their latency, 4 cycles × 2 units: 8 of AVX2's 16; 16 of
-    AVX-512's 32, where 2×7 tiles ran at 0.94× the rate of 4×4 and 4×6), the least `cost`
-    (loads per FMA), then the most accumulators, then more vectors; if none has that many,
-    the most accumulators. Measured on AVX2 (one thread, against ONNX Runtime): 3×4 and 2×4
-    tiles of a 1×1 conv 0.6-0.85× its time, 1×14 (as many accumulators, a load per FMA)
-    1.2×, 2×7 (a register spilled) 1.4×."""
+    that fit in registers with at least `Machine.full_tile` accumulators (enough FMAs in
+    flight to hide their latency, 4 cycles × 2 units), the least `cost` (loads per FMA), then
+    the most accumulators, then more vectors; if none has that many, the most accumulators.
+    Measured on AVX2 (one thread, against ONNX Runtime): 3×4 and 2×4 tiles of a 1×1 conv
+    0.6-0.85× its time, 1×14 (as many accumulators, a load per FMA) 1.2×, 2×7 (a register
+    spilled) 1.4×."""
     tiles = [(v, p) for v in vectors for p in pixels if machine.tile_fits(v, p)]
-    full = [t for t in tiles if t[0] * t[1] >= machine.registers // 2]
+    full = [t for t in tiles if t[0] * t[1] >= machine.full_tile]
     if full:
         return min(full, key=lambda t: (cost(*t), -t[0] * t[1], -t[0]))
     return max(tiles, key=lambda t: (t[0] * t[1], t[0]))
