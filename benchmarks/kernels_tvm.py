@@ -20,7 +20,9 @@ node over `--runs` calls) and each conv is shown next to the ONNX Runtime nodes 
 shape (channel blocks, input and output plane, window; depthwise convs with depthwise
 ones): their mean time per call, and the ratio of archdsl's to it. ORT's `Conv` nodes carry
 its fused epilogue (bias, activation, the residual add); its layout reorders and pools are
-listed apart."""
+listed apart. The sums of both runtimes' kernels are printed next to the median time of
+their whole runs (with `--network`; ORT's unprofiled), which says how much of a run the
+per-kernel times leave out."""
 
 from __future__ import annotations
 
@@ -70,10 +72,12 @@ def _evict(megabytes: int = 256) -> None:
     np.ones(megabytes << 18, np.float32).sum()
 
 
-def _network_ms(compiled, shape, runs: int, between=lambda: None) -> dict[str, float]:
+def _network_ms(compiled, shape, runs: int,
+                between=lambda: None) -> tuple[dict[str, float], float]:
     """Each kernel's CPU time in the network's own runs (the VM calls a hook around each
-    call): the median over `runs` runs of its time summed over the run's calls. Its weights
-    and inputs come from wherever the previous layers left them, as in a real run."""
+    call): the median over `runs` runs of its time summed over the run's calls; and the
+    median run's (hook included). Its weights and inputs come from wherever the previous
+    layers left them, as in a real run."""
     import tvm
     from tvm.runtime.vm import VirtualMachine
     vm, spent, started = VirtualMachine(compiled.module, tvm.cpu()), [], [0.0]
@@ -89,17 +93,23 @@ def _network_ms(compiled, shape, runs: int, between=lambda: None) -> dict[str, f
     vm.set_instrument(hook)
     x = tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape, np.float32))
     vm["main"](x)
-    per_run = collections.defaultdict(list)
+    per_run, whole = collections.defaultdict(list), []
     for _ in range(runs):
         between()
         spent.clear()
+        begun = _clock()
         vm["main"](x)
+        whole.append((_clock() - begun) * 1e3)
         total = collections.Counter()
         for symbol, seconds in spent:
             total[symbol] += seconds * 1e3
         for symbol, ms in total.items():
             per_run[symbol].append(ms)
-    return {k: sorted(v)[len(v) // 2] for k, v in per_run.items()}
+    return {k: _median(v) for k, v in per_run.items()}, _median(whole)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def _calls(mod) -> collections.Counter:
@@ -134,7 +144,7 @@ def _cpu_ms(func, target, runs: int) -> float:
         started = _clock()
         main(*args)
         times.append(_clock() - started)
-    return sorted(times)[len(times) // 2] * 1e3
+    return _median(times) * 1e3
 
 
 def _conv_key(data, weight, out, lanes: int, packed: bool):
@@ -167,7 +177,8 @@ def _conv_gflop(shapes) -> float:
 
 
 def _ort_nodes(model: str, batch: int, runs: int, between) -> dict[str, list[tuple]]:
-    """ONNX Runtime's nodes on this network, by op: (shapes, median ms per call) each."""
+    """ONNX Runtime's nodes on this network, by op: (shapes, median ms per call) each; and
+    the median time of a run without its profiler, timed after the profiled ones."""
     import json
     import tempfile
 
@@ -190,6 +201,12 @@ def _ort_nodes(model: str, batch: int, runs: int, between) -> dict[str, list[tup
         between()
         session.run(None, {"input": x})
     events = json.loads(Path(session.end_profiling()).read_text())
+    whole = []
+    for _ in range(runs):
+        between()
+        begun = _clock()
+        session.run(None, {"input": x})
+        whole.append((_clock() - begun) * 1e3)
     durations, info = collections.defaultdict(list), {}
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
@@ -199,10 +216,9 @@ def _ort_nodes(model: str, batch: int, runs: int, between) -> dict[str, list[tup
             info[e["name"]] = (e["args"].get("op_name", "?"), shapes + out)
     nodes = collections.defaultdict(list)
     for name, times in durations.items():
-        times = sorted(times[-runs:])
         op, shapes = info[name]
-        nodes[op].append((shapes, times[len(times) // 2]))
-    return nodes
+        nodes[op].append((shapes, _median(times[-runs:])))
+    return nodes, _median(whole)
 
 
 def main() -> None:
@@ -230,7 +246,8 @@ def main() -> None:
     mod, target, compiled, shape = _scheduled_module(args.model, args.batch)
     uses, rows = _calls(mod), []
     between = _evict if args.cold else (lambda: None)
-    network = _network_ms(compiled, shape, args.runs, between) if args.network else None
+    network, run_ms = (_network_ms(compiled, shape, args.runs, between) if args.network
+                       else (None, None))
     for gv, func in mod.functions_items():
         name = gv.name_hint
         if not isinstance(func, tirx.PrimFunc) or (
@@ -242,8 +259,9 @@ def main() -> None:
                      shapes))
     rows.sort(key=lambda r: -r[0])
     where = "in the network's runs" if network else "each kernel alone"
+    run = f"; a run {run_ms:.1f} ms" if run_ms is not None else ""
     print(f"{args.model} batch {args.batch}: {sum(r[0] for r in rows):.1f} ms in all "
-          f"({where})")
+          f"({where}{run})")
     lanes = Machine.of(target).lanes
     ort = _ort_by_key(args.model, args.batch, args.runs, lanes, between) if args.ort else None
     _report(rows[:args.top], ort, lanes)
@@ -274,8 +292,15 @@ def _report(rows: list, ort: dict | None, lanes: int) -> None:
 
 def _ort_by_key(model: str, batch: int, runs: int, lanes: int, between) -> dict:
     """ONNX Runtime's conv time per call by conv shape (`_conv_key`: the mean over the nodes
-    of that shape), and its other nodes' total time by op."""
-    nodes, by_key, rest = _ort_nodes(model, batch, runs, between), collections.defaultdict(list), {}
+    of that shape), and its other nodes' total time by op. Prints the nodes' sum next to a
+    run's time: its profiler's node times leave out the time between nodes (on two threads
+    the sum was 1% under a run's wall time for ResNet-18 at batch 1, 3% for VGG-16 at batch
+    32; archdsl's kernels' sum 0.1–4% under its runs, the hook's time included), so the
+    per-layer ratios lean slightly against archdsl; whole networks: `bench_tvm.py`."""
+    (nodes, run_ms), by_key, rest = (_ort_nodes(model, batch, runs, between),
+                                     collections.defaultdict(list), {})
+    print(f"ONNX Runtime: its nodes {sum(ms for found in nodes.values() for _, ms in found):.1f}"
+          f" ms in all; a run {run_ms:.1f} ms (unprofiled)")
     for op, found in nodes.items():
         for shapes, ms in found:
             key = _conv_key(shapes[0], shapes[1], shapes[-1], lanes, False) if op in (
