@@ -176,7 +176,8 @@ def _conv_gflop(shapes) -> float:
     return 2 * float(macs) / 1e9
 
 
-def _ort_nodes(model: str, batch: int, runs: int, between) -> dict[str, list[tuple]]:
+def _ort_nodes(model: str, batch: int, runs: int,
+               between) -> tuple[dict[str, list[tuple]], float]:
     """ONNX Runtime's nodes on this network, by op: (shapes, median ms per call) each; and
     the median time of a run without its profiler, timed after the profiled ones."""
     import json
@@ -293,10 +294,9 @@ def _report(rows: list, ort: dict | None, lanes: int) -> None:
 def _ort_by_key(model: str, batch: int, runs: int, lanes: int, between) -> dict:
     """ONNX Runtime's conv time per call by conv shape (`_conv_key`: the mean over the nodes
     of that shape), and its other nodes' total time by op. Prints the nodes' sum next to a
-    run's time: its profiler's node times leave out the time between nodes (on two threads
-    the sum was 1% under a run's wall time for ResNet-18 at batch 1, 3% for VGG-16 at batch
-    32; archdsl's kernels' sum 0.1–4% under its runs, the hook's time included), so the
-    per-layer ratios lean slightly against archdsl; whole networks: `bench_tvm.py`."""
+    run's time, which its profiler's node times need not add up to (on two threads within
+    3% either way: ResNet-18 and ResNet-50 at batch 1, VGG-16 at batch 32; archdsl's kernels
+    0.1–6% under its runs, the hook's own time included). Whole networks: `bench_tvm.py`."""
     (nodes, run_ms), by_key, rest = (_ort_nodes(model, batch, runs, between),
                                      collections.defaultdict(list), {})
     print(f"ONNX Runtime: its nodes {sum(ms for found in nodes.values() for _, ms in found):.1f}"
