@@ -54,10 +54,13 @@ def physical_cores() -> int:
     return len(cores) or 1
 
 
+THREAD_VARIABLES = ("TVM_NUM_THREADS", "OMP_NUM_THREADS")  # TVM's pool reads them, in order
+
+
 def runtime_threads() -> int:
     """The threads TVM's pool runs kernels on in this process: TVM_NUM_THREADS or
     OMP_NUM_THREADS (a positive number), else the physical cores (`use_physical_cores`)."""
-    for name in ("TVM_NUM_THREADS", "OMP_NUM_THREADS"):
+    for name in THREAD_VARIABLES:
         value = os.environ.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
@@ -69,7 +72,7 @@ def use_physical_cores() -> None:
     otherwise, TVM starts half as many threads as there are logical CPUs (it assumes SMT
     pairs): one thread on a 2-core VM without SMT. The pool reads the variable when it starts,
     at the first parallel kernel of a process, so this must come before that."""
-    if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
+    if not any(name in os.environ for name in THREAD_VARIABLES):
         os.environ["TVM_NUM_THREADS"] = str(physical_cores())
 
 

@@ -501,7 +501,8 @@ def test_seven_wide_rows_are_tiled_whole_without_padded_blocks(cpu):
     they are (AVX-512 had taken 3×7 tiles in 33 padded blocks: 11 channel groups, which two
     threads share 6 to 5; 2×7 tiles in 32 blocks took 0.92× the time on two threads) and, on
     AVX-512, tile each 7-pixel row whole (`Machine.full_tile`); the build for this host
-    (either width) matches PyTorch."""
+    matches PyTorch (checked once, under the host's width)."""
+    from archdsl.backends.tvm.schedules.common import Machine
     from archdsl.backends.tvm.schedules.conv_blocked import pixel_tile
     arch = archdsl.load(SEVEN_WIDE)
     (conv,) = _blocked_convs(arch, cpu).values()
@@ -512,8 +513,9 @@ def test_seven_wide_rows_are_tiled_whole_without_padded_blocks(cpu):
         assert machine.full_tile == 14
     else:
         assert machine.full_tile == 8
-    ref, state, x = _torch_run(arch, 2)
-    _assert_close(backend.compile(arch.graph, weights=state, batch=2)(x), ref)
+    if Machine.of(backend.make_target("llvm")).lanes == machine.lanes:
+        ref, state, x = _torch_run(arch, 2)
+        _assert_close(backend.compile(arch.graph, weights=state, batch=2)(x), ref)
 
 
 # A padded 3×3 conv on 28×28 (row order) and one on 7×7 (plane order, 512 channels).
