@@ -10,7 +10,7 @@ import json
 import numbers
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,14 +26,15 @@ from archdsl.ir import Graph
 from archdsl.memory import check_fits
 
 __all__ = ["SCHEDULE_HOOKS", "ScheduleHook", "check_build_args", "check_target", "compile",
-           "make_target"]
+           "host_cpu", "make_target"]
 
 
 # ---------------------------------------------------------------- targets and building
 
 def make_target(target: str | Mapping[str, Any] | tvm.target.Target = "llvm") -> tvm.target.Target:
-    """A TVM target. "llvm" (or {"kind": "llvm"} without "mcpu") is the host CPU, as
-    `llvm -mcpu=native` was, and the threads the runtime will use here as its "num-cores"
+    """A TVM target. "llvm" (or {"kind": "llvm"} without "mcpu") is the host CPU as
+    `clang -march=native` takes it (its name, less the features the name implies that this
+    CPU lacks: `host_cpu`), and the threads the runtime will use here as its "num-cores"
     (`runtime_threads`; another CPU's target has none unless it says). A GPU target gets the
     host CPU as its host unless it names one. TVM 0.27 rejects flag strings
     ("cuda -arch=sm_90"): use a dict ({"kind": "cuda", "arch": "sm_90"}) or a tag
@@ -46,13 +47,13 @@ def make_target(target: str | Mapping[str, Any] | tvm.target.Target = "llvm") ->
         if isinstance(target, Mapping):
             target = dict(target)
             if target.get("kind") == "llvm" and "mcpu" not in target:
-                target["mcpu"] = _host_cpu()
+                target.update(host_cpu(target.get("mattr", ())))
                 # the threads the code will run on here (the schedules plan their parallel
                 # loops for them: `Machine.threads`)
                 target.setdefault("num-cores", runtime_threads())
         t = tvm.target.Target(target)
     if t.kind.name != "llvm" and t.host is None:
-        t = tvm.target.Target(t, host={"kind": "llvm", "mcpu": _host_cpu()})
+        t = tvm.target.Target(t, host={"kind": "llvm", **host_cpu()})
     check_target(t)
     return t
 
@@ -86,8 +87,29 @@ def check_target(t: tvm.target.Target) -> None:
                              + _cpu_hint(mcpu, triple))
 
 
-def _host_cpu() -> str:
-    return tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")()
+def host_cpu(mattr: Sequence[str] = ()) -> dict[str, Any]:
+    """{"mcpu": this CPU's name, "mattr": [...]} for an llvm target of this CPU: `mattr` and,
+    negated, each feature the name implies that the CPU lacks, as LLVM detects them (CPUID).
+    A virtual machine may hide features of the CPU it names: an Emerald Rapids guest without
+    AMX, whose code built for `emeraldrapids` alone would be refused here (`cpu.missing`)
+    and could hold instructions this CPU would not run."""
+    from tvm.target import codegen
+    name, present = _host_probe()
+    implied = codegen.llvm_get_cpu_features(tvm.target.Target({"kind": "llvm", "mcpu": name}))
+    off = [f"-{f}" for f in sorted(map(str, implied)) if present.get(f) is False]
+    given = [str(a) for a in mattr]
+    named = {a.lstrip("+-") for a in given}
+    made = {"mcpu": name}
+    if given or off:
+        made["mattr"] = given + [a for a in off if a[1:] not in named]
+    return made
+
+
+def _host_probe() -> tuple[str, dict[str, bool]]:
+    """This CPU's name and {feature: present} as LLVM detects them."""
+    name = str(tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")())
+    features = tvm.get_global_func("tvm.codegen.llvm.GetHostCPUFeatures")()
+    return name, {str(k): bool(v) for k, v in features.items()}
 
 
 def _cpu_hint(mcpu: str, triple: str) -> str:

@@ -306,6 +306,33 @@ def test_llvm_target_is_the_host_cpu():
     assert gpu.kind.name == "cuda" and gpu.host.kind.name == "llvm"
 
 
+def test_the_host_target_leaves_out_features_its_cpu_name_implies_but_the_host_lacks(
+        monkeypatch):
+    """A VM may name a CPU whose features it hides (an Emerald Rapids guest without AMX, a
+    Skylake-SP one without AVX-512): "llvm" is the host as it is, so its build runs here and
+    its schedules take the vector width the host has."""
+    from archdsl.backends.tvm import build, cpu
+    from archdsl.backends.tvm.schedules.common import Machine
+    monkeypatch.setattr(build, "_host_probe", lambda: (
+        "sapphirerapids", {"amx-tile": False, "amx-int8": False, "amx-bf16": False,
+                           "avx512f": True}))
+    target = backend.make_target("llvm")
+    need = cpu.needs(target)["features"]
+    assert "avx512f" in need and not {"amx-tile", "amx-int8", "amx-bf16"} & set(need)
+    assert Machine.of(target).lanes == 16
+    # a user's own features stay, the host's lacks are added after them
+    given = backend.make_target({"kind": "llvm", "mattr": ["+amx-tile"]})
+    assert list(given.attrs["mattr"])[:2] == ["+amx-tile", "-amx-bf16"]
+    hidden = {f: False for f in ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")}
+    monkeypatch.setattr(build, "_host_probe", lambda: ("skylake-avx512", hidden))
+    target = backend.make_target("llvm")
+    assert "avx512f" not in cpu.needs(target)["features"]
+    assert "avx2" in cpu.needs(target)["features"] and Machine.of(target).lanes == 8
+    # the host as LLVM sees it: nothing the code may use is missing here
+    monkeypatch.undo()
+    assert cpu.missing(cpu.needs(backend.make_target("llvm"))) == []
+
+
 def _cuda_compiler() -> str | None:
     """TVM compiles CUDA with NVRTC (from the cuda-bindings package) by default, or nvcc."""
     if importlib.util.find_spec("cuda") and importlib.util.find_spec("cuda.bindings"):
