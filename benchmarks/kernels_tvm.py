@@ -13,8 +13,8 @@ own runs instead, where its weights and inputs are as cold as a real run leaves 
 evicts the caches before each run, as another runtime's run in between does). `--threads N`
 runs both runtimes on N threads and times wall clock instead of CPU time. Prints
 the heaviest kernels first, with the rule that scheduled each and its parameters' shapes
-(activations NCHW[b]c, packed weights), and a conv's
-GFLOP/s (its padded channels counted). With `--ort`, ONNX Runtime runs the archdsl ONNX export
+(activations NCHW[b]c, packed weights), and a conv's GFLOP/s (its padded channels counted; a
+Winograd conv's as the direct conv's FLOPs). With `--ort`, ONNX Runtime runs the archdsl ONNX export
 of the same network (CPU provider, as many threads, its own profiler: the median wall time of each
 node over `--runs` calls) and each conv is shown next to the ONNX Runtime nodes of the same
 shape (channel blocks, input and output plane, window; depthwise convs with depthwise
@@ -274,6 +274,9 @@ def _report(rows: list, ort: dict | None, lanes: int) -> None:
           + "  kernel, rule, parameter shapes")
     matched = [0.0, 0.0]
     for total, ms, calls, name, rule, shapes in rows:
+        if rule == "conv2d_winograd":  # as the direct conv's weights: its GFLOP/s, its peer
+            w = shapes[1]
+            shapes = [shapes[0], (w[2], w[3], 3, 3, w[4], w[5]), *shapes[2:]]
         key = _conv_key(shapes[0], shapes[1], shapes[-1], lanes, True)
         flops = f"{_conv_gflop(shapes) / ms * 1e3:5.0f}" if key and ms else " " * 5
         peer = ""

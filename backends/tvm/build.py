@@ -124,7 +124,7 @@ def _cpu_hint(mcpu: str, triple: str) -> str:
             "LLVM knows haswell, skylake-avx512, znver3, znver4, x86-64-v3...")
 
 
-def _fuse_passes(channel_block: int | None = None) -> list:
+def _fuse_passes(channel_block: int | None = None, winograd: bool = True) -> list:
     """Legalize to TIR and fuse: the first half of TVM's default pipeline for every target,
     after archdsl's CPU layout rewrites (they read the current target; a no-op on GPUs):
     channel-blocked activations (blocks of `channel_block` channels, by default the target's
@@ -134,7 +134,7 @@ def _fuse_passes(channel_block: int | None = None) -> list:
     from archdsl.backends.tvm.schedules.blocking import Blocked
     from archdsl.backends.tvm.schedules.fast_math import FastMath
     from archdsl.backends.tvm.schedules.layout import PadChannels
-    return [Blocked(channel_block), PadChannels(), FastMath(),
+    return [Blocked(channel_block, winograd), PadChannels(), FastMath(),
             relax.transform.DeadCodeElimination(), relax.backend.DispatchSampling(),
             relax.backend.DispatchSortScan(),
             relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
@@ -184,7 +184,8 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
     resumable database), `tuning_db` (its folder; alone, it is only applied) and `progress`
     (a callable for `TuneEvent`s) are `tune`'s; `channel_block` sets the channels per block of
     the CPU's blocked activations (default: the vector width; tests run AVX-512's 16 on any
-    host)."""
+    host); `winograd=False` keeps every conv direct (`schedules/winograd.py`: a 3×3 conv by
+    Winograd rounds to about 6e-6 of its output's scale, the direct sum to 3e-7)."""
     try:
         return _compile(graph, target, weights, batch, dtype, fold_bn, strict, seed, options)
     except Exception:
@@ -199,6 +200,7 @@ def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: boo
     batch = check_build_args(batch, dtype)
     tgt = make_target(target)
     channel_block = options.pop("channel_block", None)
+    winograd = bool(options.pop("winograd", True))
     # the weights are made (or converted), then held as Relax constants: two copies at least
     check_fits(graph, batch, np.dtype(dtype).itemsize, "compiling", copies=2)
     # checkpoint(): a Ctrl-C that a library swallowed on the way stops the build here
@@ -209,7 +211,7 @@ def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: boo
         meta["gpu"] = {"arch": str(tgt.attrs["arch"])}
     mod = _with_meta(mod, meta)
     with tgt:
-        mod = tvm.transform.Sequential(_fuse_passes(channel_block))(mod)
+        mod = tvm.transform.Sequential(_fuse_passes(channel_block, winograd))(mod)
         for hook in SCHEDULE_HOOKS:
             interrupt.checkpoint()
             mod = hook(mod, tgt, options)

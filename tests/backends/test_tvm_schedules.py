@@ -101,30 +101,30 @@ def _conv_plan(cpu: str, oc: int, ic: int, k: int, size: int, blocks: int | None
     return plan_conv(machine, oc // b, size, b, (ic // b, k, k, b), False, size, blocks=blocks)
 
 
-def _features(target) -> set[str]:
-    from tvm.target.codegen import llvm_get_cpu_features
-    return set(llvm_get_cpu_features(backend.make_target(target)))
-
-
 def _host_runs(target) -> bool:
-    """Whether this host has every CPU feature that code built for `target` may use."""
-    return _features(target) <= _features("llvm")
+    """Whether this host has every instruction-set feature that code built for `target` may
+    use (as a library's check before it runs: LLVM's tuning flags, such as haswell's
+    `false-deps-popcnt`, are no instructions)."""
+    from archdsl.backends.tvm import cpu
+    return not cpu.missing(cpu.needs(backend.make_target(target)))
 
 
-def _fused(arch, batch: int = 1, target="llvm", dtype: str = "float32") -> tvm.IRModule:
+def _fused(arch, batch: int = 1, target="llvm", dtype: str = "float32",
+           winograd: bool = True) -> tvm.IRModule:
     mod = backend.build_module(arch.graph, batch=batch, dtype=dtype)
     with backend.make_target(target):
-        return tvm.transform.Sequential(backend._fuse_passes())(mod)
+        return tvm.transform.Sequential(backend._fuse_passes(winograd=winograd))(mod)
 
 
-def _scheduled(arch, cpu: str, batch: int = 1) -> tvm.IRModule:
+def _scheduled(arch, cpu: str, batch: int = 1, winograd: bool = True) -> tvm.IRModule:
     target = backend.make_target(CPUS[cpu])
-    return schedules.schedule_cpu(_fused(arch, batch, target), target, {})
+    return schedules.schedule_cpu(_fused(arch, batch, target, winograd=winograd), target, {})
 
 
-def _blocked_convs(arch, cpu: str, batch: int = 1) -> dict[str, tvm.tirx.PrimFunc]:
+def _blocked_convs(arch, cpu: str, batch: int = 1,
+                   winograd: bool = True) -> dict[str, tvm.tirx.PrimFunc]:
     """The functions of the scheduled build that the blocked conv rule scheduled, by name."""
-    return {gv.name_hint: f for gv, f in _scheduled(arch, cpu, batch).functions_items()
+    return {gv.name_hint: f for gv, f in _scheduled(arch, cpu, batch, winograd).functions_items()
             if isinstance(f, tvm.tirx.PrimFunc) and schedules.scheduled_by(f) == "conv2d_blocked"}
 
 
@@ -179,12 +179,15 @@ def test_the_cpus_have_the_widths_they_stand_for():
 
 @pytest.mark.parametrize("cpu", CPUS)
 def test_resnet18_kernels_all_carry_a_mark(cpu):
-    """Every conv gets the blocked conv rule and the 1000-class FC the dense rule on either
+    """Every conv gets a conv rule — Winograd's for the 3×3 stride-1 convs on 56×56, 28×28
+    and 14×14, the blocked conv rule for the rest — and the 1000-class FC the dense rule on either
     width (on AVX-512, 1000 % 16 != 0: its weights are padded to 1008 columns)."""
     marks = _marks(_scheduled(archdsl.load(SPECS / "resnet18.arch"), cpu))
     convs = {name for name in marks if "conv2d" in name}
     assert len(convs) >= 12
-    assert {name: marks[name] for name in convs} == dict.fromkeys(convs, "conv2d_blocked")
+    assert {name: marks[name] for name in convs} == {
+        name: "conv2d_winograd" if "winograd" in name else "conv2d_blocked" for name in convs}
+    assert Counter(marks[name] for name in convs)["conv2d_winograd"] == 6  # ± residual, ×3
     assert all(marks.values()), f"unscheduled: {[n for n, m in marks.items() if not m]}"
     assert Counter(marks.values())["dense"] == 1
 
@@ -407,7 +410,7 @@ def test_unblocked_inputs_unroll_the_windows_columns(cpu):
     21; LLVM otherwise kept the broadcasts shared between columns on the stack); a conv on
     blocked channels leaves them a loop. Still equal to PyTorch where the host runs it."""
     arch = archdsl.load(RGB_STEMS)
-    convs = _blocked_convs(arch, cpu).values()
+    convs = _blocked_convs(arch, cpu, winograd=False).values()
     unrolled = sorted(_unrolled_window_columns(f) for f in convs)
     assert unrolled == [False, True]
     _check_where_the_host_runs(arch, cpu)
@@ -463,7 +466,7 @@ def test_output_blocks_are_padded_to_whole_register_tiles(cpu):
     result still equals PyTorch (blocks of either width, run here)."""
     arch = archdsl.load(PRIME_BLOCKS)
     convs = [(int(f.params[1].ty.shape[0]), int(f.params[-1].ty.shape[1]))
-             for f in _blocked_convs(arch, cpu).values()]
+             for f in _blocked_convs(arch, cpu, winograd=False).values()]
     assert len(convs) == 6
     primes = [computed for computed, real in convs if real == 13]
     assert len(primes) == 3 and all(computed == 14 for computed in primes), convs
@@ -546,7 +549,7 @@ def test_padding_is_made_per_image_before_its_rows(cpu):
     PyTorch with several images where the host runs them."""
     arch = archdsl.load(PER_IMAGE)
     padded = {int(f.params[0].ty.shape[2]): _stage_loops(f, "archdsl_pad")
-              for _, f in _scheduled(arch, cpu, batch=3).functions_items()
+              for _, f in _scheduled(arch, cpu, batch=3, winograd=False).functions_items()
               if isinstance(f, tvm.tirx.PrimFunc) and _has_block(f, "archdsl_pad")}
     assert sorted(padded) == [7, 28]
     kinds = tvm.tirx.ForKind
@@ -569,7 +572,7 @@ def test_threads_take_whole_images_when_they_share_the_batch_evenly(cpu):
 
     def stage(batch: int, cores: int | None):
         target = backend.make_target({**CPUS[cpu], **({"num-cores": cores} if cores else {})})
-        mod = schedules.schedule_cpu(_fused(arch, batch, target), target, {})
+        mod = schedules.schedule_cpu(_fused(arch, batch, target, winograd=False), target, {})
         (rows,) = [_stage_loops(f, "archdsl_pad") for _, f in mod.functions_items()
                    if isinstance(f, tvm.tirx.PrimFunc) and _has_block(f, "archdsl_pad")
                    and int(f.params[0].ty.shape[2]) == 28]
@@ -628,7 +631,7 @@ def test_convs_on_small_odd_planes_tile_the_flat_plane(cpu):
     them. Strided, dilated, one-axis and unpadded windows, at either width, still match
     PyTorch where the host runs them."""
     arch = archdsl.load(FLAT_WINDOWS)
-    convs = _blocked_convs(arch, cpu).values()
+    convs = _blocked_convs(arch, cpu, winograd=False).values()
 
     def sizes(block):
         return sorted(int(f.params[-1].ty.shape[2]) for f in convs if _has_block(f, block))
@@ -764,7 +767,7 @@ def test_windowed_convs_go_by_bands_on_avx512():
 
     # one group on 16×16 (Zen 4): 8 bands of 2 rows
     arch = archdsl.load("arch band\ninput 64x16x16\nc1: conv3-64 norm=bn act=relu\n")
-    (func,) = _blocked_convs(arch, "avx512").values()
+    (func,) = _blocked_convs(arch, "avx512", winograd=False).values()
     lines = func.script().splitlines()
     assert any("T.parallel(T.int64(8))" in line for line in lines)
     # the chunks before the last (3 of one input block), then the band's 2 rows, then the
@@ -804,7 +807,7 @@ def test_the_last_chunk_is_reduced_with_the_epilogue():
     arch = archdsl.load("arch tail\ninput 32x14x14\nc1: conv3-64 norm=bn act=relu\n"
                         "c2: conv3-64 norm=bn act=relu\n")
     for cpu in CPUS:
-        funcs = _blocked_convs(arch, cpu)
+        funcs = _blocked_convs(arch, cpu, winograd=False)
         assert len(funcs) == 2
         for func in funcs.values():
             lines = func.script().splitlines()

@@ -12,6 +12,10 @@ Left as they are, every loop runs scalar on one core. `schedule_cpu`, a schedule
 `backends/tvm/build.py`, gives each function that tuning did not schedule a schedule by the
 first rule in `RULES` that fits:
 
+- Winograd convolution (`winograd.py`): 3×3 stride-1 convs on planes of 14×14 and up by
+  F(4×4, 3×3) — per image, the input tiles transformed, a register-tiled product per tile
+  position with weights transformed at compile time, the output tiles transformed back with
+  the epilogue.
 - blocked convolution (`conv_blocked.py`): the direct algorithm of the NeoCPU / oneDNN / ONNX
   Runtime NCHWc kernels — a register tile of output-channel vectors × pixels sized by the
   target's registers (broadcast input × a vector of weights → FMA), the reduction over input
@@ -52,6 +56,7 @@ from archdsl.backends.tvm.schedules.depthwise import depthwise_blocked, depthwis
 from archdsl.backends.tvm.schedules.elementwise import fallback_parallel, injective
 from archdsl.backends.tvm.schedules.launch import one_launch
 from archdsl.backends.tvm.schedules.pool import pool
+from archdsl.backends.tvm.schedules.winograd import conv2d_winograd
 
 __all__ = ["MARK", "RULES", "default_schedule", "schedule_cpu", "scheduled_by"]
 
@@ -62,6 +67,7 @@ _Const = tvm.ir.expr.GenericConst  # a Relax constant (relax.const makes one)
 
 # The rules, tried in order on each function; the first that returns a plan schedules it.
 RULES: dict[str, Rule] = {
+    "conv2d_winograd": conv2d_winograd,
     "conv2d_blocked": conv2d_blocked,
     "depthwise_blocked": depthwise_blocked,
     "conv2d": conv2d,

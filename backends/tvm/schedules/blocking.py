@@ -38,7 +38,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from archdsl.backends.tvm.schedules import blocked
+from archdsl.backends.tvm.schedules import blocked, winograd
 from archdsl.backends.tvm.schedules.common import Machine
 from archdsl.backends.tvm.schedules.conv_blocked import FLAT_PIXELS, pixel_tile, tail_blocks
 from archdsl.backends.tvm.schedules.layout import pad_axis, padded, rewrite_functions
@@ -114,25 +114,29 @@ def _float32(expr) -> bool:
 class Blocked:
     """Channel-blocked float32 activations between convolutions, on llvm targets
     (`tvm.target.Target.current()`; elsewhere a no-op), in blocks of `block` channels (by
-    default the target's vector width)."""
+    default the target's vector width); 3×3 convs by Winograd where it pays
+    (`winograd.use`), unless `winograd` is False."""
 
-    def __init__(self, block: int | None = None) -> None:
+    def __init__(self, block: int | None = None, winograd: bool = True) -> None:
         self.block = block
+        self.winograd = winograd
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         def make(m: tvm.IRModule, target: tvm.target.Target) -> _Rewriter:
             machine = Machine.of(target)
-            return _Rewriter(m, self.block or machine.lanes, machine)
+            return _Rewriter(m, self.block or machine.lanes, machine, self.winograd)
 
         return rewrite_functions(mod, make)
 
 
 @relax.expr_functor.mutator
 class _Rewriter(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, b: int, machine: Machine) -> None:
+    def __init__(self, mod: tvm.IRModule, b: int, machine: Machine,
+                 by_winograd: bool = True) -> None:
         super().__init__(mod)
         self.b = b
         self.machine = machine
+        self.by_winograd = by_winograd
         self.blocked: dict[relax.Var, _Value] = {}
         self.plain: dict[relax.Var, relax.Var] = {}
         self.values: dict[relax.Var, relax.Expr] = {}  # the source's bindings, for patterns
@@ -233,6 +237,13 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
             data, ib = rw.visit_expr(x), 1
         ocb = padded(weight.shape[0], b) // b
         icb = padded(channels, b) // b
+        out = _shape(call)
+        if rw.by_winograd and winograd.use(weight.shape[2:], a.strides, a.dilation, groups,
+                                           ib > 1, out[2:]):
+            _, _, tiled = winograd.winograd(ocb, winograd.tiles(out[2:]), rw.machine)
+            packed = relax.const(winograd.pack(weight, b))
+            return rw.builder_.call_te(winograd.conv2d, data, packed, geometry["padding"],
+                                       tiled, primfunc_name_hint="conv2d_winograd"), o
         plane = _flat_plane(call, rw.machine, ocb, icb) if groups == 1 and ib > 1 else None
         # whole register tiles, as the rule will tile them: rows (or a flat plane) of whole
         # tiles of pixels; a dense conv's output blocks padded to whole tiles of vectors
@@ -248,7 +259,6 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
             return rw.builder_.call_te(blocked.flat_conv2d, data, packed, **geometry,
                                        pixels=extent, blocks=ocb,
                                        primfunc_name_hint="conv2d_blocked"), o
-        out = _shape(call)
         tail = tail_blocks(rw.machine, array.shape, out[2:], extent, groups, ocb)
         return rw.builder_.call_te(blocked.conv2d, data, packed, **geometry, width=extent,
                                    groups=groups, blocks=ocb, tail=tail,

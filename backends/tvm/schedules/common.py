@@ -13,7 +13,7 @@ from tvm import s_tir, sym, tirx
 
 __all__ = ["Kernel", "Machine", "Plan", "Rule", "constant_read", "divisors", "epilogue_of",
            "extent", "find_block", "indexed_by", "is_copy", "iter_kinds", "load_ratio",
-           "one_reduction", "register_tile", "same", "top_blocks", "vector_lanes"]
+           "loops_below", "one_reduction", "register_tile", "same", "top_blocks", "vector_lanes"]
 
 Pack = Callable[[np.ndarray], np.ndarray]
 
@@ -227,3 +227,10 @@ def epilogue_of(sch: s_tir.Schedule, blocks: list, producer):
     for block in after[:-1]:
         sch.compute_inline(block)
     return after[-1]
+
+
+def loops_below(sch: s_tir.Schedule, block, under) -> list:
+    """`block`'s loops inside the loop `under`."""
+    loops = sch.get_loops(block)
+    start = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(under)))
+    return loops[start + 1:]

@@ -97,6 +97,7 @@ from archdsl.backends.tvm.schedules.common import (
     epilogue_of,
     extent,
     find_block,
+    loops_below,
     register_tile,
     top_blocks,
 )
@@ -420,17 +421,10 @@ def _whole_images(batch: int, threads: int) -> bool:
     return threads > 0 and batch > 1 and (batch % threads == 0 or batch >= 4 * threads)
 
 
-def _below(sch: s_tir.Schedule, block, under) -> list:
-    """`block`'s loops inside the loop `under`."""
-    loops = sch.get_loops(block)
-    start = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(under)))
-    return loops[start + 1:]
-
-
 def _own_loops(sch: s_tir.Schedule, block, under, extents: dict[str, int]) -> dict:
     """{name: loop} of `block`'s loops below `under`, made by compute-at for the block vars
     whose `extents` (in order) are above one; an error if they are not those."""
-    own = _below(sch, block, under)
+    own = loops_below(sch, block, under)
     kept = [name for name, size in extents.items() if size > 1]
     found = [int(sch.get(loop).extent) for loop in own]
     if found != [extents[name] for name in kept]:
@@ -466,7 +460,7 @@ def _by_tiles(sch: s_tir.Schedule, head, tail, epilogue, plan: ConvPlan, per_ima
     spatial = _present(own, "x", "o")
     sch.reorder(*reduction, *spatial, own["oi"])
     _tile(sch, spatial, own["oi"])
-    *zeros, lane = _below(sch, sch.decompose_reduction(tail, reduction[0]), xo)
+    *zeros, lane = loops_below(sch, sch.decompose_reduction(tail, reduction[0]), xo)
     _tile(sch, zeros, lane)
     # the head's chunks over the band, as by `_loops`
     sch.compute_at(head, outer)
