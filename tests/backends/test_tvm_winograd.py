@@ -102,3 +102,25 @@ def test_winograd_false_keeps_every_conv_direct():
              _scheduled(archdsl.load(SPEC), "avx512", winograd=False).functions_items()
              if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint]
     assert marks.count("conv2d_blocked") == 8 and "conv2d_winograd" not in marks
+
+
+def test_compile_no_winograd_builds_direct_convs_and_says_so(tmp_path):
+    """`archdsl compile --no-winograd`: the manifest records it; both libraries compute the
+    same to within Winograd's rounding."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from archdsl.cli import app
+    spec = tmp_path / "wino.arch"
+    spec.write_text(SPEC)
+    outputs = {}
+    for flag in ("--winograd", "--no-winograd"):
+        lib = tmp_path / f"{flag.strip('-')}.so"
+        result = CliRunner().invoke(app, ["compile", str(spec), "-o", str(lib), flag])
+        assert result.exit_code == 0, result.output
+        manifest = json.loads(lib.with_name(lib.name + ".json").read_text())
+        assert manifest["winograd"] is (flag == "--winograd")
+        x = np.random.default_rng(0).standard_normal((1, 8, 30, 30), np.float32)
+        outputs[flag] = backend.Compiled.load(lib)(x)
+    _assert_close(outputs["--winograd"], outputs["--no-winograd"])
