@@ -240,7 +240,7 @@ def _conv(rw: _Rewriter, call: relax.Call) -> Made:
         out = _shape(call)
         if rw.by_winograd and winograd.use(weight.shape[2:], a.strides, a.dilation, groups,
                                            ib > 1, out[2:]):
-            _, _, tiled = winograd.winograd(ocb, winograd.tiles(out[2:]), rw.machine)
+            _, _, tiled = winograd.product_tile(ocb, winograd.tiles(out[2:]), rw.machine)
             packed = relax.const(winograd.pack(weight, b))
             return rw.builder_.call_te(winograd.conv2d, data, packed, geometry["padding"],
                                        tiled, primfunc_name_hint="conv2d_winograd"), o

@@ -53,14 +53,15 @@ from archdsl.backends.tvm.schedules.common import (
     Machine,
     Plan,
     epilogue_of,
+    find_block,
     loops_below,
     top_blocks,
 )
 from archdsl.backends.tvm.schedules.conv_blocked import pixel_tile
 from archdsl.backends.tvm.schedules.layout import pad_axis, padded
 
-__all__ = ["AT", "BT", "G", "IN", "M", "MIN_TILES", "GEMM", "OUT", "ROWS", "V", "conv2d",
-           "pack", "tiles", "use", "winograd"]
+__all__ = ["AT", "BT", "G", "GEMM", "IN", "M", "MIN_TILES", "OUT", "ROWS", "V", "conv2d",
+           "conv2d_winograd", "pack", "product_tile", "tiles", "use"]
 
 M = 4  # output tile's side
 ALPHA = M + 2  # input tile's side
@@ -94,7 +95,7 @@ def tiles(out_plane: tuple[int, int]) -> int:
     return -(-int(out_plane[0]) // M) * -(-int(out_plane[1]) // M)
 
 
-def winograd(ocb: int, count: int, machine: Machine) -> tuple[int, int, int]:
+def product_tile(ocb: int, count: int, machine: Machine) -> tuple[int, int, int]:
     """(V, P, padded tile count): the register tile of the products, as a 1×1 conv's over
     `count` tiles (`conv_blocked.pixel_tile`)."""
     return pixel_tile(ocb, count, machine)
@@ -160,10 +161,6 @@ def conv2d(data: te.Tensor, weight: te.Tensor, padding, tiled: int,
         name=OUT)
 
 
-def _find(sch: s_tir.Schedule, blocks: list, name: str):
-    return next((b for b in blocks if sch.get(b).name_hint == name), None)
-
-
 def conv2d_winograd(k: Kernel) -> Plan | None:
     """The rule: per image (the outermost loop), the input tiles' transforms parallel over
     input blocks and tiles; the products parallel over tile positions and output-channel
@@ -172,12 +169,13 @@ def conv2d_winograd(k: Kernel) -> Plan | None:
     output tiles, each with its epilogue, parallel over output blocks and rows of tiles."""
     sch = s_tir.Schedule(k.func)
     blocks = top_blocks(sch)
-    rowwise, v, gemm, half, out = (_find(sch, blocks, name) for name in (IN, V, GEMM, ROWS, OUT))
+    rowwise, v, gemm, half, out = (find_block(sch, blocks, name)
+                                        for name in (IN, V, GEMM, ROWS, OUT))
     if None in (rowwise, v, gemm, half, out):
         return None
     _, _, _, ocb, tiled = _extents(sch, gemm)[:5]
     oh, ow = _extents(sch, out)[2:4]
-    vectors, pixels, padded_tiles = winograd(ocb, tiles((oh, ow)), Machine.of(k.target))
+    vectors, pixels, padded_tiles = product_tile(ocb, tiles((oh, ow)), Machine.of(k.target))
     if padded_tiles != tiled or ocb % vectors:
         return None  # not padded as this rule tiles it
     epilogue = epilogue_of(sch, blocks, out)
