@@ -124,3 +124,30 @@ def test_compile_no_winograd_builds_direct_convs_and_says_so(tmp_path):
         x = np.random.default_rng(0).standard_normal((1, 8, 30, 30), np.float32)
         outputs[flag] = backend.Compiled.load(lib)(x)
     _assert_close(outputs["--winograd"], outputs["--no-winograd"])
+
+
+def test_winograd_stages_are_race_free_on_several_threads():
+    """Each image's three stages share their tiles' buffers between the threads, a barrier
+    between stages: built for several threads (a fresh process: TVM sizes its pool once),
+    the result is what the unscheduled loops give."""
+    import os
+    import subprocess
+    import sys
+    script = f"""
+import numpy as np
+import archdsl
+from archdsl.backends import tvm as backend
+arch = archdsl.load({SPEC!r})
+for batch in (1, 3):
+    x = np.random.default_rng(0).standard_normal((batch, *arch.graph.input_shape), np.float32)
+    fast = backend.compile(arch.graph, batch=batch)(x)
+    naive = backend.compile(arch.graph, batch=batch, schedules=False)(x)
+    assert np.abs(fast - naive).max() <= 1e-4 * np.abs(naive).max(), np.abs(fast - naive).max()
+import tvm
+print(tvm.runtime.num_threads())
+"""
+    threads = min(4, os.cpu_count() or 1)
+    env = {**os.environ, "TVM_NUM_THREADS": str(threads)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == str(threads), done.stderr[-2000:]
