@@ -13,7 +13,8 @@ from tvm import s_tir, sym, tirx
 
 __all__ = ["Kernel", "Machine", "Plan", "Rule", "constant_read", "divisors", "epilogue_of",
            "extent", "find_block", "indexed_by", "is_copy", "iter_kinds", "load_ratio",
-           "loops_below", "one_reduction", "register_tile", "same", "top_blocks", "vector_lanes"]
+           "loops_below", "one_reduction", "register_tile", "same", "tile_loops", "top_blocks",
+           "vector_lanes"]
 
 Pack = Callable[[np.ndarray], np.ndarray]
 
@@ -234,3 +235,10 @@ def loops_below(sch: s_tir.Schedule, block, under) -> list:
     loops = sch.get_loops(block)
     start = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(under)))
     return loops[start + 1:]
+
+
+def tile_loops(sch: s_tir.Schedule, unrolled: list, lanes) -> None:
+    """A register tile's loops: `unrolled`, and the vector `lanes`."""
+    for loop in unrolled:
+        sch.unroll(loop)
+    sch.vectorize(lanes)

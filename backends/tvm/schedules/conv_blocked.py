@@ -99,6 +99,7 @@ from archdsl.backends.tvm.schedules.common import (
     find_block,
     loops_below,
     register_tile,
+    tile_loops,
     top_blocks,
 )
 
@@ -449,7 +450,7 @@ def _by_tiles(sch: s_tir.Schedule, head, tail, epilogue, plan: ConvPlan, per_ima
     sch.reorder(n, oo, yo, yi, xo, ov, xi, oi)
     outer = sch.fuse(*([] if per_image else [n]), oo, yo)
     sch.parallel(n if whole else outer)
-    _tile(sch, [ov, xi], oi)
+    tile_loops(sch, [ov, xi], oi)
     # each tile's tail: its reduction around the tile, the tile in registers
     sch.compute_at(tail, xo)
     sch.set_scope(tail, 0, "local")
@@ -459,9 +460,9 @@ def _by_tiles(sch: s_tir.Schedule, head, tail, epilogue, plan: ConvPlan, per_ima
     reduction = _present(own, "rc", "ry", "rx", "ri")
     spatial = _present(own, "x", "o")
     sch.reorder(*reduction, *spatial, own["oi"])
-    _tile(sch, spatial, own["oi"])
+    tile_loops(sch, spatial, own["oi"])
     *zeros, lane = loops_below(sch, sch.decompose_reduction(tail, reduction[0]), xo)
-    _tile(sch, zeros, lane)
+    tile_loops(sch, zeros, lane)
     # the head's chunks over the band, as by `_loops`
     sch.compute_at(head, outer)
     columns = extent(sch, epilogue, 3)
@@ -476,7 +477,7 @@ def _by_tiles(sch: s_tir.Schedule, head, tail, epilogue, plan: ConvPlan, per_ima
     inner = chunks[1:] + _present(own, "ry", "rx", "ri")
     tile = tiles[1:] + _present(own, "o")
     sch.reorder(*chunks[:1], *_present(own, "y"), *tiles[:1], *inner, *tile, own["oi"])
-    _tile(sch, tile, own["oi"])
+    tile_loops(sch, tile, own["oi"])
     sch.decompose_reduction(head, (chunks + inner)[0])
     return n if per_image else None
 
@@ -484,13 +485,6 @@ def _by_tiles(sch: s_tir.Schedule, head, tail, epilogue, plan: ConvPlan, per_ima
 def _present(loops: dict, *names: str) -> list:
     """The loops of these names that there are (a loop of one iteration is not made)."""
     return [loops[name] for name in names if name in loops]
-
-
-def _tile(sch: s_tir.Schedule, unrolled: list, lanes) -> None:
-    """A register tile's loops: `unrolled`, and the vector `lanes`."""
-    for loop in unrolled:
-        sch.unroll(loop)
-    sch.vectorize(lanes)
 
 
 def _flatten(sch: s_tir.Schedule, epilogue, ocb: int, ob: int) -> bool:
@@ -535,7 +529,7 @@ def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool, per_image: boo
     else:  # plane
         sch.reorder(n, oo, rco, *rows, xo, *inner)
         outer = at = sch.fuse(*within, oo)
-    _tile(sch, [ov, xi], oi)
+    tile_loops(sch, [ov, xi], oi)
     if len(window) == 3 and int(sch.get(window[2]).extent) == 1:
         # an unblocked input (an RGB stem): the window's columns are the innermost reduction
         sch.unroll(window[1])

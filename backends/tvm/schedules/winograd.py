@@ -53,8 +53,10 @@ from archdsl.backends.tvm.schedules.common import (
     Machine,
     Plan,
     epilogue_of,
+    extent,
     find_block,
     loops_below,
+    tile_loops,
     top_blocks,
 )
 from archdsl.backends.tvm.schedules.conv_blocked import pixel_tile
@@ -173,13 +175,13 @@ def conv2d_winograd(k: Kernel) -> Plan | None:
                                         for name in (IN, V, GEMM, ROWS, OUT))
     if None in (rowwise, v, gemm, half, out):
         return None
-    _, _, _, ocb, tiled = _extents(sch, gemm)[:5]
-    oh, ow = _extents(sch, out)[2:4]
+    ocb, tiled = extent(sch, gemm, 3), extent(sch, gemm, 4)
+    oh, ow = extent(sch, out, 2), extent(sch, out, 3)
     vectors, pixels, padded_tiles = product_tile(ocb, tiles((oh, ow)), Machine.of(k.target))
     if padded_tiles != tiled or ocb % vectors:
         return None  # not padded as this rule tiles it
     epilogue = epilogue_of(sch, blocks, out)
-    if _extents(sch, epilogue) != _extents(sch, out):
+    if [extent(sch, epilogue, i) for i in range(5)] != [extent(sch, out, i) for i in range(5)]:
         return None  # a layout transform fused in: not this rule's epilogue
     # the output tiles with the epilogue: image, output block, row of tiles, tile, its pixels
     n, o, y, x, lane = sch.get_loops(epilogue)
@@ -191,12 +193,8 @@ def conv2d_winograd(k: Kernel) -> Plan | None:
     sch.set_scope(half, 0, "local")
     for block in (half, out):
         *unrolled, last = loops_below(sch, block, xo)
-        for loop in unrolled:
-            sch.unroll(loop)
-        sch.vectorize(last)
-    sch.unroll(yi)
-    sch.unroll(xi)
-    sch.vectorize(lane)
+        tile_loops(sch, unrolled, last)
+    tile_loops(sch, [yi, xi], lane)
     sch.parallel(sch.fuse(o, yo))
     # the products: image → position, group, tiles → input channels → tile (all the padded
     # tiles: computed under the output's image loop, the tiles it reads would be predicated)
@@ -206,9 +204,7 @@ def conv2d_winograd(k: Kernel) -> Plan | None:
     to, tp = sch.split(t, [None, pixels])
     sch.reorder(n, xi, nu, oo, to, rc, ri, tp, ov, lane)
     sch.parallel(sch.fuse(xi, nu, oo))
-    sch.unroll(tp)
-    sch.unroll(ov)
-    sch.vectorize(lane)
+    tile_loops(sch, [tp, ov], lane)
     sch.decompose_reduction(gemm, rc)
     images.append(n)
     # the input tiles: image → input block, tile → its 36 positions
@@ -217,19 +213,10 @@ def conv2d_winograd(k: Kernel) -> Plan | None:
     sch.compute_at(rowwise, t)
     sch.set_scope(rowwise, 0, "local")
     *unrolled, last = loops_below(sch, rowwise, t)
-    for loop in unrolled:
-        sch.unroll(loop)
-    sch.vectorize(last)
-    sch.unroll(xi)
-    sch.unroll(nu)
-    sch.vectorize(lane)
+    tile_loops(sch, unrolled, last)
+    tile_loops(sch, [xi, nu], lane)
     sch.parallel(sch.fuse(c, t))
     images.append(n)
     # one image loop around the three: each image's stages while its tiles are in cache
     sch.merge(*reversed(images))
     return Plan(sch.mod["main"])
-
-
-def _extents(sch: s_tir.Schedule, block) -> tuple[int, ...]:
-    return tuple(int(iv.dom.extent) for iv in sch.get(block).iter_vars)
-
