@@ -51,11 +51,13 @@ def _median_ms(run, argument, sync, runs: int = 100) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", help="the folder of NAME_cuda.so and NAME_ref.npy")
+    ap.add_argument("folder", nargs="?", help="the folder of NAME_cuda.so and NAME_ref.npy")
     ap.add_argument("networks", nargs="*", help="NAME=TORCHVISION_NAME (resnet18=resnet18)")
     ap.add_argument("--reference", nargs=2, metavar=("CPU_LIBRARY", "OUT_NPY"),
                     help="write a CPU library's output on the fixed input (here, not there)")
     args = ap.parse_args()
+    if not args.reference and not args.folder:
+        ap.error("give the folder of the libraries (or --reference CPU_LIBRARY OUT_NPY)")
     import tvm
     if args.reference:
         deploy.verify(args.reference[0])
