@@ -644,6 +644,36 @@ def test_convs_on_small_odd_planes_tile_the_flat_plane(cpu):
     assert (sizes("archdsl_conv_flat_update"), sizes("archdsl_conv_blocked_update")) == expect
     _check_where_the_host_runs(arch, cpu)
 
+# 1×1 convs onto a 17×17 plane (289 pixels, Inception v3's: flat) and a 21×21 one (441: rows)
+POINTWISE_PLANES = r"""
+arch pointwise_planes
+input 40x21x21
+defaults act=relu
+a: conv1-48
+b: conv3-40 pad=0
+c: conv3-40 pad=0
+d: conv1-48
+"""
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_pointwise_convs_tile_planes_up_to_17x17_flat(cpu):
+    """A 1×1 conv onto a plane of up to `FLAT_PIXELS` (289: 17×17) tiles it as one flat
+    axis of pixels on either width; onto a larger plane, by rows. Both match PyTorch where
+    the host runs them."""
+    arch = archdsl.load(POINTWISE_PLANES)
+    convs = _blocked_convs(arch, cpu, winograd=False).values()
+
+    def sizes(block):
+        return sorted(int(f.params[-1].ty.shape[2]) for f in convs
+                      if _has_block(f, block) and int(f.params[1].ty.shape[2]) == 1)
+
+    from archdsl.backends.tvm.schedules.conv_blocked import FLAT_PIXELS
+    assert FLAT_PIXELS == 17 * 17
+    assert (sizes("archdsl_conv_flat_update"), sizes("archdsl_conv_blocked_update")) == ([17], [21])
+    _check_where_the_host_runs(arch, cpu)
+
+
 def test_parallel_loops_are_race_free():
     """The same build on several threads (TVM's pool is sized once per process: a fresh one;
     TVM uses one thread on a 2-core machine unless told) gives what the unscheduled loops

@@ -105,7 +105,14 @@ from archdsl.backends.tvm.schedules.common import (
 
 __all__ = ["FLAT_PIXELS", "ConvPlan", "conv2d_blocked", "pixel_tile", "plan_conv", "tail_blocks"]
 
-FLAT_PIXELS = 256  # a conv's plane up to this size may be one flat axis (`flat_conv2d`)
+# a conv's plane up to this size may be one flat axis (`flat_conv2d`): 17×17 planes too
+# (Inception v3's, rows of 17 otherwise computed 20 wide; it was 256 before): Inception v3,
+# interleaved builds (median, best runs), AVX-512 Xeon, batch 1: two threads 0.86× (0.96×),
+# one 0.97× (1.0×); batch 32: two threads 0.83× (0.88×), one 0.94× (0.93×); AVX2 code on
+# the same core (`-mcpu=haswell`), one thread, batch 1, two runs: 1.04× (0.99×), 0.955×
+# (0.99×). Larger planes are not all faster flat: MobileNet v1's 1×1 convs alone (batch 1,
+# one thread, AVX-512) on 28×28 0.90× and 1.02×, on 56×56 1.0× and 1.05×, on 112×112 1.45×.
+FLAT_PIXELS = 289
 _CHUNK_BYTES = 4096  # weights of one chunk of input blocks in the *row* and *plane* orders (AVX2)
 _L2_BROADCAST = 2.0  # loads a broadcast from L2 counts as (a flat plane's inputs)
 _WINDOW_BROADCAST = 2.0  # loads a flat plane's broadcast counts as where it reads a window
