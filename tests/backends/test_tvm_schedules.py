@@ -674,6 +674,35 @@ def test_pointwise_convs_tile_planes_up_to_17x17_flat(cpu):
     _check_where_the_host_runs(arch, cpu)
 
 
+ROWS_APART = r"""
+arch rows_apart
+input 64x24x24
+c: conv1-128
+"""
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_threads_sharing_an_image_take_bands_of_rows(cpu):
+    """A conv by tiles goes over channel groups within rows (the parallel loop fuses image,
+    row, channel group) where the target's threads share images — batch 1 or 3 on two
+    threads — and over rows within channel groups otherwise (one thread, or whole images
+    per thread)."""
+    arch = archdsl.load(ROWS_APART)
+
+    def parallel_loops(cores: int, batch: int) -> list[str]:
+        target = backend.make_target({**CPUS[cpu], "num-cores": cores})
+        mod = schedules.schedule_cpu(_fused(arch, batch, target), target, {})
+        return [name for gv, f in mod.functions_items()
+                if isinstance(f, tvm.tirx.PrimFunc)
+                and schedules.scheduled_by(f) == "conv2d_blocked"
+                for name in re.findall(r"for (\w+) in T\.parallel", f.script())]
+
+    for cores, batch in ((2, 1), (2, 3)):
+        assert parallel_loops(cores, batch) == ["b_y_o_0_fused"], (cores, batch)
+    for cores, batch in ((1, 1), (1, 3), (2, 2)):
+        assert parallel_loops(cores, batch) == ["b_o_0_y_fused"], (cores, batch)
+
+
 def test_parallel_loops_are_race_free():
     """The same build on several threads (TVM's pool is sized once per process: a fresh one;
     TVM uses one thread on a 2-core machine unless told) gives what the unscheduled loops
@@ -683,7 +712,7 @@ import numpy as np
 import archdsl
 from archdsl.backends import tvm as backend
 arch = archdsl.load({ODD_CONVS!r})
-for batch in (3, 4):  # images shared within (3 on 2 or 4 threads), and each whole in a thread
+for batch in (1, 3, 4):  # images shared within (1 and 3 on 2 or 4 threads), each whole in a thread
     x = np.random.default_rng(0).standard_normal((batch, *arch.graph.input_shape), np.float32)
     fast = backend.compile(arch.graph, batch=batch)(x)
     naive = backend.compile(arch.graph, batch=batch, schedules=False)(x)

@@ -13,7 +13,18 @@ Loop nest (outermost first), by how much the reduction is worth blocking:
   thread, alone: 0.81× the time at batch 32, 0.92× at batch 1; MNASNet's flat 1×1 80→480 on
   14×14 (by plane before) 0.92× at batch 1 and 32; whole networks (interleaved builds):
   SqueezeNet 1.1 0.97× at batch 1 and 0.98× at 32, MNASNet, ResNet-18 and RegNetY-400MF
-  within ±1%.
+  within ±1%. When the threads share an image (`_shared_images`: batch 1 on two threads),
+  the rows go outside the channel groups (image, row, channel group, tile): each thread
+  takes a band of the rows with every channel group and reads that band of the input; by
+  channel groups each thread read the whole input, which the layer before had left half in
+  each core's L2 (the likely cause: ResNet-50's 512→128 1×1 conv on 28×28 took 0.53 ms in
+  the network on two threads, as on one, and 0.27 alone). Whole networks, two threads,
+  batch 1, interleaved builds (AVX-512 Xeon), median (best runs): ResNet-50 0.90× (0.95×),
+  0.97× (0.96×) and 0.97×, MobileNet v1 0.94× (0.96×) and 0.95× (0.95×), ResNet-18 0.98×
+  (1.0×), EfficientNet-B0 0.99× (0.99×), MobileNetV2 1.09× (1.02×) and 1.0× (1.01×); AVX2
+  code (`-mcpu=haswell`, same host): ResNet-50 1.0× (0.985×), MobileNet v1 0.96× (0.98×).
+  The *row* and *band* orders by rows outside the channel groups too: ResNet-50 0.955×
+  and 0.99×, ResNet-18 0.98×, Inception v3 0.99× (best runs 1.08×) — not taken.
 - *row*: image, channel group, row → a chunk of input blocks → every tile of the row → K×K
   window → tile. Weights beyond half of L1 are read once per row, not once per tile; the
   chunk's weights (`_chunk`: 4 KB at most with AVX2, two thirds of L1 with AVX-512) stay in
@@ -394,7 +405,8 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     if tail is not None:
         image = _by_tiles(sch, conv, tail, epilogue, plan, per_image, whole)
     else:
-        image, outer, at, reduction = _loops(sch, conv, plan, flat, per_image)
+        image, outer, at, reduction = _loops(sch, conv, plan, flat, per_image,
+                                             _shared_images(n, machine.threads))
         sch.parallel(image if whole else outer)
         if placed:
             sch.reverse_compute_at(epilogue, at)
@@ -427,6 +439,12 @@ def _whole_images(batch: int, threads: int) -> bool:
     0.975×, VGG-16 0.98×, DenseNet-121 0.98×, MobileNet v1 and v2 within ±0.3%; one thread:
     within ±0.5%; AVX2 code (`-mcpu=haswell`, same host): ResNet-18 0.985×, ResNet-50 1.0×."""
     return threads > 0 and batch > 1 and (batch % threads == 0 or batch >= 4 * threads)
+
+
+def _shared_images(batch: int, threads: int) -> bool:
+    """Whether the threads share images in a conv's parallel loop over the batch (the target's
+    `threads` do not divide it: batch 1 on two threads), rather than each take whole ones."""
+    return threads > 1 and batch % threads != 0
 
 
 def _own_loops(sch: s_tir.Schedule, block, under, extents: dict[str, int]) -> dict:
@@ -505,11 +523,13 @@ def _flatten(sch: s_tir.Schedule, epilogue, ocb: int, ob: int) -> bool:
     return True
 
 
-def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool, per_image: bool):
+def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool, per_image: bool,
+           shared: bool = False):
     """Split and order the loops of `conv`; returns the image loop when the input stages go
     under it (`per_image`: the images one after another, each in parallel within, or each in
     a thread of its own: `_whole_images`), the loop to parallelize within an image, the loop
-    the epilogue goes under and the loop to decompose the reduction at."""
+    the epilogue goes under and the loop to decompose the reduction at. In the *tile* order
+    the rows go outside the channel groups when the threads share images (`shared`)."""
     if flat:
         n, o, x, oi, rc, *window = sch.get_loops(conv)
         rows = []
@@ -522,9 +542,10 @@ def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool, per_image: boo
     inner = [rci, *window, xi, ov, oi]
     within = [] if per_image else [n]
     if plan.order == "tile":
-        sch.reorder(n, oo, *rows, xo, rco, *inner)
+        spread = [*rows, oo] if shared else [oo, *rows]  # threads take bands of rows
+        sch.reorder(n, *spread, xo, rco, *inner)
         # a flat tile's pixels are no rectangle of the output: its epilogue goes per plane
-        outer = sch.fuse(*within, oo, *rows)
+        outer = sch.fuse(*within, *spread)
         at = outer if flat else xo
     elif plan.order == "row":
         sch.reorder(n, oo, *rows, rco, xo, *inner)
