@@ -678,29 +678,30 @@ ROWS_APART = r"""
 arch rows_apart
 input 64x24x24
 c: conv1-128
+g: conv1-128 groups=2
 """
 
 
 @pytest.mark.parametrize("cpu", CPUS)
 def test_threads_sharing_an_image_take_bands_of_rows(cpu):
-    """A conv by tiles goes over channel groups within rows (the parallel loop fuses image,
-    row, channel group) where the target's threads share images — batch 1 or 3 on two
-    threads — and over rows within channel groups otherwise (one thread, or whole images
-    per thread)."""
+    """A dense conv by tiles goes over channel groups within rows (the parallel loop fuses
+    image, row, channel group) where the target's threads share images — batch 1 or 3 on two
+    threads — and over rows within channel groups otherwise (one thread, or whole images per
+    thread); a grouped conv always by its groups (each reads inputs of its own)."""
     arch = archdsl.load(ROWS_APART)
 
     def parallel_loops(cores: int, batch: int) -> list[str]:
         target = backend.make_target({**CPUS[cpu], "num-cores": cores})
         mod = schedules.schedule_cpu(_fused(arch, batch, target), target, {})
-        return [name for gv, f in mod.functions_items()
-                if isinstance(f, tvm.tirx.PrimFunc)
-                and schedules.scheduled_by(f) == "conv2d_blocked"
-                for name in re.findall(r"for (\w+) in T\.parallel", f.script())]
+        return sorted(name for gv, f in mod.functions_items()
+                      if isinstance(f, tvm.tirx.PrimFunc)
+                      and schedules.scheduled_by(f) == "conv2d_blocked"
+                      for name in re.findall(r"for (\w+) in T\.parallel", f.script()))
 
     for cores, batch in ((2, 1), (2, 3)):
-        assert parallel_loops(cores, batch) == ["b_y_o_0_fused"], (cores, batch)
+        assert parallel_loops(cores, batch) == ["b_o_0_y_fused", "b_y_o_0_fused"], (cores, batch)
     for cores, batch in ((1, 1), (1, 3), (2, 2)):
-        assert parallel_loops(cores, batch) == ["b_o_0_y_fused"], (cores, batch)
+        assert parallel_loops(cores, batch) == ["b_o_0_y_fused"] * 2, (cores, batch)
 
 
 def test_parallel_loops_are_race_free():

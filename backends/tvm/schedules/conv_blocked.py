@@ -14,7 +14,9 @@ Loop nest (outermost first), by how much the reduction is worth blocking:
   14×14 (by plane before) 0.92× at batch 1 and 32; whole networks (interleaved builds):
   SqueezeNet 1.1 0.97× at batch 1 and 0.98× at 32, MNASNet, ResNet-18 and RegNetY-400MF
   within ±1%. When the threads share an image (`_shared_images`: batch 1 on two threads),
-  the rows go outside the channel groups (image, row, channel group, tile): each thread
+  a dense conv's rows go outside the channel groups (image, row, channel group, tile; a
+  grouped conv's groups each read inputs of their own, and stay outside: RegNetY-400MF took
+  1.01–1.02× the time with them apart too, 0.99–1.0× without; ResNeXt-50 0.92–0.93×): each thread
   takes a band of the rows with every channel group and reads that band of the input; by
   channel groups each thread read the whole input, which the layer before had left half in
   each core's L2 (the likely cause: ResNet-50's 512→128 1×1 conv on 28×28 took 0.53 ms in
@@ -405,8 +407,9 @@ def conv2d_blocked(k: Kernel) -> Plan | None:
     if tail is not None:
         image = _by_tiles(sch, conv, tail, epilogue, plan, per_image, whole)
     else:
-        image, outer, at, reduction = _loops(sch, conv, plan, flat, per_image,
-                                             _shared_images(n, machine.threads))
+        # (a grouped conv's channel groups read inputs of their own: no thread reads them all)
+        shared = group is None and _shared_images(n, machine.threads)
+        image, outer, at, reduction = _loops(sch, conv, plan, flat, per_image, shared)
         sch.parallel(image if whole else outer)
         if placed:
             sch.reverse_compute_at(epilogue, at)
