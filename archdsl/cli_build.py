@@ -195,7 +195,7 @@ def _tvm_target(target: str):
 
 
 def _manifest(a: Architecture, tgt: Any, dtype: str, batch: int, weights: Path | None,
-              compiled, tuned, tune: int, winograd: bool = True) -> dict[str, Any]:
+              compiled, tuned, tune: int, winograd: bool) -> dict[str, Any]:
     """What a library's manifest says about its build (Compiled.export_library adds the
     library's own SHA-256 and metadata)."""
     return {
@@ -242,7 +242,7 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dtype: str,
-                 tune: int, tuning_db: Path | None, display: Any, winograd: bool = True):
+                 tune: int, tuning_db: Path | None, display: Any, winograd: bool):
     """Architecture.compile, with tuning's errors told as a user's."""
     from .backends.tvm.lower import WeightsError
     from .backends.tvm.tune import TuningError

@@ -116,16 +116,26 @@ def _fused(arch, batch: int = 1, target="llvm", dtype: str = "float32",
         return tvm.transform.Sequential(backend._fuse_passes(winograd=winograd))(mod)
 
 
-def _scheduled(arch, cpu: str, batch: int = 1, winograd: bool = True) -> tvm.IRModule:
-    target = backend.make_target(CPUS[cpu])
+def _scheduled(arch, cpu: str, batch: int = 1, winograd: bool = True,
+               cores: int | None = None) -> tvm.IRModule:
+    """The scheduled build for `cpu` (a key of CPUS), its threads `cores` if given."""
+    target = backend.make_target({**CPUS[cpu], **({"num-cores": cores} if cores else {})})
     return schedules.schedule_cpu(_fused(arch, batch, target, winograd=winograd), target, {})
 
 
-def _blocked_convs(arch, cpu: str, batch: int = 1,
-                   winograd: bool = True) -> dict[str, tvm.tirx.PrimFunc]:
+def _blocked_convs(arch, cpu: str, batch: int = 1, winograd: bool = True,
+                   cores: int | None = None) -> dict[str, tvm.tirx.PrimFunc]:
     """The functions of the scheduled build that the blocked conv rule scheduled, by name."""
-    return {gv.name_hint: f for gv, f in _scheduled(arch, cpu, batch, winograd).functions_items()
+    mod = _scheduled(arch, cpu, batch, winograd, cores)
+    return {gv.name_hint: f for gv, f in mod.functions_items()
             if isinstance(f, tvm.tirx.PrimFunc) and schedules.scheduled_by(f) == "conv2d_blocked"}
+
+
+def _output_rows(convs, block: str, kernel_rows: int | None = None) -> list[int]:
+    """The output rows of the convs that have `block` (and a window of `kernel_rows` rows,
+    if given), sorted."""
+    return sorted(int(f.params[-1].ty.shape[2]) for f in convs if _has_block(f, block)
+                  and kernel_rows in (None, int(f.params[1].ty.shape[2])))
 
 
 def _marks(mod: tvm.IRModule) -> dict[str, str | None]:
@@ -571,8 +581,7 @@ def test_threads_take_whole_images_when_they_share_the_batch_evenly(cpu):
     kinds = tvm.tirx.ForKind
 
     def stage(batch: int, cores: int | None):
-        target = backend.make_target({**CPUS[cpu], **({"num-cores": cores} if cores else {})})
-        mod = schedules.schedule_cpu(_fused(arch, batch, target, winograd=False), target, {})
+        mod = _scheduled(arch, cpu, batch, winograd=False, cores=cores)
         (rows,) = [_stage_loops(f, "archdsl_pad") for _, f in mod.functions_items()
                    if isinstance(f, tvm.tirx.PrimFunc) and _has_block(f, "archdsl_pad")
                    and int(f.params[0].ty.shape[2]) == 28]
@@ -632,16 +641,13 @@ def test_convs_on_small_odd_planes_tile_the_flat_plane(cpu):
     PyTorch where the host runs them."""
     arch = archdsl.load(FLAT_WINDOWS)
     convs = _blocked_convs(arch, cpu, winograd=False).values()
-
-    def sizes(block):
-        return sorted(int(f.params[-1].ty.shape[2]) for f in convs if _has_block(f, block))
-
     # AVX-512's rows of 9 and 11 are whole tiles (2×9, 2×11: a window's loads do not count
     # there, only work done in vain), and so are its rows of 7 (2×7, `Machine.full_tile`):
     # they stay rows
     expect = {"avx2": ([7, 9, 11, 11, 11, 11], [5, 22, 22]),
               "avx512": ([], [5, 7, 9, 11, 11, 11, 11, 22, 22])}[cpu]
-    assert (sizes("archdsl_conv_flat_update"), sizes("archdsl_conv_blocked_update")) == expect
+    assert (_output_rows(convs, "archdsl_conv_flat_update"),
+            _output_rows(convs, "archdsl_conv_blocked_update")) == expect
     _check_where_the_host_runs(arch, cpu)
 
 # 1×1 convs onto a 17×17 plane (289 pixels, Inception v3's: flat) and a 21×21 one (441: rows)
@@ -664,13 +670,10 @@ def test_pointwise_convs_tile_planes_up_to_17x17_flat(cpu):
     arch = archdsl.load(POINTWISE_PLANES)
     convs = _blocked_convs(arch, cpu, winograd=False).values()
 
-    def sizes(block):
-        return sorted(int(f.params[-1].ty.shape[2]) for f in convs
-                      if _has_block(f, block) and int(f.params[1].ty.shape[2]) == 1)
-
     from archdsl.backends.tvm.schedules.conv_blocked import FLAT_PIXELS
     assert FLAT_PIXELS == 17 * 17
-    assert (sizes("archdsl_conv_flat_update"), sizes("archdsl_conv_blocked_update")) == ([17], [21])
+    assert (_output_rows(convs, "archdsl_conv_flat_update", kernel_rows=1),
+            _output_rows(convs, "archdsl_conv_blocked_update", kernel_rows=1)) == ([17], [21])
     _check_where_the_host_runs(arch, cpu)
 
 
@@ -691,11 +694,7 @@ def test_threads_sharing_an_image_take_bands_of_rows(cpu):
     arch = archdsl.load(ROWS_APART)
 
     def parallel_loops(cores: int, batch: int) -> list[str]:
-        target = backend.make_target({**CPUS[cpu], "num-cores": cores})
-        mod = schedules.schedule_cpu(_fused(arch, batch, target), target, {})
-        return sorted(name for gv, f in mod.functions_items()
-                      if isinstance(f, tvm.tirx.PrimFunc)
-                      and schedules.scheduled_by(f) == "conv2d_blocked"
+        return sorted(name for f in _blocked_convs(arch, cpu, batch, cores=cores).values()
                       for name in re.findall(r"for (\w+) in T\.parallel", f.script()))
 
     for cores, batch in ((2, 1), (2, 3)):

@@ -527,7 +527,7 @@ def _flatten(sch: s_tir.Schedule, epilogue, ocb: int, ob: int) -> bool:
 
 
 def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool, per_image: bool,
-           shared: bool = False):
+           shared: bool):
     """Split and order the loops of `conv`; returns the image loop when the input stages go
     under it (`per_image`: the images one after another, each in parallel within, or each in
     a thread of its own: `_whole_images`), the loop to parallelize within an image, the loop
