@@ -207,6 +207,8 @@ def _manifest(a: Architecture, tgt: Any, dtype: str, batch: int, weights: Path |
         "weights": str(weights) if weights else "random (seed 0)",
         "compile_seconds": round(compiled.compile_seconds, 2),
         "winograd": winograd,
+        # images per call of the network's trunk, when the batch runs in chunks (CPU)
+        "chunk": compiled.meta.get("chunk"),
         "tuning": None if tuned is None else {
             "database": str(tuned.database), "trials_per_kernel": tune,
             "trials_this_run": tuned.trials, "kernels": tuned.tasks,

@@ -6,6 +6,8 @@ module's state_dict), it times:
 - archdsl TVM: `archdsl.backends.tvm.compile`, with archdsl's default schedules;
 - archdsl TVM, tuned: the same with a MetaSchedule database (`--tuning-db DIR`), when given;
 - archdsl TVM, naive: `schedules=False` — TVM's unscheduled loops, what a build had before;
+- archdsl TVM, batch whole: `chunk=batch` — the trunk not in chunks (`chunks.py`), whatever
+  the build would choose;
 - PyTorch eager (eval, no_grad), and torch.compile (inductor, default mode);
 - ONNX Runtime: the archdsl ONNX export (backends/pytorch/export.py), CPU (or CUDA) provider;
 - TVM from_exported_program: TVM's own importer on `torch.export` of the same module, built
@@ -235,12 +237,14 @@ BUILDERS: dict[str, Callable[[Cell], Peer]] = {
     "archdsl": lambda cell: _archdsl(cell, "archdsl TVM"),
     "tuned": _archdsl_tuned,
     "naive": lambda cell: _archdsl(cell, "archdsl TVM, naive", schedules=False),
+    "whole": lambda cell: _archdsl(cell, "archdsl TVM, batch whole", chunk=cell.batch),
     "eager": _eager,
     "compile": _torch_compile,
     "ort": _onnxruntime,
     "tvm-import": _tvm_importer,
 }
 NAMES = {"archdsl": "archdsl TVM", "tuned": "archdsl TVM, tuned", "naive": "archdsl TVM, naive",
+         "whole": "archdsl TVM, batch whole",
          "eager": "PyTorch eager", "compile": "torch.compile", "ort": "ONNX Runtime",
          "tvm-import": "TVM from_exported_program"}
 
@@ -393,7 +397,8 @@ def main() -> int:
     ap.add_argument("--models", default=",".join(MODELS), help=f"from {', '.join(MODELS)}")
     ap.add_argument("--batch", default="1,32", help="comma-separated batch sizes")
     ap.add_argument("--targets", default="llvm,cuda", help="llvm (this CPU) and/or cuda")
-    ap.add_argument("--peers", default=",".join(PEERS), help=f"from {', '.join(PEERS)}")
+    ap.add_argument("--peers", default=",".join(PEERS),
+                    help=f"from {', '.join(BUILDERS)} (default: {', '.join(PEERS)})")
     ap.add_argument("--runs", type=int, default=20, help="timed runs per peer (at most)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--budget", type=float, default=30.0,

@@ -60,7 +60,8 @@ def _scheduled_module(model: str, batch: int):
 
     build.SCHEDULE_HOOKS.append(keep)  # after archdsl's own hook: the scheduled module
     try:
-        compiled = backend.compile(arch.graph, target="llvm", batch=batch)
+        # the batch whole (not in chunks, `chunks.py`): each kernel as it runs at `batch`
+        compiled = backend.compile(arch.graph, target="llvm", batch=batch, chunk=batch)
     finally:
         build.SCHEDULE_HOOKS.remove(keep)
     return (*seen[-1], compiled, (batch, *arch.graph.input_shape))

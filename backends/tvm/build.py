@@ -19,6 +19,7 @@ from tvm import relax
 
 from archdsl import interrupt
 from archdsl.backends.tvm import cpu, tune
+from archdsl.backends.tvm.chunks import chunk_images
 from archdsl.backends.tvm.inplace import WriteOverDeadOperands
 from archdsl.backends.tvm.lower import build_module
 from archdsl.backends.tvm.runtime import META_FUNC, Compiled, runtime_threads
@@ -185,7 +186,9 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
     (a callable for `TuneEvent`s) are `tune`'s; `channel_block` sets the channels per block of
     the CPU's blocked activations (default: the vector width; tests run AVX-512's 16 on any
     host); `winograd=False` keeps every conv direct (`schedules/winograd.py`: a 3×3 conv by
-    Winograd rounds to about 6e-6 of its output's scale, the direct sum to 3e-7)."""
+    Winograd rounds to about 6e-6 of its output's scale, the direct sum to 3e-7); `chunk`
+    sets the images per call of the network's trunk (`chunks.py`; default: one per core where
+    that keeps enough in L2, else the whole batch)."""
     try:
         return _compile(graph, target, weights, batch, dtype, fold_bn, strict, seed, options)
     except Exception:
@@ -201,11 +204,15 @@ def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: boo
     tgt = make_target(target)
     channel_block = options.pop("channel_block", None)
     winograd = bool(options.pop("winograd", True))
+    chunk = options.pop("chunk", None)
     # the weights are made (or converted), then held as Relax constants: two copies at least
     check_fits(graph, batch, np.dtype(dtype).itemsize, "compiling", copies=2)
     # checkpoint(): a Ctrl-C that a library swallowed on the way stops the build here
     interrupt.checkpoint()
-    mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed)
+    if chunk is None:
+        chunk = chunk_images(graph, batch, tgt, np.dtype(dtype).itemsize)
+    mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed,
+                       chunk=chunk)
     meta = {**_meta_of(mod), "cpu": cpu.needs(tgt)}
     if tgt.kind.name == "cuda":  # the GPU its kernels are compiled for when it is exported
         meta["gpu"] = {"arch": str(tgt.attrs["arch"])}

@@ -288,11 +288,52 @@ def _bn_folds(graph: Graph, ctx: _Ctx) -> None:
             ctx.folded.add(node.id)
 
 
+TRUNK_FUNC = "archdsl_trunk"
+
+
+def trunk_end(graph: Graph) -> int:
+    """The index (among the graph's nodes but its input, in order) of the last node of its
+    trunk: the last node before its first FC layer (or the last node, without one) that
+    everything after it reads through — no node before it is read after it. -1: none."""
+    nodes = [n for n in graph.nodes if n.op != "input"]
+    position = {n.id: i for i, n in enumerate(nodes)}
+    first_fc = next((i for i, n in enumerate(nodes) if n.op == "fc"), len(nodes))
+    end, reach = -1, max((position[s] for s in graph.g.successors(graph.input_id)), default=-1)
+    for i, node in enumerate(nodes[:first_fc]):
+        if reach <= i:  # nothing before node i is read after it
+            end = i
+        reach = max([reach, *(position[s] for s in graph.g.successors(node.id))])
+    return end
+
+
+def _emit_nodes(ctx: _Ctx, graph: Graph, nodes: list[Node],
+                values: dict[int, relax.Expr]) -> relax.Expr:
+    """Lower `nodes` (in order) from the `values` of the nodes they read; the last one's."""
+    for node in nodes:
+        ins = graph.inputs(node.id)
+        rule = LOWERINGS.get(node.op) or node.opdef.lowerings.get("tvm")
+        if rule is None:
+            raise NotImplementedError(
+                f"{node.name}: op `{node.op}` has no TVM lowering: "
+                f"{UNSUPPORTED.get(node.op, _NO_USER_LOWERING)}")
+        expr = _lower(rule, ctx, node, [values[i] for i in ins],
+                      [graph.node(i).shape for i in ins])
+        values[node.id] = expr if isinstance(expr, relax.Var) else ctx.emit(expr, node)
+        got = tuple(int(d) for d in values[node.id].ty.shape)
+        if got != (ctx.batch, *node.shape):
+            raise AssertionError(f"{node.name}: Relax infers {got}, archdsl "
+                                 f"{(ctx.batch, *node.shape)}: a bug in the TVM backend")
+    return values[nodes[-1].id]
+
+
 def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: int = 1,
                  dtype: str = "float32", fold_bn: bool = True, strict: bool = True,
-                 seed: int = 0) -> tvm.IRModule:
+                 seed: int = 0, chunk: int | None = None) -> tvm.IRModule:
     """The graph as a Relax IRModule: `main(x)`, weights as constants, and `archdsl_meta()`
-    (the build's arch name, input/output shapes and dtype, as JSON)."""
+    (the build's arch name, input/output shapes and dtype, as JSON). With `chunk` (images,
+    dividing the batch), the network's trunk (`trunk_end`: up to its first FC layer) is a
+    function of its own, `archdsl_trunk`, of `chunk` images, which `main` calls on each
+    `chunk` of the batch in turn before the rest of the network takes the whole batch."""
     random = weights is None
     if random:
         weights = random_weights(graph, seed)
@@ -300,33 +341,44 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
     if fold_bn:
         _bn_folds(graph, ctx)
     bb = ctx.bb
+    nodes = [n for n in graph.nodes if n.op != "input"]
+    values: dict[int, relax.Expr] = {}
     x = relax.Var("x", relax.TensorType((batch, *graph.input_shape), dtype))
+    if chunk is not None and chunk < batch:
+        if batch % chunk:
+            raise ValueError(f"chunks of {chunk} images do not divide a batch of {batch}")
+        end = trunk_end(graph)
+        if end < 0 or (end < len(nodes) - 1 and graph.output_id not in
+                       {n.id for n in nodes[end + 1:]}):
+            raise ValueError(f"{graph.name} has no trunk to run in chunks")
+        trunk, nodes = nodes[:end + 1], nodes[end + 1:]
+        ctx.batch = chunk
+        part = relax.Var("x", relax.TensorType((chunk, *graph.input_shape), dtype))
+        with bb.function(TRUNK_FUNC, [part], private=True):
+            with bb.dataflow():
+                cut = _emit_nodes(ctx, graph, trunk, {graph.input_id: part})
+                out = bb.emit_output(cut)
+            bb.emit_func_output(out)
+        ctx.batch = batch
+        called = bb.get().get_global_var(TRUNK_FUNC)
     with bb.function("main", [x]):
         with bb.dataflow():
-            values: dict[int, relax.Expr] = {graph.input_id: x}
-            for node in graph.nodes:
-                if node.op == "input":
-                    continue
-                ins = graph.inputs(node.id)
-                rule = LOWERINGS.get(node.op) or node.opdef.lowerings.get("tvm")
-                if rule is None:
-                    raise NotImplementedError(
-                        f"{node.name}: op `{node.op}` has no TVM lowering: "
-                        f"{UNSUPPORTED.get(node.op, _NO_USER_LOWERING)}")
-                expr = _lower(rule, ctx, node, [values[i] for i in ins],
-                              [graph.node(i).shape for i in ins])
-                values[node.id] = expr if isinstance(expr, relax.Var) else ctx.emit(expr, node)
-                got = tuple(int(d) for d in values[node.id].ty.shape)
-                if got != (batch, *node.shape):
-                    raise AssertionError(f"{node.name}: Relax infers {got}, archdsl "
-                                         f"{(batch, *node.shape)}: a bug in the TVM backend")
-            out = bb.emit_output(values[graph.output_id])
+            values = {graph.input_id: x}
+            if chunk is not None and chunk < batch:
+                parts = [bb.emit(relax.Call(called, [bb.emit(relax.op.strided_slice(
+                    x, axes=[0], begin=[i], end=[i + chunk]))]))
+                    for i in range(0, batch, chunk)]
+                values = {trunk[-1].id: bb.emit(relax.op.concat(parts, axis=0))}
+            out = bb.emit_output(_emit_nodes(ctx, graph, nodes, values)
+                                 if nodes else values[graph.output_id])
         bb.emit_func_output(out)
     meta = {"arch": graph.name, "input": [batch, *graph.input_shape],
             "output": [batch, *graph.output_shape], "dtype": dtype,
             # what `archdsl run` tells its user: probabilities or logits, trained or not
             "output_op": graph.node(graph.output_id).op,
             "weights": f"random (seed {seed})" if random else "given"}
+    if chunk is not None and chunk < batch:
+        meta["chunk"] = chunk  # images per call of the trunk
     with bb.function(META_FUNC, []):
         bb.emit_func_output(tvm.ir.StringImm(json.dumps(meta)))
     return bb.get()
