@@ -1,21 +1,26 @@
 """Which CPU builds run their network's trunk a few images at a time (`lower.build_module`'s
-`chunk`): at a batch of several images per core, each layer's outputs for the whole batch go
-out to L3 (or memory) and come back for the next layer; in chunks of one image per core, the
-layers whose output for an image fits in the core's L2 hand it on there. The price: every
-chunk reads the trunk's weights again (they do not stay in L2 across the network), and every
-kernel is launched once per chunk.
+`chunk`): at a batch of several images, each layer's outputs for the whole batch go out to L3
+(or memory) and come back for the next layer; an image at a time, the layers whose output for
+an image fits in the core's L2 hand it on there. The price: every chunk reads the trunk's
+weights again (they do not stay in L2 across the network), and launches every kernel again.
 
-So a build takes chunks when its images per core are more than one, and the bytes of the
-trunk's outputs that fit in half of a core's L2, per image, times the cores, come to at least
-`_GAIN` times the trunk's weights (`chunk_images`) — the depthwise-separable networks, whose
-activations outweigh their weights; not ResNets or VGG, whose weights outweigh what stays in
-L2. Measured (AVX-512 Xeon, 2 MB of L2 a core, batch 32, interleaved builds, chunked
-against whole; median ratio of times, best runs' ratio): two threads, MNASNet 0.90 (0.90)
-and 0.83 (0.89), MobileNet v1 0.93 (0.96), MobileNetV2 0.83 (0.81), EfficientNet-B0 0.67
-(0.90), MobileNetV3-Large 0.90 (0.91), ShuffleNetV2 0.93 (1.0), SqueezeNet 1.1 0.92 (0.94),
-RegNetY-400MF 1.0 (0.94), GoogLeNet 0.965 (0.99), DenseNet-121 1.02 (0.81); one thread,
-MobileNet v1 0.86 (0.88), MNASNet 0.80 (0.86); ResNet-18 1.58 (1.05) and ResNet-50 1.15
-(1.02) as sixteen calls of a batch-2 build, which they do not take."""
+So a build for one thread takes chunks of one image when the bytes of the trunk's outputs
+that fit in half of the core's L2, per image, come to at least `_GAIN` times the trunk's
+weights (`chunk_images`) — the depthwise-separable networks, whose activations outweigh
+their weights; not ResNets or VGG, whose weights outweigh what stays in L2. Measured (AVX-512
+Xeon, 2 MB of L2, batch 32, one thread, interleaved builds, chunked against whole; median
+ratio of times, best runs' ratio): MobileNet v1 0.86 (0.88), MNASNet 0.80 (0.86).
+
+A build for several threads runs the batch whole: each chunk then launches every kernel on
+the thread pool again, and where idle threads sleep (`TVM_THREAD_POOL_SPIN_COUNT=0`, as
+`bench_tvm.py` runs every runtime) a launch costs more than the chunk saves — two threads,
+chunks of one image per thread: MNASNet 1.04 (1.08), MobileNet v1 1.025 (1.02),
+EfficientNet-B0 1.11 (1.06), MobileNetV2 0.97 (0.93). With TVM's default, spinning, threads
+the same chunks took 0.67–0.93× the time (MNASNet 0.83–0.90, MobileNet v1 0.93, MobileNetV2
+0.83, EfficientNet-B0 0.67, MobileNetV3-Large 0.90, ShuffleNetV2 0.93, SqueezeNet 1.1 0.92,
+RegNetY-400MF 1.0, GoogLeNet 0.965, DenseNet-121 1.02): `compile(..., chunk=N)` asks for
+them. ResNet-18 and ResNet-50 in chunks of two images were slower even so (1.58 and 1.15:
+sixteen calls of a batch-2 build, spinning threads)."""
 
 from __future__ import annotations
 
@@ -49,16 +54,15 @@ def trunk_bytes(graph: Graph, itemsize: int, l2: int) -> tuple[int, int] | None:
 
 def chunk_images(graph: Graph, batch: int, target: tvm.target.Target,
                  itemsize: int) -> int | None:
-    """The images per call of the trunk for a CPU `target` (one per core), or None: the
-    whole batch at once (see the module's docstring)."""
-    if target.kind.name != "llvm":
+    """The images per call of the trunk for a CPU `target`: one, for one thread, where that
+    keeps enough in L2; else None, the whole batch at once (see the module's docstring)."""
+    if target.kind.name != "llvm" or batch == 1:
         return None
     machine = Machine.of(target)
-    cores = max(machine.threads, 1)
-    if batch <= cores or batch % cores:
+    if machine.threads != 1:  # several threads, or a number unknown
         return None
     sizes = trunk_bytes(graph, itemsize, machine.l2)
     if sizes is None:
         return None
     weights, kept = sizes
-    return cores if cores * kept >= _GAIN * weights else None
+    return 1 if kept >= _GAIN * weights else None

@@ -303,12 +303,13 @@ def trunk_end(graph: Graph) -> int:
         if reach <= i:  # nothing before node i is read after it
             end = i
         reach = max([reach, *(position[s] for s in graph.g.successors(node.id))])
-    return end
+    # (the output comes at the trunk's end or after it)
+    return end if graph.output_id in {n.id for n in nodes[end:]} else -1
 
 
 def _emit_nodes(ctx: _Ctx, graph: Graph, nodes: list[Node],
-                values: dict[int, relax.Expr]) -> relax.Expr:
-    """Lower `nodes` (in order) from the `values` of the nodes they read; the last one's."""
+                values: dict[int, relax.Expr]) -> dict[int, relax.Expr]:
+    """Lower `nodes` (in order) from the `values` of the nodes they read, into `values`."""
     for node in nodes:
         ins = graph.inputs(node.id)
         rule = LOWERINGS.get(node.op) or node.opdef.lowerings.get("tvm")
@@ -323,7 +324,7 @@ def _emit_nodes(ctx: _Ctx, graph: Graph, nodes: list[Node],
         if got != (ctx.batch, *node.shape):
             raise AssertionError(f"{node.name}: Relax infers {got}, archdsl "
                                  f"{(ctx.batch, *node.shape)}: a bug in the TVM backend")
-    return values[nodes[-1].id]
+    return values
 
 
 def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: int = 1,
@@ -342,35 +343,32 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
         _bn_folds(graph, ctx)
     bb = ctx.bb
     nodes = [n for n in graph.nodes if n.op != "input"]
-    values: dict[int, relax.Expr] = {}
     x = relax.Var("x", relax.TensorType((batch, *graph.input_shape), dtype))
     if chunk is not None and chunk < batch:
         if batch % chunk:
             raise ValueError(f"chunks of {chunk} images do not divide a batch of {batch}")
         end = trunk_end(graph)
-        if end < 0 or (end < len(nodes) - 1 and graph.output_id not in
-                       {n.id for n in nodes[end + 1:]}):
+        if end < 0:
             raise ValueError(f"{graph.name} has no trunk to run in chunks")
         trunk, nodes = nodes[:end + 1], nodes[end + 1:]
         ctx.batch = chunk
         part = relax.Var("x", relax.TensorType((chunk, *graph.input_shape), dtype))
         with bb.function(TRUNK_FUNC, [part], private=True):
             with bb.dataflow():
-                cut = _emit_nodes(ctx, graph, trunk, {graph.input_id: part})
-                out = bb.emit_output(cut)
+                made = _emit_nodes(ctx, graph, trunk, {graph.input_id: part})
+                out = bb.emit_output(made[trunk[-1].id])
             bb.emit_func_output(out)
         ctx.batch = batch
         called = bb.get().get_global_var(TRUNK_FUNC)
     with bb.function("main", [x]):
         with bb.dataflow():
-            values = {graph.input_id: x}
+            values: dict[int, relax.Expr] = {graph.input_id: x}
             if chunk is not None and chunk < batch:
                 parts = [bb.emit(relax.Call(called, [bb.emit(relax.op.strided_slice(
                     x, axes=[0], begin=[i], end=[i + chunk]))]))
                     for i in range(0, batch, chunk)]
                 values = {trunk[-1].id: bb.emit(relax.op.concat(parts, axis=0))}
-            out = bb.emit_output(_emit_nodes(ctx, graph, nodes, values)
-                                 if nodes else values[graph.output_id])
+            out = bb.emit_output(_emit_nodes(ctx, graph, nodes, values)[graph.output_id])
         bb.emit_func_output(out)
     meta = {"arch": graph.name, "input": [batch, *graph.input_shape],
             "output": [batch, *graph.output_shape], "dtype": dtype,
