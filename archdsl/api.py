@@ -134,7 +134,7 @@ class Architecture:
 
     def compile(self, target: Any = "llvm", weights: Any = None, batch: int = 1,
                 dtype: str = "float32", tune: int = 0, tuning_db: str | os.PathLike | None = None,
-                progress: Any = None, winograd: bool = True):
+                progress: Any = None, winograd: bool = True, chunk: int | None = None):
         """Compile with TVM (the [tvm] extra) → `archdsl.backends.tvm.Compiled`, callable on
         numpy or torch inputs. `weights`: a state_dict (the PyTorch backend's keys) or a file
         (.safetensors, or a torch.save state_dict); None: seeded random weights.
@@ -144,13 +144,16 @@ class Architecture:
         the best schedules; with `tune=0` a given `tuning_db` is only applied. `progress`
         receives `archdsl.backends.tvm.tune.TuneEvent`s (see that module). `winograd=False`
         keeps every CPU conv direct (3×3 convs by Winograd round to about 6e-6 of their
-        output's scale, the direct sum to 3e-7)."""
+        output's scale, the direct sum to 3e-7). `chunk=N` runs the network's trunk N images
+        at a time (N dividing the batch; default: one at a time in a one-thread CPU build
+        whose activations outweigh its weights, else the whole batch)."""
         from .backends import load_backend
         if isinstance(weights, (str, os.PathLike)):
             weights = read_weights(weights)
         return load_backend("tvm.build").compile(self.graph, target, weights, batch, dtype,
                                                  tune=tune, tuning_db=tuning_db,
-                                                 progress=progress, winograd=winograd)
+                                                 progress=progress, winograd=winograd,
+                                                 chunk=chunk)
 
     def with_settings(self, **params: Any) -> Architecture:
         """The same architecture elaborated with some parameters changed."""

@@ -133,6 +133,13 @@ def compile_(
         help="CPU: 3×3 stride-1 convs on planes of 14×14 and up by Winograd F(4×4, 3×3), "
         "2–3× faster; its rounding error is about 6e-6 of a conv's output scale, the direct "
         "conv's 3e-7")] = True,
+    chunk: Annotated[int | None, typer.Option(
+        "--chunk", min=1, metavar="IMAGES",
+        help="CPU: run the network's trunk (every layer before its first FC) IMAGES images "
+        "at a time, so that each layer's output stays in L2 for the next (IMAGES dividing "
+        "the batch; default: one at a time in a one-thread build whose activations outweigh "
+        "its weights, else the whole batch; worth trying on several threads when the "
+        "runtime's idle threads spin, TVM's default)")] = None,
     set_: SetOneOpt = None,
     arch: ArchOpt = None,
 ) -> None:
@@ -145,6 +152,9 @@ def compile_(
             batch_ = build.check_build_args(batch, dtype)
         except ValueError as exc:
             raise UsageError(str(exc), None) from None
+        if chunk is not None and batch_ % chunk:
+            raise UsageError(f"--chunk {chunk}: chunks of {chunk} images do not divide the "
+                             f"batch of {batch_}", None, "a divisor of --batch")
         out = output or Path(a.name + ".so")
         inputs = [*a.program.files, *([weights] if weights else [])]
         from .atomic import check_output
@@ -157,7 +167,7 @@ def compile_(
         try:
             with display:
                 compiled = _tvm_compile(a, tgt, weights, batch_, dtype, tune, tuning_db, display,
-                                        winograd)
+                                        winograd, chunk)
                 display.stage("writing the library")
                 _write_library(compiled, out, inputs, _manifest(
                     a, tgt, dtype, batch_, weights, compiled, display.event, tune, winograd))
@@ -244,14 +254,15 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def _tvm_compile(a: Architecture, tgt: Any, weights: Path | None, batch: int, dtype: str,
-                 tune: int, tuning_db: Path | None, display: Any, winograd: bool):
+                 tune: int, tuning_db: Path | None, display: Any, winograd: bool,
+                 chunk: int | None):
     """Architecture.compile, with tuning's errors told as a user's."""
-    from .backends.tvm.lower import WeightsError
+    from .backends.tvm.lower import ChunkError, WeightsError
     from .backends.tvm.tune import TuningError
     try:
         return a.compile(tgt, weights, batch, dtype, tune=tune, tuning_db=tuning_db,
-                         progress=display, winograd=winograd)
-    except TuningError as exc:
+                         progress=display, winograd=winograd, chunk=chunk)
+    except (TuningError, ChunkError) as exc:
         raise UsageError(str(exc), None) from None
     except WeightsError as exc:
         raise UsageError(str(exc), None, "the keys and shapes are the PyTorch backend's: "

@@ -21,7 +21,7 @@ from archdsl import interrupt
 from archdsl.backends.tvm import cpu, tune
 from archdsl.backends.tvm.chunks import chunk_images
 from archdsl.backends.tvm.inplace import WriteOverDeadOperands
-from archdsl.backends.tvm.lower import build_module
+from archdsl.backends.tvm.lower import ChunkError, build_module
 from archdsl.backends.tvm.runtime import META_FUNC, Compiled, runtime_threads
 from archdsl.ir import Graph
 from archdsl.memory import check_fits
@@ -211,6 +211,8 @@ def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: boo
     interrupt.checkpoint()
     if chunk is None:
         chunk = chunk_images(graph, batch, tgt, np.dtype(dtype).itemsize)
+    elif tgt.kind.name != "llvm" and chunk != batch:
+        raise ChunkError(f"chunks of {chunk} images: a CPU build's option, not {tgt.kind.name}'s")
     mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed,
                        chunk=chunk)
     meta = {**_meta_of(mod), "cpu": cpu.needs(tgt)}

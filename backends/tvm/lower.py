@@ -42,8 +42,8 @@ from archdsl.backends.tvm.weights import (
 from archdsl.ir import Graph, Node
 from archdsl.ops import pair
 
-__all__ = ["LOWERINGS", "UNSUPPORTED", "WeightsError", "build_module", "random_weights",
-           "weight_shapes"]
+__all__ = ["LOWERINGS", "TRUNK_FUNC", "UNSUPPORTED", "ChunkError", "WeightsError",
+           "build_module", "random_weights", "trunk_end", "weight_shapes"]
 
 
 # ---------------------------------------------------------------- lowering
@@ -291,6 +291,10 @@ def _bn_folds(graph: Graph, ctx: _Ctx) -> None:
 TRUNK_FUNC = "archdsl_trunk"
 
 
+class ChunkError(ValueError):
+    """Chunks a build cannot take: not dividing the batch, or a graph without a trunk."""
+
+
 def trunk_end(graph: Graph) -> int:
     """The index (among the graph's nodes but its input, in order) of the last node of its
     trunk: the last node before its first FC layer (or the last node, without one) that
@@ -344,12 +348,14 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
     bb = ctx.bb
     nodes = [n for n in graph.nodes if n.op != "input"]
     x = relax.Var("x", relax.TensorType((batch, *graph.input_shape), dtype))
+    if chunk is not None and (chunk < 1 or batch % chunk):
+        raise ChunkError(f"chunks of {chunk} images do not divide a batch of {batch}")
     if chunk is not None and chunk < batch:
-        if batch % chunk:
-            raise ValueError(f"chunks of {chunk} images do not divide a batch of {batch}")
         end = trunk_end(graph)
         if end < 0:
-            raise ValueError(f"{graph.name} has no trunk to run in chunks")
+            raise ChunkError(f"{graph.name} has no trunk to run in chunks (its first layer is "
+                             "an FC, or everything before its first FC feeds what comes "
+                             "after it by more than one path)")
         trunk, nodes = nodes[:end + 1], nodes[end + 1:]
         ctx.batch = chunk
         part = relax.Var("x", relax.TensorType((chunk, *graph.input_shape), dtype))

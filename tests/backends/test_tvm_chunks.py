@@ -146,3 +146,30 @@ def test_compile_says_in_its_manifest_how_many_images_a_trunk_call_takes(tmp_pat
         assert result.exit_code == 0, result.output
         assert json.loads(lib.with_name(lib.name + ".json").read_text())["chunk"] == chunk
         _assert_close(backend.Compiled.load(lib)(x[:batch]), whole(x)[:batch], rel=1e-5)
+
+
+def test_compile_chunk_option_refuses_what_a_build_cannot_take(tmp_path):
+    """`--chunk` that does not divide the batch, on a graph without a trunk, or for a GPU:
+    a user's error, no traceback, no library; `--chunk 2` at batch 4 runs in two chunks."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from archdsl.cli import app
+    spec = tmp_path / "small.arch"
+    spec.write_text(SMALL)
+    fc_first = tmp_path / "fc.arch"
+    fc_first.write_text("arch fc\ninput 16\nf1: FC-8\nf2: FC-4\n")
+    for path, args, told in ((spec, ["--batch", "4", "--chunk", "3"], "do not divide"),
+                             (fc_first, ["--batch", "4", "--chunk", "2"], "no trunk"),
+                             (spec, ["--batch", "4", "--chunk", "2", "--target", "cuda"],
+                              "CPU build")):
+        lib = tmp_path / "bad.so"
+        result = CliRunner().invoke(app, ["compile", str(path), "-o", str(lib), *args])
+        assert result.exit_code == 1 and told in result.output, result.output
+        assert "Traceback" not in result.output and not lib.exists()
+    lib = tmp_path / "two.so"
+    result = CliRunner().invoke(app, ["compile", str(spec), "-o", str(lib), "--batch", "4",
+                                      "--chunk", "2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(lib.with_name(lib.name + ".json").read_text())["chunk"] == 2
