@@ -350,7 +350,8 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
     x = relax.Var("x", relax.TensorType((batch, *graph.input_shape), dtype))
     if chunk is not None and (chunk < 1 or batch % chunk):
         raise ChunkError(f"chunks of {chunk} images do not divide a batch of {batch}")
-    if chunk is not None and chunk < batch:
+    chunked = chunk is not None and chunk < batch
+    if chunked:
         end = trunk_end(graph)
         if end < 0:
             raise ChunkError(f"{graph.name} has no trunk to run in chunks (its first layer is "
@@ -369,7 +370,7 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
     with bb.function("main", [x]):
         with bb.dataflow():
             values: dict[int, relax.Expr] = {graph.input_id: x}
-            if chunk is not None and chunk < batch:
+            if chunked:
                 parts = [bb.emit(relax.Call(called, [bb.emit(relax.op.strided_slice(
                     x, axes=[0], begin=[i], end=[i + chunk]))]))
                     for i in range(0, batch, chunk)]
@@ -381,7 +382,7 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
             # what `archdsl run` tells its user: probabilities or logits, trained or not
             "output_op": graph.node(graph.output_id).op,
             "weights": f"random (seed {seed})" if random else "given"}
-    if chunk is not None and chunk < batch:
+    if chunked:
         meta["chunk"] = chunk  # images per call of the trunk
     with bb.function(META_FUNC, []):
         bb.emit_func_output(tvm.ir.StringImm(json.dumps(meta)))
