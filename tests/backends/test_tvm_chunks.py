@@ -87,6 +87,9 @@ def test_a_chunked_module_calls_its_trunk_once_per_chunk():
     assert "archdsl_trunk" not in backend.build_module(graph, batch=6).get_global_vars()
     with pytest.raises(ValueError, match="do not divide"):
         backend.build_module(graph, batch=6, chunk=4)
+    for bad in ("2", 2.0, True):
+        with pytest.raises(ValueError, match="whole number"):
+            backend.compile(graph, "llvm", batch=6, chunk=bad)
     fc_first = archdsl.load("arch d\ninput 16\nf1: FC-8\n").graph
     with pytest.raises(ValueError, match="no trunk"):
         backend.build_module(fc_first, batch=4, chunk=2)
