@@ -152,9 +152,6 @@ def compile_(
             batch_ = build.check_build_args(batch, dtype)
         except ValueError as exc:
             raise UsageError(str(exc), None) from None
-        if chunk is not None and batch_ % chunk:
-            raise UsageError(f"--chunk {chunk}: chunks of {chunk} images do not divide the "
-                             f"batch of {batch_}", None, "a divisor of --batch")
         out = output or Path(a.name + ".so")
         inputs = [*a.program.files, *([weights] if weights else [])]
         from .atomic import check_output

@@ -211,8 +211,6 @@ def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: boo
     interrupt.checkpoint()
     if chunk is None:
         chunk = chunk_images(graph, batch, tgt, np.dtype(dtype).itemsize)
-    elif isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral):
-        raise ChunkError(f"chunk must be a whole number of images, got {chunk!r}")
     elif tgt.kind.name != "llvm" and chunk != batch:
         raise ChunkError(f"chunks of {chunk} images: a CPU build's option, not {tgt.kind.name}'s")
     mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -348,6 +349,8 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
     bb = ctx.bb
     nodes = [n for n in graph.nodes if n.op != "input"]
     x = relax.Var("x", relax.TensorType((batch, *graph.input_shape), dtype))
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral)):
+        raise ChunkError(f"chunk must be a whole number of images, got {chunk!r}")
     if chunk is not None and (chunk < 1 or batch % chunk):
         raise ChunkError(f"chunks of {chunk} images do not divide a batch of {batch}")
     chunked = chunk is not None and chunk < batch

@@ -650,6 +650,7 @@ def test_convs_on_small_odd_planes_tile_the_flat_plane(cpu):
             _output_rows(convs, "archdsl_conv_blocked_update")) == expect
     _check_where_the_host_runs(arch, cpu)
 
+
 # 1×1 convs onto a 17×17 plane (289 pixels, Inception v3's: flat) and a 21×21 one (441: rows)
 POINTWISE_PLANES = r"""
 arch pointwise_planes
