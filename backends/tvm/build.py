@@ -18,11 +18,12 @@ import tvm
 from tvm import relax
 
 from archdsl import interrupt
-from archdsl.backends.tvm import cpu, tune
+from archdsl.backends.tvm import cpu, trunk_threads, tune
 from archdsl.backends.tvm.chunks import chunk_images
 from archdsl.backends.tvm.inplace import WriteOverDeadOperands
 from archdsl.backends.tvm.lower import ChunkError, build_module
 from archdsl.backends.tvm.runtime import META_FUNC, Compiled, runtime_threads
+from archdsl.backends.tvm.schedules.common import Machine
 from archdsl.ir import Graph
 from archdsl.memory import check_fits
 
@@ -200,6 +201,7 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
 def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: bool,
              strict: bool, seed: int, options: dict[str, Any]) -> Compiled:
     started = time.perf_counter()
+    original = dict(options)
     batch = check_build_args(batch, dtype)
     tgt = make_target(target)
     channel_block = options.pop("channel_block", None)
@@ -213,8 +215,12 @@ def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: boo
         chunk = chunk_images(graph, batch, tgt, np.dtype(dtype).itemsize)
     elif tgt.kind.name != "llvm" and chunk != batch:
         raise ChunkError(f"chunks of {chunk} images: a CPU build's option, not {tgt.kind.name}'s")
+    # a CPU build's chunks run on its threads at once where they share them evenly (but
+    # one after another where its trunk holds what a driver cannot call: below)
+    threads = (Machine.of(tgt).threads if tgt.kind.name == "llvm"
+               and options.pop("chunk_threads", True) else None)
     mod = build_module(graph, weights, batch, dtype, fold_bn=fold_bn, strict=strict, seed=seed,
-                       chunk=chunk)
+                       chunk=chunk, threads=threads)
     meta = {**_meta_of(mod), "cpu": cpu.needs(tgt)}
     if tgt.kind.name == "cuda":  # the GPU its kernels are compiled for when it is exported
         meta["gpu"] = {"arch": str(tgt.attrs["arch"])}
@@ -226,6 +232,14 @@ def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: boo
             mod = hook(mod, tgt, options)
         interrupt.checkpoint()
         if tgt.kind.name == "llvm":  # checked on the kernels as scheduled (GPUs: not yet)
+            try:
+                mod = trunk_threads.make_driver(mod)
+            except trunk_threads.TrunkError:  # the batch whole then (or as asked)
+                if threads is None:
+                    raise
+                return _compile(graph, target, weights, batch, dtype, fold_bn, strict, seed,
+                                {**original, "chunk_threads": False,
+                                 "chunk": original.get("chunk") or batch})
             mod = WriteOverDeadOperands()(mod)
         mod = tvm.transform.Sequential(_gpu_fallback_passes(tgt) + _lower_passes(tgt))(mod)
     interrupt.checkpoint()

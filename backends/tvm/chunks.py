@@ -11,16 +11,19 @@ their weights; not ResNets or VGG, whose weights outweigh what stays in L2. Meas
 Xeon, 2 MB of L2, batch 32, one thread, interleaved builds, chunked against whole; median
 ratio of times, best runs' ratio): MobileNet v1 0.86 (0.88), MNASNet 0.80 (0.86).
 
-A build for several threads runs the batch whole: each chunk then launches every kernel on
-the thread pool again, and where idle threads sleep (`TVM_THREAD_POOL_SPIN_COUNT=0`, as
-`bench_tvm.py` runs every runtime) a launch costs more than the chunk saves — two threads,
-chunks of one image per thread: MNASNet 1.04 (1.08), MobileNet v1 1.025 (1.02),
-EfficientNet-B0 1.11 (1.06), MobileNetV2 0.97 (0.93). With TVM's default, spinning, threads
-the same chunks took 0.67–0.93× the time (MNASNet 0.83–0.90, MobileNet v1 0.93, MobileNetV2
-0.83, EfficientNet-B0 0.67, MobileNetV3-Large 0.90, ShuffleNetV2 0.93, SqueezeNet 1.1 0.92,
-RegNetY-400MF 1.0, GoogLeNet 0.965, DenseNet-121 1.02): `compile(..., chunk=N)` asks for
-them. ResNet-18 and ResNet-50 in chunks of two images were slower even so (1.58 and 1.15:
-sixteen calls of a batch-2 build, spinning threads)."""
+A build for several threads takes the same chunks when they share them evenly: its threads
+take whole chunks at once, each calling the trunk's kernels (compiled for one thread) on its
+own images with buffers of its own (`trunk_threads`), one launch of the thread pool for the
+whole trunk. Two threads, batch 32, the issue's benchmark (idle threads sleep), against the
+batch whole (`bench_tvm.py --models mobilenet_v1,mnasnet1_0 --batch 32 --peers
+archdsl,whole,ort --runs 12`, one run, median (fastest)): MobileNet v1 135.0 (125.7) ms
+against 147.3 (142.9), MNASNet 79.1 (77.4) against 101.2 (93.7). Chunks run one after
+another on several threads instead (each chunk launching every kernel on the thread pool
+again, each kernel's work shared) had cost more than they saved where idle threads sleep:
+MNASNet 1.04× the time of the batch whole, MobileNet v1 1.025×, EfficientNet-B0 1.11×
+(`compile(..., chunk=N)` still makes them where the threads cannot share the chunks evenly).
+ResNet-18 and ResNet-50 in chunks of two images one after another were slower even with
+spinning threads (1.58× and 1.15×)."""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import math
 
 import tvm
 
-from archdsl.backends.tvm.lower import trunk_end
+from archdsl.backends.tvm.lower import driven, trunk_end
 from archdsl.backends.tvm.schedules.common import Machine
 from archdsl.backends.tvm.weights import _weighted_nodes
 from archdsl.ir import Graph
@@ -54,12 +57,16 @@ def trunk_bytes(graph: Graph, itemsize: int, l2: int) -> tuple[int, int] | None:
 
 def chunk_images(graph: Graph, batch: int, target: tvm.target.Target,
                  itemsize: int) -> int | None:
-    """The images per call of the trunk for a CPU `target`: one, for one thread, where that
-    keeps enough in L2; else None, the whole batch at once (see the module's docstring)."""
+    """The images per call of the trunk for a CPU `target`: one where that keeps enough in L2
+    and the target's threads (one, or several that share the images evenly: `lower.driven`)
+    take them; else None, the whole batch at once (see the module's docstring)."""
     if target.kind.name != "llvm" or batch == 1:
         return None
     machine = Machine.of(target)
-    if machine.threads != 1:  # several threads, or a number unknown
+    # several threads take whole chunks at once (`trunk_threads`), where they share them
+    # evenly; a number unknown: whole
+    if machine.threads == 0 or (machine.threads > 1
+                                and not driven(graph, batch, 1, machine.threads)):
         return None
     sizes = trunk_bytes(graph, itemsize, machine.l2)
     if sizes is None:

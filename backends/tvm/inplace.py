@@ -138,4 +138,7 @@ def _fresh(mod: tvm.IRModule, value) -> bool:
     if not _is_call_tir(value):
         return False
     kernel = mod[value.args[0]]
-    return isinstance(kernel, tirx.PrimFunc) and not relax.analysis.has_reshape_pattern(kernel)
+    # (a kernel not in blocks, the trunk's driver of `trunk_threads`, reshapes nothing)
+    return isinstance(kernel, tirx.PrimFunc) and not (
+        isinstance(kernel.body, s_tir.SBlockRealize)
+        and relax.analysis.has_reshape_pattern(kernel))

@@ -24,7 +24,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from archdsl.backends.tvm import windows
+from archdsl.backends.tvm import trunk_threads, windows
 from archdsl.backends.tvm.activations import LOWERINGS as ACTIVATIONS
 from archdsl.backends.tvm.channel_ops import LOWERINGS as CHANNEL_OPS
 from archdsl.backends.tvm.context import (
@@ -43,7 +43,7 @@ from archdsl.backends.tvm.weights import (
 from archdsl.ir import Graph, Node
 from archdsl.ops import pair
 
-__all__ = ["LOWERINGS", "TRUNK_FUNC", "UNSUPPORTED", "ChunkError", "WeightsError",
+__all__ = ["LOWERINGS", "TRUNK_FUNC", "driven", "UNSUPPORTED", "ChunkError", "WeightsError",
            "build_module", "random_weights", "trunk_end", "weight_shapes"]
 
 
@@ -312,6 +312,13 @@ def trunk_end(graph: Graph) -> int:
     return end if graph.output_id in {n.id for n in nodes[end:]} else -1
 
 
+def driven(graph: Graph, batch: int, chunk: int, threads: int | None) -> bool:
+    """Whether a trunk in chunks of `chunk` images runs them on `threads` at once
+    (`trunk_threads`): several threads that share the chunks evenly."""
+    return (trunk_end(graph) >= 0 and threads is not None and threads > 1
+            and (batch // chunk) % threads == 0)
+
+
 def _emit_nodes(ctx: _Ctx, graph: Graph, nodes: list[Node],
                 values: dict[int, relax.Expr]) -> dict[int, relax.Expr]:
     """Lower `nodes` (in order) from the `values` of the nodes they read, into `values`."""
@@ -334,12 +341,17 @@ def _emit_nodes(ctx: _Ctx, graph: Graph, nodes: list[Node],
 
 def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: int = 1,
                  dtype: str = "float32", fold_bn: bool = True, strict: bool = True,
-                 seed: int = 0, chunk: int | None = None) -> tvm.IRModule:
+                 seed: int = 0, chunk: int | None = None,
+                 threads: int | None = None) -> tvm.IRModule:
     """The graph as a Relax IRModule: `main(x)`, weights as constants, and `archdsl_meta()`
     (the build's arch name, input/output shapes and dtype, as JSON). With `chunk` (images,
     dividing the batch), the network's trunk (`trunk_end`: up to its first FC layer) is a
     function of its own, `archdsl_trunk`, of `chunk` images, which `main` calls on each
-    `chunk` of the batch in turn before the rest of the network takes the whole batch."""
+    `chunk` of the batch in turn before the rest of the network takes the whole batch. With
+    `threads` (above one, sharing the chunks evenly) the chunks run on that many threads at
+    once instead, each thread taking whole chunks (`trunk_threads`: `main` calls a placeholder
+    for the trunk, which `trunk_threads.make_driver` replaces once the kernels are
+    scheduled)."""
     random = weights is None
     if random:
         weights = random_weights(graph, seed)
@@ -354,6 +366,7 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
     if chunk is not None and (chunk < 1 or batch % chunk):
         raise ChunkError(f"chunks of {chunk} images do not divide a batch of {batch}")
     chunked = chunk is not None and chunk < batch
+    threaded = False
     if chunked:
         end = trunk_end(graph)
         if end < 0:
@@ -361,19 +374,28 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
                              "an FC, or everything before its first FC feeds what comes "
                              "after it by more than one path)")
         trunk, nodes = nodes[:end + 1], nodes[end + 1:]
+        threaded = driven(graph, batch, chunk, threads)
         ctx.batch = chunk
         part = relax.Var("x", relax.TensorType((chunk, *graph.input_shape), dtype))
-        with bb.function(TRUNK_FUNC, [part], private=True):
+        # a threaded trunk is public until `make_driver` takes it: nothing calls it till then
+        with bb.function(TRUNK_FUNC, [part], private=not threaded,
+                         attrs={trunk_threads.THREADS_ATTR: threads} if threaded else None):
             with bb.dataflow():
                 made = _emit_nodes(ctx, graph, trunk, {graph.input_id: part})
                 out = bb.emit_output(made[trunk[-1].id])
             bb.emit_func_output(out)
         ctx.batch = batch
         called = bb.get().get_global_var(TRUNK_FUNC)
+        if threaded:
+            out_ty = relax.TensorType((batch, *trunk[-1].shape), made[trunk[-1].id].ty.dtype)
+            called = bb.add_func(trunk_threads.placeholder(x.ty, out_ty),
+                                 trunk_threads.PLACEHOLDER)
     with bb.function("main", [x]):
         with bb.dataflow():
             values: dict[int, relax.Expr] = {graph.input_id: x}
-            if chunked:
+            if chunked and threaded:
+                values = {trunk[-1].id: bb.emit(relax.call_tir(called, [x], out_ty))}
+            elif chunked:
                 parts = [bb.emit(relax.Call(called, [bb.emit(relax.op.strided_slice(
                     x, axes=[0], begin=[i], end=[i + chunk]))]))
                     for i in range(0, batch, chunk)]
@@ -387,6 +409,8 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
             "weights": f"random (seed {seed})" if random else "given"}
     if chunked:
         meta["chunk"] = chunk  # images per call of the trunk
+        if threaded:
+            meta["chunk_threads"] = threads  # threads that take the chunks at once
     with bb.function(META_FUNC, []):
         bb.emit_func_output(tvm.ir.StringImm(json.dumps(meta)))
     return bb.get()

@@ -48,6 +48,7 @@ import numpy as np
 import tvm
 from tvm import relax, tirx
 
+from archdsl.backends.tvm import trunk_threads
 from archdsl.backends.tvm.schedules.common import Kernel, Plan, Rule
 from archdsl.backends.tvm.schedules.conv import conv2d
 from archdsl.backends.tvm.schedules.conv_blocked import conv2d_blocked
@@ -98,6 +99,10 @@ def schedule_cpu(mod: tvm.IRModule, target: tvm.target.Target,
     if target.kind.name != "llvm" or not options.get("schedules", True):
         return mod
     sites = _call_sites(mod)
+    # a trunk whose chunks run on several threads at once calls its kernels from each thread
+    # (`trunk_threads`): they are planned for one
+    alone = trunk_threads.trunk_kernels(mod)
+    single = tvm.target.Target({**target.export(), "num-cores": 1}) if alone else target
     plans: dict[tvm.ir.GlobalVar, Plan] = {}
     for gv, func in mod.functions_items():
         if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
@@ -106,7 +111,7 @@ def schedule_cpu(mod: tvm.IRModule, target: tvm.target.Target,
                              if all(isinstance(args[i], _Const)
                                     for args in sites.get(gv, [()]) if len(args) > i)
                              and gv in sites)
-        plan = default_schedule(func, target, constant)
+        plan = default_schedule(func, single if gv in alone else target, constant)
         if plan is not None:
             plans[gv] = plan
     return _install(mod, plans)
