@@ -145,8 +145,9 @@ class Architecture:
         receives `archdsl.backends.tvm.tune.TuneEvent`s (see that module). `winograd=False`
         keeps every CPU conv direct (3×3 convs by Winograd round to about 6e-6 of their
         output's scale, the direct sum to 3e-7). `chunk=N` runs the network's trunk N images
-        at a time (N dividing the batch; default: one at a time in a one-thread CPU build
-        whose activations outweigh its weights, else the whole batch)."""
+        at a time (N dividing the batch; default: one at a time in a CPU build whose
+        activations outweigh its weights, else the whole batch); a build for several threads
+        runs the chunks on all of them at once where they share them evenly."""
         from .backends import load_backend
         if isinstance(weights, (str, os.PathLike)):
             weights = read_weights(weights)

@@ -137,9 +137,9 @@ def compile_(
         "--chunk", min=1, metavar="IMAGES",
         help="CPU: run the network's trunk (every layer before its first FC) IMAGES images "
         "at a time, so that each layer's output stays in L2 for the next (IMAGES dividing "
-        "the batch; default: one at a time in a one-thread build whose activations outweigh "
-        "its weights, else the whole batch; worth trying on several threads when the "
-        "runtime's idle threads spin, TVM's default)")] = None,
+        "the batch; default: one at a time where the activations outweigh the weights, "
+        "else the whole batch; a build for several threads runs the chunks on all of them "
+        "at once where they share them evenly)")] = None,
     set_: SetOneOpt = None,
     arch: ArchOpt = None,
 ) -> None:

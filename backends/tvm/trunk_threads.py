@@ -59,7 +59,7 @@ class TrunkError(RuntimeError):
     """A trunk that `make_driver` cannot run from one PrimFunc (a binding it does not know)."""
 
 
-def aligned(elements: int, itemsize: int) -> bool:
+def _aligned(elements: int, itemsize: int) -> bool:
     """Whether a chunk of `elements` elements starts every later chunk on a kernel's
     alignment (the views the driver hands the kernels must be)."""
     return elements * itemsize % _ALIGN == 0
@@ -101,16 +101,17 @@ def trunk_kernels(mod: tvm.IRModule) -> set[tvm.ir.GlobalVar]:
     return {callee for callee, callers in called.items() if callers == {found[0]}}
 
 
-def _callees(func: relax.Function) -> set[tvm.ir.GlobalVar]:
+def _call_tirs(func: relax.Function) -> list[relax.Call]:
+    """The `call_tir`s in a Relax function."""
     call_tir = tvm.ir.Op.get("relax.call_tir")
-    found = set()
-
-    def visit(expr) -> None:
-        if isinstance(expr, relax.Call) and expr.op.same_as(call_tir):
-            found.add(expr.args[0])
-
-    relax.analysis.post_order_visit(func, visit)
+    found = []
+    relax.analysis.post_order_visit(func, lambda e: found.append(e) if isinstance(
+        e, relax.Call) and e.op.same_as(call_tir) else None)
     return found
+
+
+def _callees(func: relax.Function) -> set[tvm.ir.GlobalVar]:
+    return {call.args[0] for call in _call_tirs(func)}
 
 
 def one_thread(func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -184,17 +185,8 @@ def _shape(ty) -> tuple[int, ...]:
 
 
 def _placeholder_call(mod: tvm.IRModule, placeholder: tvm.ir.GlobalVar) -> relax.Call:
-    call_tir = tvm.ir.Op.get("relax.call_tir")
-    calls = []
-
-    def visit(expr) -> None:
-        if isinstance(expr, relax.Call) and expr.op.same_as(call_tir) \
-                and expr.args[0].same_as(placeholder):
-            calls.append(expr)
-
-    for func in mod.functions.values():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func, visit)
+    calls = [call for func in mod.functions.values() if isinstance(func, relax.Function)
+             for call in _call_tirs(func) if call.args[0].same_as(placeholder)]
     if len(calls) != 1:
         raise TrunkError(f"the trunk's placeholder is called {len(calls)} times")
     return calls[0]
@@ -279,7 +271,7 @@ def _driver(steps, consts, temps, symbols, chunk: int, per_thread: int, threads:
                                              data=_own(chunk * math.prod(batch[1:]), kind).data)
                           for key, batch, kind in ((("in",), batch_in, dtype),
                                                    (("out",), batch_out, out_dtype))
-                          if not aligned(chunk * math.prod(batch[1:]), np.dtype(kind).itemsize)}
+                          if not _aligned(chunk * math.prod(batch[1:]), np.dtype(kind).itemsize)}
                 with T.serial(0, per_thread) as j:
                     first = (t * per_thread + j) * chunk
                     if ("in",) in staged:
