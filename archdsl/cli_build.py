@@ -216,6 +216,8 @@ def _manifest(a: Architecture, tgt: Any, dtype: str, batch: int, weights: Path |
         "winograd": winograd,
         # images per call of the network's trunk, when the batch runs in chunks (CPU)
         "chunk": compiled.meta.get("chunk"),
+        # the threads that take those chunks at once (`trunk_threads`), when several do
+        "chunk_threads": compiled.meta.get("chunk_threads"),
         "tuning": None if tuned is None else {
             "database": str(tuned.database), "trials_per_kernel": tune,
             "trials_this_run": tuned.trials, "kernels": tuned.tasks,

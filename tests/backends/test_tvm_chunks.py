@@ -176,6 +176,8 @@ def test_compile_chunk_option_refuses_what_a_build_cannot_take(tmp_path):
         assert "Traceback" not in result.output and not lib.exists()
     lib = tmp_path / "two.so"
     result = CliRunner().invoke(app, ["compile", str(spec), "-o", str(lib), "--batch", "4",
-                                      "--chunk", "2"])
+                                      "--chunk", "2", "--target", json.dumps(
+                                          {"kind": "llvm", "mcpu": "haswell", "num-cores": 2})])
     assert result.exit_code == 0, result.output
-    assert json.loads(lib.with_name(lib.name + ".json").read_text())["chunk"] == 2
+    manifest = json.loads(lib.with_name(lib.name + ".json").read_text())
+    assert manifest["chunk"] == 2 and manifest["chunk_threads"] == 2
