@@ -258,10 +258,10 @@ def _driver(steps, consts, temps, symbols, chunk: int, per_thread: int, threads:
                        for i, c in enumerate(consts)]
             out = T.arg("out", T.Buffer(batch_out, out_dtype))
             T.func_attr({"tirx.is_scheduled": True})
+            # the thread's own buffers, for all its chunks: an intermediate takes one that an
+            # earlier one is done with (`_slots`), still in the core's caches
+            slot_of, slots = _slots(steps, temps)
             with T.parallel(0, threads) as t:
-                # the thread's own buffers, for all its chunks: an intermediate takes one
-                # that an earlier one is done with (`_slots`), still in the core's caches
-                slot_of, slots = _slots(steps, temps)
                 raw = [_own(elements, kind) for elements, kind in slots]
                 own = [T.decl_buffer(shape, kind, data=raw[slot].data)
                        for slot, (shape, kind) in zip(slot_of, temps[:-1], strict=True)]
