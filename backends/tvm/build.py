@@ -188,8 +188,9 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
     the CPU's blocked activations (default: the vector width; tests run AVX-512's 16 on any
     host); `winograd=False` keeps every conv direct (`schedules/winograd.py`: a 3×3 conv by
     Winograd rounds to about 6e-6 of its output's scale, the direct sum to 3e-7); `chunk`
-    sets the images per call of the network's trunk (`chunks.py`; default: one at a time in a
-    build for one thread where that keeps enough in L2, else the whole batch)."""
+    sets the images per call of the network's trunk (`chunks.py`; default: one at a time
+    where that keeps enough in L2 and the threads take the images evenly, else the whole
+    batch; several threads run the chunks at once: `trunk_threads.py`)."""
     try:
         return _compile(graph, target, weights, batch, dtype, fold_bn, strict, seed, options)
     except Exception:

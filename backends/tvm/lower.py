@@ -393,7 +393,7 @@ def build_module(graph: Graph, weights: Mapping[str, Any] | None = None, batch: 
     with bb.function("main", [x]):
         with bb.dataflow():
             values: dict[int, relax.Expr] = {graph.input_id: x}
-            if chunked and threaded:
+            if threaded:
                 values = {trunk[-1].id: bb.emit(relax.call_tir(called, [x], out_ty))}
             elif chunked:
                 parts = [bb.emit(relax.Call(called, [bb.emit(relax.op.strided_slice(

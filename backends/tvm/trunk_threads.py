@@ -44,7 +44,7 @@ from tvm.script.ir_builder import tirx as T
 
 from archdsl.backends.tvm.schedules.launch import BARRIER, LAUNCH
 
-__all__ = ["DRIVER", "PLACEHOLDER", "THREADS_ATTR", "TrunkError", "make_driver",
+__all__ = ["DRIVER", "PLACEHOLDER", "THREADS_ATTR", "TrunkError", "call_tirs", "make_driver",
            "one_thread", "trunk_kernels"]
 
 PLACEHOLDER = "archdsl_trunk_chunks"  # stands where main runs the trunk, until `make_driver`
@@ -96,22 +96,18 @@ def trunk_kernels(mod: tvm.IRModule) -> set[tvm.ir.GlobalVar]:
     called: dict[tvm.ir.GlobalVar, set[tvm.ir.GlobalVar]] = {}
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
-            for callee in _callees(func):
+            for callee in {call.args[0] for call in call_tirs(func)}:
                 called.setdefault(callee, set()).add(gv)
     return {callee for callee, callers in called.items() if callers == {found[0]}}
 
 
-def _call_tirs(func: relax.Function) -> list[relax.Call]:
+def call_tirs(func: relax.Function) -> list[relax.Call]:
     """The `call_tir`s in a Relax function."""
     call_tir = tvm.ir.Op.get("relax.call_tir")
     found = []
     relax.analysis.post_order_visit(func, lambda e: found.append(e) if isinstance(
         e, relax.Call) and e.op.same_as(call_tir) else None)
     return found
-
-
-def _callees(func: relax.Function) -> set[tvm.ir.GlobalVar]:
-    return {call.args[0] for call in _call_tirs(func)}
 
 
 def one_thread(func: tirx.PrimFunc) -> tirx.PrimFunc:
@@ -143,15 +139,14 @@ def make_driver(mod: tvm.IRModule) -> tvm.IRModule:
     chunks = batch_in[0] // chunk
     if chunks % threads:
         raise TrunkError(f"{chunks} chunks do not share evenly among {threads} threads")
-    others = set().union(*(_callees(f) for gv, f in mod.functions_items()
-                           if isinstance(f, relax.Function) and gv != trunk_gv))
+    alone = trunk_kernels(mod)
     bb = relax.BlockBuilder(mod.clone())
     symbols: dict[tvm.ir.GlobalVar, str] = {}
     for gv, _, _ in steps:
         if gv in symbols:
             continue
         func = one_thread(mod[gv])
-        if gv in others:  # main calls it too: the driver calls a copy for one thread
+        if gv not in alone:  # main calls it too: the driver calls a copy for one thread
             copy = bb.add_func(func, gv.name_hint + "_chunk")
             symbols[gv] = copy.name_hint
             bb.update_func(copy, func.with_attr("global_symbol", copy.name_hint))
@@ -186,7 +181,7 @@ def _shape(ty) -> tuple[int, ...]:
 
 def _placeholder_call(mod: tvm.IRModule, placeholder: tvm.ir.GlobalVar) -> relax.Call:
     calls = [call for func in mod.functions.values() if isinstance(func, relax.Function)
-             for call in _call_tirs(func) if call.args[0].same_as(placeholder)]
+             for call in call_tirs(func) if call.args[0].same_as(placeholder)]
     if len(calls) != 1:
         raise TrunkError(f"the trunk's placeholder is called {len(calls)} times")
     return calls[0]

@@ -142,17 +142,12 @@ def _try(rule: Rule, kernel: Kernel) -> Plan | None:
 
 def _call_sites(mod: tvm.IRModule) -> dict[tvm.ir.GlobalVar, list[tuple]]:
     """The arguments of every `call_tir` in the module's Relax functions, by callee."""
-    call_tir = tvm.ir.Op.get("relax.call_tir")
     sites: dict[tvm.ir.GlobalVar, list[tuple]] = {}
-
-    def visit(expr) -> None:
-        if (isinstance(expr, relax.Call) and expr.op.same_as(call_tir)
-                and isinstance(expr.args[1], relax.Tuple)):
-            sites.setdefault(expr.args[0], []).append(tuple(expr.args[1].fields))
-
     for func in mod.functions.values():
         if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func, visit)
+            for call in trunk_threads.call_tirs(func):
+                if isinstance(call.args[1], relax.Tuple):
+                    sites.setdefault(call.args[0], []).append(tuple(call.args[1].fields))
     return sites
 
 
