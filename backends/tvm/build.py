@@ -22,6 +22,7 @@ from archdsl.backends.tvm import cpu, trunk_threads, tune
 from archdsl.backends.tvm.chunks import chunk_images
 from archdsl.backends.tvm.inplace import WriteOverDeadOperands
 from archdsl.backends.tvm.lower import ChunkError, build_module
+from archdsl.backends.tvm.net_launch import OneLaunch
 from archdsl.backends.tvm.runtime import META_FUNC, Compiled, runtime_threads
 from archdsl.backends.tvm.schedules.common import Machine
 from archdsl.ir import Graph
@@ -208,6 +209,7 @@ def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: boo
     channel_block = options.pop("channel_block", None)
     winograd = bool(options.pop("winograd", True))
     chunk = options.pop("chunk", None)
+    one_launch = bool(options.pop("one_launch", True))
     # the weights are made (or converted), then held as Relax constants: two copies at least
     check_fits(graph, batch, np.dtype(dtype).itemsize, "compiling", copies=2)
     # checkpoint(): a Ctrl-C that a library swallowed on the way stops the build here
@@ -241,6 +243,8 @@ def _compile(graph: Graph, target, weights, batch: int, dtype: str, fold_bn: boo
                 return _compile(graph, target, weights, batch, dtype, fold_bn, strict, seed,
                                 {**original, "chunk_threads": False,
                                  "chunk": original.get("chunk") or batch})
+            if one_launch:
+                mod = OneLaunch(Machine.of(tgt).threads)(mod)
             mod = WriteOverDeadOperands()(mod)
         mod = tvm.transform.Sequential(_gpu_fallback_passes(tgt) + _lower_passes(tgt))(mod)
     interrupt.checkpoint()

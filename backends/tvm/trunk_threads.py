@@ -44,8 +44,8 @@ from tvm.script.ir_builder import tirx as T
 
 from archdsl.backends.tvm.schedules.launch import BARRIER, LAUNCH
 
-__all__ = ["DRIVER", "PLACEHOLDER", "THREADS_ATTR", "TrunkError", "call_tirs", "make_driver",
-           "one_thread", "trunk_kernels"]
+__all__ = ["DRIVER", "PLACEHOLDER", "THREADS_ATTR", "TrunkError", "address", "arena",
+           "call_tirs", "in_arena", "make_driver", "one_thread", "tensor", "trunk_kernels"]
 
 PLACEHOLDER = "archdsl_trunk_chunks"  # stands where main runs the trunk, until `make_driver`
 DRIVER = "archdsl_trunk_driver"
@@ -257,9 +257,9 @@ def _driver(steps, consts, temps, symbols, chunk: int, per_thread: int, threads:
             # earlier one is done with (`_slots`), still in the core's caches
             slot_of, slots = _slots(steps, temps)
             with T.parallel(0, threads) as t:
-                raw = [_own(elements, kind) for elements, kind in slots]
-                own = [T.decl_buffer(shape, kind, data=raw[slot].data)
-                       for slot, (shape, kind) in zip(slot_of, temps[:-1], strict=True)]
+                raw = arena(slots)
+                own = [in_arena(raw[slot_of[i]], shape, kind)
+                       for i, (shape, kind) in enumerate(temps[:-1])]
                 # a chunk of the input (or output) that starts off the kernels' alignment is
                 # copied into (or out of) a buffer of the thread's
                 staged = {key: T.decl_buffer((chunk, *batch[1:]), kind,
@@ -278,17 +278,26 @@ def _driver(steps, consts, temps, symbols, chunk: int, per_thread: int, threads:
                                ("tmp", len(temps) - 1): staged[("out",)] if ("out",) in staged
                                else _view(out, first, chunk)}
                     for gv, args, outs in steps:
-                        T.evaluate(T.call_cpacked(symbols[gv], *(tensors[k] for k in args + outs)))
+                        T.evaluate(T.call_cpacked(symbols[gv],
+                                                  *(tensor(tensors[k]) for k in args + outs)))
                     if ("out",) in staged:
                         _copy(out, first, staged[("out",)], to_batch=True)
     return ib.get()
 
 
-def _slots(steps, temps) -> tuple[list[int], list[tuple[int, str]]]:
-    """Buffers for the trunk's intermediates (all but its output), reused: [the slot of each],
-    [(elements, dtype) of each slot]. Each kernel's outputs take free slots of their dtype
-    (the smallest that holds it, else the largest, grown), and its arguments' slots are freed
-    after it when nothing later reads them — never the slot of one of its own arguments."""
+def _slots(steps, temps, planned=None, over=None) -> tuple[dict[int, int],
+                                                         list[tuple[int, str]]]:
+    """Buffers for the intermediates `planned` (indices into `temps`; by default all but the
+    last, the trunk's output), reused: {intermediate: its slot}, [(elements, dtype) of each
+    slot]. Each kernel's outputs take free slots of their dtype (the smallest that holds it,
+    else the largest, grown), and its arguments' slots are freed after it when nothing later
+    reads them — never the slot of one of its own arguments, but where `over` ({output:
+    argument}) says the kernel writes its output over that argument, which dies with it
+    (`inplace.overwritable`: a residual add's)."""
+    if planned is None:
+        planned = range(len(temps) - 1)
+    planned = set(planned)
+    over = over or {}
     last = {}
     for n, (_, args, outs) in enumerate(steps):
         for key in args + outs:
@@ -296,12 +305,17 @@ def _slots(steps, temps) -> tuple[list[int], list[tuple[int, str]]]:
     slot_of: dict[int, int] = {}
     slots: list[list] = []  # [elements, dtype]
     free: set[int] = set()
+    taken: set[int] = set()  # arguments whose slot an output took
     for n, (_, args, outs) in enumerate(steps):
         for key in outs:
-            if key[1] == len(temps) - 1:
-                continue  # the trunk's output: the driver's
+            if key[0] != "tmp" or key[1] not in planned:
+                continue  # a buffer of the caller's
             elements, dtype = math.prod(temps[key[1]][0]), temps[key[1]][1]
             fits = [s for s in free if slots[s][1] == dtype]
+            if over.get(key[1]) in slot_of:  # where the argument it overwrites is
+                slot_of[key[1]] = slot_of[over[key[1]]]
+                taken.add(over[key[1]])
+                continue
             if fits:
                 big = [s for s in fits if slots[s][0] >= elements]
                 slot = min(big, key=lambda s: slots[s][0]) if big \
@@ -313,9 +327,46 @@ def _slots(steps, temps) -> tuple[list[int], list[tuple[int, str]]]:
                 slot = len(slots) - 1
             slot_of[key[1]] = slot
         for key in {*args, *outs}:
-            if key[0] == "tmp" and last[key] == n and key[1] in slot_of:
+            if key[0] == "tmp" and last[key] == n and key[1] in slot_of \
+                    and key[1] not in taken:
                 free.add(slot_of[key[1]])
-    return [slot_of[i] for i in range(len(temps) - 1)], [tuple(s) for s in slots]
+    return slot_of, [tuple(s) for s in slots]
+
+
+def arena(slots: list[tuple[int, str]]) -> list[tuple]:
+    """The `slots` ([(elements, dtype)], one dtype) in one buffer (`_own`), each 64-byte
+    aligned: [(the buffer, the slot's first element)]. TVM's storage planning sees no access
+    through a pointer handed to a kernel, and would give two buffers of their own the same
+    memory."""
+    if len({dtype for _, dtype in slots}) > 1:
+        raise TrunkError(f"intermediates of several dtypes: {sorted({d for _, d in slots})}")
+    if not slots:
+        return []
+    dtype = slots[0][1]
+    step = _ALIGN // np.dtype(dtype).itemsize
+    starts = [0]
+    for elements, _ in slots:
+        starts.append(starts[-1] + -(-elements // step) * step)
+    whole = _own(starts[-1], dtype)
+    return [(whole, start) for start in starts[:-1]]
+
+
+def in_arena(place: tuple, shape, dtype: str):
+    """A buffer of `shape` at `place` (one of `arena`'s)."""
+    whole, start = place
+    return T.decl_buffer(shape, dtype, data=whole.data, elem_offset=start)
+
+
+def address(buf):
+    """Where `buf`'s first element is (its data, but for a buffer at an offset of another)."""
+    return T.address_of(buf[(0,) * len(buf.shape)])
+
+
+def tensor(buf):
+    """`buf` as a kernel's tensor argument: its first element's address, no offset (a
+    kernel's parameters take none)."""
+    return T.tvm_stack_make_array(address(buf), T.tvm_stack_make_shape(*buf.shape), 0,
+                                  len(buf.shape), tirx.const(0, buf.dtype), 0)
 
 
 def _own(elements: int, dtype: str):

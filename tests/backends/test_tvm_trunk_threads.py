@@ -55,16 +55,26 @@ def test_every_op_in_chunks_on_two_threads_agrees_with_pytorch(tmp_path):
     model, state = _torch_reference(arch)
     x = np.random.default_rng(1).standard_normal((4, *arch.graph.input_shape)).astype(np.float32)
     ref = _run_torch(model, x)
-    for mcpu in ("haswell", "znver4"):
-        compiled = backend.compile(arch.graph, {**TWO, "mcpu": mcpu}, weights=state, batch=4,
-                                   chunk=1)
+    for compiled in agree_on_both_widths(arch.graph, state, x, ref, tmp_path, chunk=1):
         assert compiled.meta["chunk"] == 1 and compiled.meta["chunk_threads"] == 2
+
+
+def agree_on_both_widths(graph, state, x, ref, tmp_path, **options) -> list:
+    """The graph built for two threads as AVX2 and as AVX-512 code (`options` to `compile`):
+    `ref`'s output on `x`, in process and from the exported library, where the host runs the
+    code. The builds."""
+    builds = []
+    for mcpu in ("haswell", "znver4"):
+        compiled = backend.compile(graph, {**TWO, "mcpu": mcpu}, weights=state,
+                                   batch=len(x), **options)
+        builds.append(compiled)
         if cpu.missing(compiled.meta["cpu"]):  # AVX-512 code on an AVX2 host
             continue
         _assert_close(compiled(x), ref)
-        lib = tmp_path / f"{mcpu}.so"
+        lib = tmp_path / f"{mcpu}-{len(x)}.so"
         compiled.export_library(lib)
         _assert_close(backend.Compiled.load(lib)(x), ref)
+    return builds
 
 
 def test_the_driver_runs_the_trunk_from_one_parallel_loop():
