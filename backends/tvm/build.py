@@ -191,7 +191,9 @@ def compile(graph: Graph, target: str | Mapping[str, Any] | tvm.target.Target = 
     Winograd rounds to about 6e-6 of its output's scale, the direct sum to 3e-7); `chunk`
     sets the images per call of the network's trunk (`chunks.py`; default: one at a time
     where that keeps enough in L2 and the threads take the images evenly, else the whole
-    batch; several threads run the chunks at once: `trunk_threads.py`)."""
+    batch; several threads run the chunks at once: `trunk_threads.py`); on several threads,
+    each run of kernels that `main` calls in turn is one launch of the thread pool
+    (`net_launch.py`), but with `one_launch=False`."""
     try:
         return _compile(graph, target, weights, batch, dtype, fold_bn, strict, seed, options)
     except Exception:

@@ -201,3 +201,17 @@ def test_a_launch_built_for_two_threads_computes_the_same_on_other_counts(thread
     done = subprocess.run([sys.executable, "-c", _THREADED], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=900)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_an_output_takes_the_slot_of_the_argument_it_overwrites():
+    """`_slots` with `over`: a residual add's output goes where its dying shortcut is (as
+    `inplace.py` has the VM do), and nothing else shares a slot with a tensor still read."""
+    from archdsl.backends.tvm.trunk_threads import _slots
+    temps = [((1, 64), "float32")] * 3
+    steps = [("a", [("in",)], [("tmp", 0)]),                # t0 = a(x)
+             ("b", [("tmp", 0)], [("tmp", 1)]),             # t1 = b(t0)
+             ("c", [("tmp", 1), ("tmp", 0)], [("tmp", 2)])]  # t2 = t1 + t0, t0's last read
+    apart, _ = _slots(steps, temps, range(3))
+    assert apart[2] not in (apart[0], apart[1]) and apart[0] != apart[1]
+    over, slots = _slots(steps, temps, range(3), {2: 0})
+    assert over[2] == over[0] != over[1] and len(slots) == 2
