@@ -29,7 +29,8 @@ chunks does, on every core at once (measured in `chunks.py`).
 A thread's buffers are one allocation (`arena`: TVM's storage planning, seeing no access
 through the pointers handed to the kernels, gave two allocations of their own the same memory),
 never one that TVM would put on the stack: those are aligned to 16 bytes, and the kernels
-assume 64 (their AVX-512 loads of a misaligned squeeze-excitation vector faulted). A chunk of the batch's input or output that starts off 64 bytes (three
+assume 64 (their AVX-512 loads of a misaligned squeeze-excitation vector faulted). A chunk
+of the batch's input or output that starts off 64 bytes (three
 5×5 planes of floats an image) is copied into a buffer of the thread's (or out of one)."""
 
 from __future__ import annotations
