@@ -30,13 +30,16 @@ between the run's kernels, are the run's, in one allocation (`trunk_threads.aren
 tensor takes the place of one no longer read (`trunk_threads._slots`). A kernel whose every
 statement outside its parallel loops is a serial loop around them can be cut so
 (`launch.launches`); one without a parallel loop (a reshape, a softmax at batch one) is called
-whole by one thread while the others wait at its barrier. Any other kernel, a binding that is
-not a `call_tir` of one tensor of static shape, ends a run, as does reading more than
+whole by one thread while the others wait at its barrier. Any other kernel, one long enough
+that a launch of its own costs it little (`_MAX_WORK`), a binding that is not a `call_tir` of
+one tensor of static shape, ends a run, as does reading more than
 `_MAX_INPUTS` tensors (each a checked parameter of the run's PrimFunc, and LLVM's time grows
 faster than a function's size); a run of fewer than two kernels with parallel loops is left
 as it was, and so are the serial kernels at its ends. Nothing is done for one thread."""
 
 from __future__ import annotations
+
+import math
 
 import tvm
 import tvm_ffi
@@ -54,6 +57,14 @@ NET = "archdsl_launch"  # a run's PrimFunc (archdsl_launch1, ... after the first
 # tensors a run reads at most (its weights, mostly): each is a parameter of the run's PrimFunc,
 # checked on entry, and LLVM takes time superlinear in the size of one function
 _MAX_INPUTS = 32
+# a kernel longer than this many buffer stores (`_work`: a conv's multiply-adds; about a
+# millisecond on two cores) keeps a launch of its own: the launch's waking of the threads is
+# a few percent of its time at most, and between a run's kernels the threads wait at barriers
+# spinning, not asleep — on a host that lends its cores by quota a spinning thread spends
+# the time its peer needs (ResNet-50 at batch 32, every kernel 0.45–1.4 G stores, in launches
+# took 1.08–1.17× the time of one launch a kernel by medians, 0.1–0.2 s more system time a
+# run spent yielding at the barriers)
+_MAX_WORK = 1 << 28
 
 
 def _parallel_loops(stmt) -> int:
@@ -210,7 +221,7 @@ class _Runs:
                     or str(arg.ty.dtype) != str(param.ty.dtype):
                 return None
         nest = cut_points(kernel)
-        if nest is False:
+        if nest is False or _work(kernel.body) > _MAX_WORK:
             return None
         return _Member(binding, call.args[0], kernel, args, nest)
 
@@ -428,5 +439,27 @@ def _emit(tree, symbol, bufs: list, threads: int, last: bool, loops=()) -> None:
                                       *loops))
 
 
-def _whole(buf):
-    return tirx.BufferRegion(buf, [ir.Range.from_min_extent(0, int(d)) for d in buf.shape])
+def _work(stmt, times: int = 1) -> int:
+    """How many buffer stores `stmt` runs (`times` over): loops of static extent multiply
+    (others count once), a reduction's init runs once per reduction (a matmul's m·n·k stores
+    and m·n inits)."""
+    if isinstance(stmt, tirx.BufferStore):
+        return times
+    if isinstance(stmt, tirx.For):
+        extent = int(stmt.extent) if isinstance(stmt.extent, tirx.IntImm) else 1
+        return _work(stmt.body, times * extent)
+    if isinstance(stmt, tirx.SeqStmt):
+        return sum(_work(part, times) for part in stmt.seq)
+    if isinstance(stmt, tirx.IfThenElse):
+        return _work(stmt.then_case, times) + (_work(stmt.else_case, times)
+                                               if stmt.else_case is not None else 0)
+    if isinstance(stmt, s_tir.SBlockRealize):
+        return _work(stmt.block, times)
+    if isinstance(stmt, s_tir.SBlock):
+        reduced = math.prod(int(v.dom.extent) for v in stmt.iter_vars
+                            if v.iter_type == tirx.IterVar.CommReduce
+                            and isinstance(v.dom.extent, tirx.IntImm))
+        init = _work(stmt.init, max(1, times // reduced)) if stmt.init is not None else 0
+        return init + _work(stmt.body, times)
+    body = getattr(stmt, "body", None)  # LetStmt, AttrStmt, DeclBuffer, ...
+    return _work(body, times) if isinstance(body, tirx.Stmt) else 0

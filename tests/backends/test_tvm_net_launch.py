@@ -215,3 +215,35 @@ def test_an_output_takes_the_slot_of_the_argument_it_overwrites():
     assert apart[2] not in (apart[0], apart[1]) and apart[0] != apart[1]
     over, slots = _slots(steps, temps, range(3), {2: 0})
     assert over[2] == over[0] != over[1] and len(slots) == 2
+
+
+def test_work_counts_the_stores_a_kernel_runs():
+    """`_work`: a matmul's m·n·k multiply-adds and m·n inits, however it is scheduled."""
+    m, n, k = 8, 12, 5
+    a = te.placeholder((m, k), name="A")
+    b = te.placeholder((k, n), name="B")
+    r = te.reduce_axis((0, k), "r")
+    matmul = te.create_prim_func(
+        [a, b, te.compute((m, n), lambda i, j: te.sum(a[i, r] * b[r, j], axis=r))])
+    assert net_launch._work(matmul.body) == m * n * k + m * n
+    sch = s_tir.Schedule(matmul)
+    block = sch.get_sblock("compute")
+    i, j, _ = sch.get_loops(block)
+    sch.parallel(i)
+    sch.vectorize(sch.split(j, [None, 4])[1])
+    sch.decompose_reduction(block, sch.get_loops(block)[-1])
+    assert net_launch._work(sch.mod["main"].body) == m * n * k + m * n
+
+
+def test_a_long_kernel_keeps_its_own_launch(monkeypatch):
+    """A kernel of more than `_MAX_WORK` stores ends a run (its launch's cost is small beside
+    it, and its threads would wait at barriers spinning): `_chain`'s two kernels, each of
+    2·64·16 stores, share a launch only while that is not over the bound."""
+    mod = _chain()
+    assert {net_launch._work(mod[name].body) for name in ("two_stages", "own_tile")} == {2048}
+    monkeypatch.setattr(net_launch, "_MAX_WORK", 2048)
+    assert len(_launches(net_launch.OneLaunch(2)(mod))) == 1
+    monkeypatch.setattr(net_launch, "_MAX_WORK", 2047)
+    after = net_launch.OneLaunch(2)(mod)
+    assert not _launches(after)
+    assert [c.args[0].name_hint for c in call_tirs(after["main"])] == ["two_stages", "own_tile"]
