@@ -278,7 +278,9 @@ def _report(rows: list, ort: dict | None, lanes: int) -> None:
         if rule == "conv2d_winograd":  # as the direct conv's weights: its GFLOP/s, its peer
             w = shapes[1]
             shapes = [shapes[0], (w[2], w[3], 3, 3, w[4], w[5]), *shapes[2:]]
-        key = _conv_key(shapes[0], shapes[1], shapes[-1], lanes, True)
+        # a conv rule's kernel: (data, weight, ..., output); others' 4-D params are no conv's
+        key = _conv_key(shapes[0], shapes[1], shapes[-1], lanes, True) \
+            if rule.startswith(("conv", "depthwise")) else None
         flops = f"{_conv_gflop(shapes) / ms * 1e3:5.0f}" if key and ms else " " * 5
         peer = ""
         if ort is not None:

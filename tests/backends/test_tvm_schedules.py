@@ -19,6 +19,8 @@ import pytest
 
 tvm = pytest.importorskip("tvm")
 
+import tvm_ffi  # noqa: E402
+
 import archdsl  # noqa: E402
 from archdsl.backends import tvm as backend  # noqa: E402
 from archdsl.backends.tvm import schedules  # noqa: E402
@@ -136,6 +138,12 @@ def _output_rows(convs, block: str, kernel_rows: int | None = None) -> list[int]
     if given), sorted."""
     return sorted(int(f.params[-1].ty.shape[2]) for f in convs if _has_block(f, block)
                   and kernel_rows in (None, int(f.params[1].ty.shape[2])))
+
+
+def _loops(stmt) -> list:
+    found: list = []
+    tvm_ffi.structural_map(stmt, [(tvm.tirx.For, lambda f: found.append(f) or f)])
+    return found
 
 
 def _marks(mod: tvm.IRModule) -> dict[str, str | None]:
@@ -285,6 +293,26 @@ def test_batched_fcs_read_their_weights_once(cpu):
         ref, state, x = _torch_run(arch, 32)
         _assert_close(backend.compile(arch.graph, target=CPUS[cpu], weights=state,
                                       batch=32)(x), ref)
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_a_transformers_linear_layers_get_the_dense_rule(cpu):
+    """A linear layer over a sequence of tokens is a matmul with leading axes (batch, token)
+    against a constant weight: the dense rule takes its leading axes as rows (it had fallen to
+    the catch-all rule — serial scalar loops, ViT-B/16 49 s a run at batch 1), parallel over
+    column blocks, vectorized; a tiny ViT at batch 2 matches PyTorch where the host runs it."""
+    arch = archdsl.load(SPECS / "vit.arch", layers=2, hidden=64, mlp_dim=128, heads=4, patch=8,
+                        resolution=32)
+    mod = _scheduled(arch, cpu, batch=2)
+    linear = {name: mark for name, mark in _marks(mod).items()
+              if name.startswith("fused_matmul") and "matmul" in str(mod[name])}
+    assert len(linear) >= 3 and set(linear.values()) == {"dense"}, linear
+    kinds = tvm.tirx.ForKind
+    for name in linear:
+        loops = _loops(mod[name].body)
+        assert any(f.kind == kinds.PARALLEL and int(f.extent) > 1 for f in loops), name
+        assert any(f.kind == kinds.VECTORIZED for f in loops), name
+    _check_where_the_host_runs(arch, cpu)
 
 
 def test_convs_with_any_activation_get_a_conv_rule_and_match_pytorch():

@@ -4,6 +4,8 @@ row tile reads from L1 (`dense`)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from archdsl.backends.tvm.schedules.common import (
@@ -22,24 +24,28 @@ __all__ = ["dense"]
 
 
 def dense(k: Kernel) -> Plan | None:
-    """y[i, j] = sum_k x[i, k]·w[k, j] with w constant (the FC lowering pre-transposes it):
-    w repacked to (N/vo)·K·vo, a tile of rows × vo columns in registers, parallel over
+    """y[..., i, j] = sum_k x[..., i, k]·w[k, j] with w constant (the FC lowering
+    pre-transposes it; the leading axes, a transformer's batch of token sequences, are rows
+    too): w repacked to (N/vo)·K·vo, a tile of rows × vo columns in registers, parallel over
     column blocks (and row blocks). With more rows than a tile and enough column blocks to
     share (`_k_chunk`), each column block's reduction goes in chunks, every row tile over
     each chunk: the block's weights are read once, not once per row tile, its sums stay in
     L1 between chunks."""
-    found = one_reduction(k, "SSR")
+    found = one_reduction(k, "SS+R")
     if found is None:
         return None
     sch, blocks, mm = found
     stmt = sch.get(mm)
-    i, j, r = (iv.var for iv in stmt.iter_vars)
+    *lead, j, r = (iv.var for iv in stmt.iter_vars)
     weight = constant_read(k, stmt, (r, j))
-    if weight is None or not indexed_by(stmt.reads[1 - weight[0]], (i, r)):
+    if weight is None or not indexed_by(stmt.reads[1 - weight[0]], (*lead, r)):
         return None
     w_read, w_param = weight
     lanes = vector_lanes(k.target)
-    rows, cols = extent(sch, mm, 0), extent(sch, mm, 1)
+    # a tile's rows are of the last leading axis (a token's): the epilogue, computed per
+    # tile, then covers a box of the output (rows of several images fused would not be one)
+    rows, cols = extent(sch, mm, len(lead) - 1), extent(sch, mm, len(lead))
+    images = math.prod(extent(sch, mm, d) for d in range(len(lead) - 1))
     vo = next((v * lanes for v in (2, 1) if cols % (v * lanes) == 0), None)
     if vo is None:
         return None
@@ -48,19 +54,20 @@ def dense(k: Kernel) -> Plan | None:
         sch.compute_inline(block)
     epilogue = epilogue_of(sch, blocks, mm)
     sch.transform_layout(mm, ("read", w_read), lambda kk, n: (n // vo, kk, n % vo))
-    sch.transform_layout(mm, ("write", 0), lambda m, n: (n // vo, m, n % vo))
-    li, lj, lk = sch.get_loops(mm)
+    sch.transform_layout(mm, ("write", 0), lambda *m: (m[-1] // vo, *m[:-1], m[-1] % vo))
+    *outer, li, lj, lk = sch.get_loops(mm)
     jo, ji = sch.split(lj, [None, vo])
     io, ii = sch.split(li, [None, ti])
-    chunk = _k_chunk(Machine.of(k.target), rows // ti, cols // vo, extent(sch, mm, 2), vo)
+    chunk = _k_chunk(Machine.of(k.target), images * rows // ti, cols // vo,
+                     extent(sch, mm, len(lead) + 1), vo)
     if chunk:
         ko, ki = sch.split(lk, [None, chunk])
-        sch.reorder(jo, ko, io, ki, ii, ji)
+        sch.reorder(jo, ko, *outer, io, ki, ii, ji)
         sch.parallel(jo)
         lk = ko
     else:
-        sch.reorder(jo, io, lk, ii, ji)
-        sch.parallel(sch.fuse(jo, io))
+        sch.reorder(jo, *outer, io, lk, ii, ji)
+        sch.parallel(sch.fuse(jo, *outer, io))
     sch.reverse_compute_at(epilogue, sch.get_loops(mm)[0])
     sch.vectorize(ji)
     sch.unroll(ii)
