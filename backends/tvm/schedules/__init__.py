@@ -26,7 +26,8 @@ first rule in `RULES` that fits:
 - NCHW convolution (`conv.py`, `depthwise.py`; float16 builds): as above on NCHW activations,
   weights repacked to OIHW{vo}o at compile time (numpy, at the call sites), the epilogue per
   tile; depthwise convs vectorized along output rows.
-- dense (FC): weights repacked to N/{vo}·K·{vo}, a tile of rows × one vector block in registers.
+- dense (FC, and linear layers over a batch of tokens): weights repacked to N/{vo}·K·{vo}, a
+  tile of rows × one vector block in registers.
 - pooling, global pooling and other reductions over trailing axes: parallel over the outer
   spatial axes, the padding read in place, vectorized where the input is read at stride 1 (a
   blocked tensor's channels).

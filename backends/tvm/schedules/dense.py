@@ -1,6 +1,7 @@
-"""Dense (FC) layers: weights repacked to blocks of output columns, a tile of rows × one vector
-block in registers; with several tiles of rows (a batch), the reduction in chunks that every
-row tile reads from L1 (`dense`)."""
+"""Dense (FC) layers, and linear layers over tokens (leading axes: batch × tokens): weights
+repacked to blocks of output columns, a tile of rows × one vector block in registers; with
+several tiles of rows (a batch), the reduction in chunks that every row tile reads from L1
+(`dense`)."""
 
 from __future__ import annotations
 
