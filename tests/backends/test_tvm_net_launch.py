@@ -16,7 +16,6 @@ import pytest
 
 tvm = pytest.importorskip("tvm")
 
-import tvm_ffi  # noqa: E402
 from tvm import relax, s_tir, te, tirx  # noqa: E402
 
 import archdsl  # noqa: E402
@@ -28,16 +27,11 @@ from archdsl.backends.tvm.schedules.launch import BARRIER, LAUNCH, one_launch  #
 from archdsl.backends.tvm.trunk_threads import call_tirs  # noqa: E402
 from tests.backends.test_tvm import EVERY_OP, _run_torch, _torch_reference  # noqa: E402
 from tests.backends.test_tvm_launch import _two_stages  # noqa: E402
+from tests.backends.test_tvm_schedules import _loops  # noqa: E402
 from tests.backends.test_tvm_trunk_threads import agree_on_both_widths  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO = {"kind": "llvm", "mcpu": "haswell", "num-cores": 2}
-
-
-def _loops(stmt) -> list[tirx.For]:
-    found = []
-    tvm_ffi.structural_map(stmt, [(tirx.For, lambda f: found.append(f) or f)])
-    return found
 
 
 def _scheduled(graph, batch: int, target=TWO) -> tvm.IRModule:

@@ -141,6 +141,7 @@ def _output_rows(convs, block: str, kernel_rows: int | None = None) -> list[int]
 
 
 def _loops(stmt) -> list:
+    """The loops in a statement (a PrimFunc's body)."""
     found: list = []
     tvm_ffi.structural_map(stmt, [(tvm.tirx.For, lambda f: found.append(f) or f)])
     return found

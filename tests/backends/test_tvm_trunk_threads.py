@@ -22,19 +22,14 @@ from archdsl.backends.tvm.build import make_target  # noqa: E402
 from archdsl.backends.tvm.lower import TRUNK_FUNC, driven  # noqa: E402
 from archdsl.backends.tvm.schedules import schedule_cpu  # noqa: E402
 from tests.backends.test_tvm import EVERY_OP, _assert_close, _run_torch, _torch_reference  # noqa: E402
+from tests.backends.test_tvm_schedules import _loops  # noqa: E402
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 TWO = {"kind": "llvm", "mcpu": "haswell", "num-cores": 2}
 
 
-def _loops(func: tirx.PrimFunc) -> list[tirx.For]:
-    found = []
-    tvm_ffi.structural_map(func.body, [(tirx.For, lambda f: found.append(f) or f)])
-    return found
-
-
 def _parallel(func: tirx.PrimFunc) -> list[tirx.For]:
-    return [f for f in _loops(func) if f.kind == tirx.ForKind.PARALLEL]
+    return [f for f in _loops(func.body) if f.kind == tirx.ForKind.PARALLEL]
 
 
 def _driven_module(graph, batch: int, chunk: int, target=TWO) -> tvm.IRModule:
