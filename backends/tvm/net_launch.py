@@ -49,7 +49,15 @@ from tvm.script.ir_builder import tirx as T
 
 from archdsl.backends.tvm.inplace import overwritable
 from archdsl.backends.tvm.schedules.launch import BARRIER, LAUNCH, launches
-from archdsl.backends.tvm.trunk_threads import _slots, address, arena, call_tirs, in_arena, tensor
+from archdsl.backends.tvm.trunk_threads import (
+    _slots,
+    address,
+    arena,
+    call_tirs,
+    in_arena,
+    last_uses,
+    tensor,
+)
 
 __all__ = ["NET", "OneLaunch", "cut_points"]
 
@@ -67,16 +75,16 @@ _MAX_INPUTS = 32
 _MAX_WORK = 1 << 28
 
 
+def _found(stmt, kind, match) -> list:
+    """The nodes of type `kind` in `stmt` that `match`."""
+    found: list = []
+    tvm_ffi.structural_map(stmt, [(kind, lambda node: found.append(node) or node
+                                   if match(node) else node)])
+    return found
+
+
 def _parallel_loops(stmt) -> int:
-    found = []
-
-    def see(loop):
-        if loop.kind == tirx.ForKind.PARALLEL:
-            found.append(loop)
-        return loop
-
-    tvm_ffi.structural_map(stmt, [(tirx.For, see)])
-    return len(found)
+    return len(_found(stmt, tirx.For, lambda loop: loop.kind == tirx.ForKind.PARALLEL))
 
 
 def _serial_ones(stmt):
@@ -364,19 +372,13 @@ class _Runs:
 
 
 def _uses(stmt, buf) -> bool:
-    found = []
-    tvm_ffi.structural_map(stmt, [(ir.expr.Var, lambda v: found.append(v) or v
-                                   if v.same_as(buf) else v)])
-    return bool(found)
+    return bool(_found(stmt, ir.expr.Var, lambda v: v.same_as(buf)))
 
 
 def _overwrites(run: list[_Member], steps: list) -> dict[int, int]:
     """{output: argument} (intermediates of the run) where a kernel may write its output
     over an argument that dies with it (`inplace.overwritable`: a residual add's)."""
-    last = {}
-    for n, (_, args, outs) in enumerate(steps):
-        for key in args + outs:
-            last[key] = n
+    last = last_uses(steps)
     over = {}
     for n, (m, (_, args, outs)) in enumerate(zip(run, steps, strict=True)):
         if outs[0][0] != "tmp":

@@ -47,7 +47,8 @@ from tvm.script.ir_builder import tirx as T
 from archdsl.backends.tvm.schedules.launch import BARRIER, LAUNCH
 
 __all__ = ["DRIVER", "PLACEHOLDER", "THREADS_ATTR", "TrunkError", "address", "arena",
-           "call_tirs", "in_arena", "make_driver", "one_thread", "tensor", "trunk_kernels"]
+           "call_tirs", "in_arena", "last_uses", "make_driver", "one_thread", "tensor",
+           "trunk_kernels"]
 
 PLACEHOLDER = "archdsl_trunk_chunks"  # stands where main runs the trunk, until `make_driver`
 DRIVER = "archdsl_trunk_driver"
@@ -300,10 +301,7 @@ def _slots(steps, temps, planned=None, over=None) -> tuple[dict[int, int],
         planned = range(len(temps) - 1)
     planned = set(planned)
     over = over or {}
-    last = {}
-    for n, (_, args, outs) in enumerate(steps):
-        for key in args + outs:
-            last[key] = n
+    last = last_uses(steps)
     slot_of: dict[int, int] = {}
     slots: list[list] = []  # [elements, dtype]
     free: set[int] = set()
@@ -333,6 +331,15 @@ def _slots(steps, temps, planned=None, over=None) -> tuple[dict[int, int],
                     and key[1] not in taken:
                 free.add(slot_of[key[1]])
     return slot_of, [tuple(s) for s in slots]
+
+
+def last_uses(steps) -> dict:
+    """{tensor key: the index of the last step that reads or writes it}."""
+    last = {}
+    for n, (_, args, outs) in enumerate(steps):
+        for key in args + outs:
+            last[key] = n
+    return last
 
 
 def arena(slots: list[tuple[int, str]]) -> list[tuple]:
