@@ -73,3 +73,18 @@ def _bias(ctx: _Ctx, node: Node, y: relax.Expr, bias: np.ndarray | None,
     if ctx.accumulate and cast:
         y = relax.op.astype(ctx.emit(y, node), ctx.dtype)
     return y
+
+
+def attend(ctx: _Ctx, node: Node, qkv: list[relax.Expr], dims: tuple[int, int, int],
+           adjust: Callable[[relax.Expr], relax.Expr] | None = None) -> relax.Expr:
+    """softmax(Q·Kᵀ)·V per head of B×heads×N×d tensors (Q already scaled; `adjust` adds to the
+    scores before the softmax), as `dims` B×N×(heads·d): two batched matrix products and a softmax,
+    each a kernel of its own that the CPU schedules take (the `batch_matmul` rule), not one
+    fused op for the catch-all rule."""
+    q, k, v = qkv
+    scores = ctx.emit(relax.op.matmul(q, relax.op.permute_dims(k, [0, 1, 3, 2])), node)
+    if adjust is not None:
+        scores = adjust(scores)
+    attn = ctx.emit(relax.op.nn.softmax(scores, axis=-1), node)
+    out = ctx.emit(relax.op.matmul(attn, v), node)  # B×heads×N×d
+    return ctx.emit(relax.op.reshape(relax.op.permute_dims(out, [0, 2, 1, 3]), dims), node)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from tvm import relax
 
-from archdsl.backends.tvm.context import _bias, _Ctx
+from archdsl.backends.tvm.context import _bias, _Ctx, attend
 from archdsl.ir import Node
 from archdsl.ops.swin import PROJECTIONS
 from archdsl.windows import MASKED, WindowPlan, pair
@@ -101,17 +101,18 @@ def _attend(ctx: _Ctx, node: Node, x: relax.Expr, plan: WindowPlan, ins) -> rela
     else:
         scale = (c if a["scale"] == "channels" else c // heads) ** -0.5
         q = ctx.emit(relax.op.multiply(q, ctx.const(np.array(scale), wide)), node)
-    scores = ctx.emit(relax.op.matmul(q, relax.op.permute_dims(k, [0, 1, 3, 2])), node)
     bias = _position_bias(ctx, node, n, ins)
-    if bias is not None:
-        scores = ctx.emit(relax.op.add(scores, ctx.const(bias[None], wide)), node)
-    if plan.shifted:  # the mask differs by window, the bias by head: two constants, not one
-        scores = ctx.emit(relax.op.reshape(scores, (ctx.batch, -1, heads, n, n)), node)
-        scores = ctx.emit(relax.op.add(scores, ctx.const(_mask(plan), wide)), node)
-        scores = ctx.emit(relax.op.reshape(scores, (bw, heads, n, n)), node)
-    attn = ctx.emit(relax.op.nn.softmax(scores, axis=-1), node)
-    out = ctx.emit(relax.op.matmul(attn, v), node)  # bw×heads×N×d
-    out = ctx.emit(relax.op.reshape(relax.op.permute_dims(out, [0, 2, 1, 3]), (bw, n, c)), node)
+
+    def adjust(scores: relax.Expr) -> relax.Expr:
+        if bias is not None:
+            scores = ctx.emit(relax.op.add(scores, ctx.const(bias[None], wide)), node)
+        if plan.shifted:  # the mask differs by window, the bias by head: two constants
+            scores = ctx.emit(relax.op.reshape(scores, (ctx.batch, -1, heads, n, n)), node)
+            scores = ctx.emit(relax.op.add(scores, ctx.const(_mask(plan), wide)), node)
+            scores = ctx.emit(relax.op.reshape(scores, (bw, heads, n, n)), node)
+        return scores
+
+    out = attend(ctx, node, [q, k, v], (bw, n, c), adjust)
     if ctx.accumulate:
         out = ctx.emit(relax.op.astype(out, ctx.dtype), node)
     proj = PROJECTIONS[a["keys"]][1]

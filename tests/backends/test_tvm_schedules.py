@@ -321,6 +321,46 @@ def test_a_transformers_linear_layers_get_the_dense_rule(cpu):
     _check_where_the_host_runs(arch, cpu)
 
 
+@pytest.mark.parametrize("cpu", CPUS)
+def test_attention_gets_batched_products_and_row_kernels(cpu):
+    """A transformer's attention is two products of activations (Q·Kᵀ, scores·V) and a
+    softmax; its layer norms reduce each token's features. The products get the batch_matmul
+    rule — parallel over images and heads, register tiles vectorized along the columns,
+    Q·Kᵀ's 17 columns (a prime) padded to whole blocks of two vectors; the softmax and the
+    layer norm get the rows rule — one parallel loop over the rows, every stage inside it,
+    the layer norm's 64-wide sums as vectors of partial sums (the catch-all rule ran
+    ViT-B/16's fused attention op at 31.7 ms a layer, its layer norms' sums on one thread).
+    A tiny ViT still matches PyTorch where the host runs it."""
+    arch = archdsl.load(SPECS / "vit.arch", layers=2, hidden=64, mlp_dim=128, heads=4, patch=8,
+                        resolution=32)
+    mod = _scheduled(arch, cpu, batch=2)
+    marks = _marks(mod)
+    kinds = tvm.tirx.ForKind
+    products = [name for name, mark in marks.items() if mark == "batch_matmul"]
+    assert len(products) == 2, marks
+    padded = 0
+    for name in products:
+        loops = _loops(mod[name].body)
+        parallel = [int(f.extent) for f in loops if f.kind == kinds.PARALLEL]
+        assert len(parallel) == 1 and parallel[0] % (2 * 4) == 0, name  # batch × heads, ...
+        assert any(f.kind == kinds.VECTORIZED and int(f.extent) % LANES[cpu] == 0
+                   for f in loops), name
+        # the padded operand and product: 17 columns to whole blocks of two vectors
+        pads = re.findall(r"_pad = T.sblock_alloc_buffer\(\(.*T.int64\((\d+)\)\)\)",
+                          mod[name].script())
+        assert pads in ([], [str(-(-17 // (2 * LANES[cpu])) * 2 * LANES[cpu])] * 2), pads
+        padded += bool(pads)
+    assert padded == 1  # Q·Kᵀ's 17 columns; scores·V's 16 fill vectors on AVX2 and AVX-512
+    rows = {name: mod[name] for name, mark in marks.items() if mark == "rows"}
+    assert {"layer_norm", "fast_softmax"} <= set(rows), marks
+    for name, func in rows.items():
+        parallel = [int(f.extent) for f in _loops(func.body) if f.kind == kinds.PARALLEL]
+        assert parallel == [2 * 17 * (4 if "softmax" in name else 1)], name
+    vectors = [f for f in _loops(rows["layer_norm"].body) if f.kind == kinds.VECTORIZED]
+    assert len(vectors) == 5, vectors  # two sums' partial vectors (init, update), the norm
+    _check_where_the_host_runs(arch, cpu)
+
+
 def test_convs_with_any_activation_get_a_conv_rule_and_match_pytorch():
     """Swish reads the conv's output twice; the epilogue still fuses into the conv's tile
     (it fell to the generic parallel loops, EfficientNet-B0 9.8× ONNX Runtime's time), and

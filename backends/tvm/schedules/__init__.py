@@ -28,12 +28,17 @@ first rule in `RULES` that fits:
   tile; depthwise convs vectorized along output rows.
 - dense (FC, and linear layers over a batch of tokens): weights repacked to N/{vo}·K·{vo}, a
   tile of rows × one vector block in registers.
+- batched products of two activations (attention's Q·Kᵀ and scores·V, `batch_matmul.py`):
+  the same register tiles with the right operand read in place, its columns padded to whole
+  vectors where they do not fill them.
 - pooling, global pooling and other reductions over trailing axes: parallel over the outer
   spatial axes, the padding read in place, vectorized where the input is read at stride 1 (a
   blocked tensor's channels).
+- row kernels (softmax, layer norm, `rows.py`): every stage computed per row, parallel over
+  the rows, reductions over whole vectors as vectors of partial results.
 - elementwise (and reshape, concat, layout transforms): inlined into one loop nest, vectorized
   and parallel.
-- the rest (softmax...): its outer loops parallel where they have several iterations.
+- the rest: its outer loops parallel where they have several iterations.
   (dlight's CPU reduction rule made a 1000-class softmax 3.4 ms instead of 4 µs: not used.)
 
 Each function scheduled here carries the attribute `MARK` (the rule's name) besides
@@ -50,6 +55,7 @@ import tvm
 from tvm import relax, tirx
 
 from archdsl.backends.tvm import trunk_threads
+from archdsl.backends.tvm.schedules.batch_matmul import batch_matmul
 from archdsl.backends.tvm.schedules.common import Kernel, Plan, Rule
 from archdsl.backends.tvm.schedules.conv import conv2d
 from archdsl.backends.tvm.schedules.conv_blocked import conv2d_blocked
@@ -58,6 +64,7 @@ from archdsl.backends.tvm.schedules.depthwise import depthwise_blocked, depthwis
 from archdsl.backends.tvm.schedules.elementwise import fallback_parallel, injective
 from archdsl.backends.tvm.schedules.launch import one_launch
 from archdsl.backends.tvm.schedules.pool import pool
+from archdsl.backends.tvm.schedules.rows import rows
 from archdsl.backends.tvm.schedules.winograd import conv2d_winograd
 
 __all__ = ["MARK", "RULES", "default_schedule", "schedule_cpu", "scheduled_by"]
@@ -75,7 +82,9 @@ RULES: dict[str, Rule] = {
     "conv2d": conv2d,
     "depthwise_conv2d": depthwise_conv2d,
     "dense": dense,
+    "batch_matmul": batch_matmul,
     "pool": pool,
+    "rows": rows,
     "injective": injective,
     "parallel": fallback_parallel,
 }

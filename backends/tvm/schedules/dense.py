@@ -21,7 +21,7 @@ from archdsl.backends.tvm.schedules.common import (
     vector_lanes,
 )
 
-__all__ = ["dense"]
+__all__ = ["dense", "row_tile"]
 
 
 def dense(k: Kernel) -> Plan | None:
@@ -50,13 +50,7 @@ def dense(k: Kernel) -> Plan | None:
     vo = next((v * lanes for v in (2, 1) if cols % (v * lanes) == 0), None)
     if vo is None:
         return None
-    # a tile's rows: the most that divide them, or where those are under half a register
-    # tile (197 tokens: one), a whole tile, the last one cut short (TVM's predicate): ViT-B/16's
-    # linear layers at batch 1 on two threads, alone, took 0.52x the time of one-row tiles
-    tile = min(rows, 12 * lanes // vo)
-    ti = max(d for d in range(1, tile + 1) if rows % d == 0)
-    if 2 * ti <= tile:
-        ti = tile
+    ti = row_tile(rows, min(rows, 12 * lanes // vo))
     for block in blocks[:blocks.index(mm)]:
         sch.compute_inline(block)
     epilogue = epilogue_of(sch, blocks, mm)
@@ -80,6 +74,15 @@ def dense(k: Kernel) -> Plan | None:
     sch.unroll(ii)
     sch.decompose_reduction(mm, lk)
     return Plan(sch.mod["main"], {w_param: lambda w: _pack_kn(w, vo)})
+
+
+def row_tile(rows: int, tile: int) -> int:
+    """A register tile's rows, at most `tile`: the most that divide the `rows`, or where those
+    are under half the tile (197 tokens: one), a whole tile, the last one cut short (TVM's
+    predicate): ViT-B/16's linear layers at batch 1 on two threads, alone, took 0.52x the
+    time of one-row tiles."""
+    ti = max(d for d in range(1, tile + 1) if rows % d == 0)
+    return tile if 2 * ti <= tile else ti
 
 
 _MIN_CHUNK = 32  # reduction steps of a chunk at least (fewer: the loop overhead shows)
