@@ -259,9 +259,9 @@ fc2: FC-10 act=none
 """
 
 
-def _dense_loops(arch, cpu: str, batch: int) -> dict[int, list]:
+def _dense_loops(arch, cpu: str, batch: int, cores: int | None = None) -> dict[int, list]:
     """The loops around each dense kernel's product (by its output width), outermost first."""
-    target = backend.make_target(CPUS[cpu])
+    target = backend.make_target({**CPUS[cpu], **({"num-cores": cores} if cores else {})})
     found = {}
     for _, f in schedules.schedule_cpu(_fused(arch, batch, target), target, {}).functions_items():
         if isinstance(f, tvm.tirx.PrimFunc) and schedules.scheduled_by(f) == "dense":
@@ -294,6 +294,36 @@ def test_batched_fcs_read_their_weights_once(cpu):
         ref, state, x = _torch_run(arch, 32)
         _assert_close(backend.compile(arch.graph, target=CPUS[cpu], weights=state,
                                       batch=32)(x), ref)
+
+
+WIDE_INPUT_FC = r"""
+arch wide_input_fc
+input 2048x2x2
+fc1: FC-512
+"""
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_an_fc_over_a_large_input_takes_its_chunks_by_groups_of_columns(cpu):
+    """Batch 32 of 8,192 inputs (1 MB, over half of either CPU's L2): a thread's group of
+    column blocks goes chunk by chunk, the input's chunk read once per group, not once per
+    column block — parallel over the groups (one per thread: two where the target says two
+    cores, eight where it does not say), then the chunks, then the group's blocks. Matches
+    PyTorch where the host runs the code."""
+    arch = archdsl.load(WIDE_INPUT_FC)
+    blocks = 512 // (2 * LANES[cpu])
+    for cores, groups in ((2, 2), (None, 8)):
+        loops = _dense_loops(arch, cpu, 32, cores)[512]
+        assert loops[0].kind == tvm.tirx.ForKind.PARALLEL and int(loops[0].extent) == groups
+        chunks = int(loops[1].extent)
+        assert 1 < chunks < 8192 and 8192 % chunks == 0, chunks
+        assert int(loops[2].extent) == blocks // groups
+    # 128 KB of inputs (batch 32 of 1,024) stay under half of L2: no groups
+    assert int(_dense_loops(archdsl.load(BATCHED_FC), cpu, 32, 2)[1024][0].extent) > 2
+    if _host_runs(CPUS[cpu]):
+        ref, state, x = _torch_run(arch, 32)
+        _assert_close(backend.compile(arch.graph, target={**CPUS[cpu], "num-cores": 2},
+                                      weights=state, batch=32)(x), ref)
 
 
 @pytest.mark.parametrize("cpu", CPUS)

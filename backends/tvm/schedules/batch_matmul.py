@@ -6,6 +6,7 @@ from __future__ import annotations
 from archdsl.backends.tvm.schedules.common import (
     Kernel,
     Plan,
+    epilogue_at,
     epilogue_of,
     extent,
     indexed_by,
@@ -59,7 +60,7 @@ def batch_matmul(k: Kernel) -> Plan | None:
     io, ii = sch.split(li, [None, ti])
     sch.reorder(jo, io, lk, ii, ji)
     sch.parallel(sch.fuse(*outer, *([] if padded else [jo, io])))
-    sch.reverse_compute_at(epilogue, sch.get_loops(mm)[0])
+    epilogue_at(sch, epilogue, sch.get_loops(mm)[0], lanes)
     sch.vectorize(ji)
     sch.unroll(ii)
     sch.decompose_reduction(mm, lk)
