@@ -48,7 +48,7 @@ def overwritable(func: tirx.PrimFunc, index: int) -> bool:
                        for a, b in zip(source.ty.shape, out.ty.shape, strict=True))):
         return False
     if not isinstance(func.body, s_tir.SBlockRealize):
-        return False  # not in blocks (a driver, a launch of kernels): nothing to read here
+        return False  # not in blocks (the trunk driver): nothing to read here
     sch = s_tir.Schedule(func)
     readers = 0
     for block in (sch.get(b) for b in top_blocks(sch)):
