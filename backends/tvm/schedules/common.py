@@ -179,11 +179,13 @@ def same(a, b) -> bool:
     return sym.Analyzer().can_prove_equal(a, b)
 
 
-def indexed_by(region, variables) -> bool:
-    """Whether a read region is exactly `buffer[v0, v1, ...]` for these block vars."""
-    return (len(region.region) == len(variables)
+def indexed_by(region, variables, leading: bool = False) -> bool:
+    """Whether a read region is exactly `buffer[v0, v1, ...]` for these block vars (with
+    `leading`, whether its first indices are, whatever follows)."""
+    dims = region.region[:len(variables)] if leading else region.region
+    return (len(dims) == len(variables)
             and all(r.min.same_as(v) and int(r.extent) == 1
-                    for r, v in zip(region.region, variables, strict=True)))
+                    for r, v in zip(dims, variables, strict=True)))
 
 
 def is_copy(sch: s_tir.Schedule, block) -> bool:

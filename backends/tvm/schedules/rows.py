@@ -11,6 +11,7 @@ from archdsl.backends.tvm.schedules.common import (
     Kernel,
     Plan,
     extent,
+    indexed_by,
     iter_kinds,
     top_blocks,
     vector_lanes,
@@ -75,14 +76,9 @@ def _by_row(stmt, lead: int) -> bool:
     """Whether each of the block's accesses is at its row (the first `lead` indices are the
     block's first `lead` vars) or does not depend on the row at all."""
     row = [iv.var for iv in stmt.iter_vars[:lead]]
-    for region in (*stmt.reads, *stmt.writes):
-        dims = region.region
-        if (len(dims) >= lead and all(r.min.same_as(v) and int(r.extent) == 1
-                                      for r, v in zip(dims[:lead], row, strict=True))):
-            continue
-        if any(_uses(r.min, row) for r in dims):
-            return False
-    return True
+    return all(indexed_by(region, row, leading=True)
+               or not any(_uses(r.min, row) for r in region.region)
+               for region in (*stmt.reads, *stmt.writes))
 
 
 def _uses(expr, variables) -> bool:
