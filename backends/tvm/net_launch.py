@@ -412,8 +412,8 @@ def _stage(loop: tirx.For, buffers: list, own: list, loops: list,
     # device, which the stage's own buffers are allocated on
     handles = [tirx.Var(f"p{i}", ir.PointerType(ir.PrimType(str(b.ty.dtype))))
                for i, b in enumerate(buffers[1:])]
-    body = tirx.SeqStmt([*(tirx.DeclBuffer(b, data=h) for b, h in zip(buffers[1:], handles,
-                                                                     strict=True)), mine])
+    declared = [tirx.DeclBuffer(b, data=h) for b, h in zip(buffers[1:], handles, strict=True)]
+    body = tirx.SeqStmt([*declared, mine]) if declared else mine  # (a fill: its output alone)
     body = s_tir.SBlockRealize([], True, s_tir.SBlock([], [], [], "root", body,
                                                       alloc_buffers=own))
     func = tirx.PrimFunc([t, buffers[0], *handles, *loops], body)

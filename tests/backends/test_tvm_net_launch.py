@@ -162,6 +162,44 @@ def test_a_buffer_two_stages_share_is_the_launchs_one_only_a_stage_uses_its_own(
     assert run.script().count("T.call_cpacked") == 3
 
 
+def _fill(n: int = 64):
+    """F = 1: a kernel whose only parameter is its output."""
+    f = te.compute((1, n, 16), lambda k, i, j: tirx.const(1.0, "float32"), name="F")
+    sch = s_tir.Schedule(te.create_prim_func([f]))
+    sch.parallel(sch.get_loops(sch.get_sblock("F"))[1])
+    return sch.mod["main"]
+
+
+def test_a_kernel_without_inputs_joins_a_run():
+    """A kernel that takes no tensor but its output (a fill) is a stage like any other: its
+    stage function had been given a body of one statement in a sequence, which TVM refuses
+    (a ViT's padded keys' zeros as a kernel failed to build)."""
+    n = 64
+    bb = relax.BlockBuilder()
+    first = bb.add_func(one_launch(_two_stages(n=n)), "two_stages")
+    fill = bb.add_func(_fill(n), "fill")
+    ty = relax.TensorType((1, n, 16), "float32")
+    x = relax.Var("x", ty)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.call_tir(first, [x], ty))
+            f = bb.emit(relax.call_tir(fill, [], ty))
+            out = bb.emit_output(relax.Tuple([y, f]))
+        bb.emit_func_output(out)
+    after = net_launch.OneLaunch(2)(bb.get())
+    (run,) = _launches(after).values()
+    assert run.script().count("T.call_cpacked") == 3
+    tgt = build.make_target(TWO)
+    with tgt:
+        mod = tvm.transform.Sequential(build._lower_passes(tgt))(after)
+    vm = tvm.runtime.vm.VirtualMachine(tvm.compile(mod, target=tgt, relax_pipeline=None),
+                                       tvm.cpu())
+    xs = np.random.default_rng(0).standard_normal((1, n, 16)).astype("float32")
+    got_y, got_f = vm["main"](tvm.runtime.tensor(xs))
+    assert np.array_equal(got_f.numpy(), np.ones((1, n, 16), np.float32))
+    assert np.array_equal(got_y.numpy(), (xs[:, ::-1] + 1) * 2)
+
+
 # The pool takes its size once, from the environment, when it starts: a run built for two
 # threads computes the same on one thread (it takes both shares in turn) and on four (two
 # wait at each barrier); a missing barrier or a buffer made per thread gives wrong rows.
