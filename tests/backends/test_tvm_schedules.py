@@ -391,6 +391,31 @@ def test_attention_gets_batched_products_and_row_kernels(cpu):
     _check_where_the_host_runs(arch, cpu)
 
 
+@pytest.mark.parametrize("cpu", CPUS)
+def test_attention_over_keys_short_of_a_block_pads_them(cpu):
+    """145 tokens (a 12×12 grid and a class token) are 160 keys, zeros, their scores masked:
+    the softmax's rows (160) fill vectors, its max and sum as vectors of partial results; Q·Kᵀ
+    is 160 columns, no padded copy in the kernel; the result is the unpadded attention's
+    (matches PyTorch where the host runs it). 17 tokens (15 keys short of 32: over 15% more)
+    are not padded (the test above)."""
+    arch = archdsl.load(SPECS / "vit.arch", layers=1, hidden=64, mlp_dim=128, heads=4, patch=8,
+                        resolution=96)
+    mod = _scheduled(arch, cpu, batch=2)
+    marks = _marks(mod)
+    kinds = tvm.tirx.ForKind
+    products = [mod[name] for name, mark in marks.items() if mark == "batch_matmul"]
+    assert len(products) == 2, marks
+    shapes = sorted(tuple(int(d) for d in f.params[-1].ty.shape) for f in products)
+    assert shapes == [(2, 4, 145, 16), (2, 4, 145, 160)], shapes
+    assert not any("_pad = T.sblock_alloc_buffer" in f.script() for f in products)
+    (softmax,) = [mod[name] for name, mark in marks.items() if mark == "rows"
+                  and "softmax" in name]
+    assert int(softmax.params[0].ty.shape[-1]) == 160
+    vectors = [f for f in _loops(softmax.body) if f.kind == kinds.VECTORIZED]
+    assert len(vectors) >= 4, vectors  # the max's and the sum's partial vectors at least
+    _check_where_the_host_runs(arch, cpu)
+
+
 def test_convs_with_any_activation_get_a_conv_rule_and_match_pytorch():
     """Swish reads the conv's output twice; the epilogue still fuses into the conv's tile
     (it fell to the generic parallel loops, EfficientNet-B0 9.8× ONNX Runtime's time), and
