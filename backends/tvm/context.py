@@ -98,17 +98,16 @@ def attend(ctx: _Ctx, node: Node, qkv: list[relax.Expr], dims: tuple[int, int, i
     tokens would be 64.)"""
     q, k, v = qkv
     b, n, c = dims
-    keys = -(-n // _KEY_BLOCK) * _KEY_BLOCK
+    keys, wide = -(-n // _KEY_BLOCK) * _KEY_BLOCK, ctx.accumulate or ctx.dtype
     pad = keys - n if adjust is None and keys - n <= n * _MAX_KEY_PAD else 0
     if pad:
-        heads, wide = node.attrs["heads"], ctx.accumulate or ctx.dtype
+        heads = node.attrs["heads"]
         zeros = ctx.const(np.zeros((b, heads, pad, c // heads)), wide)
         k, v = (ctx.emit(relax.op.concat([t, zeros], axis=2), node) for t in (k, v))
     scores = ctx.emit(relax.op.matmul(q, relax.op.permute_dims(k, [0, 1, 3, 2])), node)
     if pad:
         mask = np.where(np.arange(keys) < n, 0.0, _MASKED).reshape(1, 1, 1, keys)
-        scores = ctx.emit(relax.op.add(scores, ctx.const(mask, ctx.accumulate or ctx.dtype)),
-                          node)
+        scores = ctx.emit(relax.op.add(scores, ctx.const(mask, wide)), node)
     if adjust is not None:
         scores = adjust(scores)
     attn = ctx.emit(relax.op.nn.softmax(scores, axis=-1), node)

@@ -53,7 +53,7 @@ def batch_matmul(k: Kernel) -> Plan | None:
         at = next(n for n, blk in enumerate(blocks) if sch.get(blk).same_as(sch.get(mm)))
         (b_pad,), mm = blocks[:at], blocks[at]
         sch.compute_at(b_pad, sch.get_loops(mm)[len(lead) - 1])
-    ti = row_tile(rows, min(rows, 12 * lanes // vo))
+    ti = row_tile(rows, lanes, vo)
     epilogue = epilogue_of(sch, blocks, mm)
     *outer, li, lj, lk = sch.get_loops(mm)
     jo, ji = sch.split(lj, [None, vo])

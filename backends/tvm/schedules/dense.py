@@ -53,7 +53,7 @@ def dense(k: Kernel) -> Plan | None:
     vo = next((v * lanes for v in (2, 1) if cols % (v * lanes) == 0), None)
     if vo is None:
         return None
-    ti = row_tile(rows, min(rows, 12 * lanes // vo))
+    ti = row_tile(rows, lanes, vo)
     for block in blocks[:blocks.index(mm)]:
         sch.compute_inline(block)
     epilogue = epilogue_of(sch, blocks, mm)
@@ -98,11 +98,12 @@ def _group(machine: Machine, blocks: int) -> int:
     return max(d for d in divisors(blocks) if blocks // d >= share)
 
 
-def row_tile(rows: int, tile: int) -> int:
-    """A register tile's rows, at most `tile`: the most that divide the `rows`, or where those
-    are under half the tile (197 tokens: one), a whole tile, the last one cut short (TVM's
-    predicate): ViT-B/16's linear layers at batch 1 on two threads, alone, took 0.52x the
-    time of one-row tiles."""
+def row_tile(rows: int, lanes: int, vo: int) -> int:
+    """A register tile's rows over `vo` columns (12 vectors of `lanes` accumulators at most):
+    the most that divide the `rows`, or where those are under half the tile (197 tokens:
+    one), a whole tile, the last one cut short (TVM's predicate): ViT-B/16's linear layers
+    at batch 1 on two threads, alone, took 0.52x the time of one-row tiles."""
+    tile = min(rows, 12 * lanes // vo)
     ti = max(d for d in range(1, tile + 1) if rows % d == 0)
     return tile if 2 * ti <= tile else ti
 
