@@ -48,6 +48,7 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import tirx as T
 
 from archdsl.backends.tvm.inplace import overwritable
+from archdsl.backends.tvm.schedules.common import found_nodes
 from archdsl.backends.tvm.schedules.launch import BARRIER, LAUNCH, launches
 from archdsl.backends.tvm.trunk_threads import (
     _slots,
@@ -75,16 +76,8 @@ _MAX_INPUTS = 32
 _MAX_WORK = 1 << 28
 
 
-def _found(stmt, kind, match) -> list:
-    """The nodes of type `kind` in `stmt` that `match`."""
-    found: list = []
-    tvm_ffi.structural_map(stmt, [(kind, lambda node: found.append(node) or node
-                                   if match(node) else node)])
-    return found
-
-
 def _parallel_loops(stmt) -> int:
-    return len(_found(stmt, tirx.For, lambda loop: loop.kind == tirx.ForKind.PARALLEL))
+    return len(found_nodes(stmt, tirx.For, lambda loop: loop.kind == tirx.ForKind.PARALLEL))
 
 
 def _serial_ones(stmt):
@@ -372,7 +365,7 @@ class _Runs:
 
 
 def _uses(stmt, buf) -> bool:
-    return bool(_found(stmt, ir.expr.Var, lambda v: v.same_as(buf)))
+    return bool(found_nodes(stmt, ir.expr.Var, lambda v: v.same_as(buf)))
 
 
 def _overwrites(run: list[_Member], steps: list) -> dict[int, int]:

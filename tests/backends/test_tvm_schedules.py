@@ -147,6 +147,13 @@ def _loops(stmt) -> list:
     return found
 
 
+def _nodes(stmt, kind) -> list:
+    """The nodes of type `kind` in a statement."""
+    found: list = []
+    tvm_ffi.structural_map(stmt, [(kind, lambda node: found.append(node) or node)])
+    return found
+
+
 def _marks(mod: tvm.IRModule) -> dict[str, str | None]:
     return {gv.name_hint: schedules.scheduled_by(f) for gv, f in mod.functions_items()
             if isinstance(f, tvm.tirx.PrimFunc)}
@@ -294,6 +301,40 @@ def test_batched_fcs_read_their_weights_once(cpu):
         ref, state, x = _torch_run(arch, 32)
         _assert_close(backend.compile(arch.graph, target=CPUS[cpu], weights=state,
                                       batch=32)(x), ref)
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_chunked_fcs_prefetch_the_next_chunk_and_keep_whole_tiles_unpredicated(cpu):
+    """Batch 13 (a prime) of an FC in chunks: the weights come from memory, so each of the
+    three tiles of rows prefetches its share of the next chunk's lines; the two whole tiles
+    are a loop of their own with no predicate, the last tile (one row) another with it.
+    Matches PyTorch at batch 13 where the host runs the code."""
+    arch = archdsl.load(BATCHED_FC)
+    target = backend.make_target(CPUS[cpu])
+    mod = schedules.schedule_cpu(_fused(arch, 13, target), target, {})
+    (func,) = [f for _, f in mod.functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc) and schedules.scheduled_by(f) == "dense"
+               and int(f.params[-1].ty.shape[-1]) == 1024]
+    script = func.script()
+    assert script.count("llvm.prefetch") == 2, script  # in the whole tiles' loop and the last
+    realizes = [r for r in _nodes(func.body, tvm.s_tir.SBlockRealize)
+                if r.block.name_hint.endswith("_update")]
+    assert len(realizes) == 2
+    assert sorted(isinstance(r.predicate, tvm.tirx.IntImm) and int(r.predicate) == 1
+                  for r in realizes) == [False, True]
+    unrolled = [(int(f.min), int(f.extent)) for f in _loops(func.body)
+                if f.kind == tvm.tirx.ForKind.UNROLLED]
+    # a tile's rows: the sums' zeros, the whole tiles' products, the last tile's
+    assert unrolled == [(0, 6)] * 3, unrolled
+    tiles = [(int(f.min), int(f.extent)) for f in _loops(func.body)
+             if [r.block.name_hint.endswith("_update")
+                 for r in _nodes(f.body, tvm.s_tir.SBlockRealize)] == [True]
+             and (int(f.min), int(f.extent)) in ((0, 2), (2, 1))]
+    assert sorted(tiles) == [(0, 2), (2, 1)], tiles  # the loops of tiles: two whole, one cut
+    if _host_runs(CPUS[cpu]):
+        ref, state, x = _torch_run(arch, 13)
+        _assert_close(backend.compile(arch.graph, target=CPUS[cpu], weights=state,
+                                      batch=13)(x), ref)
 
 
 WIDE_INPUT_FC = r"""

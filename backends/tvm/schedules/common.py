@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tvm
+import tvm_ffi
 from tvm import s_tir, sym, tirx
 
 __all__ = ["Kernel", "Machine", "Plan", "Rule", "constant_read", "divisors", "epilogue_at",
-           "epilogue_of", "extent", "find_block", "indexed_by", "is_copy", "iter_kinds",
-           "load_ratio", "loops_below", "one_reduction", "register_tile", "same", "tile_loops",
-           "top_blocks", "vector_lanes"]
+           "epilogue_of", "extent", "find_block", "found_nodes", "indexed_by", "is_copy",
+           "iter_kinds", "load_ratio", "loops_below", "one_reduction", "prefetch_next",
+           "register_tile", "same", "split_tail", "tile_loops", "top_blocks", "vector_lanes"]
 
 Pack = Callable[[np.ndarray], np.ndarray]
 
@@ -254,3 +255,99 @@ def tile_loops(sch: s_tir.Schedule, unrolled: list, lanes) -> None:
     for loop in unrolled:
         sch.unroll(loop)
     sch.vectorize(lanes)
+
+
+_LINE = 64  # bytes of a cache line
+
+
+def prefetch_next(sch: s_tir.Schedule, block, buffer, spread, along, elements: int
+                  ) -> tirx.PrimFunc:
+    """The scheduled function with, at the end of loop `spread`'s body, a share of a prefetch
+    of what the block reads of `buffer` in the iteration after this one of loop `along` (a
+    loop inside `spread` whose every iteration reads `elements` contiguous elements, one after
+    the other): the lines the next `along` loop will take come from memory while this one
+    computes, each of `spread`'s iterations fetching its share (a prefetch never faults: the
+    last one's lines may lie past the buffer). At the end, not inside the reduction: LLVM
+    keeps a tile's sums in memory across a loop that calls the prefetch intrinsic."""
+    func = sch.mod["main"]
+    spread_loop, along_loop = sch.get(spread), sch.get(along)
+    stmt = sch.get(block)
+    realize = found_nodes(func.body, s_tir.SBlockRealize, lambda r: r.block.same_as(stmt))[0]
+    bound = list(zip([iv.var for iv in stmt.iter_vars], realize.iter_values, strict=True))
+    at = [(lp.loop_var, lp.min) for lp in map(sch.get, loops_below(sch, block, spread))]
+    at = [(v, along_loop.min + along_loop.extent if v.same_as(along_loop.loop_var) else m)
+          for v, m in at]
+    region = next(r for r in stmt.reads if r.source.same_as(buffer))
+    index = [_substitute(_substitute(r.min, bound), at) for r in region.region]
+    per_line = _LINE * 8 // tvm.DataType(str(region.source.dtype)).bits
+    lines = -(-int(along_loop.extent) * elements // per_line)
+    share = -(-lines // int(spread_loop.extent))
+    p = tirx.Var("p", spread_loop.loop_var.ty)
+    line = (spread_loop.loop_var - spread_loop.min) * share + p
+    load = tirx.BufferLoad(region.source, [*index[:-1], index[-1] + line * per_line])
+    fetch = tirx.For(p, tirx.const(0, p.ty), tirx.const(share, p.ty), tirx.ForKind.SERIAL,
+                     tirx.Evaluate(tirx.call_llvm_intrin(
+                         "void", "llvm.prefetch.p0",
+                         tirx.call_intrin("handle", "tirx.address_of", load),
+                         tirx.const(0, "int32"), tirx.const(3, "int32"),
+                         tirx.const(1, "int32"))))
+
+    def visit(node):
+        if not node.loop_var.same_as(spread_loop.loop_var):
+            return node
+        return tirx.For(node.loop_var, node.min, node.extent, node.kind,
+                        tirx.SeqStmt([node.body, fetch]), node.thread_binding,
+                        node.annotations, node.step)
+
+    return func.with_body(tvm_ffi.structural_map(func.body, [(tirx.For, visit)]))
+
+
+def split_tail(func: tirx.PrimFunc, loop_var, full: int) -> tirx.PrimFunc:
+    """`func` with loop `loop_var` as two loops: its first `full` iterations, where every block
+    predicate under it that those iterations make true is dropped, and the rest as they were
+    (fresh loop variables): a register tile's rows cut short by a predicate (197 tokens in
+    tiles of 6) leave the whole tiles' code free of it, as LLVM's unswitching does not always
+    do."""
+    def visit(node):
+        if not node.loop_var.same_as(loop_var) or full >= int(node.extent):
+            return node
+        analyzer = sym.Analyzer()
+        analyzer.bind(loop_var, tvm.ir.Range.from_min_extent(node.min, full))
+        loops = found_nodes(node.body, tirx.For, lambda _: True)
+        for inner in loops:
+            analyzer.bind(inner.loop_var,
+                          tvm.ir.Range.from_min_extent(inner.min, inner.extent))
+
+        def drop(realize):
+            if not analyzer.can_prove(realize.predicate):
+                return realize
+            return s_tir.SBlockRealize(realize.iter_values, True, realize.block)
+
+        head = tirx.For(loop_var, node.min, tirx.const(full, loop_var.ty), node.kind,
+                        tvm_ffi.structural_map(node.body, [(s_tir.SBlockRealize, drop)]),
+                        node.thread_binding, node.annotations, node.step)
+        defined = [lp.loop_var for lp in [node, *loops]]
+        defined += [iv.var for block in found_nodes(node.body, s_tir.SBlock, lambda _: True)
+                    for iv in block.iter_vars]
+        fresh = [(v, tirx.Var(v.name, v.ty)) for v in defined]
+        tail = tirx.For(fresh[0][1], node.min + full, node.extent - full, node.kind,
+                        _substitute(node.body, fresh), node.thread_binding,
+                        node.annotations, node.step)
+        return tirx.SeqStmt([head, tail])
+
+    return func.with_body(tvm_ffi.structural_map(func.body, [(tirx.For, visit)]))
+
+
+def _substitute(expr, pairs):
+    """`expr` with each of `pairs`' variables replaced by its value."""
+    def var(v):
+        return next((value for x, value in pairs if x.same_as(v)), v)
+    return tvm_ffi.structural_map(expr, [(tirx.Var, var)])
+
+
+def found_nodes(stmt, kind, match) -> list:
+    """The nodes of type `kind` in `stmt` that `match`."""
+    found: list = []
+    tvm_ffi.structural_map(stmt, [(kind, lambda node: found.append(node) or node
+                                   if match(node) else node)])
+    return found
