@@ -27,7 +27,8 @@ first rule in `RULES` that fits:
   weights repacked to OIHW{vo}o at compile time (numpy, at the call sites), the epilogue per
   tile; depthwise convs vectorized along output rows.
 - dense (FC, and linear layers over a batch of tokens): weights repacked to N/{vo}·K·{vo}, a
-  tile of rows × one vector block in registers.
+  tile of rows × one vector block in registers; with several row tiles, the reduction in
+  chunks, each row tile prefetching its share of the next chunk's weights.
 - batched products of two activations (attention's Q·Kᵀ and scores·V, `batch_matmul.py`):
   the same register tiles with the right operand read in place, its columns padded to whole
   vectors where they do not fill them.
