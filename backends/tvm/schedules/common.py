@@ -3,6 +3,7 @@ the analysis of TOPI's fused PrimFuncs (blocks, iteration kinds, constant reads,
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -266,9 +267,9 @@ def prefetch_next(sch: s_tir.Schedule, block, buffer, spread, along, elements: i
     of what the block reads of `buffer` in the iteration after this one of loop `along` (a
     loop inside `spread` whose every iteration reads `elements` contiguous elements, one after
     the other): the lines the next `along` loop will take come from memory while this one
-    computes, each of `spread`'s iterations fetching its share (a prefetch never faults: the
-    last one's lines may lie past the buffer). At the end, not inside the reduction: LLVM
-    keeps a tile's sums in memory across a loop that calls the prefetch intrinsic."""
+    computes, each of `spread`'s iterations fetching its share (none past the buffer's end:
+    after the last `along` loop). At the end, not inside the reduction: LLVM keeps a tile's
+    sums in memory across a loop that calls the prefetch intrinsic."""
     func = sch.mod["main"]
     spread_loop, along_loop = sch.get(spread), sch.get(along)
     stmt = sch.get(block)
@@ -284,13 +285,15 @@ def prefetch_next(sch: s_tir.Schedule, block, buffer, spread, along, elements: i
     share = -(-lines // int(spread_loop.extent))
     p = tirx.Var("p", spread_loop.loop_var.ty)
     line = (spread_loop.loop_var - spread_loop.min) * share + p
-    load = tirx.BufferLoad(region.source, [*index[:-1], index[-1] + line * per_line])
+    at_line = [*index[:-1], index[-1] + line * per_line]
+    shape = [int(d) for d in region.source.ty.shape]
+    flat = sum(i * math.prod(shape[n + 1:]) for n, i in enumerate(at_line))
+    prefetch = tirx.Evaluate(tirx.call_llvm_intrin(
+        "void", "llvm.prefetch.p0",
+        tirx.call_intrin("handle", "tirx.address_of", tirx.BufferLoad(region.source, at_line)),
+        tirx.const(0, "int32"), tirx.const(3, "int32"), tirx.const(1, "int32")))
     fetch = tirx.For(p, tirx.const(0, p.ty), tirx.const(share, p.ty), tirx.ForKind.SERIAL,
-                     tirx.Evaluate(tirx.call_llvm_intrin(
-                         "void", "llvm.prefetch.p0",
-                         tirx.call_intrin("handle", "tirx.address_of", load),
-                         tirx.const(0, "int32"), tirx.const(3, "int32"),
-                         tirx.const(1, "int32"))))
+                     tirx.IfThenElse(flat < math.prod(shape), prefetch, None))
 
     def visit(node):
         if not node.loop_var.same_as(spread_loop.loop_var):
