@@ -317,6 +317,8 @@ def test_chunked_fcs_prefetch_the_next_chunk_and_keep_whole_tiles_unpredicated(c
                and int(f.params[-1].ty.shape[-1]) == 1024]
     script = func.script()
     assert script.count("llvm.prefetch") == 2, script  # in the whole tiles' loop and the last
+    # none past the packed weights' end (the last chunk's next lines would be)
+    assert script.count(f"< T.int64({1024 * 1024})") == 2, script
     realizes = [r for r in _nodes(func.body, tvm.s_tir.SBlockRealize)
                 if r.block.name_hint.endswith("_update")]
     assert len(realizes) == 2
