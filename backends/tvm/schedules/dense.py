@@ -40,10 +40,10 @@ def dense(k: Kernel) -> Plan | None:
     weights come from memory (a network's are read once a run, never in cache): each row
     tile prefetches its share of the next chunk's, which the first row tile would otherwise
     wait for line by line. ViT-B/16's linear layers alone, one thread, caches flushed before
-    each call (`time_evaluator`'s `cache_flush_cpu_non_first_arg`), best of 100: Q/K/V
-    1.69 → 1.52 ms, the MLP's 6.73 → 6.03 and 6.69 → 6.05 (with caches warm, 1.44 both
-    ways); the network 0.91× the time on one thread, 0.92× on two (interleaved builds,
-    paired runs)."""
+    each call (`time_evaluator`'s `cache_flush_cpu_non_first_arg`), best runs: Q/K/V
+    1.69 → 1.52 ms, the MLP's 6.73 → 6.00–6.03 and 6.63–6.69 → 6.05–6.12 (with caches warm,
+    1.44 both ways); the network 0.91× the time on one thread, 0.92× on two (interleaved
+    builds, paired runs)."""
     found = one_reduction(k, "SS+R")
     if found is None:
         return None
@@ -94,15 +94,16 @@ def dense(k: Kernel) -> Plan | None:
     sch.vectorize(ji)
     sch.unroll(ii)
     sch.decompose_reduction(mm, lk)
+    packs = {w_param: lambda w: _pack_kn(w, vo)}
     if not chunk:
-        return Plan(sch.mod["main"], {w_param: lambda w: _pack_kn(w, vo)})
+        return Plan(sch.mod["main"], packs)
     # each row tile fetches its share of the next chunk's weights from memory
-    whole = sch.get(io).loop_var, rows // ti
+    tiles = sch.get(io).loop_var
     func = prefetch_next(sch, mm, weights, io, ki, vo)
     if rows % ti:  # the whole tiles without the last one's predicate (the prefetch in the
         # row tiles' loop had kept LLVM from unswitching it: a row's sums spilled, 1.8x)
-        func = split_tail(func, *whole)
-    return Plan(func, {w_param: lambda w: _pack_kn(w, vo)})
+        func = split_tail(func, tiles, rows // ti)
+    return Plan(func, packs)
 
 
 def _group(machine: Machine, blocks: int) -> int:
