@@ -316,7 +316,7 @@ def split_tail(func: tirx.PrimFunc, loop_var, full: int) -> tirx.PrimFunc:
             return node
         analyzer = sym.Analyzer()
         analyzer.bind(loop_var, tvm.ir.Range.from_min_extent(node.min, full))
-        loops = found_nodes(node.body, tirx.For, lambda _: True)
+        loops = found_nodes(node.body, tirx.For)
         for inner in loops:
             analyzer.bind(inner.loop_var,
                           tvm.ir.Range.from_min_extent(inner.min, inner.extent))
@@ -330,7 +330,7 @@ def split_tail(func: tirx.PrimFunc, loop_var, full: int) -> tirx.PrimFunc:
                         tvm_ffi.structural_map(node.body, [(s_tir.SBlockRealize, drop)]),
                         node.thread_binding, node.annotations, node.step)
         defined = [lp.loop_var for lp in [node, *loops]]
-        defined += [iv.var for block in found_nodes(node.body, s_tir.SBlock, lambda _: True)
+        defined += [iv.var for block in found_nodes(node.body, s_tir.SBlock)
                     for iv in block.iter_vars]
         fresh = [(v, tirx.Var(v.name, v.ty)) for v in defined]
         tail = tirx.For(fresh[0][1], node.min + full, node.extent - full, node.kind,
@@ -348,8 +348,8 @@ def _substitute(expr, pairs):
     return tvm_ffi.structural_map(expr, [(tirx.Var, var)])
 
 
-def found_nodes(stmt, kind, match) -> list:
-    """The nodes of type `kind` in `stmt` that `match`."""
+def found_nodes(stmt, kind, match: Callable[[object], bool] = lambda _: True) -> list:
+    """The nodes of type `kind` in `stmt` (those that `match`)."""
     found: list = []
     tvm_ffi.structural_map(stmt, [(kind, lambda node: found.append(node) or node
                                    if match(node) else node)])

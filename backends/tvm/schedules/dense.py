@@ -101,7 +101,7 @@ def dense(k: Kernel) -> Plan | None:
     tiles = sch.get(io).loop_var
     func = prefetch_next(sch, mm, weights, io, ki, vo)
     if rows % ti:  # the whole tiles without the last one's predicate (the prefetch in the
-        # row tiles' loop had kept LLVM from unswitching it: a row's sums spilled, 1.8x)
+        # row tiles' loop had kept LLVM from unswitching it: a row's sums spilled, 1.7x)
         func = split_tail(func, tiles, rows // ti)
     return Plan(func, packs)
 
