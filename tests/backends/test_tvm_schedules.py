@@ -459,6 +459,95 @@ def test_attention_over_keys_short_of_a_block_pads_them(cpu):
     _check_where_the_host_runs(arch, cpu)
 
 
+# Swin's blocks on a 28×28 map of 32 channels (16 windows of 7×7), then a 14×14 one
+SWIN_BLOCKS = r"""
+arch swin_blocks
+input 3x112x112
+defaults norm=none act=none
+conv4-32/4 pad=0; layernorm
+residual { layernorm; window_attention(1) window=7 }
+residual { layernorm; linear-64 act=gelu; linear-32 }
+patch_merging
+tokens; gap; FC-10
+"""
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_window_attentions_linear_layers_keep_whole_row_tiles_unpredicated(cpu):
+    """A window's 49 tokens are 8 whole tiles of 6 rows and a last one of 1: with windows ×
+    column blocks enough for the threads (16 windows), the row tiles stay out of the
+    parallel loop and the whole tiles are a loop of their own with no predicate (a predicate
+    LLVM did not unswitch took 2.2x the time: Swin-T's). Matches PyTorch where the host runs
+    the code."""
+    arch = archdsl.load(SWIN_BLOCKS)
+    mod = _scheduled(arch, cpu)
+    kinds = tvm.tirx.ForKind
+    linear = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
+              and schedules.scheduled_by(f) == "dense"
+              and [int(d) for d in f.params[0].ty.shape] == [16, 49, 32]]
+    assert linear, _marks(mod)
+    for func in linear:
+        parallel = [int(f.extent) for f in _loops(func.body) if f.kind == kinds.PARALLEL]
+        assert parallel == [16 * 32 // (2 * LANES[cpu])], parallel  # windows × column blocks
+        realizes = [r for r in _nodes(func.body, tvm.s_tir.SBlockRealize)
+                    if r.block.name_hint.endswith("_update")]
+        assert sorted(isinstance(r.predicate, tvm.tirx.IntImm) and int(r.predicate) == 1
+                      for r in realizes) == [False, True], func
+        # the loops of row tiles (their sums' zeros and products): eight whole, one cut
+        tiles = sorted((int(f.min), int(f.extent)) for f in _loops(func.body)
+                       if f.kind == kinds.SERIAL and any(
+                           r.block.name_hint.endswith("_update")
+                           for r in _nodes(f.body, tvm.s_tir.SBlockRealize))
+                       and (int(f.min), int(f.extent)) in ((0, 8), (8, 1)))
+        assert tiles == [(0, 8), (8, 1)], tiles
+    _check_where_the_host_runs(arch, cpu)
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_layer_norms_over_a_maps_channels_go_by_rows_of_pixels(cpu):
+    """A layer norm over the channels of a C×H×W map (Swin's, ConvNeXt's) reduces along a
+    strided axis: the columns rule takes a row of pixels per parallel step (images × rows)
+    and sums the channels into vectors of the row's pixels — 28 pixels (no whole vectors)
+    as one vector, the merged map's 14 too; a map of few rows has them in pieces, whole
+    vectors each. Matches PyTorch where the host runs the code."""
+    arch = archdsl.load(SWIN_BLOCKS)
+    mod = _scheduled(arch, cpu, batch=2)
+    norms = {name: mod[name] for name, mark in _marks(mod).items() if "layer_norm" in name}
+    assert len(norms) >= 2 and set(_marks(mod)[n] for n in norms) == {"columns"}, _marks(mod)
+    kinds = tvm.tirx.ForKind
+    for name, func in norms.items():
+        _, channels, rows, width = (int(d) for d in func.params[0].ty.shape)
+        loops = _loops(func.body)
+        assert [int(f.extent) for f in loops if f.kind == kinds.PARALLEL] == [2 * rows], name
+        vectors = [int(f.extent) for f in loops if f.kind == kinds.VECTORIZED]
+        # two sums (their zeros and updates), the mean, the output: each along the row
+        assert vectors == [width] * 6, (name, vectors)
+        # a sum goes over the channels outside the row's pixels
+        sums = [f for f in loops if int(f.extent) == channels
+                and any(r.block.name_hint.endswith("_update")
+                        for r in _nodes(f.body, tvm.s_tir.SBlockRealize))]
+        assert len(sums) == 2, name
+    _check_where_the_host_runs(arch, cpu)
+    # a map of 4 rows (at batch 1): each row in two pieces of whole vectors, 8 steps
+    wide = archdsl.load(WIDE_MAP_NORM)
+    (func,) = [f for _, f in _scheduled(wide, cpu).functions_items()
+               if schedules.scheduled_by(f) == "columns"]
+    loops = _loops(func.body)
+    assert [int(f.extent) for f in loops if f.kind == kinds.PARALLEL] == [8]
+    assert {int(f.extent) for f in loops if f.kind == kinds.VECTORIZED} == {LANES[cpu]}
+    assert sorted({int(f.extent) for f in loops if f.kind == kinds.SERIAL}) == \
+        sorted({32, 32 // LANES[cpu]}), [int(f.extent) for f in loops]
+    if _host_runs(CPUS[cpu]):
+        ref, state, x = _torch_run(wide, 1)
+        _assert_close(backend.compile(wide.graph, target=CPUS[cpu], weights=state)(x), ref)
+
+
+WIDE_MAP_NORM = r"""
+arch wide_map_norm
+input 3x16x256
+conv4-32/4 pad=0 norm=none act=none; layernorm; gap; FC-10
+"""
+
 def test_convs_with_any_activation_get_a_conv_rule_and_match_pytorch():
     """Swish reads the conv's output twice; the epilogue still fuses into the conv's tile
     (it fell to the generic parallel loops, EfficientNet-B0 9.8× ONNX Runtime's time), and

@@ -37,6 +37,9 @@ first rule in `RULES` that fits:
   blocked tensor's channels).
 - row kernels (softmax, layer norm, `rows.py`): every stage computed per row, parallel over
   the rows, reductions over whole vectors as vectors of partial results.
+- column kernels (a layer norm over an NCHW map's channels, `rows.py`): every stage per row
+  of pixels, parallel over the rows, the reductions over the channels as vectors of the
+  row's pixels.
 - elementwise (and reshape, concat, layout transforms): inlined into one loop nest, vectorized
   and parallel.
 - the rest: its outer loops parallel where they have several iterations.
@@ -65,7 +68,7 @@ from archdsl.backends.tvm.schedules.depthwise import depthwise_blocked, depthwis
 from archdsl.backends.tvm.schedules.elementwise import fallback_parallel, injective
 from archdsl.backends.tvm.schedules.launch import one_launch
 from archdsl.backends.tvm.schedules.pool import pool
-from archdsl.backends.tvm.schedules.rows import rows
+from archdsl.backends.tvm.schedules.rows import columns, rows
 from archdsl.backends.tvm.schedules.winograd import conv2d_winograd
 
 __all__ = ["MARK", "RULES", "default_schedule", "schedule_cpu", "scheduled_by"]
@@ -86,6 +89,7 @@ RULES: dict[str, Rule] = {
     "batch_matmul": batch_matmul,
     "pool": pool,
     "rows": rows,
+    "columns": columns,
     "injective": injective,
     "parallel": fallback_parallel,
 }

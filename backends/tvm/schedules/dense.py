@@ -78,6 +78,9 @@ def dense(k: Kernel) -> Plan | None:
     # of the column blocks goes chunk by chunk instead, the input's chunk read from L2
     group = (_group(machine, cols // vo)
              if chunk and images * rows * depth * 4 > machine.l2 // 2 else 1)
+    # a last row tile cut short is split from the whole ones (`split_tail`) unless the
+    # threads share the row tiles too (too few column blocks × images without them)
+    apart = bool(rows % ti) and bool(chunk or cols // vo * images >= _MIN_COLUMN_BLOCKS)
     if chunk:
         ko, ki = sch.split(lk, [None, chunk])
         if group > 1:
@@ -89,19 +92,19 @@ def dense(k: Kernel) -> Plan | None:
         lk = ko
     else:
         sch.reorder(jo, *outer, io, lk, ii, ji)
-        sch.parallel(sch.fuse(jo, *outer, io))
+        sch.parallel(sch.fuse(jo, *outer) if apart else sch.fuse(jo, *outer, io))
     epilogue_at(sch, epilogue, sch.get_loops(mm)[0], lanes)
     sch.vectorize(ji)
     sch.unroll(ii)
     sch.decompose_reduction(mm, lk)
     packs = {w_param: lambda w: _pack_kn(w, vo)}
-    if not chunk:
-        return Plan(sch.mod["main"], packs)
-    # each row tile fetches its share of the next chunk's weights from memory
-    tiles = sch.get(io).loop_var
-    func = prefetch_next(sch, mm, weights, io, ki, vo)
-    if rows % ti:  # the whole tiles without the last one's predicate (the prefetch in the
-        # row tiles' loop had kept LLVM from unswitching it: a row's sums spilled, 1.7x)
+    tiles = sch.get(io).loop_var if apart else None
+    # with chunks, each row tile fetches its share of the next chunk's weights from memory
+    func = prefetch_next(sch, mm, weights, io, ki, vo) if chunk else sch.mod["main"]
+    if apart:  # the whole tiles without the last one's predicate, which LLVM does not
+        # always unswitch (with the prefetch in the row tiles' loop a row's sums spilled:
+        # 1.7x; Swin-T's window attention, 64 windows of 49 tokens in tiles of 6 over 96
+        # columns, alone, one thread: 1.52 -> 0.68 ms)
         func = split_tail(func, tiles, rows // ti)
     return Plan(func, packs)
 

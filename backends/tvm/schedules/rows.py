@@ -10,6 +10,7 @@ from tvm import s_tir, tirx
 from archdsl.backends.tvm.schedules.common import (
     Kernel,
     Plan,
+    divisors,
     extent,
     indexed_by,
     iter_kinds,
@@ -17,7 +18,7 @@ from archdsl.backends.tvm.schedules.common import (
     vector_lanes,
 )
 
-__all__ = ["rows"]
+__all__ = ["columns", "rows"]
 
 
 def rows(k: Kernel) -> Plan | None:
@@ -83,3 +84,100 @@ def _by_row(stmt, lead: int) -> bool:
 
 def _uses(expr, variables) -> bool:
     return any(v.same_as(x) for v in tirx.analysis.undefined_vars(expr) for x in variables)
+
+
+def columns(k: Kernel) -> Plan | None:
+    """A norm over a middle axis of a map — a layer norm over the channels of an NCHW map (as
+    archdsl writes Swin-T's and ConvNeXt's), each pixel's values a plane apart: reductions
+    over the axis and elementwise steps on the map without it, then the whole map. A row is
+    every index but the axis's and the last (cut in pieces of whole vectors where there are
+    fewer than `_MIN_ROWS` rows): the rows go across the cores, every stage computed within
+    its row, each over the axis with the row's pixels as vectors (a sum is a vector of the
+    row's pixels, added to once per channel, in L1). The catch-all rule ran each pixel's
+    sums down the strided axis, scalar: alone, one thread, Swin-T's 96 × 56 × 56 layer norm
+    0.62 -> 0.09 ms, its 29 layer norms 9.9 -> 1.7 ms."""
+    sch = s_tir.Schedule(k.func)
+    blocks = top_blocks(sch)
+    if len(blocks) < 2:
+        return None
+    last = blocks[-1]
+    rank = len(sch.get(last).iter_vars)
+    if rank < 3 or iter_kinds(sch, last) != "S" * rank:
+        return None
+    shape = [extent(sch, last, d) for d in range(rank)]
+    axis = _middle_axis(sch, blocks[:-1], shape)
+    lanes = vector_lanes(k.target)
+    if axis is None or (shape[-1] % lanes and shape[-1] > _ODD_VECTOR * lanes):
+        return None
+    loops = sch.get_loops(last)
+    outer = [loop for d, loop in enumerate(loops) if d not in (axis, rank - 1)]
+    rows, width = math.prod(shape) // (shape[axis] * shape[-1]), shape[-1]
+    piece = width  # of the last axis a row has: with too few rows, whole vectors of it
+    if rows < _MIN_ROWS and width % lanes == 0:
+        piece = max(p for p in divisors(width)
+                    if p % lanes == 0 and (rows * width // p >= _MIN_ROWS or p == lanes))
+    pieces, inner = sch.split(loops[-1], [None, piece])
+    sch.reorder(*outer, pieces, loops[axis], inner)
+    row = sch.fuse(*outer, pieces)
+    for block in reversed(blocks[:-1]):
+        sch.compute_at(block, row)
+    if rows * width // piece > 1:
+        sch.parallel(row)
+    for block in blocks:
+        if iter_kinds(sch, block).endswith("R"):
+            *_, pixels, over = sch.get_loops(block)
+            sch.reorder(over, pixels)
+            _vectorize(sch, pixels, lanes)
+            sch.decompose_reduction(block, over)  # (its zeros' loop as vectors too)
+        else:
+            _vectorize(sch, sch.get_loops(block)[-1], lanes)
+    return Plan(sch.mod["main"])
+
+
+_ODD_VECTOR = 4  # vectors at most of a row not filling whole vectors, vectorized as one
+_MIN_ROWS = 8  # parallel steps a column norm keeps, its rows cut in pieces where fewer
+
+
+def _vectorize(sch: s_tir.Schedule, loop, lanes: int) -> None:
+    """`loop` as whole vectors of `lanes`, or (not filling them) as one vector."""
+    if int(sch.get(loop).extent) % lanes == 0:
+        loop = sch.split(loop, [None, lanes])[1]
+    sch.vectorize(loop)
+
+
+def _middle_axis(sch: s_tir.Schedule, blocks: list, shape: list[int]) -> int | None:
+    """The axis (not the last) that `blocks` reduce `shape`'s map over, where each of them is
+    over the map without it (its reduction, if any, over it) and reads the map at its own
+    pixel; None if they are not so."""
+    axis = None
+    for block in blocks:
+        stmt, kinds = sch.get(block), iter_kinds(sch, block)
+        spatial = [iv.var for iv in stmt.iter_vars[:len(shape) - 1]]
+        if kinds not in ("S" * len(spatial), "S" * len(spatial) + "R"):
+            return None
+        for region in (*stmt.reads, *stmt.writes):
+            dims = region.region
+            if len(dims) == len(spatial):
+                if not indexed_by(region, spatial):
+                    return None
+            elif len(dims) == len(shape):
+                if not kinds.endswith("R"):
+                    return None
+                at = [d for d, r in enumerate(dims) if r.min.same_as(stmt.iter_vars[-1].var)]
+                if len(at) != 1 or (axis is not None and at[0] != axis):
+                    return None
+                axis = at[0]
+                if not indexed_by(region, [*spatial[:axis], stmt.iter_vars[-1].var,
+                                           *spatial[axis:]]):
+                    return None
+            elif any(_uses(r.min, spatial) for r in dims):
+                return None
+    if axis is None or axis == len(shape) - 1:
+        return None
+    without = shape[:axis] + shape[axis + 1:]
+    for block in blocks:
+        kinds = iter_kinds(sch, block)
+        extents = [extent(sch, block, d) for d in range(len(kinds))]
+        if extents != without + [shape[axis]] * kinds.endswith("R"):
+            return None
+    return axis
