@@ -99,20 +99,24 @@ def _target(mcpu: str, cores: int):
     return make_target({"kind": "llvm", "mcpu": mcpu, "num-cores": cores})
 
 
-@pytest.mark.parametrize("mcpu", ["emeraldrapids", "znver4"])
+@pytest.mark.parametrize("mcpu", ["emeraldrapids", "znver4", "znver3"])
 def test_depthwise_separable_trunks_run_an_image_at_a_time(mcpu):
-    """MobileNetV2 (its activations outweigh its weights) an image at a time in a build for
-    one thread, and for two where they share the images evenly (`trunk_threads`: each takes
-    its own); not at batch 1, not three images on two threads, not for a number of threads
-    unknown, not ResNet-50 or VGG-16 (weights outweigh what stays in L2), never a GPU build."""
+    """MobileNetV2 and MobileNet v1 (their activations outweigh their weights) an image at a
+    time in a build for one thread, and for two where they share the images evenly
+    (`trunk_threads`: each takes its own) — with Zen 3's 512 KB of L2 too, where few of their
+    outputs fit in half of it but a chunk's stay in L3; not at batch 1, not three images on
+    two threads, not for a number of threads unknown, not ResNet-18, ResNet-50 or VGG-16
+    (weights outweigh what stays in cache), never a GPU build."""
     v2 = archdsl.load(SPECS / "mobilenet_v2.arch").graph
+    assert chunk_images(archdsl.load(SPECS / "mobilenet_v1.arch").graph, 32,
+                        _target(mcpu, 2), 4) == 1
     assert chunk_images(v2, 32, _target(mcpu, 1), 4) == 1
     assert chunk_images(v2, 3, _target(mcpu, 1), 4) == 1
     assert chunk_images(v2, 1, _target(mcpu, 1), 4) is None
     assert chunk_images(v2, 32, _target(mcpu, 2), 4) == 1
     assert chunk_images(v2, 3, _target(mcpu, 2), 4) is None
     assert chunk_images(v2, 32, make_target({"kind": "llvm", "mcpu": mcpu}), 4) is None
-    for spec in ("resnet50.arch", "vgg_d.arch"):
+    for spec in ("resnet18.arch", "resnet50.arch", "vgg_d.arch"):
         for threads in (1, 2):
             assert chunk_images(archdsl.load(SPECS / spec).graph, 32, _target(mcpu, threads),
                                 4) is None
