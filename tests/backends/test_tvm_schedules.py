@@ -437,9 +437,9 @@ def test_attention_gets_batched_products_and_row_kernels(cpu):
 @pytest.mark.parametrize("cpu", CPUS)
 def test_attention_over_keys_short_of_a_block_pads_them(cpu):
     """145 tokens (a 12×12 grid and a class token) are 160 keys, zeros, their scores masked:
-    the softmax's rows (160) fill vectors, its max and sum as vectors of partial results, x - max
-    computed in its exp; Q·Kᵀ
-    is 160 columns, no padded copy in the kernel; the result is the unpadded attention's
+    the softmax's rows (160) fill vectors, its max and sum as vectors of partial results,
+    x - max computed in its exp; Q·Kᵀ is 160 columns, no padded copy in the kernel; the
+    result is the unpadded attention's
     (matches PyTorch where the host runs it). 17 tokens (15 keys short of 32: over 15% more)
     are not padded (the test above)."""
     arch = archdsl.load(SPECS / "vit.arch", layers=1, hidden=64, mlp_dim=128, heads=4, patch=8,
@@ -474,6 +474,12 @@ residual { layernorm; window_attention(1) window=7 }
 residual { layernorm; linear-64 act=gelu; linear-32 }
 patch_merging
 tokens; gap; FC-10
+"""
+# a map of 4 rows of 64 pixels (at batch 1)
+WIDE_MAP_NORM = r"""
+arch wide_map_norm
+input 3x16x256
+conv4-32/4 pad=0 norm=none act=none; layernorm; gap; FC-10
 """
 
 
@@ -546,12 +552,6 @@ def test_layer_norms_over_a_maps_channels_go_by_rows_of_pixels(cpu):
         ref, state, x = _torch_run(wide, 1)
         _assert_close(backend.compile(wide.graph, target=CPUS[cpu], weights=state)(x), ref)
 
-
-WIDE_MAP_NORM = r"""
-arch wide_map_norm
-input 3x16x256
-conv4-32/4 pad=0 norm=none act=none; layernorm; gap; FC-10
-"""
 
 def test_convs_with_any_activation_get_a_conv_rule_and_match_pytorch():
     """Swish reads the conv's output twice; the epilogue still fuses into the conv's tile
