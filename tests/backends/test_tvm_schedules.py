@@ -370,6 +370,36 @@ def test_an_fc_over_a_large_input_takes_its_chunks_by_groups_of_columns(cpu):
 
 
 @pytest.mark.parametrize("cpu", CPUS)
+def test_a_group_of_column_blocks_prefetches_the_next_blocks_chunk(cpu):
+    """In a group the next weights a thread reads are the next column block's of the same
+    chunk (the block's own next chunk comes after every block of the group): each row tile
+    prefetches its share of those lines, not the next chunk's, which an L2 that also holds
+    the group's sums and the input's chunk let go before they were read."""
+    arch = archdsl.load(WIDE_INPUT_FC)
+    target = backend.make_target({**CPUS[cpu], "num-cores": 2})
+    mod = schedules.schedule_cpu(_fused(arch, 32, target), target, {})
+    (func,) = [f for _, f in mod.functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc) and schedules.scheduled_by(f) == "dense"
+               and int(f.params[-1].ty.shape[-1]) == 512]
+    (call,) = [e.value for e in _nodes(func.body, tvm.tirx.Evaluate)
+               if "llvm.prefetch" in str(e.value)]
+    group, chunk, block = (lp.loop_var.name for lp in _dense_loops(arch, cpu, 32, 2)[512][:3])
+    at = {group: 1, chunk: 3, block: 2}  # the second group's third block, its fourth chunk
+
+    def value(expr) -> int:  # with every other loop (tile, line) at its first iteration
+        def bound(v):
+            return tvm.tirx.const(at.get(v.name, 0), v.ty)
+        return int(tvm.sym.Analyzer().simplify(
+            tvm_ffi.structural_map(expr, [(tvm.tirx.Var, bound)])))
+
+    (weights,) = [p for p in func.params if len(p.ty.shape) == 3]
+    blocks, depth, vo = (int(d) for d in weights.ty.shape)
+    per_group, steps = blocks // 2, 8192 // int(_dense_loops(arch, cpu, 32, 2)[512][1].extent)
+    assert [value(i) for i in call.args[1].args[0].indices] == [
+        per_group + 2 + 1, 3 * steps, 0]
+
+
+@pytest.mark.parametrize("cpu", CPUS)
 def test_a_transformers_linear_layers_get_the_dense_rule(cpu):
     """A linear layer over a sequence of tokens is a matmul with leading axes (batch, token)
     against a constant weight: the dense rule takes its leading axes as rows (it had fallen to

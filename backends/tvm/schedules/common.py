@@ -264,11 +264,12 @@ _LINE = 64  # bytes of a cache line
 def prefetch_next(sch: s_tir.Schedule, block, buffer, spread, along, elements: int
                   ) -> tirx.PrimFunc:
     """The scheduled function with, at the end of loop `spread`'s body, a share of a prefetch
-    of what the block reads of `buffer` in the iteration after this one of loop `along` (a
-    loop inside `spread` whose every iteration reads `elements` contiguous elements, one after
-    the other): the lines the next `along` loop will take come from memory while this one
-    computes, each of `spread`'s iterations fetching its share (none past the buffer's end:
-    after the last `along` loop). At the end, not inside the reduction: LLVM keeps a tile's
+    of what the block reads of `buffer` in the iteration after this one of loop `along`:
+    either a loop inside `spread` whose every iteration reads `elements` contiguous elements,
+    one after the other (the lines the next `along` loop will take), or a loop around
+    `spread` whose next iteration starts reading `elements` contiguous ones there. They come
+    from memory while this one computes, each of `spread`'s iterations fetching its share
+    (none past the buffer's end). At the end, not inside the reduction: LLVM keeps a tile's
     sums in memory across a loop that calls the prefetch intrinsic."""
     func = sch.mod["main"]
     spread_loop, along_loop = sch.get(spread), sch.get(along)
@@ -276,12 +277,17 @@ def prefetch_next(sch: s_tir.Schedule, block, buffer, spread, along, elements: i
     realize = found_nodes(func.body, s_tir.SBlockRealize, lambda r: r.block.same_as(stmt))[0]
     bound = list(zip([iv.var for iv in stmt.iter_vars], realize.iter_values, strict=True))
     at = [(lp.loop_var, lp.min) for lp in map(sch.get, loops_below(sch, block, spread))]
-    at = [(v, along_loop.min + along_loop.extent if v.same_as(along_loop.loop_var) else m)
-          for v, m in at]
+    if any(v.same_as(along_loop.loop_var) for v, _ in at):
+        at = [(v, along_loop.min + along_loop.extent if v.same_as(along_loop.loop_var) else m)
+              for v, m in at]
+        count = int(along_loop.extent) * elements
+    else:
+        at.append((along_loop.loop_var, along_loop.loop_var + 1))
+        count = elements
     region = next(r for r in stmt.reads if r.source.same_as(buffer))
     index = [_substitute(_substitute(r.min, bound), at) for r in region.region]
     per_line = _LINE * 8 // tvm.DataType(str(region.source.dtype)).bits
-    lines = -(-int(along_loop.extent) * elements // per_line)
+    lines = -(-count // per_line)
     share = -(-lines // int(spread_loop.extent))
     p = tirx.Var("p", spread_loop.loop_var.ty)
     line = (spread_loop.loop_var - spread_loop.min) * share + p

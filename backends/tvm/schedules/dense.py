@@ -43,7 +43,12 @@ def dense(k: Kernel) -> Plan | None:
     each call (`time_evaluator`'s `cache_flush_cpu_non_first_arg`), best runs: Q/K/V
     1.69 → 1.52 ms, the MLP's 6.73 → 6.00–6.03 and 6.63–6.69 → 6.05–6.12 (with caches warm,
     1.44 both ways); the network 0.91× the time on one thread, 0.92× on two (interleaved
-    builds, paired runs)."""
+    builds, paired runs). In a group the next block's share of the chunk is what comes next
+    and is prefetched instead: the block's own next chunk, read after the whole group, had
+    been let go by an L2 holding the group's sums (Zen 3, two threads, in the network's runs:
+    ViT-B/16's linear layers 192.7–195.1 → 182.6–192.4 ms, its first MLP layer 5.5 → 5.1–5.35
+    ms a call; VGG-16's FCs at batch 32 53.8–57.7 → 46.5–48.9 ms; the ViT 0.99× on one thread,
+    interleaved builds)."""
     found = one_reduction(k, "SS+R")
     if found is None:
         return None
@@ -81,6 +86,7 @@ def dense(k: Kernel) -> Plan | None:
     # a last row tile cut short is split from the whole ones (`split_tail`) unless the
     # threads share the row tiles too (too few column blocks × images without them)
     apart = bool(rows % ti) and bool(chunk or cols // vo * images >= _MIN_COLUMN_BLOCKS)
+    jj = None
     if chunk:
         ko, ki = sch.split(lk, [None, chunk])
         if group > 1:
@@ -100,7 +106,9 @@ def dense(k: Kernel) -> Plan | None:
     packs = {w_param: lambda w: _pack_kn(w, vo)}
     tiles = sch.get(io).loop_var if apart else None
     # with chunks, each row tile fetches its share of the next chunk's weights from memory
-    func = prefetch_next(sch, mm, weights, io, ki, vo) if chunk else sch.mod["main"]
+    # (in a group, of the next block's share of this chunk)
+    func = (sch.mod["main"] if not chunk else prefetch_next(sch, mm, weights, io, ki, vo)
+            if jj is None else prefetch_next(sch, mm, weights, io, jj, chunk * vo))
     if apart:  # the whole tiles without the last one's predicate, which LLVM does not
         # always unswitch (with the prefetch in the row tiles' loop a row's sums spilled:
         # 1.7x; Swin-T's window attention, 64 windows of 49 tokens in tiles of 6 over 96
