@@ -491,6 +491,11 @@ def test_attention_over_keys_short_of_a_block_pads_them(cpu):
     # the exp's max(e^x, x) over it as a masked store: 2x the softmax's time on Zen 3)
     assert [b.name_hint for b in _nodes(softmax.body, tvm.s_tir.SBlock)
             if "delta" in b.name_hint] == [], softmax
+    # each row's sum divides once, its reciprocal multiplying the row (no division by it
+    # per element)
+    (norm,) = [b for b in _nodes(softmax.body, tvm.s_tir.SBlock) if b.name_hint.endswith("norm")]
+    divisions = _nodes(norm.body, tvm.tirx.Div)
+    assert len(divisions) == 1 and isinstance(divisions[0].a, tvm.tirx.FloatImm), norm
     _check_where_the_host_runs(arch, cpu)
 
 
