@@ -499,6 +499,31 @@ def test_attention_over_keys_short_of_a_block_pads_them(cpu):
     _check_where_the_host_runs(arch, cpu)
 
 
+@pytest.mark.parametrize("cpu", CPUS)
+def test_transposes_go_in_tiles_of_an_input_line(cpu):
+    """Attention's keys transposed (batch 2 of 145 tokens × 4 heads of 16 features into
+    2 × 4 × 16 × 160, the keys padded): the output's rows of keys read the input a token (a
+    row of 64) apart, so the kernel goes in tiles of a line of the input's features (16
+    floats) × a vector of keys, each line read once a tile; parallel over the tiles. An
+    elementwise kernel (read along its last axis) keeps its rows. Matches PyTorch where the
+    host runs it."""
+    arch = archdsl.load(SPECS / "vit.arch", layers=1, hidden=64, mlp_dim=128, heads=4, patch=8,
+                        resolution=96)
+    mod = _scheduled(arch, cpu, batch=2)
+    kinds = tvm.tirx.ForKind
+    nests = {name: [(f.kind, int(f.extent)) for f in reversed(_loops(mod[name].body))]
+             for name, mark in _marks(mod).items() if mark == "injective"}  # outermost first
+    keys = [name for name in nests
+            if tuple(int(d) for d in mod[name].params[-1].ty.shape) == (2, 4, 16, 160)]
+    assert len(keys) == 1, {n: mod[n].params[-1].ty.shape for n in nests}
+    parallel, line, vector = nests[keys[0]]
+    assert parallel[0] == kinds.PARALLEL and parallel[1] == 2 * 4 * 160 // LANES[cpu]
+    assert line == (kinds.SERIAL, 16) and vector == (kinds.VECTORIZED, LANES[cpu])
+    assert all(len(loops) != 3 or loops[1] != (kinds.SERIAL, 16)
+               for name, loops in nests.items() if name not in keys)
+    _check_where_the_host_runs(arch, cpu)
+
+
 # Swin's blocks on a 28×28 map of 32 channels (16 windows of 7×7), then a 14×14 one
 SWIN_BLOCKS = r"""
 arch swin_blocks

@@ -15,8 +15,9 @@ from tvm import s_tir, sym, tirx
 
 __all__ = ["Kernel", "Machine", "Plan", "Rule", "constant_read", "divisors", "epilogue_at",
            "epilogue_of", "extent", "find_block", "found_nodes", "indexed_by", "is_copy",
-           "iter_kinds", "load_ratio", "loops_below", "one_reduction", "prefetch_next",
-           "register_tile", "same", "split_tail", "tile_loops", "top_blocks", "vector_lanes"]
+           "iter_kinds", "load_ratio", "loops_below", "one_reduction", "per_line",
+           "prefetch_next", "register_tile", "same", "split_tail", "tile_loops", "top_blocks",
+           "uses", "vector_lanes"]
 
 Pack = Callable[[np.ndarray], np.ndarray]
 
@@ -261,6 +262,11 @@ def tile_loops(sch: s_tir.Schedule, unrolled: list, lanes) -> None:
 _LINE = 64  # bytes of a cache line
 
 
+def per_line(dtype) -> int:
+    """The elements of `dtype` a cache line holds."""
+    return _LINE * 8 // tvm.DataType(str(dtype)).bits
+
+
 def prefetch_next(sch: s_tir.Schedule, block, buffer, spread, along, elements: int
                   ) -> tirx.PrimFunc:
     """The scheduled function with, at the end of loop `spread`'s body, a share of a prefetch
@@ -286,12 +292,12 @@ def prefetch_next(sch: s_tir.Schedule, block, buffer, spread, along, elements: i
         count = elements
     region = next(r for r in stmt.reads if r.source.same_as(buffer))
     index = [_substitute(_substitute(r.min, bound), at) for r in region.region]
-    per_line = _LINE * 8 // tvm.DataType(str(region.source.dtype)).bits
-    lines = -(-count // per_line)
+    in_line = per_line(region.source.dtype)
+    lines = -(-count // in_line)
     share = -(-lines // int(spread_loop.extent))
     p = tirx.Var("p", spread_loop.loop_var.ty)
     line = (spread_loop.loop_var - spread_loop.min) * share + p
-    at_line = [*index[:-1], index[-1] + line * per_line]
+    at_line = [*index[:-1], index[-1] + line * in_line]
     shape = [int(d) for d in region.source.ty.shape]
     flat = sum(i * math.prod(shape[n + 1:]) for n, i in enumerate(at_line))
     prefetch = tirx.Evaluate(tirx.call_llvm_intrin(
@@ -352,6 +358,11 @@ def _substitute(expr, pairs):
     def var(v):
         return next((value for x, value in pairs if x.same_as(v)), v)
     return tvm_ffi.structural_map(expr, [(tirx.Var, var)])
+
+
+def uses(expr, variables) -> bool:
+    """Whether `expr` depends on any of `variables`."""
+    return any(v.same_as(x) for v in tirx.analysis.undefined_vars(expr) for x in variables)
 
 
 def found_nodes(stmt, kind, match: Callable[[object], bool] = lambda _: True) -> list:

@@ -16,6 +16,7 @@ from archdsl.backends.tvm.schedules.common import (
     indexed_by,
     iter_kinds,
     top_blocks,
+    uses,
     vector_lanes,
 )
 
@@ -108,12 +109,9 @@ def _by_row(stmt, lead: int) -> bool:
     block's first `lead` vars) or does not depend on the row at all."""
     row = [iv.var for iv in stmt.iter_vars[:lead]]
     return all(indexed_by(region, row, leading=True)
-               or not any(_uses(r.min, row) for r in region.region)
+               or not any(uses(r.min, row) for r in region.region)
                for region in (*stmt.reads, *stmt.writes))
 
-
-def _uses(expr, variables) -> bool:
-    return any(v.same_as(x) for v in tirx.analysis.undefined_vars(expr) for x in variables)
 
 
 def columns(k: Kernel) -> Plan | None:
@@ -200,7 +198,7 @@ def _middle_axis(sch: s_tir.Schedule, blocks: list, shape: list[int]) -> int | N
                 if not indexed_by(region, [*spatial[:axis], stmt.iter_vars[-1].var,
                                            *spatial[axis:]]):
                     return None
-            elif any(_uses(r.min, spatial) for r in dims):
+            elif any(uses(r.min, spatial) for r in dims):
                 return None
     if axis is None or axis == len(shape) - 1:
         return None
