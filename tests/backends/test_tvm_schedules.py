@@ -383,7 +383,8 @@ def test_a_group_of_column_blocks_prefetches_the_next_blocks_chunk(cpu):
                and int(f.params[-1].ty.shape[-1]) == 512]
     (call,) = [e.value for e in _nodes(func.body, tvm.tirx.Evaluate)
                if "llvm.prefetch" in str(e.value)]
-    group, chunk, block = (lp.loop_var.name for lp in _dense_loops(arch, cpu, 32, 2)[512][:3])
+    loops = _dense_loops(arch, cpu, 32, 2)[512]
+    group, chunk, block = (lp.loop_var.name for lp in loops[:3])
     at = {group: 1, chunk: 3, block: 2}  # the second group's third block, its fourth chunk
 
     def value(expr) -> int:  # with every other loop (tile, line) at its first iteration
@@ -392,11 +393,9 @@ def test_a_group_of_column_blocks_prefetches_the_next_blocks_chunk(cpu):
         return int(tvm.sym.Analyzer().simplify(
             tvm_ffi.structural_map(expr, [(tvm.tirx.Var, bound)])))
 
-    (weights,) = [p for p in func.params if len(p.ty.shape) == 3]
-    blocks, depth, vo = (int(d) for d in weights.ty.shape)
-    per_group, steps = blocks // 2, 8192 // int(_dense_loops(arch, cpu, 32, 2)[512][1].extent)
-    assert [value(i) for i in call.args[1].args[0].indices] == [
-        per_group + 2 + 1, 3 * steps, 0]
+    (weights,) = [p for p in func.params if len(p.ty.shape) == 3]  # blocks × inputs × lanes
+    per_group, steps = int(weights.ty.shape[0]) // 2, 8192 // int(loops[1].extent)
+    assert [value(i) for i in call.args[1].args[0].indices] == [per_group + 2 + 1, 3 * steps, 0]
 
 
 @pytest.mark.parametrize("cpu", CPUS)

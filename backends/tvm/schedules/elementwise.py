@@ -107,7 +107,6 @@ def _transpose(sch: s_tir.Schedule, loops: list, axis: int, lines: int, lanes: i
     return Plan(sch.mod["main"])
 
 
-
 def fallback_parallel(k: Kernel) -> Plan | None:
     """The fallback: each top-level loop nest's outer spatial loops across the cores."""
     sch = s_tir.Schedule(k.func)
