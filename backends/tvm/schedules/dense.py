@@ -86,14 +86,17 @@ def dense(k: Kernel) -> Plan | None:
     # a last row tile cut short is split from the whole ones (`split_tail`) unless the
     # threads share the row tiles too (too few column blocks × images without them)
     apart = bool(rows % ti) and bool(chunk or cols // vo * images >= _MIN_COLUMN_BLOCKS)
-    jj = None
     if chunk:
+        # what a row tile prefetches: its share of what the weights' next read takes — the
+        # next chunk of the block, or in a group, the next block's share of this chunk
         ko, ki = sch.split(lk, [None, chunk])
         if group > 1:
             jo, jj = sch.split(jo, [None, group])
             sch.reorder(jo, ko, jj, *outer, io, ki, ii, ji)
+            after = (jj, chunk * vo)
         else:
             sch.reorder(jo, ko, *outer, io, ki, ii, ji)
+            after = (ki, vo)
         sch.parallel(jo)
         lk = ko
     else:
@@ -105,10 +108,7 @@ def dense(k: Kernel) -> Plan | None:
     sch.decompose_reduction(mm, lk)
     packs = {w_param: lambda w: _pack_kn(w, vo)}
     tiles = sch.get(io).loop_var if apart else None
-    # with chunks, each row tile fetches its share of the next chunk's weights from memory
-    # (in a group, of the next block's share of this chunk)
-    func = (sch.mod["main"] if not chunk else prefetch_next(sch, mm, weights, io, ki, vo)
-            if jj is None else prefetch_next(sch, mm, weights, io, jj, chunk * vo))
+    func = prefetch_next(sch, mm, weights, io, *after) if chunk else sch.mod["main"]
     if apart:  # the whole tiles without the last one's predicate, which LLVM does not
         # always unswitch (with the prefetch in the row tiles' loop a row's sums spilled:
         # 1.7x; Swin-T's window attention, 64 windows of 49 tokens in tiles of 6 over 96

@@ -113,7 +113,6 @@ def _by_row(stmt, lead: int) -> bool:
                for region in (*stmt.reads, *stmt.writes))
 
 
-
 def columns(k: Kernel) -> Plan | None:
     """A norm over a middle axis of a map — a layer norm over the channels of an NCHW map (as
     archdsl writes Swin-T's and ConvNeXt's), each pixel's values a plane apart: reductions
