@@ -1003,6 +1003,37 @@ def test_pointwise_convs_tile_planes_up_to_17x17_flat(cpu):
     _check_where_the_host_runs(arch, cpu)
 
 
+# A 1×1 conv onto 56×56 whose rows AVX-512's 4×6 tiles compute 60 wide (7% in vain) and one
+# whose 2×8 tiles divide them; AVX2's 4×2 tiles divide both
+LARGE_POINTWISE = r"""
+arch large_pointwise
+input 64x56x56
+defaults act=relu
+a: conv1-64
+b: conv1-32
+"""
+
+
+@pytest.mark.parametrize("cpu", CPUS)
+def test_pointwise_convs_tile_a_large_plane_flat_where_rows_waste(cpu):
+    """A 1×1 stride-1 conv onto a plane beyond `FLAT_PIXELS` tiles it flat where its rows'
+    tiles would compute at least `LARGE_FLAT_GAIN` more pixels in vain (AVX-512's 4×6 on
+    rows of 56), each tile's epilogue right after the tile (not the plane's after the
+    plane), the tiles in parallel spans so that one channel group still makes 8 parallel
+    units on two cores; where the tiles divide the rows, it goes by rows. Both match
+    PyTorch where the host runs them."""
+    arch = archdsl.load(LARGE_POINTWISE)
+    convs = _blocked_convs(arch, cpu, winograd=False, cores=2).values()
+    flat = [f for f in convs if _has_block(f, "archdsl_conv_flat_update")]
+    assert (len(flat), _output_rows(convs, "archdsl_conv_blocked_update")) == (
+        {"avx512": (1, [56]), "avx2": (0, [56, 56])}[cpu])
+    if flat:
+        text = flat[0].script()
+        assert "T.parallel(T.int64(8))" in text
+        assert "for ax0, ax1 in T.grid(T.int64(4), T.int64(6))" in text  # a tile's epilogue
+    _check_where_the_host_runs(arch, cpu)
+
+
 ROWS_APART = r"""
 arch rows_apart
 input 64x24x24

@@ -40,7 +40,12 @@ from tvm import relax
 
 from archdsl.backends.tvm.schedules import blocked, winograd
 from archdsl.backends.tvm.schedules.common import Machine
-from archdsl.backends.tvm.schedules.conv_blocked import FLAT_PIXELS, pixel_tile, tail_blocks
+from archdsl.backends.tvm.schedules.conv_blocked import (
+    FLAT_PIXELS,
+    LARGE_FLAT_GAIN,
+    pixel_tile,
+    tail_blocks,
+)
 from archdsl.backends.tvm.schedules.layout import pad_axis, padded, rewrite_functions
 
 __all__ = ["RULES", "Blocked"]
@@ -275,18 +280,24 @@ def _flat_plane(call: relax.Call, machine: Machine, ocb: int, icb: int) -> int |
     input blocks) to tile as one flat axis, or None to tile it by rows. Planes of up to
     `conv_blocked.FLAT_PIXELS` pixels: a 1×1 unpadded, undilated conv's always; another's
     when the flat plane wastes fewer pixels on whole tiles than its rows do (a 7×7 plane's
-    rows of 7 are computed 8 wide, its 49 pixels as 25 tiles of 2 only 50)."""
+    rows of 7 are computed 8 wide, its 49 pixels as 25 tiles of 2 only 50). So does a larger
+    plane of a 1×1 stride-1 conv's (its tiles' epilogue per tile, `conv_blocked.plan_conv`)."""
     a, out = call.attrs, _shape(call)
-    if out is None or out[2] * out[3] > FLAT_PIXELS:
+    if out is None:
         return None
     plane = out[2] * out[3]
     windowed = tuple(call.args[1].value.shape[2:]) != (1, 1)
-    if (not any(int(p) for p in a.padding) and all(int(d) == 1 for d in a.dilation)
-            and not windowed):
+    pointwise = (not any(int(p) for p in a.padding) and all(int(d) == 1 for d in a.dilation)
+                 and not windowed)
+    if plane > FLAT_PIXELS and not (pointwise and all(int(s) == 1 for s in a.strides)):
+        return None
+    if pointwise and plane <= FLAT_PIXELS:
         return plane
     _, _, row = pixel_tile(ocb, out[3], machine, pad_vectors=True, reused=windowed)
-    _, _, flat = pixel_tile(ocb, plane, machine, icb, pad_vectors=True, window=True,
-                           reused=windowed)
+    _, _, flat = pixel_tile(ocb, plane, machine, icb, pad_vectors=True, window=not pointwise,
+                            reused=windowed)
+    if plane > FLAT_PIXELS:  # only for a clear saving (`LARGE_FLAT_GAIN`)
+        return plane if row / out[3] - flat / plane >= LARGE_FLAT_GAIN else None
     return plane if flat / plane < row / out[3] else None
 
 

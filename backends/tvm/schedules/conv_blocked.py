@@ -58,6 +58,21 @@ computed wider than the flat plane (`blocking._flat_plane`: rows of 7 are 8 wide
 tiles; 49 pixels as 25 tiles of 2 are 50). Each pixel reads its window at row p // OW and
 column p % OW: ResNet-18's three 3×3 convs on 7×7, one thread, 0.93× the time in sum at
 batch 1 and 0.91× at 32, ResNet-50's 0.88–0.89×, SqueezeNet 1.1's on 13×13 0.92–0.99×.
+A 1×1 stride-1 conv's larger plane is flat too where its rows' tiles would compute at least
+`LARGE_FLAT_GAIN` (5%) more pixels in vain than the flat plane's (AVX-512's 4×6 tiles make
+rows of 56 and 28 60 and 30 wide): in the *tile* order, each tile's epilogue right after it
+(a small flat plane's goes after the plane), the tiles in parallel spans (`_spans`) — as
+ONNX Runtime's NCHWc 1×1 kernel, whose 4×6 tiles run on across rows. ResNet-50's 128→256 on
+56×56 with its residual, one thread, alone: by rows 2.13 ms, flat 2.00, a C loop of the
+same tiles 1.90 (2.0 and 1.93 on the same buffers, interleaved). AVX-512 Zen 4, two threads,
+kernels alone (interleaved, shared inputs): the 1×1 convs it changes 0.91–0.96× the time
+(their sum 0.93–0.945) in ResNet-50 at batch 1 and 0.78–1.0× (0.92) at batch 32, MobileNet
+v1's 0.90–0.98× at both, ResNeXt-50's, DenseNet-121's and GoogLeNet's 0.94–0.96× in sum,
+RegNetY-400MF's 1.02× (0.44 ms); whole networks, interleaved builds: ResNet-50 0.97× at
+batch 32, MobileNet v1 0.98–0.99×, at batch 1 ResNet-50, ResNeXt-50, MobileNet v1 and
+DenseNet-121 within ±1.5%. With AVX2's 4×2 tiles the rows of ResNet-50 and MobileNet v1
+are whole tiles; MobileNetV2's 3-vector tiles on rows of 56 and 112 (57 and 114 wide, 1.8%)
+were 1.01–1.08× slower flat (AVX2 code on the Zen 4, two threads): by rows, under the 5%.
 In the *row*, *band* and *plane* orders the last chunk is reduced apart, tile by tile, each
 tile's epilogue applied as it is done (`tail_blocks`), not in a pass over the partial sums.
 L1 is the target core's L1 data cache (`Machine.l1d`: 48 KB on Intel cores since Ice Lake and
@@ -116,7 +131,8 @@ from archdsl.backends.tvm.schedules.common import (
     top_blocks,
 )
 
-__all__ = ["FLAT_PIXELS", "ConvPlan", "conv2d_blocked", "pixel_tile", "plan_conv", "tail_blocks"]
+__all__ = ["FLAT_PIXELS", "LARGE_FLAT_GAIN", "ConvPlan", "conv2d_blocked", "pixel_tile",
+           "plan_conv", "tail_blocks"]
 
 # a conv's plane up to this size may be one flat axis (`flat_conv2d`): 17×17 planes too
 # (Inception v3's, rows of 17 otherwise computed 20 wide; it was 256 before): Inception v3,
@@ -126,6 +142,10 @@ __all__ = ["FLAT_PIXELS", "ConvPlan", "conv2d_blocked", "pixel_tile", "plan_conv
 # (0.99×). Larger planes are not all faster flat: MobileNet v1's 1×1 convs alone (batch 1,
 # one thread, AVX-512) on 28×28 0.90× and 1.02×, on 56×56 1.0× and 1.05×, on 112×112 1.45×.
 FLAT_PIXELS = 289
+# a 1×1 stride-1 conv's larger plane is flat too where that saves at least this share of the
+# pixels its rows compute in vain (rows of 56 and 28 in AVX-512's 6-pixel tiles are 60 and
+# 30 wide: 7%), its tiles' epilogue per tile (`plan_conv`)
+LARGE_FLAT_GAIN = 0.05
 _CHUNK_BYTES = 4096  # weights of one chunk of input blocks in the *row* and *plane* orders (AVX2)
 _L2_BROADCAST = 2.0  # loads a broadcast from L2 counts as (a flat plane's inputs)
 _WINDOW_BROADCAST = 2.0  # loads a flat plane's broadcast counts as where it reads a window
@@ -147,7 +167,8 @@ class ConvPlan:
     pixels: int
     order: str  # "tile", "row", "band" or "plane"
     chunk: int
-    band: int = 1
+    band: int = 1  # rows per band (*band* order)
+    spans: int = 0  # a large flat plane's parallel spans of tiles (`_spans`); 0: not one
 
 
 def _whole_tiles(count: int, limit: int) -> dict[int, int]:
@@ -304,14 +325,27 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     wide = machine.lanes >= 16
     # a reduction of one chunk by rows or plane would only add a pass over the partial sums
     chunk = _chunk(icb, block, machine)
-    order = ("tile" if block * icb <= half or ib == 1 or chunk == icb
+    large = flat and count > FLAT_PIXELS  # a 1×1 conv's plane beyond the small ones'
+    order = ("tile" if block * icb <= half or ib == 1 or chunk == icb or large
              else "plane" if flat or sums <= half or beyond_l2
              else "tile" if wide and not windowed
              else "band" if wide else "row")
     chunk = 1 if order == "tile" else chunk
     groups = -(-(blocks or ocb) // vectors)
     band = _band(machine, rows, sums // rows, groups) if order == "band" else 1
-    return ConvPlan(vectors, pixels, order, chunk, band)
+    return ConvPlan(vectors, pixels, order, chunk, band,
+                    _spans(count, pixels, groups, machine.threads) if large else 0)
+
+
+def _spans(count: int, pixels: int, groups: int, threads: int) -> int:
+    """Parallel spans of a large flat plane's tiles (`FLAT_PIXELS`), so that the channel
+    groups × spans make at least `_MIN_UNITS` parallel units (ResNet-50's 1×1 64→64 on
+    56×56 is one group of 4 vectors), a multiple of the target's `threads` where they can."""
+    tiles = -(-count // pixels)
+    spans = -(-_MIN_UNITS // groups)
+    while (groups * spans) % max(threads, 1) and spans < tiles:
+        spans += 1
+    return max(1, min(spans, tiles))
 
 
 def tail_blocks(machine: Machine, weight: tuple[int, ...], plane: tuple[int, int], width: int,
@@ -545,11 +579,15 @@ def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool, per_image: boo
     inner = [rci, *window, xi, ov, oi]
     within = [] if per_image else [n]
     if plan.order == "tile":
-        spread = [*rows, oo] if shared else [oo, *rows]  # threads take bands of rows
+        # threads take bands of rows, or a large flat plane's spans of tiles
+        spans = sch.split(xo, [plan.spans, None]) if plan.spans > 1 else [xo]
+        xo = spans[-1]
+        spread = [*rows, *spans[:-1], oo] if shared else [oo, *rows, *spans[:-1]]
         sch.reorder(n, *spread, xo, rco, *inner)
-        # a flat tile's pixels are no rectangle of the output: its epilogue goes per plane
         outer = sch.fuse(*within, *spread)
-        at = outer if flat else xo
+        # a small flat plane's epilogue goes per plane; a large one's (`plan_conv`) and a
+        # row's per tile
+        at = outer if flat and not plan.spans else xo
     elif plan.order == "row":
         sch.reorder(n, oo, *rows, rco, xo, *inner)
         outer = at = sch.fuse(*within, oo, *rows)
