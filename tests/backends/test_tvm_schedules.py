@@ -1126,16 +1126,21 @@ def test_weights_beyond_half_of_l1_are_read_once_per_row_or_plane(cpu):
     assert plan(64, 64, 3, 56).order == rows
     wide = plan(128, 512, 1, 28)
     assert plan(256, 64, 1, 56).order == "tile" and plan(16, 16, 3, 56).order == "tile"
-    if cpu == "avx2":  # 4 blocks of 1 KB (32 channels) a chunk
+    machine = _machine(cpu)
+    b = machine.lanes  # a flat 1×1 conv of 512 → 256 on 14×14
+    flat = plan_conv(machine, 256 // b, 196, b, (512 // b, 1, 1, b), True)
+    if cpu == "avx2":  # 4 blocks of 1 KB (32 channels) a chunk; a flat plane by chunks
         assert wide.order == "row" and wide.chunk == 4
+        assert flat.order == "plane" and not flat.spans
         return
-    # AVX-512: a 1×1 conv by rows keeps each tile's whole reduction in registers
-    assert wide.order == "tile"
+    # AVX-512: a 1×1 conv by rows keeps each tile's whole reduction in registers, and so
+    # does a flat one of at least 8 tiles, each tile's epilogue after it (parallel spans)
+    assert wide.order == "tile" and (flat.order, flat.chunk, flat.spans > 0) == ("tile", 1, True)
     # a chunk's weights: ⅔ of L1, 8 blocks of 4 KB (128 channels) on a 48 KB L1, read once
-    # per plane by a flat 1×1 conv; a 3×3 conv's 36 KB are a chunk by themselves
+    # per plane by a flat 1×1 conv of fewer tiles; a 3×3 conv's 36 KB are a chunk by themselves
     spr = _machine("sapphirerapids")
-    flat = plan_conv(spr, 8, 196, 16, (32, 1, 1, 16), True)
-    assert flat.order == "plane" and flat.chunk == 8
+    few = plan_conv(spr, 8, 4, 16, (32, 1, 1, 16), True)
+    assert few.order == "plane" and few.chunk == 8 and not few.spans
     assert plan_conv(spr, 8, 28, 16, (32, 3, 3, 16), False, 28).chunk == 1
 
 
@@ -1260,7 +1265,8 @@ def test_l1_is_the_target_cores():
     on Zen 4 too, its two input blocks being one chunk (by rows, its partial sums would only
     make one more pass for the epilogue). One of 48 → 16 (27 KB): one chunk on Zen 5, whole
     tiles; three chunks on Zen 4, by bands of rows. A flat 1×1 conv whose inputs are one
-    chunk goes by tiles too, not by its plane; one of more chunks by its plane."""
+    chunk goes by tiles too, not by its plane; one of more chunks by its plane if it has
+    fewer than 8 tiles."""
     from archdsl.backends.tvm.schedules.conv_blocked import plan_conv
     machines = {cpu: _machine(cpu)
                 for cpu in ("haswell", "znver4", "znver5", "icelake-server", "sapphirerapids")}
@@ -1276,7 +1282,10 @@ def test_l1_is_the_target_cores():
     flat = {cpu: plan_conv(machines[cpu], 30, 196, 16, (5, 1, 1, 16), True).order
             for cpu in ("znver5", "sapphirerapids")}
     assert flat == {"znver5": "tile", "sapphirerapids": "tile"}
-    assert plan_conv(machines["znver5"], 30, 196, 16, (40, 1, 1, 16), True).order == "plane"
+    # one of 40 input blocks: by its plane where the plane makes fewer than 8 tiles (2×2),
+    # else by tiles, each tile's epilogue after it
+    assert plan_conv(machines["znver5"], 30, 4, 16, (40, 1, 1, 16), True).order == "plane"
+    assert plan_conv(machines["znver5"], 30, 196, 16, (40, 1, 1, 16), True).spans > 0
 
 
 def test_tiles_weigh_broadcasts():

@@ -38,16 +38,19 @@ Loop nest (outermost first), by how much the reduction is worth blocking:
   (ONNX Runtime 20.8), 128→256 on 28×28 14.3 → 10.6, 256→256 on 28×28 25.1 → 22.5; whole
   networks at batch 32 (one thread, interleaved builds, AVX-512 Xeon): MobileNet v1 0.97×
   the time, ResNet-50 0.98×, DenseNet-121 0.97×, at batch 1 and MobileNetV2, EfficientNet-B0
-  and MNASNet within ±1.5%. Flat 1×1 convs by *plane* stayed ahead of *tile* (1.02–1.05×).
+  and MNASNet within ±1.5%. Flat 1×1 convs by *plane* stayed ahead of *tile* (1.02–1.05×)
+  while a flat tile's epilogue went after the plane; with it after each tile they go by
+  *tile* on AVX-512 (below).
 - *band*: image, channel group, band of rows → a chunk of input blocks → every row of the
   band → every tile of the row → K×K window → tile. A windowed conv by rows on AVX-512:
   the chunk's weights stay in L1 across the band's rows (read once per band, not per row),
   the band's partial sums in L2 (`_band`).
 - *plane*: image, channel group → a chunk of input blocks → every tile of the plane (flat
-  convs and any conv of the *row* kind whose plane's partial sums fit in half of L1, a 3×3
-  conv on 7×7 in AVX-512's 7-pixel tiles, when a group's weights overflow half of L1; and
-  one whose group's weights overflow the core's L2, which by rows would come from L3 again
-  for every row, when its plane's partial sums fit in half of L2). The group's weights are
+  convs but AVX-512's 1×1 ones of 8 tiles and up, and any conv of the *row* kind whose
+  plane's partial sums fit in half of L1, a 3×3 conv on 7×7 in AVX-512's 7-pixel tiles,
+  when a group's weights overflow half of L1; and one whose group's weights overflow the
+  core's L2, which by rows would come from L3 again for every row, when its plane's partial
+  sums fit in half of L2). The group's weights are
   read once per image. VGG-16's 3×3 512→512 convs on AVX2 (4 weight vectors a group: 590
   KB), one thread, kernels alone, interleaved: on 28×28 0.95–0.97× the time by rows, on 14×14
   0.88–0.91×, at batch 1 and 32; its 256→512 on 28×28 (295 KB, within Zen 3's 512 KB of L2)
@@ -62,7 +65,7 @@ A 1×1 stride-1 conv's larger plane is flat too where its rows' tiles would comp
 `LARGE_FLAT_GAIN` (5%) more pixels in vain than the flat plane's (AVX-512's 4×6 tiles make
 rows of 56 and 28 60 and 30 wide): in the *tile* order, each tile's epilogue right after it
 (a small flat plane's goes after the plane), the tiles in parallel spans (`_spans`) — as
-ONNX Runtime's NCHWc 1×1 kernel, whose 4×6 tiles run on across rows. ResNet-50's 128→256 on
+ONNX Runtime's NCHWc 1×1 kernel, whose 4×6 tiles run on across rows. ResNeXt-50's 128→256 on
 56×56 with its residual, one thread, alone: by rows 2.13 ms, flat 2.00, a C loop of the
 same tiles 1.90 (2.0 and 1.93 on the same buffers, interleaved). AVX-512 Zen 4, two threads,
 kernels alone (interleaved, shared inputs): the 1×1 convs it changes 0.91–0.96× the time
@@ -73,6 +76,16 @@ batch 32, MobileNet v1 0.98–0.99×, at batch 1 ResNet-50, ResNeXt-50, MobileNe
 DenseNet-121 within ±1.5%. With AVX2's 4×2 tiles the rows of ResNet-50 and MobileNet v1
 are whole tiles; MobileNetV2's 3-vector tiles on rows of 56 and 112 (57 and 114 wide, 1.8%)
 were 1.01–1.08× slower flat (AVX2 code on the Zen 4, two threads): by rows, under the 5%.
+With AVX-512 a 1×1 conv on a small flat plane of at least `_MIN_UNITS` tiles (7×7 and up)
+goes the same way, by tiles with each tile's epilogue after it, where it went by *plane*
+(chunks of input blocks over the plane, the epilogue after the plane). Zen 4, two threads,
+batch 1, kernels alone (shared inputs, interleaved): the convs it changes 0.87–0.98× the
+time in sum (EfficientNet-B0, MobileNet v1, ResNeXt-50, ResNet-50, MobileNetV2), at batch 32
+ResNet-50's 0.99× (0.96–1.11× each); whole networks, interleaved builds: EfficientNet-B0
+0.88–0.90×, MobileNet v1 and ResNeXt-50 0.97×, ResNet-50 0.99× at batch 1; at batch 32
+MobileNet v1 0.93–0.95×, MNASNet 0.96–0.97×, ResNet-50 1.01–1.02×. SE's 1×1 convs on one
+pixel (one tile) were 1.2–2.1× slower so; AVX2 code (`-mcpu=haswell`, same host) 1.03–1.05×
+(ResNet-50, MobileNetV2): those keep the *plane* order.
 In the *row*, *band* and *plane* orders the last chunk is reduced apart, tile by tile, each
 tile's epilogue applied as it is done (`tail_blocks`), not in a pass over the partial sums.
 L1 is the target core's L1 data cache (`Machine.l1d`: 48 KB on Intel cores since Ice Lake and
@@ -168,7 +181,7 @@ class ConvPlan:
     order: str  # "tile", "row", "band" or "plane"
     chunk: int
     band: int = 1  # rows per band (*band* order)
-    spans: int = 0  # a large flat plane's parallel spans of tiles (`_spans`); 0: not one
+    spans: int = 0  # a flat 1×1 conv's parallel spans of tiles, its epilogue per tile; 0: none
 
 
 def _whole_tiles(count: int, limit: int) -> dict[int, int]:
@@ -325,8 +338,11 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     wide = machine.lanes >= 16
     # a reduction of one chunk by rows or plane would only add a pass over the partial sums
     chunk = _chunk(icb, block, machine)
-    large = flat and count > FLAT_PIXELS  # a 1×1 conv's plane beyond the small ones'
-    order = ("tile" if block * icb <= half or ib == 1 or chunk == icb or large
+    # a flat 1×1 conv by tiles, each tile's epilogue after it: on a plane beyond the small
+    # ones, and with AVX-512 on one of at least `_MIN_UNITS` tiles (the module's docstring)
+    by_tile = flat and not windowed and (
+        count > FLAT_PIXELS or wide and -(-count // pixels) >= _MIN_UNITS)
+    order = ("tile" if block * icb <= half or ib == 1 or chunk == icb or by_tile
              else "plane" if flat or sums <= half or beyond_l2
              else "tile" if wide and not windowed
              else "band" if wide else "row")
@@ -334,11 +350,11 @@ def plan_conv(machine: Machine, ocb: int, count: int, ob: int, reduction: tuple[
     groups = -(-(blocks or ocb) // vectors)
     band = _band(machine, rows, sums // rows, groups) if order == "band" else 1
     return ConvPlan(vectors, pixels, order, chunk, band,
-                    _spans(count, pixels, groups, machine.threads) if large else 0)
+                    _spans(count, pixels, groups, machine.threads) if by_tile else 0)
 
 
 def _spans(count: int, pixels: int, groups: int, threads: int) -> int:
-    """Parallel spans of a large flat plane's tiles (`FLAT_PIXELS`), so that the channel
+    """Parallel spans of a flat 1×1 conv's tiles (`plan_conv`), so that the channel
     groups × spans make at least `_MIN_UNITS` parallel units (ResNet-50's 1×1 64→64 on
     56×56 is one group of 4 vectors), a multiple of the target's `threads` where they can."""
     tiles = -(-count // pixels)
@@ -579,14 +595,14 @@ def _loops(sch: s_tir.Schedule, conv, plan: ConvPlan, flat: bool, per_image: boo
     inner = [rci, *window, xi, ov, oi]
     within = [] if per_image else [n]
     if plan.order == "tile":
-        # threads take bands of rows, or a large flat plane's spans of tiles
+        # threads take bands of rows, or a flat 1×1 conv's spans of tiles
         spans = sch.split(xo, [plan.spans, None]) if plan.spans > 1 else [xo]
         xo = spans[-1]
         spread = [*rows, *spans[:-1], oo] if shared else [oo, *rows, *spans[:-1]]
         sch.reorder(n, *spread, xo, rco, *inner)
         outer = sch.fuse(*within, *spread)
-        # a small flat plane's epilogue goes per plane; a large one's (`plan_conv`) and a
-        # row's per tile
+        # a flat plane's epilogue goes per plane but where its 1×1 conv goes by tiles
+        # (`plan_conv`: spans), and a row's per tile
         at = outer if flat and not plan.spans else xo
     elif plan.order == "row":
         sch.reorder(n, oo, *rows, rco, xo, *inner)
