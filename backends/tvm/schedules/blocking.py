@@ -296,9 +296,9 @@ def _flat_plane(call: relax.Call, machine: Machine, ocb: int, icb: int) -> int |
     _, _, row = pixel_tile(ocb, out[3], machine, pad_vectors=True, reused=windowed)
     _, _, flat = pixel_tile(ocb, plane, machine, icb, pad_vectors=True, window=not pointwise,
                             reused=windowed)
-    if plane > FLAT_PIXELS:  # only for a clear saving (`LARGE_FLAT_GAIN`)
-        return plane if row / out[3] - flat / plane >= LARGE_FLAT_GAIN else None
-    return plane if flat / plane < row / out[3] else None
+    saved = row / out[3] - flat / plane  # the share of pixels the rows would compute in vain
+    # (a larger plane only for a clear saving)
+    return plane if saved >= LARGE_FLAT_GAIN or plane <= FLAT_PIXELS and saved > 0 else None
 
 
 def _elementwise(rw: _Rewriter, call: relax.Call) -> Made:

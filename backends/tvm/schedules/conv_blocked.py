@@ -64,7 +64,7 @@ batch 1 and 0.91× at 32, ResNet-50's 0.88–0.89×, SqueezeNet 1.1's on 13×13 
 A 1×1 stride-1 conv's larger plane is flat too where its rows' tiles would compute at least
 `LARGE_FLAT_GAIN` (5%) more pixels in vain than the flat plane's (AVX-512's 4×6 tiles make
 rows of 56 and 28 60 and 30 wide): in the *tile* order, each tile's epilogue right after it
-(a small flat plane's goes after the plane), the tiles in parallel spans (`_spans`) — as
+(by *plane*, a flat conv's goes after the plane), the tiles in parallel spans (`_spans`) — as
 ONNX Runtime's NCHWc 1×1 kernel, whose 4×6 tiles run on across rows. ResNeXt-50's 128→256 on
 56×56 with its residual, one thread, alone: by rows 2.13 ms, flat 2.00, a C loop of the
 same tiles 1.90 (2.0 and 1.93 on the same buffers, interleaved). AVX-512 Zen 4, two threads,
